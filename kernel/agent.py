@@ -1,0 +1,342 @@
+"""The agent API: how plugin code declares an agent, and the context that is its only door to the kernel.
+
+An agent is an `async def main(ctx) -> int | None` registered with `@agent(...)`. It runs as a process on the
+kernel's event loop. Everything it does through the kernel — LLM calls, children, stdin/stdout — goes through
+`ctx`, which records each call as a syscall, honours stop/continue, and refuses every call once the process was
+killed. Signals arrive as `asyncio.CancelledError` at the agent's current await (catch it to handle TERM/INT/HUP;
+`ctx.signal` says which one); an agent that returns after catching it chooses its own exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kernel.proc import Process, SyscallRecord
+from kernel.requests import GenRequest, GenResult, SamplingParams
+from kernel.streams import Pipe
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+
+AgentMain = Callable[["AgentContext"], Awaitable[int | None]]
+
+
+class ProcessKilled(Exception):
+    """Raised by every context call of an agent that received SIGKILL."""
+
+
+class LimitExceeded(Exception):
+    """A per-agent limit (tokens, time, KV) was crossed; the agent ends with status 152."""
+
+    def __init__(self, limit: str, value: float) -> None:
+        super().__init__(f"{limit} limit ({value:g}) exceeded")
+        self.limit = limit
+        self.value = value
+
+
+class LLMError(Exception):
+    """An LLM call the engine refused or could not finish (bad request, engine failure)."""
+
+
+@dataclass
+class AgentSpec:
+    """What the kernel knows about an agent type before running it."""
+
+    name: str
+    main: AgentMain
+    description: str = ""
+    usage: str = ""
+    sched_class: str = "normal"  # the class it asks for (interactive | normal | batch | idle)
+    needs: tuple[str, ...] = ()  # capabilities it declares (used by the access manager)
+    module: str = ""
+
+
+def agent(
+    name: str, *, description: str = "", usage: str = "", sched_class: str = "normal", needs: tuple[str, ...] = ()
+) -> Callable[[AgentMain], AgentSpec]:
+    """Decorator: turn `async def main(ctx)` into an AgentSpec that plugin discovery finds."""
+
+    def wrap(fn: AgentMain) -> AgentSpec:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        return AgentSpec(
+            name=name, main=fn, description=description or (doc[0] if doc else ""), usage=usage,
+            sched_class=sched_class, needs=tuple(needs), module=fn.__module__,
+        )
+
+    return wrap
+
+
+class AgentOutput:
+    """An agent's stdout or stderr: writes go to the pipe and to the process's recent-output tail."""
+
+    def __init__(self, pipe: Pipe, proc: Process, ctx: AgentContext, tee: bool) -> None:
+        self.pipe = pipe
+        self._proc = proc
+        self._ctx = ctx
+        self._tee = tee
+
+    def write(self, text: str) -> None:
+        self._ctx._check_alive()
+        if text:
+            if self._tee:
+                self._proc.note_output(text)
+            if not self.pipe.closed:
+                self.pipe.write(text)
+
+    def print(self, *args: object, sep: str = " ", end: str = "\n") -> None:
+        self.write(sep.join(str(a) for a in args) + end)
+
+    def flush(self) -> None:
+        """Pipes carry text as soon as it is written; nothing is buffered here."""
+
+
+class AgentInput:
+    """An agent's stdin (reading waits in state S, wchan 'stdin')."""
+
+    def __init__(self, pipe: Pipe | None, ctx: AgentContext) -> None:
+        self.pipe = pipe
+        self._ctx = ctx
+
+    async def read(self) -> str:
+        """Everything until end of file."""
+        if self.pipe is None:
+            return ""
+        async with self._ctx._blocking("stdin"):
+            return await self.pipe.aread_all()
+
+    async def readline(self) -> str:
+        if self.pipe is None:
+            return ""
+        async with self._ctx._blocking("stdin"):
+            return await self.pipe.areadline()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        while line := await self.readline():
+            yield line
+
+
+@dataclass
+class Child:
+    """A child process as its parent sees it."""
+
+    pid: int
+    stdout: Pipe
+    stderr: Pipe
+
+
+_syscall_ids = itertools.count(1)
+
+
+class LLM:
+    """`ctx.llm`: chat and completion calls, scheduled by the kernel token by token."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self._ctx = ctx
+        self.last: GenResult | None = None
+
+    async def chat(self, messages: list[dict[str, str]] | str, **opts: object) -> str:
+        """The whole reply to a chat (a string is one user message)."""
+        return "".join([c async for c in self.stream_chat(messages, **opts)])
+
+    async def complete(self, prompt: str, **opts: object) -> str:
+        return "".join([c async for c in self.stream(prompt, **opts)])
+
+    def stream_chat(self, messages: list[dict[str, str]] | str, **opts: object) -> AsyncIterator[str]:
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return self._ctx._llm_call(GenRequest(messages=list(messages)), opts)
+
+    def stream(self, prompt: str, **opts: object) -> AsyncIterator[str]:
+        return self._ctx._llm_call(GenRequest(prompt=prompt), opts)
+
+
+@dataclass
+class _Blocking:
+    ctx: AgentContext
+    wchan: str
+    prev: tuple[str, str] = field(default=("run", ""))
+
+    async def __aenter__(self) -> None:
+        p = self.ctx._proc
+        self.prev = (p.activity, p.wchan)
+        p.activity, p.wchan = self.wchan, self.wchan
+        self.ctx._kernel._state_changed(p)
+
+    async def __aexit__(self, *exc: object) -> None:
+        p = self.ctx._proc
+        p.activity, p.wchan = self.prev
+        self.ctx._kernel._state_changed(p)
+
+
+class AgentContext:
+    """The only door from an agent to the kernel."""
+
+    def __init__(
+        self, kernel: Kernel, proc: Process, stdin: Pipe | None, stdout: Pipe, stderr: Pipe,
+        cwd: str, env: dict[str, str], options: dict,
+    ) -> None:
+        self._kernel = kernel
+        self._proc = proc
+        self.pid = proc.pid
+        self.argv = list(proc.argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.options = dict(options)
+        self.stdin = AgentInput(stdin, self)
+        self.stdout = AgentOutput(stdout, proc, self, tee=True)
+        self.stderr = AgentOutput(stderr, proc, self, tee=True)
+        self.llm = LLM(self)
+        self.signal: int = 0  # the last signal delivered (TERM, INT, HUP …), for handlers
+
+    @property
+    def ppid(self) -> int:
+        return self._proc.ppid
+
+    # --- helpers ----------------------------------------------------------------------------------------------
+    def print(self, *args: object, sep: str = " ", end: str = "\n") -> None:
+        self.stdout.print(*args, sep=sep, end=end)
+
+    def _check_alive(self) -> None:
+        if self._proc.killed:
+            raise ProcessKilled(f"process {self.pid} was killed")
+
+    async def _gate(self) -> None:
+        """Every syscall passes here: a killed process may make none, a stopped one waits for CONT."""
+        self._check_alive()
+        resumed = self._proc.resumed
+        if resumed is not None and not resumed.is_set():
+            await resumed.wait()
+            self._check_alive()
+
+    def _blocking(self, wchan: str) -> _Blocking:
+        return _Blocking(self, wchan)
+
+    def _record(self, kind: str, detail: str = "") -> SyscallRecord:
+        rec = SyscallRecord(id=next(_syscall_ids), pid=self.pid, kind=kind, detail=detail[:200],
+                            t_queued=time.time())
+        self._proc.syscall_count += 1
+        self._proc.syscalls.append(rec)
+        return rec
+
+    # --- syscalls ---------------------------------------------------------------------------------------------
+    async def _llm_call(self, req: GenRequest, opts: dict) -> AsyncIterator[str]:
+        await self._gate()
+        kernel, proc = self._kernel, self._proc
+        o = {**self.options, **opts}
+        req.max_tokens = int(o.get("max_tokens") or kernel.config.sampling.max_tokens)
+        remaining = kernel._tokens_left(proc)
+        if remaining is not None:
+            req.max_tokens = max(1, min(req.max_tokens, remaining))
+        s = kernel.config.sampling
+        req.sampling = SamplingParams(
+            temperature=float(o["temperature"]) if o.get("temperature") is not None else s.temperature,
+            top_k=int(o.get("top_k", s.top_k)), top_p=float(o.get("top_p", s.top_p)),
+            min_p=float(o.get("min_p", s.min_p)), repeat_penalty=float(o.get("repeat_penalty", s.repeat_penalty)),
+            seed=int(o["seed"]) if o.get("seed") is not None else None,
+        )
+        req.stop = list(o.get("stop") or [])
+        req.grammar = o.get("grammar")  # type: ignore[assignment]
+        req.ignore_eos = bool(o.get("ignore_eos", False))
+        conv = o.get("conversation")
+        req.conversation = f"{self.pid}:{conv}" if conv else None
+        req.sched = proc.sched
+        req.max_kv = proc.limits.max_kv
+        rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
+        handle = kernel.engine.submit(req)
+        proc.current_llm = handle
+        async with self._blocking("llm"):
+            try:
+                async for chunk in handle.astream():
+                    yield chunk
+                result = await handle.await_result()
+            except (asyncio.CancelledError, GeneratorExit):
+                handle.cancel()
+                rec.outcome, rec.t_finished = "cancelled", time.time()
+                raise
+            finally:
+                proc.current_llm = None
+        self.llm.last = result
+        proc.llm_tokens += result.completion_tokens
+        wall = time.time() - time.monotonic()
+        rec.t_started = (result.t_admit or result.t_end) + wall
+        rec.t_first = (result.t_first + wall) if result.t_first else 0.0
+        rec.t_finished = result.t_end + wall
+        rec.t_queued = result.t_submit + wall
+        rec.tokens_in, rec.tokens_out = result.prompt_tokens, result.completion_tokens
+        rec.outcome = "ok" if not result.error else f"error: {result.error}"
+        if result.finish_reason == "kv_limit":
+            raise LimitExceeded("KV", proc.limits.max_kv)
+        if result.error:
+            raise LLMError(result.error)
+        kernel._check_token_limit(proc)
+
+    async def spawn(
+        self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | str | None = None,
+        die_with_parent: bool = False, nice: int | None = None, options: dict | None = None,
+    ) -> Child:
+        """Start a child agent in this agent's process group; its stdout/stderr are pipes the parent reads."""
+        await self._gate()
+        rec = self._record("spawn", " ".join([agent, *(argv or [])]))
+        rec.t_started = rec.t_queued
+        if isinstance(stdin, str):
+            text, stdin = stdin, Pipe("child stdin")
+            stdin.write(text)
+            stdin.close()
+        out, err = Pipe(f"{agent} stdout"), Pipe(f"{agent} stderr")
+        pid = self._kernel.spawn(
+            agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=self._proc.pgid,
+            nice=self._proc.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
+            options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")}, **(options or {})},
+            cwd=self.cwd, env=self.env, sched_class=None,
+        )
+        rec.t_finished, rec.outcome = time.time(), f"ok: pid {pid}"
+        return Child(pid=pid, stdout=out, stderr=err)
+
+    async def wait(self, pid: int | None = None) -> tuple[int, int]:
+        """Wait for a child (or any child) to end; returns (pid, status) and collects it."""
+        await self._gate()
+        rec = self._record("wait", str(pid or "any"))
+        rec.t_started = rec.t_queued
+        async with self._blocking("child"):
+            got = await self._kernel._await_child(self._proc, pid)
+        rec.t_finished, rec.outcome = time.time(), f"ok: {got[0]} status {got[1]}"
+        return got
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep without holding anything; time spent stopped (T) does not count, as with a stopped process."""
+        await self._gate()
+        rec = self._record("sleep", f"{seconds:g}")
+        rec.t_started = rec.t_queued
+        remaining = seconds
+        async with self._blocking("timer"):
+            while remaining > 0:
+                await self._gate()  # while stopped, the clock does not run for this sleep
+                t0 = time.monotonic()
+                try:
+                    await asyncio.wait_for(self._proc.stopped.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+                remaining -= time.monotonic() - t0
+        rec.t_finished, rec.outcome = time.time(), "ok"
+
+    async def run_blocking(self, fn: Callable[..., object], *args: object, kind: str = "tool") -> object:
+        """Run blocking work in the kernel's thread pool, never on the loop all agents share."""
+        await self._gate()
+        rec = self._record(kind, getattr(fn, "__name__", "call"))
+        rec.t_started = time.time()
+        async with self._blocking(kind):
+            try:
+                value = await asyncio.get_running_loop().run_in_executor(self._kernel.pool, fn, *args)
+            except Exception as exc:
+                rec.t_finished, rec.outcome = time.time(), f"error: {exc}"
+                raise
+        rec.t_finished, rec.outcome = time.time(), "ok"
+        return value

@@ -1,0 +1,587 @@
+"""The kernel's public API: spawn, signal, wait, renice, ps, snapshot.
+
+Threads: the engine thread owns the llama context; one kernel thread runs the asyncio loop all agents share;
+a small pool runs blocking work (tools); a watchdog names an agent that blocks the loop. The shell and the
+monitor call this API from their own threads: every method here is thread-safe, and none of them runs agent
+code on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from kernel import signals as sig
+from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
+from kernel.config import Config, load_config
+from kernel.engine import Engine, EngineSettings, EngineStats, StepRecord
+from kernel.model import Model, ModelInfo
+from kernel.plugins import AgentRegistry
+from kernel.proc import Limits, Process, ProcInfo, SyscallRecord
+from kernel.requests import SchedInfo
+from kernel.scheduler import Policy, load_policy
+from kernel.streams import Pipe
+
+SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
+Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
+
+
+class KernelError(Exception):
+    """A request to the kernel that cannot be done; the message is one line."""
+
+
+class NoSuchProcess(KernelError, LookupError):
+    pass
+
+
+class UnknownAgent(KernelError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class KernelSnapshot:
+    """Everything the monitor shows, taken at one moment."""
+
+    t: float
+    uptime: float
+    procs: tuple[ProcInfo, ...]
+    engine: EngineStats
+    steps: tuple[StepRecord, ...]
+    policy: dict
+    model: ModelInfo
+    n_threads: int
+    n_gpu_layers: int
+
+
+class Kernel:
+    """One model, one engine, many agent processes."""
+
+    def __init__(
+        self, config: Config | None = None, *, verbose: bool = False,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config or load_config()
+        c = self.config
+        self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
+                           progress=progress, chat_template=c.model.chat_template)
+        self.policy_params = {"quantum": c.scheduler.quantum, "prompt_weight": c.scheduler.prompt_weight}
+        policy = load_policy(c.scheduler.policy, self.policy_params, extra_paths=list(c.plugins.paths))
+        self.engine = Engine(self.model, EngineSettings(
+            n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells, max_batch=c.kernel.max_batch,
+            batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads, unified_kv=c.kernel.unified_kv,
+        ), policy)
+        self.engine.scheduler.boost_after_s = c.scheduler.boost_after_s
+        self.engine.add_step_listener(self._on_step)
+        self.agents = AgentRegistry(c.plugins.paths)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
+        self.started_at = time.time()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._procs: dict[int, Process] = {}
+        self._pids = itertools.count(1)
+        self._listeners: list[Listener] = []
+        self._owner_acc: dict[int, list[float]] = {}  # pid -> [tokens_in, tokens_out, decode_s]
+        self.watchdog_events: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._run_loop, name="aiosh-kernel", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="aiosh-watchdog", daemon=True)
+        self._closing = False
+        self._beat = time.monotonic()
+        self.engine.start()
+        self._loop_thread.start()
+        self._watchdog.start()
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def shutdown(self, grace: float = 2.0) -> None:
+        """HUP every live agent, give them `grace` seconds, KILL the rest, stop the threads."""
+        if self._closing:
+            return
+        live = [p.pid for p in self._live()]
+        for pid in live:
+            self._post(pid, sig.SIGHUP)
+        deadline = time.monotonic() + grace
+        with self._cond:
+            while any(p.status is None for p in self._procs.values()) and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+        for p in self._live():
+            self._post(p.pid, sig.SIGKILL)
+        self._closing = True
+        time.sleep(0.05)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(timeout=5)
+        self.engine.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> Kernel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # --- spawning ---------------------------------------------------------------------------------------------
+    def spawn(
+        self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | None = None, stdout: Pipe | None = None,
+        stderr: Pipe | None = None, nice: int = 0, sched_class: str | None = None, ppid: int = 0,
+        pgid: int | None = None, limits: Limits | None = None, die_with_parent: bool = False,
+        options: dict | None = None, cwd: str = ".", env: dict[str, str] | None = None,
+    ) -> int:
+        """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments."""
+        if self._closing:
+            raise KernelError("kernel is shutting down")
+        spec = self.agents.get(agent)
+        if spec is None:
+            raise UnknownAgent(f"{agent}: no such agent")
+        klass = sched_class or spec.sched_class
+        if klass not in SCHED_CLASSES:
+            raise ValueError(f"unknown scheduling class '{klass}' (one of {', '.join(SCHED_CLASSES)})")
+        lim = limits or Limits(self.config.limits.max_tokens, self.config.limits.max_time, self.config.limits.max_kv)
+        with self._lock:
+            if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
+                raise NoSuchProcess(f"({ppid}) - No such process")
+            pid = next(self._pids)
+            group = pgid if pgid is not None else pid
+            proc = Process(
+                pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
+                sched=SchedInfo(owner=pid, group=group, nice=_clamp_nice(nice), sched_class=klass),
+                limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0),
+            )
+            self._procs[pid] = proc
+            self._owner_acc[pid] = [0, 0, 0.0]
+        out = stdout or Pipe(f"{agent}[{pid}] stdout")
+        err = stderr or Pipe(f"{agent}[{pid}] stderr")
+        ctx = AgentContext(self, proc, stdin, out, err, cwd, env or {}, options or {})
+        proc.ctx = ctx
+        self.loop.call_soon_threadsafe(self._start, proc, spec, ctx)
+        return pid
+
+    def _start(self, proc: Process, spec: AgentSpec, ctx: AgentContext) -> None:
+        proc.resumed = asyncio.Event()
+        proc.resumed.set()
+        proc.stopped = asyncio.Event()
+        proc.exit_future = self.loop.create_future()
+        proc.started = time.time()
+        proc.state = "R"
+        proc.task = self.loop.create_task(self._run_agent(proc, spec, ctx), name=f"agent:{proc.pid}")
+        if proc.limits.max_time:
+            self.loop.call_later(proc.limits.max_time, self._time_limit, proc, ctx)
+
+    async def _run_agent(self, proc: Process, spec: AgentSpec, ctx: AgentContext) -> None:
+        status = 0
+        try:
+            value = await spec.main(ctx)
+            status = (value & 0xFF) if isinstance(value, int) else 0
+        except asyncio.CancelledError:
+            status = self._status_for_cancel(proc, ctx)
+        except LimitExceeded as exc:
+            self._limit_message(proc, ctx, str(exc))
+            status = 128 + sig.SIGXCPU
+        except ProcessKilled:
+            status = 128 + sig.SIGKILL
+        except LLMError as exc:
+            _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}: llm: {exc}\n")
+            status = 1
+        except Exception:  # noqa: BLE001 - an agent's bug ends that agent only
+            _safe_write(ctx.stderr.pipe, traceback.format_exc())
+            status = 1
+        finally:
+            if proc.killed:
+                status = 128 + sig.SIGKILL
+            self._exit(proc, status, ctx)
+
+    def _status_for_cancel(self, proc: Process, ctx: AgentContext) -> int:
+        if proc.killed:
+            return 128 + sig.SIGKILL
+        if proc.limit_hit:
+            self._limit_message(proc, ctx, proc.limit_hit)
+            return 128 + sig.SIGXCPU
+        return 128 + (proc.pending_signal or sig.SIGTERM)
+
+    def _limit_message(self, proc: Process, ctx: AgentContext, what: str) -> None:
+        _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}[{proc.pid}]: {what}\n")
+
+    def _time_limit(self, proc: Process, ctx: AgentContext) -> None:
+        if proc.status is None and proc.task is not None:
+            proc.limit_hit = f"time limit ({proc.limits.max_time:g} s) exceeded"
+            self._cancel_task(proc)
+
+    def _exit(self, proc: Process, status: int, ctx: AgentContext | None) -> None:
+        """The process ends: status kept (Z) until collected; stdio closed; children reparented or killed."""
+        with self._cond:
+            if proc.status is not None:
+                return
+            proc.status = status
+            proc.ended = time.time()
+            proc.state = "Z"
+            proc.sched.stopped = False
+            acc = self._owner_acc.get(proc.pid)
+            if acc:
+                proc.tokens_in, proc.tokens_out, proc.decode_s = int(acc[0]), int(acc[1]), acc[2]
+            orphans_to_kill = []
+            for child in self._procs.values():
+                if child.ppid == proc.pid:
+                    if child.die_with_parent and child.status is None:
+                        orphans_to_kill.append(child.pid)
+                    child.ppid = 0
+                    child.from_shell = False
+            for pid in [p.pid for p in self._procs.values() if p.ppid == 0 and not p.from_shell and p.status is not None]:
+                self._reap(pid)
+            if proc.ppid == 0 and not proc.from_shell:
+                self._reap(proc.pid)  # an orphan is collected by "init" at once
+            self._cond.notify_all()
+        if ctx is not None:
+            for pipe in (ctx.stdout.pipe, ctx.stderr.pipe):
+                pipe.close()
+        if proc.exit_future is not None and not proc.exit_future.done():
+            proc.exit_future.set_result(status)
+        parent = self._procs.get(proc.ppid)
+        if parent is not None and parent.child_event is not None:
+            parent.child_event.set()
+        for pid in orphans_to_kill:
+            self._deliver(pid, sig.SIGKILL)
+        self._notify(proc.pid, "exited", status)
+
+    def _reap(self, pid: int) -> Process | None:
+        proc = self._procs.pop(pid, None)
+        self._owner_acc.pop(pid, None)
+        return proc
+
+    # --- signals ----------------------------------------------------------------------------------------------
+    def signal(self, target: int, signum: int | str = sig.SIGTERM) -> list[int]:
+        """Send a signal to a pid (target > 0) or a process group (target < 0); returns the pids signalled."""
+        num = sig.parse_signal(signum) if isinstance(signum, str) else signum
+        if num not in sig.NAMES and num != 0:
+            raise ValueError(f"{signum}: invalid signal specification")
+        with self._lock:
+            if target > 0:
+                p = self._procs.get(target)
+                if p is None:
+                    raise NoSuchProcess(f"({target}) - No such process")
+                pids = [target] if p.status is None else []
+                if p.status is not None:
+                    return []  # a zombie ignores signals, as on Unix
+            elif target < 0:
+                pids = [p.pid for p in self._procs.values() if p.pgid == -target and p.status is None]
+                if not pids and not any(p.pgid == -target for p in self._procs.values()):
+                    raise NoSuchProcess(f"({target}) - No such process")
+            else:
+                raise NoSuchProcess("(0) - No such process")
+        for pid in pids:
+            self._post(pid, num)
+        return pids
+
+    def _post(self, pid: int, num: int) -> None:
+        if num == sig.SIGKILL:
+            with self._lock:
+                p = self._procs.get(pid)
+                if p is not None and p.status is None:
+                    p.killed = True  # from now on every context call raises, even before the loop runs
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, pid, num)
+        except RuntimeError:  # loop closed during shutdown
+            pass
+
+    def _deliver(self, pid: int, num: int) -> None:
+        """On the kernel loop: apply one signal's default action (or hand it to the agent)."""
+        p = self._procs.get(pid)
+        if p is None or p.status is not None or num == 0 or num in sig.IGNORED_BY_DEFAULT:
+            return
+        if num == sig.SIGKILL:
+            p.killed = True
+            self._cancel_llm(p)
+            self._cancel_task(p)
+            if p.resumed is not None:
+                p.resumed.set()
+            self._exit(p, 128 + sig.SIGKILL, None)
+            self._close_stdio_later(p)
+            return
+        if num in sig.STOPPING:
+            if not p.sched.stopped:
+                p.sched.stopped = True
+                p.resumed.clear()
+                p.stopped.set()
+                self.engine.wake()
+                self._notify(pid, "stopped", 128 + num)
+            return
+        if num == sig.SIGCONT:
+            self._continue(p)
+            return
+        # TERM, INT, HUP, USR1 …: a stopped process is continued so it can act on it (bash does the same).
+        self._continue(p)
+        p.pending_signal = num
+        self._cancel_llm(p)
+        self._cancel_task(p)
+
+    def _continue(self, p: Process) -> None:
+        if p.sched.stopped:
+            p.sched.stopped = False
+            p.stopped.clear()
+            p.resumed.set()
+            self.engine.wake()
+            self._notify(p.pid, "continued", None)
+
+    def _cancel_llm(self, p: Process) -> None:
+        handle = p.current_llm
+        if handle is not None:
+            handle.cancel()  # frees its slot and KV at once
+
+    def _cancel_task(self, p: Process) -> None:
+        if p.task is not None and not p.task.done():
+            p.task.cancel()
+
+    def _close_stdio_later(self, p: Process) -> None:
+        """After SIGKILL the task may still unwind; its pipes must reach EOF now so readers do not hang."""
+        ctx = p.ctx
+        if isinstance(ctx, AgentContext):
+            ctx.stdout.pipe.close()
+            ctx.stderr.pipe.close()
+
+    # --- waiting ----------------------------------------------------------------------------------------------
+    def wait(self, pid: int | None = None, timeout: float | None = None) -> tuple[int, int] | None:
+        """Block (on the caller's thread) until pid, or any child of the shell, has exited; collect it.
+
+        Returns (pid, status), or None on timeout. NoSuchProcess if there is nothing to wait for.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if pid is not None:
+                    p = self._procs.get(pid)
+                    if p is None:
+                        raise NoSuchProcess(f"pid {pid} is not a child of this shell")
+                    if p.status is not None:
+                        self._reap(pid)
+                        return pid, p.status
+                else:
+                    kids = [p for p in self._procs.values() if p.ppid == 0 and p.from_shell]
+                    if not kids:
+                        raise NoSuchProcess("no child processes")
+                    done = [p for p in kids if p.status is not None]
+                    if done:
+                        first = min(done, key=lambda p: p.ended)
+                        self._reap(first.pid)
+                        return first.pid, first.status  # type: ignore[return-value]
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(left if left is not None else 1.0)
+
+    async def _await_child(self, parent: Process, pid: int | None) -> tuple[int, int]:
+        """An agent waits for its own child (on the kernel loop)."""
+        if parent.child_event is None:
+            parent.child_event = asyncio.Event()
+        while True:
+            with self._lock:
+                if pid is not None:
+                    p = self._procs.get(pid)
+                    if p is None or p.ppid != parent.pid:
+                        raise ChildProcessError(f"pid {pid} is not a child of process {parent.pid}")
+                    if p.status is not None:
+                        self._reap(pid)
+                        return pid, p.status
+                else:
+                    kids = [p for p in self._procs.values() if p.ppid == parent.pid]
+                    if not kids:
+                        raise ChildProcessError(f"process {parent.pid} has no children")
+                    done = [p for p in kids if p.status is not None]
+                    if done:
+                        first = min(done, key=lambda p: p.ended)
+                        self._reap(first.pid)
+                        return first.pid, first.status  # type: ignore[return-value]
+                parent.child_event.clear()
+            await parent.child_event.wait()
+
+    # --- priorities and policy --------------------------------------------------------------------------------
+    def renice(self, pid: int, nice: int) -> int:
+        """Set a live process's nice (clamped to −20…19, as renice does); returns the value set."""
+        with self._lock:
+            p = self._procs.get(pid)
+            if p is None or p.status is not None:
+                raise NoSuchProcess(f"({pid}) - No such process")
+            p.sched.nice = _clamp_nice(nice)
+            return p.sched.nice
+
+    def set_class(self, pid: int, sched_class: str) -> None:
+        if sched_class not in SCHED_CLASSES:
+            raise ValueError(f"unknown scheduling class '{sched_class}' (one of {', '.join(SCHED_CLASSES)})")
+        with self._lock:
+            p = self._procs.get(pid)
+            if p is None or p.status is not None:
+                raise NoSuchProcess(f"({pid}) - No such process")
+            p.sched.sched_class = sched_class
+
+    def set_policy(self, name: str, **params: float) -> Policy:
+        """Switch the scheduling policy at run time; running agents keep their slots and KV."""
+        policy = load_policy(name, {**self.policy_params, **params}, extra_paths=list(self.config.plugins.paths))
+        self.engine.set_policy(policy)
+        self.engine.call(lambda: None)  # returns once the engine has switched
+        return policy
+
+    @property
+    def policy(self) -> Policy:
+        return self.engine.scheduler.policy
+
+    # --- observation ------------------------------------------------------------------------------------------
+    def agent_types(self) -> dict[str, AgentSpec]:
+        return self.agents.all()
+
+    def ps(self) -> list[ProcInfo]:
+        stats = self.engine.stats
+        with self._lock:
+            return [self._info(p, stats) for p in sorted(self._procs.values(), key=lambda p: p.pid)]
+
+    def proc(self, pid: int) -> ProcInfo:
+        with self._lock:
+            p = self._procs.get(pid)
+            if p is None:
+                raise NoSuchProcess(f"({pid}) - No such process")
+            return self._info(p, self.engine.stats)
+
+    def state(self, pid: int) -> str | None:
+        with self._lock:
+            p = self._procs.get(pid)
+            return None if p is None else self._state_of(p, self.engine.stats)
+
+    def syscalls(self, pid: int) -> list[SyscallRecord]:
+        with self._lock:
+            p = self._procs.get(pid)
+            if p is None:
+                raise NoSuchProcess(f"({pid}) - No such process")
+            return [replace(r) for r in p.syscalls]
+
+    def snapshot(self, steps: int = 200) -> KernelSnapshot:
+        stats = self.engine.stats
+        with self._lock:
+            procs = tuple(self._info(p, stats) for p in sorted(self._procs.values(), key=lambda p: p.pid))
+        return KernelSnapshot(
+            t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
+            steps=tuple(self.engine.steps(steps)), policy=self.policy.describe(), model=self.model.info,
+            n_threads=self.engine.settings.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
+        )
+
+    def add_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def _notify(self, pid: int, kind: str, status: int | None) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(pid, kind, status)
+            except Exception:  # noqa: BLE001 - a listener's bug must not break the kernel
+                traceback.print_exc()
+
+    def _state_changed(self, proc: Process) -> None:
+        """Hook for activity changes (the monitor reads states from snapshots; nothing to push yet)."""
+
+    def _state_of(self, p: Process, stats: EngineStats) -> str:
+        if p.status is not None:
+            return "Z"
+        if p.sched.stopped:
+            return "T"
+        if p.activity == "llm":
+            for s in stats.seqs:
+                if s.owner == p.pid and s.slot is not None and s.state in ("prefill", "decode"):
+                    return "R"
+            return "S"
+        return "R" if p.activity in ("run", "tool") else "S"
+
+    def _info(self, p: Process, stats: EngineStats) -> ProcInfo:
+        acc = self._owner_acc.get(p.pid) or [p.tokens_in, p.tokens_out, p.decode_s]
+        kv = sum(s.kv_tokens for s in stats.seqs if s.owner == p.pid)
+        swapped = sum(s.swapped_bytes for s in stats.seqs if s.owner == p.pid)
+        live_switches = sum(s.switches for s in stats.seqs if s.owner == p.pid)
+        boosted = any(s.boosted for s in stats.seqs if s.owner == p.pid)
+        state = self._state_of(p, stats)
+        wchan = "" if state in ("R", "Z", "T") else ("slot" if p.activity == "llm" else p.wchan)
+        return ProcInfo(
+            pid=p.pid, ppid=p.ppid, pgid=p.pgid, agent=p.agent, argv=tuple(p.argv), state=state, wchan=wchan,
+            nice=p.sched.nice, sched_class=p.sched.sched_class, pri=20 + p.sched.nice - (10 if boosted else 0),
+            boosted=boosted, created=p.created, started=p.started, ended=p.ended, decode_s=float(acc[2]),
+            tokens_in=int(acc[0]), tokens_out=int(acc[1]), kv_tokens=kv, kv_bytes=kv * stats.kv_bytes_per_token,
+            swapped_bytes=swapped, switches=p.switches + live_switches, syscalls=p.syscall_count,
+            status=p.status, limits=p.limits, recent_output=p.recent_output(),
+        )
+
+    # --- accounting (engine thread) ---------------------------------------------------------------------------
+    def _on_step(self, rec: StepRecord) -> None:
+        units = rec.n_tokens or 1
+        share = rec.duration / units
+        acc = self._owner_acc
+        for owner, _rid in rec.decoded:
+            a = acc.get(owner)
+            if a is not None:
+                a[1] += 1
+                a[2] += share
+        for owner, _rid, n in rec.prefilled:
+            a = acc.get(owner)
+            if a is not None:
+                a[0] += n
+                a[2] += share * n
+
+    def _tokens_left(self, proc: Process) -> int | None:
+        if not proc.limits.max_tokens:
+            return None
+        return max(0, proc.limits.max_tokens - proc.llm_tokens)
+
+    def _check_token_limit(self, proc: Process) -> None:
+        """Called after each LLM call with its result counted."""
+        if not proc.limits.max_tokens:
+            return
+        if proc.llm_tokens >= proc.limits.max_tokens:
+            raise LimitExceeded("token", proc.limits.max_tokens)
+
+    def _live(self) -> list[Process]:
+        with self._lock:
+            return [p for p in self._procs.values() if p.status is None]
+
+    # --- watchdog ---------------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        limit = self.config.kernel.watchdog_ms / 1000.0
+        reported: int | None = None
+        while not self._closing:
+            sent = time.monotonic()
+            try:
+                self.loop.call_soon_threadsafe(self._heartbeat)
+            except RuntimeError:
+                return
+            time.sleep(limit / 2)
+            blocked = time.monotonic() - self._beat
+            if self._beat >= sent:
+                reported = None
+                continue
+            if blocked > limit:
+                task = asyncio.current_task(self.loop) if self.loop.is_running() else None
+                name = task.get_name() if task is not None else ""
+                if name.startswith("agent:") and reported != id(task):
+                    reported = id(task)
+                    pid = int(name.split(":", 1)[1])
+                    p = self._procs.get(pid)
+                    what = f"{p.agent}[{pid}]" if p else f"pid {pid}"
+                    line = f"aiosh: watchdog: {what} blocks the kernel loop (>{limit * 1000:.0f} ms); " \
+                           f"blocking work belongs in ctx.run_blocking"
+                    self.watchdog_events.append(line)
+                    if p is not None and isinstance(p.ctx, AgentContext):
+                        _safe_write(p.ctx.stderr.pipe, line + "\n")
+
+    def _heartbeat(self) -> None:
+        self._beat = time.monotonic()
+
+
+def _clamp_nice(nice: int) -> int:
+    return max(-20, min(19, int(nice)))
+
+
+def _safe_write(pipe: Pipe, text: str) -> None:
+    try:
+        if not pipe.closed:
+            pipe.write(text)
+    except ValueError:
+        pass

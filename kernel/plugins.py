@@ -1,0 +1,124 @@
+"""Plugin discovery: agents (and later tools) from `plugins/`, the user's plugin folders and entry points.
+
+Folders are scanned again on each lookup of a name not yet known, so an agent dropped into a plugin folder works
+without reinstalling or restarting. A plugin that fails to import is reported in one line and skipped; it never
+takes the kernel down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import pkgutil
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from kernel.agent import AgentSpec
+
+ENTRY_POINT_GROUP = "aiosh.plugins"
+BUILTIN_PACKAGES = ("plugins.agents",)
+
+
+@dataclass
+class PluginSet:
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # one line per plugin that failed to load
+    origins: dict[str, str] = field(default_factory=dict)  # agent name -> where it came from
+
+
+def _collect(module: ModuleType, found: PluginSet, origin: str) -> None:
+    for value in vars(module).values():
+        if isinstance(value, AgentSpec) and value.name not in found.agents:
+            found.agents[value.name] = value
+            found.origins[value.name] = origin
+
+
+def _import_file(path: Path) -> ModuleType:
+    name = "aiosh_user_plugin_" + "_".join(path.with_suffix("").parts[-3:]).replace("-", "_").replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _user_files(paths: Iterable[str]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        folder = Path(p).expanduser()
+        for sub in (folder, folder / "agents"):
+            if sub.is_dir():
+                files.extend(sorted(f for f in sub.glob("*.py") if not f.name.startswith("_")))
+    return files
+
+
+def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
+    """Everything findable now. Built-ins win over user plugins of the same name, user over entry points."""
+    found = PluginSet()
+    for pkg_name in BUILTIN_PACKAGES:
+        try:
+            pkg = importlib.import_module(pkg_name)
+        except Exception as exc:  # noqa: BLE001
+            found.errors.append(f"{pkg_name}: {exc}")
+            continue
+        for info in pkgutil.iter_modules(pkg.__path__):
+            mod_name = f"{pkg_name}.{info.name}"
+            try:
+                _collect(importlib.import_module(mod_name), found, mod_name)
+            except Exception as exc:  # noqa: BLE001
+                found.errors.append(f"{mod_name}: {type(exc).__name__}: {exc}")
+    for path in _user_files(extra_paths):
+        try:
+            _collect(_import_file(path), found, str(path))
+        except Exception as exc:  # noqa: BLE001
+            found.errors.append(f"{path}: {type(exc).__name__}: {exc}")
+    try:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # noqa: BLE001
+        eps = ()
+    for ep in eps:
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001
+            found.errors.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(obj, ModuleType):
+            _collect(obj, found, f"entry point {ep.name}")
+        elif isinstance(obj, AgentSpec) and obj.name not in found.agents:
+            found.agents[obj.name] = obj
+            found.origins[obj.name] = f"entry point {ep.name}"
+    return found
+
+
+class AgentRegistry:
+    """The agent types the kernel can spawn; rescans when asked for a name it does not know yet."""
+
+    def __init__(self, extra_paths: Iterable[str] = ()) -> None:
+        self.extra_paths = list(extra_paths)
+        self._lock = threading.Lock()
+        self._set = discover(self.extra_paths)
+
+    def rescan(self) -> PluginSet:
+        with self._lock:
+            self._set = discover(self.extra_paths)
+            return self._set
+
+    def get(self, name: str) -> AgentSpec | None:
+        spec = self._set.agents.get(name)
+        if spec is None:
+            spec = self.rescan().agents.get(name)
+        return spec
+
+    def all(self) -> dict[str, AgentSpec]:
+        return dict(self.rescan().agents)
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self._set.errors)
