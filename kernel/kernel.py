@@ -172,6 +172,7 @@ class Kernel:
         proc.started = time.time()
         proc.state = "R"
         proc.task = self.loop.create_task(self._run_agent(proc, spec, ctx), name=f"agent:{proc.pid}")
+        proc.task.add_done_callback(lambda _t: self._ended_before_start(proc, ctx))
         if proc.limits.max_time:
             self.loop.call_later(proc.limits.max_time, self._time_limit, proc, ctx)
 
@@ -197,6 +198,11 @@ class Kernel:
             if proc.killed:
                 status = 128 + sig.SIGKILL
             self._exit(proc, status, ctx)
+
+    def _ended_before_start(self, proc: Process, ctx: AgentContext) -> None:
+        """A signal that arrives before the agent's first step cancels the task before `_run_agent` can run."""
+        if proc.status is None:
+            self._exit(proc, self._status_for_cancel(proc, ctx), ctx)
 
     def _status_for_cancel(self, proc: Process, ctx: AgentContext) -> int:
         if proc.killed:

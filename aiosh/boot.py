@@ -1,0 +1,53 @@
+"""Start a kernel for a front end: config, model load with progress on a terminal, errors as one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from kernel.config import Config, ConfigError, load_config
+from kernel.model import ModelError
+from kernel.requests import EngineError
+
+
+class BootError(Exception):
+    """aiosh cannot start; `status` is the exit status (2 for a usage/config problem, 1 otherwise)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def read_config(path: str | None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    try:
+        return load_config(path, overrides=overrides)
+    except ConfigError as exc:
+        raise BootError(str(exc), 2) from None
+
+
+def start_kernel(config: Config, *, verbose: bool = False, show_progress: bool | None = None):
+    """Load the model and start the kernel; a rich progress bar while loading, only on a terminal."""
+    from kernel import Kernel
+
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    try:
+        if not show_progress:
+            return Kernel(config, verbose=verbose)
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        with Progress(TextColumn("loading model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task("load", total=1.0)
+            return Kernel(config, verbose=verbose, progress=lambda v: bar.update(task, completed=v))
+    except (ModelError, EngineError) as exc:
+        raise BootError(str(exc), 1) from None
+    except ValueError as exc:  # e.g. an unknown scheduling policy named in the config
+        raise BootError(f"scheduler.policy: {exc}", 2) from None
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,60 @@
+"""`aiosh` on the command line: argv → interactive shell, script, `-c`, or commands on stdin; the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+from aiosh.boot import BootError, read_config, start_kernel
+
+
+def _version() -> str:
+    try:
+        return version("aiosh")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aiosh",
+        description="A shell for LLM agents: run, watch and control agents the way bash runs processes.",
+        epilog="With no SCRIPT and no -c, commands are read from the terminal (interactive) or from standard input.",
+    )
+    p.add_argument("-c", dest="command", metavar="COMMANDS", help="run COMMANDS and exit")
+    p.add_argument("--config", metavar="PATH", help="read settings from PATH (over ./aiosh.toml and the user file)")
+    p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log lines")
+    p.add_argument("--version", action="version", version=f"aiosh {_version()}")
+    p.add_argument("script", nargs="?", metavar="SCRIPT", help="a file of aiosh commands")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="$1, $2 … for SCRIPT (or $0 … for -c)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse prints its own one-line usage error
+        return int(exc.code or 0)
+    try:
+        config = read_config(ns.config)
+        source = None
+        if ns.script is not None and ns.command is None:
+            try:
+                with open(ns.script, encoding="utf-8") as fh:
+                    source = fh.read()
+            except OSError as exc:
+                print(f"aiosh: {ns.script}: {exc.strerror or exc}", file=sys.stderr)
+                return 127 if isinstance(exc, FileNotFoundError) else 126
+        kernel = start_kernel(config, verbose=ns.verbose)
+    except BootError as exc:
+        print(f"aiosh: {exc}", file=sys.stderr)
+        return exc.status
+    from aiosh.session import run_session
+
+    return run_session(kernel, config, ns, source)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The shell's view of the kernel: the `AgentHost` the interpreter starts, waits for and signals agents through.
+
+The shell library knows nothing of the kernel; this adapter maps its calls and options onto `Kernel`'s API and
+turns kernel errors into the LookupError/ValueError the shell reports in bash's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kernel import Kernel, NoSuchProcess, UnknownAgent
+from kernel.proc import Limits
+from kernel.streams import Pipe
+
+
+class KernelAgentHost:
+    """Implements the shell's AgentHost protocol on a running Kernel."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def agent_names(self) -> list[str]:
+        return sorted(self.kernel.agent_types())
+
+    def start(
+        self, name: str, argv: list[str], *, stdin: Pipe | None, stdout: Pipe, stderr: Pipe, pgid: int | None,
+        cwd: str, env: dict[str, str], options: dict,
+    ) -> int:
+        opts = dict(options)
+        nice = int(opts.pop("nice", 0) or 0)
+        sched_class = opts.pop("sched_class", None)
+        lim = self.kernel.config.limits
+        limits = Limits(
+            max_tokens=int(opts.pop("max_total_tokens", 0) or lim.max_tokens),
+            max_time=float(opts.pop("max_time", 0) or lim.max_time),
+            max_kv=int(opts.pop("max_kv", 0) or lim.max_kv),
+        )
+        try:
+            return self.kernel.spawn(
+                name, argv, stdin=stdin, stdout=stdout, stderr=stderr, nice=nice, sched_class=sched_class,
+                pgid=pgid, limits=limits, options=opts, cwd=cwd, env=env,
+            )
+        except UnknownAgent as exc:
+            raise LookupError(str(exc)) from None
+
+    def wait(self, pid: int, timeout: float | None = None) -> int | None:
+        try:
+            got = self.kernel.wait(pid, timeout)
+        except NoSuchProcess as exc:
+            raise LookupError(str(exc)) from None
+        return None if got is None else got[1]
+
+    def signal(self, target: int, sig: int) -> None:
+        try:
+            self.kernel.signal(target, sig)
+        except NoSuchProcess as exc:
+            raise LookupError(str(exc)) from None
+
+    def state(self, pid: int) -> str | None:
+        return self.kernel.state(pid)
+
+    def renice(self, pid: int, nice: int) -> int:
+        try:
+            return self.kernel.renice(pid, nice)
+        except NoSuchProcess as exc:
+            raise LookupError(str(exc)) from None
+
+    def add_listener(self, fn: Callable[[int, str, int | None], None]) -> None:
+        self.kernel.add_listener(fn)
