@@ -1,0 +1,9 @@
+"""serial: one request at a time, to completion, in arrival order: what AIOS's FIFO scheduler does. The baseline."""
+
+from kernel.scheduler import Policy
+
+
+class Serial(Policy):
+    name = "serial"
+    description = "one request at a time, to completion, in arrival order (AIOS's FIFO; the baseline to beat)"
+    serial = True
