@@ -437,7 +437,7 @@ class Engine:
         # (an admission can fail its request, e.g. on a bad grammar: such a request is gone from _actives)
         # Build the batch: decode tokens first (one each), then prompt chunks in the plan's order.
         n = 0
-        budget = self.scheduler.token_budget
+        budget = plan.token_budget or self.scheduler.token_budget
         decoded: list[tuple[int, int]] = []
         prefilled: list[tuple[int, int, int]] = []
         members: list[_Active] = []
@@ -493,16 +493,17 @@ class Engine:
         for act in members:
             self._after_decode(act, t_dec)
         now = time.monotonic()
-        for act in running:
-            act.seq.last_run = now
+        served = {id(a) for a in members}
+        for act in members:
+            act.seq.last_ran = now
             act.seq.waiting_since = 0.0
         for a in self._actives.values():
-            if a.seq.runnable and a not in running and not a.seq.waiting_since:
-                a.seq.waiting_since = now
+            if a.seq.runnable and id(a) not in served and not a.seq.waiting_since:
+                a.seq.waiting_since = now  # only those that got nothing this step keep waiting (and may be boosted)
         pre_by_rid = {p[1]: p[2] for p in prefilled}
+        decoded_rids = {d[1] for d in decoded}
         for act in members:
-            self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in dict(
-                (d[1], 1) for d in decoded) else 0)
+            self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in decoded_rids else 0)
         # Deliver text once per step.
         for act in list(members):
             if act.out:
@@ -682,15 +683,14 @@ class Engine:
                 if act.batch_index >= 0 or act.pending_token is None:
                     act.result.evaluated_tokens -= extra if act.pending_token is None else 0
             act.batch_index = -1
-        if rc == 1:  # no KV space: preempt the youngest running sequence
-            victims = sorted(
-                (a for a in self._actives.values() if a.slot is not None), key=lambda a: -a.seq.arrival
-            )
-            if len(victims) > 1:
-                self._preempt(victims[0])
+        if rc == 1:  # no KV space: the scheduler names a victim (stopped agents first) to swap out
+            victim = self.scheduler.kv_victim([a.seq for a in self._actives.values()])
+            if victim is not None:
+                self._preempt(self._actives[victim.rid])
                 return
-            if victims:
-                self._finish(victims[0], "error", "KV cache full: kernel.kv_cells is too small for this request")
+            holders = [a for a in self._actives.values() if a.slot is not None]
+            if holders:
+                self._finish(holders[0], "error", "KV cache full: kernel.kv_cells is too small for this request")
             return
         for act in members:
             self._finish(act, "error", f"llama_decode failed ({rc})")
@@ -721,9 +721,7 @@ class Engine:
         if act.swapped is None:
             # Recompute later: everything the sequence had becomes prompt again.
             self._totals["recomputes"] += 1
-            act.prompt = list(slot.tokens) if act.pending_token is not None else act.prompt
-            act.seq.prompt_len = len(act.prompt)
-            act.seq.n_prefilled = 0
+            _requeue_for_recompute(act, slot.tokens)
         self._truncate(slot, 0)
         slot.active = None
         slot.conversation = None
@@ -742,8 +740,7 @@ class Engine:
         act.swapped = None
         if not ok:  # could not restore (e.g. no room): fall back to recompute
             self._totals["recomputes"] += 1
-            act.prompt = list(act.swapped_tokens)
-            act.seq.n_prefilled = 0
+            _requeue_for_recompute(act, act.swapped_tokens)
             act.swapped_tokens = []
             return
         self._swap_cost_per_byte = 0.8 * self._swap_cost_per_byte + 0.2 * (dt / max(1, len(buf)))
@@ -815,7 +812,9 @@ class Engine:
             gen = [t for t in act.generated if not self.model.is_eog(t)]
             if reason != "stop" and closed.startswith(with_prompt + reply):
                 # Keep the tokens as generated and close the turn with the template's own suffix.
-                tokens = act.prompt + gen + self.model.tokenize(closed[len(with_prompt) + len(reply) :])
+                # (act.prompt grew by the generated tokens if the request was recomputed after a preemption)
+                prompt = act.prompt[: act.result.prompt_tokens]
+                tokens = prompt + gen + self.model.tokenize(closed[len(with_prompt) + len(reply) :])
             else:
                 tokens = self._render_closed(msgs)
             conv.messages = msgs
@@ -865,6 +864,20 @@ class Engine:
             if s.active is None:
                 self._truncate(s, 0)
                 s.conversation = None
+
+
+def _requeue_for_recompute(act: _Active, kv_tokens: list[int]) -> None:
+    """The sequence lost its KV (kv_tokens): make it all prompt again, to be prefilled when it gets a slot.
+
+    Mid-prefill, the original prompt still covers everything. While decoding, the KV held the prompt and all
+    generated tokens but the last, sampled and not yet decoded: that one ends the new prompt, so the prefill
+    that restores the context also yields the logits for the next sample.
+    """
+    if act.pending_token is not None:
+        act.prompt = [*kv_tokens, act.pending_token]
+        act.pending_token = None
+    act.seq.prompt_len = len(act.prompt)
+    act.seq.n_prefilled = 0
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

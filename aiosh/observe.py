@@ -1,0 +1,248 @@
+"""Builtins that look into the kernel: `ps`, `sched`, `free`.
+
+Each is a plain function of (kernel, argv) that returns text and a status, so it is testable without a shell;
+`register(registry, kernel_getter)` wraps them as shell builtins.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+
+from kernel.proc import ProcInfo
+
+COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
+    # name: (header, value, alignment)
+    "pid": ("PID", lambda p: p.pid, ">"),
+    "ppid": ("PPID", lambda p: p.ppid, ">"),
+    "pgid": ("PGID", lambda p: p.pgid, ">"),
+    "stat": ("STAT", lambda p: p.state + ("<" if p.nice < 0 else "N" if p.nice > 0 else "") + ("+" if p.boosted else ""), "<"),
+    "ni": ("NI", lambda p: p.nice, ">"),
+    "pri": ("PRI", lambda p: p.pri, ">"),
+    "class": ("CLASS", lambda p: p.sched_class, "<"),
+    "wchan": ("WCHAN", lambda p: p.wchan or "-", "<"),
+    "tokens": ("TOKENS", lambda p: p.tokens_in + p.tokens_out, ">"),
+    "tin": ("TIN", lambda p: p.tokens_in, ">"),
+    "tout": ("TOUT", lambda p: p.tokens_out, ">"),
+    "kv": ("KV", lambda p: p.kv_tokens, ">"),
+    "kvmb": ("KVMIB", lambda p: f"{p.kv_bytes / 2**20:.1f}", ">"),
+    "swap": ("SWAP", lambda p: _bytes(p.swapped_bytes), ">"),
+    "sw": ("CSW", lambda p: p.switches, ">"),
+    "sys": ("SYSC", lambda p: p.syscalls, ">"),
+    "time": ("TIME", lambda p: _clock(p.decode_s, frac=True), ">"),
+    "elapsed": ("ELAPSED", lambda p: _clock(p.elapsed), ">"),
+    "status": ("STATUS", lambda p: "-" if p.status is None else p.status, ">"),
+    "cmd": ("CMD", lambda p: p.cmd, "<"),
+}
+DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "tokens", "kv", "time", "elapsed", "cmd"]
+SORT_KEYS: dict[str, Callable[[ProcInfo], object]] = {
+    "pid": lambda p: p.pid, "ppid": lambda p: p.ppid, "ni": lambda p: p.nice, "pri": lambda p: p.pri,
+    "tokens": lambda p: p.tokens_in + p.tokens_out, "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
+    "elapsed": lambda p: p.elapsed, "stat": lambda p: p.state, "cmd": lambda p: p.cmd, "swap": lambda p: p.swapped_bytes,
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _clock(seconds: float, frac: bool = False) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    h, m = divmod(int(m), 60)
+    sec = f"{s:05.2f}" if frac else f"{int(s):02d}"
+    return f"{h}:{m:02d}:{sec}" if h else f"{m}:{sec}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(rows: list[list[str]], aligns: list[str]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(aligns))]
+    lines = []
+    for r in rows:
+        cells = [f"{c:{a}{w}}" if i < len(r) - 1 or a == ">" else c for i, (c, a, w) in enumerate(zip(r, aligns, widths))]
+        lines.append(" ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def ps(kernel, argv: list[str]) -> str:
+    """`ps [-f] [-o COLS] [--sort [-]COL] [-p PID[,PID]] [--json]`: the process table."""
+    cols = list(DEFAULT_COLUMNS)
+    tree = as_json = False
+    sort: str | None = None
+    pids: set[int] | None = None
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "-f":
+            tree = True
+        elif a == "--json":
+            as_json = True
+        elif a in ("-o", "--sort", "-p"):
+            if not args:
+                raise UsageError(f"{a}: missing argument")
+            val = args.pop(0)
+            if a == "-o":
+                cols = [c.strip().lower() for c in val.split(",") if c.strip()]
+                bad = [c for c in cols if c not in COLUMNS]
+                if bad:
+                    raise UsageError(f"-o: unknown column '{bad[0]}' (known: {', '.join(COLUMNS)})")
+            elif a == "--sort":
+                if val.lstrip("-+").lower() not in SORT_KEYS:
+                    raise UsageError(f"--sort: unknown column '{val}' (known: {', '.join(SORT_KEYS)})")
+                sort = val
+            else:
+                try:
+                    pids = {int(x) for x in val.split(",") if x}
+                except ValueError:
+                    raise UsageError(f"-p: invalid process id '{val}'") from None
+        else:
+            raise UsageError(f"{a}: unknown option")
+    procs = kernel.ps()
+    if pids is not None:
+        procs = [p for p in procs if p.pid in pids]
+    if sort:
+        key = SORT_KEYS[sort.lstrip("-+").lower()]
+        procs.sort(key=key, reverse=sort.startswith("-"))
+    if as_json:
+        return json.dumps([_jsonable(p) for p in procs]) + "\n"
+    if tree:
+        procs = _tree_order(procs)
+    depth = _depths(procs) if tree else {}
+    rows = [[COLUMNS[c][0] for c in cols]]
+    for p in procs:
+        row = []
+        for c in cols:
+            val = str(COLUMNS[c][1](p))
+            if c == "cmd" and tree:
+                val = "  " * depth.get(p.pid, 0) + ("\\_ " if depth.get(p.pid, 0) else "") + val
+            row.append(val)
+        rows.append(row)
+    return _table(rows, [COLUMNS[c][2] for c in cols])
+
+
+def _jsonable(p: ProcInfo) -> dict:
+    d = asdict(p)
+    d["cmd"] = p.cmd
+    d["argv"] = list(p.argv)
+    return d
+
+
+def _tree_order(procs: list[ProcInfo]) -> list[ProcInfo]:
+    by_parent: dict[int, list[ProcInfo]] = {}
+    pids = {p.pid for p in procs}
+    for p in procs:
+        by_parent.setdefault(p.ppid if p.ppid in pids else 0, []).append(p)
+    out: list[ProcInfo] = []
+
+    def walk(ppid: int) -> None:
+        for child in by_parent.get(ppid, []):
+            out.append(child)
+            walk(child.pid)
+
+    walk(0)
+    return out
+
+
+def _depths(procs: list[ProcInfo]) -> dict[int, int]:
+    parent = {p.pid: p.ppid for p in procs}
+    depth: dict[int, int] = {}
+    for p in procs:
+        d, cur = 0, p.ppid
+        while cur in parent and d < 64:
+            d, cur = d + 1, parent[cur]
+        depth[p.pid] = d
+    return depth
+
+
+def sched(kernel, argv: list[str]) -> str:
+    """`sched` shows the policy; `sched POLICY [key=value …]` switches it; `sched -l` lists policies."""
+    from kernel.scheduler import available_policies
+
+    if argv and argv[0] in ("-l", "--list"):
+        pols = available_policies(extra_paths=list(kernel.config.plugins.paths))
+        return "".join(f"{name:10} {cls.description}\n" for name, cls in sorted(pols.items()))
+    if argv:
+        params: dict[str, float] = {}
+        for kv in argv[1:]:
+            key, sep, val = kv.partition("=")
+            if not sep:
+                raise UsageError(f"{kv}: expected key=value")
+            try:
+                params[key] = float(val)
+            except ValueError:
+                raise UsageError(f"{kv}: value must be a number") from None
+        try:
+            kernel.set_policy(argv[0], **params)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    d = kernel.policy.describe()
+    name = d.get("policy", kernel.policy.name)
+    extra = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.get("params", {}).items())
+    st = kernel.engine.stats
+    return (f"policy: {name}{(' ' + extra) if extra else ''} ({d.get('description', '')})\n"
+            f"slots: {st.slots_busy}/{st.slots} busy  max_batch: {kernel.engine.scheduler.max_batch}  "
+            f"batch_tokens: {kernel.engine.scheduler.token_budget}\n"
+            f"preemptions: {st.preemptions} (swapped out {st.swaps_out}, in {st.swaps_in}, recomputed {st.recomputes})\n")
+
+
+def free(kernel, argv: list[str]) -> str:
+    """`free [-b]`: KV cache and memory use, like free(1)."""
+    raw = "-b" in argv
+    bad = [a for a in argv if a != "-b"]
+    if bad:
+        raise UsageError(f"{bad[0]}: unknown option")
+    st = kernel.engine.stats
+    per = st.kv_bytes_per_token
+    fmt = (lambda n: str(n)) if raw else _bytes
+    rss = _rss_bytes()
+    rows = [["", "total", "used", "idle-cache", "free"],
+            ["kv-cells", str(st.kv_capacity), str(st.kv_used - st.kv_cached_idle), str(st.kv_cached_idle),
+             str(st.kv_capacity - st.kv_used)],
+            ["kv-bytes", fmt(st.kv_capacity * per), fmt((st.kv_used - st.kv_cached_idle) * per),
+             fmt(st.kv_cached_idle * per), fmt((st.kv_capacity - st.kv_used) * per)],
+            ["swapped", "-", fmt(st.swapped_bytes), "-", "-"],
+            ["model", "-", fmt(kernel.model.info.size_bytes), "-", "-"],
+            ["process", "-", fmt(rss) if rss else "?", "-", "-"]]
+    return _table(rows, ["<", ">", ">", ">", ">"])
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            import os
+
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+HELP = {
+    "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
+    "sched": ("show or set the scheduling policy", "sched [-l | POLICY [key=value …]]"),
+    "free": ("KV cache and memory use", "free [-b]"),
+}
+
+
+def register(registry, kernel_getter: Callable[[], object]) -> None:
+    """Add ps/sched/free to a shell's builtin registry; `kernel_getter` returns the running Kernel."""
+
+    def wrap(fn: Callable[[object, list[str]], str]):
+        def builtin(ctx) -> int:
+            try:
+                ctx.write(fn(kernel_getter(), ctx.args))
+            except UsageError as exc:
+                return ctx.usage_error(str(exc))
+            return 0
+
+        return builtin
+
+    for name, fn in (("ps", ps), ("sched", sched), ("free", free)):
+        registry.register(name, wrap(fn), *HELP[name])
+
