@@ -1,0 +1,164 @@
+"""The builtin table: name → (function, one-line help, usage), and the context a builtin function receives.
+
+Other parts of aiosh add their own commands without touching the interpreter:
+
+    from aiosh.shell.builtins import registry          # the defaults every new Shell copies
+    registry.register("ps", ps_main, "list agent processes", "ps [-l]")
+
+    shell.builtins.register("top", top_main, "live process view", "top")   # one shell only
+
+A builtin is `fn(ctx: BuiltinContext) -> int`; it writes with `ctx.write(...)`, reports with
+`return ctx.error("bad thing")` (→ `aiosh: NAME: bad thing` on stderr, status 1) or `ctx.usage_error(...)` (status 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kernel.streams import Pipe
+
+from ..errors import Cancelled
+
+if TYPE_CHECKING:
+    from ..interp import IO, Interp, ShellState
+    from ..shell import Shell
+
+BuiltinFn = Callable[["BuiltinContext"], int]
+
+
+@dataclass
+class Builtin:
+    name: str
+    fn: BuiltinFn
+    help: str = ""
+    usage: str = ""
+
+
+class BuiltinRegistry:
+    def __init__(self) -> None:
+        self._table: dict[str, Builtin] = {}
+
+    def register(self, name: str, fn: BuiltinFn, help: str = "", usage: str = "") -> None:  # noqa: A002
+        """Add or replace a builtin; `usage` defaults to the bare name."""
+        self._table[name] = Builtin(name, fn, help, usage or name)
+
+    def unregister(self, name: str) -> None:
+        self._table.pop(name, None)
+
+    def get(self, name: str) -> Builtin | None:
+        return self._table.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    def copy(self) -> BuiltinRegistry:
+        new = BuiltinRegistry()
+        new._table = dict(self._table)
+        return new
+
+    def builtin(self, name: str, help: str = "", usage: str = "") -> Callable[[BuiltinFn], BuiltinFn]:  # noqa: A002
+        """Decorator form of `register`."""
+
+        def deco(fn: BuiltinFn) -> BuiltinFn:
+            self.register(name, fn, help, usage)
+            return fn
+
+        return deco
+
+
+class BuiltinContext:
+    """What a builtin gets: its argv, its three streams (after redirections), and the shell."""
+
+    def __init__(self, argv: list[str], io: IO, interp: Interp) -> None:
+        self.argv = argv
+        self.io = io
+        self.interp = interp
+
+    @property
+    def name(self) -> str:
+        return self.argv[0]
+
+    @property
+    def args(self) -> list[str]:
+        return self.argv[1:]
+
+    @property
+    def stdin(self) -> Pipe | None:
+        return self.io.stdin
+
+    @property
+    def stdout(self) -> Pipe:
+        return self.io.stdout
+
+    @property
+    def stderr(self) -> Pipe:
+        return self.io.stderr
+
+    @property
+    def state(self) -> ShellState:
+        """Variables, cwd, options, positional parameters of the shell (or subshell) running the builtin."""
+        return self.interp.state
+
+    @property
+    def shell(self) -> Shell:
+        """The public Shell object: agents, job table, builtin registry."""
+        return self.interp.shell
+
+    def write(self, text: str) -> None:
+        """Write to stdout; in a pipeline whose reader is gone this ends the builtin like SIGPIPE (141)."""
+        self.interp.write_out(self.io.stdout, text)
+
+    def write_err(self, text: str) -> None:
+        self.interp.write_out(self.io.stderr, text)
+
+    def error(self, message: str, status: int = 1) -> int:
+        """`aiosh: NAME: message` on stderr (with bash's `line N:` part in scripts); returns status."""
+        self.interp.diag(self.io, f"{self.name}: {message}")
+        return status
+
+    def usage_error(self, message: str | None = None, status: int = 2) -> int:
+        if message:
+            self.error(message)
+        b = self.interp.shell.builtins.get(self.name)
+        if b is not None and b.usage:
+            self.write_err(f"{self.name}: usage: {b.usage}\n")
+        return status
+
+    def checkpoint(self) -> None:
+        """Raise Cancelled when the thread running this builtin was signalled (Ctrl-C, kill)."""
+        self.interp.checkpoint()
+
+    def read_chunks(self) -> Iterator[str]:
+        """stdin's text as it arrives, until end of file; honours signals while blocked."""
+        src = self.io.stdin
+        if src is None:
+            return
+        while True:
+            self.checkpoint()
+            chunk = src.read(0.1)
+            if chunk == "":
+                return
+            if chunk:
+                yield chunk
+
+
+registry = BuiltinRegistry()
+"""The default table; each new Shell starts from a copy of it."""
+
+
+def _load_defaults() -> None:
+    from . import files, flow, info, jobctl, vars
+
+    for mod in (files, flow, vars, jobctl, info):
+        mod.register(registry)
+
+
+_load_defaults()
+
+
+__all__ = ["Builtin", "BuiltinContext", "BuiltinRegistry", "Cancelled", "registry"]

@@ -1,0 +1,190 @@
+"""echo, cat, cd, pwd: text in and out, and the shell's own working folder (never the process's)."""
+
+from __future__ import annotations
+
+import codecs
+import os
+
+from . import BuiltinContext, BuiltinRegistry
+
+_ECHO_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
+                 "v": "\v", "\\": "\\"}  # fmt: skip
+
+
+def _echo_escapes(text: str) -> tuple[str, bool]:
+    """Interpret `echo -e` escapes; the bool is False after `\\c` (print nothing more)."""
+    out: list[str] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c != "\\" or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        e = text[i + 1]
+        if e in _ECHO_ESCAPES:
+            out.append(_ECHO_ESCAPES[e])
+            i += 2
+        elif e == "c":
+            return "".join(out), False
+        elif e == "0":
+            j = i + 2
+            while j < n and j < i + 5 and text[j] in "01234567":
+                j += 1
+            out.append(chr(int(text[i + 2 : j] or "0", 8) & 0xFF))
+            i = j
+        elif e in "xuU":
+            width = {"x": 2, "u": 4, "U": 8}[e]
+            j = i + 2
+            while j < n and j < i + 2 + width and text[j] in "0123456789abcdefABCDEF":
+                j += 1
+            if j == i + 2:
+                out.append("\\" + e)
+            else:
+                code = int(text[i + 2 : j], 16)
+                out.append(chr(code) if code <= 0x10FFFF else "\ufffd")
+            i = j
+        else:
+            out.append("\\" + e)
+            i += 2
+    return "".join(out), True
+
+
+def echo(ctx: BuiltinContext) -> int:
+    args = ctx.args
+    newline, escapes = True, False
+    while args and len(args[0]) > 1 and args[0][0] == "-" and all(c in "neE" for c in args[0][1:]):
+        for c in args[0][1:]:
+            if c == "n":
+                newline = False
+            elif c == "e":
+                escapes = True
+            else:
+                escapes = False
+        args = args[1:]
+    text = " ".join(args)
+    if escapes:
+        text, go_on = _echo_escapes(text)
+        if not go_on:
+            newline = False
+    ctx.write(text + ("\n" if newline else ""))
+    return 0
+
+
+def cat(ctx: BuiltinContext) -> int:
+    files: list[str] = []
+    number = False
+    options_done = False
+    for a in ctx.args:
+        if not options_done and a == "--":
+            options_done = True
+        elif not options_done and a.startswith("-") and len(a) > 1:
+            for c in a[1:]:
+                if c == "n":
+                    number = True
+                elif c != "u":
+                    ctx.error(f"invalid option -- '{c}'")
+                    return 1
+        else:
+            files.append(a)
+    status = 0
+    line_no = [0]
+    at_line_start = [True]
+
+    def emit(text: str) -> None:
+        if not number:
+            ctx.write(text)
+            return
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if at_line_start[0]:
+                line_no[0] += 1
+                out.append(f"{line_no[0]:6d}\t")
+            out.append(piece)
+            at_line_start[0] = piece.endswith("\n")
+        ctx.write("".join(out))
+
+    for name in files or ["-"]:
+        if name == "-":
+            for chunk in ctx.read_chunks():
+                emit(chunk)
+            continue
+        path = os.path.join(ctx.state.cwd, name)
+        try:
+            with open(path, "rb") as f:
+                dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                while data := f.read(65536):
+                    ctx.checkpoint()
+                    emit(dec.decode(data))
+                emit(dec.decode(b"", final=True))
+        except FileNotFoundError:
+            status = ctx.error(f"{name}: No such file or directory")
+        except IsADirectoryError:
+            status = ctx.error(f"{name}: Is a directory")
+        except PermissionError:
+            status = ctx.error(f"{name}: Permission denied")
+        except OSError as exc:
+            status = ctx.error(f"{name}: {exc.strerror}")
+    return status
+
+
+def cd(ctx: BuiltinContext) -> int:
+    args = [a for a in ctx.args]
+    if args and args[0] in ("-L", "-P"):
+        args = args[1:]
+    if args and args[0] == "--":
+        args = args[1:]
+    if len(args) > 1:
+        return ctx.error("too many arguments")
+    st = ctx.state
+    show = False
+    if not args:
+        target = st.vars.get("HOME")
+        if target is None:
+            return ctx.error("HOME not set")
+        if target == "":
+            return 0
+    elif args[0] == "-":
+        target = st.vars.get("OLDPWD")
+        if not target:
+            return ctx.error("OLDPWD not set")
+        show = True
+    else:
+        target = args[0]
+    new = os.path.normpath(os.path.join(st.cwd, os.path.expanduser(target) if target.startswith("~") else target))
+    if new.startswith("//"):
+        new = "/" + new.lstrip("/")
+    if not os.path.exists(new):
+        return ctx.error(f"{target}: No such file or directory")
+    if not os.path.isdir(new):
+        return ctx.error(f"{target}: Not a directory")
+    if not os.access(new, os.X_OK):
+        return ctx.error(f"{target}: Permission denied")
+    st.vars["OLDPWD"] = st.cwd
+    st.cwd = new
+    st.vars["PWD"] = new
+    if show:
+        ctx.write(new + "\n")
+    return 0
+
+
+def pwd(ctx: BuiltinContext) -> int:
+    physical = False
+    for a in ctx.args:
+        if a == "-P":
+            physical = True
+        elif a == "-L":
+            physical = False
+        elif a.startswith("-"):
+            return ctx.usage_error(f"{a}: invalid option")
+    cwd = ctx.state.cwd
+    ctx.write((os.path.realpath(cwd) if physical else cwd) + "\n")
+    return 0
+
+
+def register(reg: BuiltinRegistry) -> None:
+    reg.register("echo", echo, "write arguments to standard output", "echo [-neE] [arg ...]")
+    reg.register("cat", cat, "concatenate files (or standard input, `-`) to standard output", "cat [-n] [file ...]")
+    reg.register("cd", cd, "change the shell's working directory", "cd [-L|-P] [dir]")
+    reg.register("pwd", pwd, "print the shell's working directory", "pwd [-LP]")

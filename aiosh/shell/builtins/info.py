@@ -1,0 +1,92 @@
+"""help, agents, type: what the shell knows about its commands."""
+
+from __future__ import annotations
+
+from . import BuiltinContext, BuiltinRegistry
+
+KEYWORDS = frozenset(["if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "{", "}", "!", "case", "esac"])
+
+
+def help_(ctx: BuiltinContext) -> int:
+    reg = ctx.shell.builtins
+    args = [a for a in ctx.args if a != "-s"]
+    short = "-s" in ctx.args
+    if not args:
+        ctx.write("aiosh: a shell for agents. These commands are built in; `help NAME' tells more.\n")
+        ctx.write("Agents (see `agents') run like programs: `chat hello', `sleep 5 &', `run chat --nice 5 hi'.\n\n")
+        for name in reg.names():
+            b = reg.get(name)
+            assert b is not None
+            ctx.write(f" {b.usage:<40.40} {b.help}\n")
+        return 0
+    status = 0
+    for name in args:
+        b = reg.get(name)
+        if b is None:
+            status = ctx.error(f"no help topics match `{name}'.  Try `help help'.")
+            continue
+        if short:
+            ctx.write(f"{name}: {b.usage}\n")
+        else:
+            ctx.write(f"{name}: {b.usage}\n    {b.help}\n")
+    return status
+
+
+def agents(ctx: BuiltinContext) -> int:
+    if ctx.args:
+        return ctx.usage_error(f"{ctx.args[0]}: unexpected argument")
+    for name in ctx.interp.agent_names():
+        ctx.write(name + "\n")
+    return 0
+
+
+def type_(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    mode = ""
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        a = args.pop(0)
+        if a == "--":
+            break
+        for c in a[1:]:
+            if c not in "tpaP":
+                return ctx.usage_error(f"-{c}: invalid option")
+            mode = c
+    interp = ctx.interp
+
+    def say(kind: str, desc: str, path: str = "") -> None:
+        if mode == "t":
+            ctx.write(kind + "\n")
+        elif mode in ("p", "P"):
+            if path:
+                ctx.write(path + "\n")
+        else:
+            ctx.write(desc + "\n")
+
+    status = 0
+    for name in args:
+        kinds: list[tuple[str, str, str]] = []
+        if name in KEYWORDS:
+            kinds.append(("keyword", f"{name} is a shell keyword", ""))
+        if name in ctx.shell.builtins:
+            kinds.append(("builtin", f"{name} is a shell builtin", ""))
+        if name in interp.agent_names():
+            kinds.append(("agent", f"{name} is an agent", ""))
+        if ctx.shell.host_programs:
+            path, _status, _msg = interp.find_program(name)
+            if path is not None:
+                shown = name if "/" in name else path
+                kinds.append(("file", f"{name} is {shown}", shown))
+        if not kinds:
+            status = 1
+            if mode != "t":
+                ctx.error(f"{name}: not found")
+            continue
+        for kind in kinds if mode == "a" else kinds[:1]:
+            say(*kind)
+    return status
+
+
+def register(reg: BuiltinRegistry) -> None:
+    reg.register("help", help_, "describe builtins", "help [-s] [name ...]")
+    reg.register("agents", agents, "list the agent types the kernel can run", "agents")
+    reg.register("type", type_, "tell what a name is: keyword, builtin, agent or program", "type [-atpP] name ...")

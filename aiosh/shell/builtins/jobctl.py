@@ -1,0 +1,501 @@
+"""jobs, fg, bg, wait, kill, disown, nice, renice, ulimit, run: job control over agent processes, bash's way."""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+
+from ..agents import LIMIT_KEYS
+from ..errors import ShellError
+from ..jobs import Job
+from . import BuiltinContext, BuiltinRegistry
+
+# -- signals -----------------------------------------------------------------------------------------------------
+
+
+def signal_names() -> dict[int, str]:
+    """Signal number → name without SIG, for the signals this platform has (1…64, as `kill -l` lists)."""
+    names: dict[int, str] = {}
+    for s in _signal.Signals:
+        if s.name.startswith("SIG") and not s.name.startswith("SIG_") and s.value not in names:
+            names[int(s.value)] = s.name[3:]
+    if hasattr(_signal, "SIGRTMIN"):
+        lo, hi = int(_signal.SIGRTMIN), int(_signal.SIGRTMAX)
+        mid = (lo + hi) // 2
+        for n in range(lo, hi + 1):
+            names[n] = f"RTMIN+{n - lo}" if n <= mid else f"RTMAX-{hi - n}"
+        names[lo], names[hi] = "RTMIN", "RTMAX"
+    names.pop(0, None)
+    return dict(sorted(names.items()))
+
+
+def parse_signal(spec: str) -> int | None:
+    """`TERM`, `SIGTERM`, `term`, `15` → 15; None when unknown."""
+    if spec.isdigit():
+        n = int(spec)
+        return n if n == 0 or n in signal_names() else None
+    name = spec.upper()
+    if name.startswith("SIG"):
+        name = name[3:]
+    for num, nm in signal_names().items():
+        if nm == name:
+            return num
+    return {"CLD": int(_signal.SIGCHLD), "POLL": int(_signal.SIGIO), "IOT": int(_signal.SIGABRT)}.get(name)
+
+
+def kill(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    if not args:
+        return ctx.usage_error()
+    sig = int(_signal.SIGTERM)
+    first = args[0]
+    if first == "-l" or first == "-L":
+        return _kill_list(ctx, args[1:])
+    if first in ("-s", "-n"):
+        if len(args) < 2:
+            ctx.error(f"{first}: option requires an argument")
+            return ctx.usage_error()
+        got = parse_signal(args[1])
+        if got is None:
+            return ctx.error(f"{args[1]}: invalid signal specification")
+        sig = got
+        args = args[2:]
+    elif first == "--":
+        args = args[1:]
+    elif first.startswith("-") and len(first) > 1:
+        got = parse_signal(first[1:])
+        if got is None:
+            return ctx.error(f"{first[1:]}: invalid signal specification")
+        sig = got
+        args = args[1:]
+    if args and args[0] == "--":
+        args = args[1:]
+    if not args:
+        return ctx.usage_error()
+    status = 0
+    for target in args:
+        try:
+            _kill_one(ctx, target, sig)
+        except ShellError as exc:
+            ctx.interp.diag(ctx.io, exc.message)
+            status = 1
+    return status
+
+
+def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
+    shell = ctx.shell
+    table = ctx.interp.jobs
+    if target.startswith("%"):
+        job = table.resolve(target, "kill")
+        try:
+            job.signal(sig)
+        except LookupError:
+            raise ShellError(f"kill: {target}: no such job") from None
+        if job.state == "stopped" and sig in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
+            try:
+                job.signal(_signal.SIGCONT)
+            except LookupError:
+                pass
+        return
+    try:
+        num = int(target)
+    except ValueError:
+        raise ShellError(f"kill: {target}: arguments must be process or job IDs") from None
+    job = table.find_pid(abs(num)) if num > 0 else None
+    if job is not None:
+        for p in job.procs:
+            if p.pid == num:
+                try:
+                    p.signal(sig)
+                    return
+                except LookupError:
+                    break
+    if num < 0:
+        for j in list(table.jobs.values()):
+            if j.agent_pgid == -num or (j.procs and j.procs[0].pid == -num and j.agent_pgid is None):
+                try:
+                    j.signal(sig)
+                    return
+                except LookupError:
+                    break
+    if shell.agents is None:
+        raise ShellError(f"kill: ({num}) - No such process")
+    try:
+        shell.agents.signal(num, sig)
+    except LookupError:
+        raise ShellError(f"kill: ({num}) - No such process") from None
+    except ValueError as exc:
+        raise ShellError(f"kill: {exc}") from None
+
+
+def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
+    names = signal_names()
+    if not args:
+        cells = [f"{n:2d}) SIG{name}" for n, name in names.items()]
+        for i in range(0, len(cells), 5):
+            ctx.write("\t".join(cells[i : i + 5]) + "\n")
+        return 0
+    status = 0
+    for a in args:
+        if a.isdigit():
+            n = int(a)
+            if n > 128:
+                n -= 128
+            if n in names:
+                ctx.write(names[n] + "\n")
+            else:
+                status = ctx.error(f"{a}: invalid signal specification")
+        else:
+            num = parse_signal(a)
+            if num is None:
+                status = ctx.error(f"{a}: invalid signal specification")
+            else:
+                ctx.write(f"{num}\n")
+    return status
+
+
+# -- jobs, fg, bg, disown ----------------------------------------------------------------------------------------
+
+
+def _options(ctx: BuiltinContext, allowed: str) -> tuple[set[str], list[str]] | int:
+    opts: set[str] = set()
+    args = list(ctx.args)
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        a = args.pop(0)
+        if a == "--":
+            break
+        for c in a[1:]:
+            if c not in allowed:
+                return ctx.usage_error(f"-{c}: invalid option")
+            opts.add(c)
+    return opts, args
+
+
+def jobs(ctx: BuiltinContext) -> int:
+    parsed = _options(ctx, "lnprs")
+    if isinstance(parsed, int):
+        return parsed
+    opts, args = parsed
+    table = ctx.interp.jobs
+    if not table.interactive:
+        table.cleanup_done()
+    try:
+        chosen = [table.resolve(a, "jobs") for a in args] if args else sorted(table.jobs.values(), key=lambda j: j.id)
+    except ShellError as exc:
+        ctx.interp.diag(ctx.io, exc.message)
+        return 1
+    for job in chosen:
+        st = job.state
+        if "r" in opts and st != "running" or "s" in opts and st != "stopped":
+            continue
+        if "p" in opts:
+            ctx.write(f"{job.pgid}\n")
+            continue
+        if "n" in opts and st == job.reported:
+            continue
+        ctx.write(table.format(job, long="l" in opts, cwd=ctx.state.cwd) + "\n")
+        if st in ("done", "stopped"):
+            job.reported = st
+    for job in [j for j in chosen if j.state == "done"]:
+        table.remove(job)
+    return 0
+
+
+def _job_arg(ctx: BuiltinContext, args: list[str]) -> Job:
+    table = ctx.interp.jobs
+    spec = args[0] if args else "current"
+    return table.resolve(spec, ctx.name)
+
+
+def fg(ctx: BuiltinContext) -> int:
+    if not ctx.shell.interactive:
+        return ctx.error("no job control")
+    try:
+        job = _job_arg(ctx, ctx.args)
+    except ShellError as exc:
+        ctx.interp.diag(ctx.io, exc.message)
+        return 1
+    ctx.write(job.text + "\n")
+    table = ctx.interp.jobs
+    table.touch(job)
+    if job.state == "stopped":
+        try:
+            job.signal(_signal.SIGCONT)
+        except LookupError:
+            pass
+    job.reported = "running"
+    status = ctx.interp.wait_foreground(job)
+    if job.state == "done":
+        job.reported = "done"
+        table.remove(job)
+    return status
+
+
+def bg(ctx: BuiltinContext) -> int:
+    if not ctx.shell.interactive:
+        return ctx.error("no job control")
+    table = ctx.interp.jobs
+    specs = ctx.args or ["current"]
+    status = 0
+    for spec in specs:
+        try:
+            job = table.resolve(spec, "bg")
+        except ShellError as exc:
+            ctx.interp.diag(ctx.io, exc.message)
+            status = 1
+            continue
+        if job.state != "stopped":
+            ctx.error(f"job {job.id} already in background")
+            continue
+        try:
+            job.signal(_signal.SIGCONT)
+        except LookupError:
+            pass
+        job.reported = "running"
+        ctx.write(f"[{job.id}]{table.mark(job)} {job.text} &\n")
+    return status
+
+
+def disown(ctx: BuiltinContext) -> int:
+    parsed = _options(ctx, "ahr")
+    if isinstance(parsed, int):
+        return parsed
+    opts, args = parsed
+    table = ctx.interp.jobs
+    if "a" in opts:
+        chosen = list(table.jobs.values())
+    elif "r" in opts and not args:
+        chosen = table.running()
+    else:
+        try:
+            chosen = [table.resolve(a, "disown") for a in (args or ["current"])]
+        except ShellError as exc:
+            ctx.interp.diag(ctx.io, exc.message)
+            return 1
+    for job in chosen:
+        if "h" in opts:
+            job.nohup = True
+        else:
+            job.reported = "done"
+            table.remove(job)
+    return 0
+
+
+# -- wait --------------------------------------------------------------------------------------------------------
+
+
+def wait(ctx: BuiltinContext) -> int:
+    parsed = _options(ctx, "nf")
+    if isinstance(parsed, int):
+        return parsed
+    opts, args = parsed
+    interp = ctx.interp
+    table = interp.jobs
+
+    def interrupted() -> bool:
+        try:
+            interp.checkpoint()
+        except Exception:  # noqa: BLE001 - Cancelled, checked here without unwinding the waiter
+            return True
+        return False
+
+    if "n" in opts:
+        pool = [table.resolve(a, "wait") for a in args] if args else list(table.jobs.values())
+        pool = [j for j in pool if j.state != "done" or j.reported != "done"]
+        if not pool:
+            return 127
+        job = table.wait_any(pool, interrupted)
+        if job is None:
+            return 128 + _signal.SIGINT
+        job.reported = "done"
+        table.remove(job)
+        return job.status
+    if not args:
+        for job in sorted(table.jobs.values(), key=lambda j: j.id):
+            if job.state == "stopped":
+                continue
+            if table.wait_job(job, return_on_stop=False, interrupted=interrupted) is None:
+                return 128 + _signal.SIGINT
+            job.reported = "done"
+            table.remove(job)
+        return 0
+    status = 0
+    for spec in args:
+        if spec.startswith("%"):
+            try:
+                job = table.resolve(spec, "wait")
+            except ShellError as exc:
+                ctx.interp.diag(ctx.io, exc.message)
+                status = 127
+                continue
+            got = table.wait_job(job, return_on_stop=False, interrupted=interrupted)
+            if got is None:
+                return 128 + _signal.SIGINT
+            status = got
+            job.reported = "done"
+            table.remove(job)
+            continue
+        if not spec.isdigit():
+            ctx.error(f"`{spec}': not a pid or valid job spec")
+            status = 2
+            continue
+        pid = int(spec)
+        found = table.find_pid(pid)
+        if found is None:
+            if pid in table.remembered:
+                status = table.remembered.pop(pid)
+                continue
+            ctx.error(f"pid {pid} is not a child of this shell")
+            status = 127
+            continue
+        proc = next(p for p in found.procs if p.pid == pid)
+        while not proc.finished:
+            if interrupted():
+                return 128 + _signal.SIGINT
+            proc.wait(0.05)
+        status = proc.status or 0
+        if found.state == "done":
+            found.reported = "done"
+            table.remove(found)
+    return status
+
+
+# -- nice, renice, ulimit, run -------------------------------------------------------------------------------------
+
+
+def nice(ctx: BuiltinContext) -> int:
+    """Only reached without a command (the interpreter runs `nice [-n N] COMMAND…` itself)."""
+    if not ctx.args:
+        ctx.write("0\n")
+        return 0
+    return ctx.error("a command must be given with an adjustment", 125)
+
+
+def renice(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    if args and args[0] in ("-n", "--priority"):
+        args.pop(0)
+    if not args:
+        return ctx.usage_error()
+    try:
+        value = int(args.pop(0))
+    except ValueError:
+        return ctx.error(f"invalid priority '{ctx.args[0]}'", 1)
+    value = max(-20, min(19, value))
+    status = 0
+    for target in args:
+        if target in ("-p", "--pid"):
+            continue
+        if target in ("-g", "-u", "--pgrp", "--user"):
+            return ctx.error(f"{target}: only process IDs and job specs are supported", 2)
+        try:
+            _renice_one(ctx, target, value)
+        except ShellError as exc:
+            ctx.interp.diag(ctx.io, f"renice: {exc.message}")
+            status = 1
+    return status
+
+
+def _renice_one(ctx: BuiltinContext, target: str, value: int) -> None:
+    table = ctx.interp.jobs
+    host = ctx.shell.agents
+    if target.startswith("%"):
+        try:
+            job = table.resolve(target, "renice")
+        except ShellError:
+            raise ShellError(f"{target}: no such job") from None
+        pids = [(p.kind, p.pid) for p in job.procs if not p.finished]
+    else:
+        try:
+            pid = int(target)
+        except ValueError:
+            raise ShellError(f"failed to parse pid: '{target}'") from None
+        job = table.find_pid(pid)
+        kind = next((p.kind for p in job.procs if p.pid == pid), "agent") if job else "agent"
+        pids = [(kind, pid)]
+    for kind, pid in pids:
+        if kind == "host":
+            try:
+                os.setpriority(os.PRIO_PROCESS, pid, value)
+            except OSError as exc:
+                raise ShellError(f"failed to set priority for {pid} (process ID): {exc.strerror}") from None
+        elif kind == "agent":
+            fn = getattr(host, "renice", None)
+            if fn is None:
+                raise ShellError("the agent host cannot change priorities")
+            try:
+                fn(pid, value)
+            except LookupError:
+                raise ShellError(f"failed to set priority for {pid} (process ID): No such process") from None
+
+
+LIMITS = {
+    "--max-tokens": ("max_tokens", "max tokens", int),
+    "--max-time": ("max_time", "max time (seconds)", float),
+    "--max-kv": ("max_kv", "max kv cells", int),
+}
+
+
+def ulimit(ctx: BuiltinContext) -> int:
+    limits = ctx.state.limits
+    args = list(ctx.args)
+    if not args or args == ["-a"]:
+        for flag, (key, desc, _t) in LIMITS.items():
+            ctx.write(f"{desc:<24}({flag}) {_show_limit(limits.get(key))}\n")
+        return 0
+    status = 0
+    while args:
+        flag = args.pop(0)
+        flag, eq, inline = flag.partition("=")
+        if flag not in LIMITS:
+            return ctx.usage_error(f"{flag}: invalid option")
+        key, _desc, typ = LIMITS[flag]
+        value = inline if eq else (args.pop(0) if args and not args[0].startswith("--") else None)
+        if value is None:
+            ctx.write(_show_limit(limits.get(key)) + "\n")
+            continue
+        if value == "unlimited":
+            limits.pop(key, None)
+            continue
+        try:
+            number = typ(value)
+            if number < 0:
+                raise ValueError(value)
+        except ValueError:
+            status = ctx.error(f"{value}: invalid number")
+            continue
+        limits[key] = number
+    return status
+
+
+def _show_limit(value: object) -> str:
+    if value is None:
+        return "unlimited"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def run(ctx: BuiltinContext) -> int:
+    """Only reached without an agent (the interpreter starts `run AGENT …` itself)."""
+    return ctx.usage_error("an agent name is required")
+
+
+def register(reg: BuiltinRegistry) -> None:
+    assert set(LIMIT_KEYS) == {k for k, _d, _t in LIMITS.values()}
+    reg.register("jobs", jobs, "list jobs (+ current, - previous)", "jobs [-lnprs] [jobspec ...]")
+    reg.register("fg", fg, "bring a job to the foreground (continuing it if stopped)", "fg [job_spec]")
+    reg.register("bg", bg, "continue a stopped job in the background", "bg [job_spec ...]")
+    reg.register("wait", wait, "wait for jobs or processes and return the status of the last one",
+                 "wait [-fn] [id ...]")  # fmt: skip
+    reg.register("kill", kill, "send a signal to agents, jobs or process groups",
+                 "kill [-s sigspec | -n signum | -sigspec] pid | jobspec ... or kill -l [sigspec]")  # fmt: skip
+    reg.register("disown", disown, "remove jobs from the job table", "disown [-h] [-ar] [jobspec ... | pid ...]")
+    reg.register("nice", nice, "run a command with a changed nice value (default +10)",
+                 "nice [-n N] command [args ...]")  # fmt: skip
+    reg.register("renice", renice, "change the nice value of running agents", "renice [-n] N [-p] pid|%job ...")
+    reg.register("ulimit", ulimit, "show or set the default limits for agent runs",
+                 "ulimit [-a] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
+    reg.register("run", run, "start an agent (also: just type its name)",
+                 "run [--max-tokens N] [--seed N] [--temperature T] [--nice N] [--class C] [--max-time S] "
+                 "[--max-kv N] agent [args ...]")  # fmt: skip

@@ -1,0 +1,218 @@
+"""export, unset, set, shift, source / ., eval: the shell's variables, options and positional parameters."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ..lexer import is_name as valid_name
+from . import BuiltinContext, BuiltinRegistry
+
+SAFE = re.compile(r"[A-Za-z0-9_./:,+@%=^-]*")
+
+# `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
+OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
+                 "nounset": "nounset"}  # fmt: skip
+LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset"}
+IGNORED_OPTIONS = frozenset(
+    ["allexport", "braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
+)
+IGNORED_LETTERS = frozenset("abhkmnptvBCEHPT")
+
+
+def _quote(value: str) -> str:
+    """Quote a value the way `set` shows it, so it can be read back."""
+    if SAFE.fullmatch(value):
+        return value
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _dquote(value: str) -> str:
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
+
+
+def export(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    args = list(ctx.args)
+    unexport = False
+    while args and args[0].startswith("-") and args[0] != "-":
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        for c in opt[1:]:
+            if c == "n":
+                unexport = True
+            elif c not in "pf":
+                return ctx.usage_error(f"-{c}: invalid option")
+    if not args:
+        for name in sorted(st.exported):
+            if name in st.vars:
+                ctx.write(f"declare -x {name}={_dquote(st.vars[name])}\n")
+            else:
+                ctx.write(f"declare -x {name}\n")
+        return 0
+    status = 0
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if not valid_name(name):
+            status = ctx.error(f"`{arg}': not a valid identifier")
+            continue
+        if eq:
+            st.vars[name] = value
+        if unexport:
+            st.exported.discard(name)
+        else:
+            st.exported.add(name)
+    return status
+
+
+def unset(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    args = list(ctx.args)
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        if any(c not in "vfn" for c in opt[1:]):
+            return ctx.usage_error(f"{opt}: invalid option")
+    status = 0
+    for name in args:
+        if not valid_name(name):
+            status = ctx.error(f"`{name}': not a valid identifier")
+            continue
+        st.vars.pop(name, None)
+        st.exported.discard(name)
+    return status
+
+
+def set_(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    args = list(ctx.args)
+    if not args:
+        for name in sorted(st.vars):
+            ctx.write(f"{name}={_quote(st.vars[name])}\n")
+        return 0
+    while args:
+        arg = args[0]
+        if arg == "--":
+            args.pop(0)
+            st.positional = list(args)
+            return 0
+        if arg in ("-", "+"):
+            args.pop(0)
+            if arg == "-":
+                st.xtrace = False
+            if args:
+                st.positional = list(args)
+            return 0
+        if arg[:1] not in ("-", "+") or len(arg) < 2:
+            st.positional = list(args)
+            return 0
+        args.pop(0)
+        on = arg[0] == "-"
+        for c in arg[1:]:
+            if c == "o":
+                if not args:
+                    _show_options(ctx, on)
+                    continue
+                name = args.pop(0)
+                if name in OPTION_FIELDS:
+                    setattr(st, OPTION_FIELDS[name], on)
+                elif name not in IGNORED_OPTIONS:
+                    return ctx.usage_error(f"{name}: invalid option name")
+            elif c in LETTERS:
+                setattr(st, LETTERS[c], on)
+            elif c not in IGNORED_LETTERS:
+                return ctx.usage_error(f"{arg[0]}{c}: invalid option")
+    return 0
+
+
+def _show_options(ctx: BuiltinContext, minus: bool) -> None:
+    st = ctx.state
+    names = sorted(set(OPTION_FIELDS) | IGNORED_OPTIONS)
+    for name in names:
+        on = bool(getattr(st, OPTION_FIELDS[name], False)) if name in OPTION_FIELDS else False
+        if minus:
+            ctx.write(f"{name:<15}\t{'on' if on else 'off'}\n")
+        else:
+            ctx.write(f"set {'-' if on else '+'}o {name}\n")
+
+
+def shift(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    n = 1
+    if ctx.args:
+        try:
+            n = int(ctx.args[0])
+        except ValueError:
+            return ctx.error(f"{ctx.args[0]}: numeric argument required")
+        if n < 0:
+            return ctx.error(f"{n}: shift count out of range")
+    if n > len(st.positional):
+        return 1
+    st.positional = st.positional[n:]
+    return 0
+
+
+def source(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        ctx.error("filename argument required")
+        return ctx.usage_error(None)
+    name = args[0]
+    path = _find_source(ctx, name)
+    if path is None:
+        ctx.interp.diag(ctx.io, f"{name}: No such file or directory")
+        return 1
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except IsADirectoryError:
+        ctx.interp.diag(ctx.io, f"{name}: is a directory")
+        return 1
+    except OSError as exc:
+        ctx.interp.diag(ctx.io, f"{name}: {exc.strerror}")
+        return 1
+    st = ctx.state
+    saved = st.positional
+    if len(args) > 1:
+        st.positional = args[1:]
+    try:
+        return ctx.interp.run_text(text, source_name=name, io=ctx.io)
+    finally:
+        if len(args) > 1:
+            st.positional = saved
+
+
+def _find_source(ctx: BuiltinContext, name: str) -> str | None:
+    cwd = ctx.state.cwd
+    if "/" in name:
+        path = os.path.join(cwd, name)
+        return path if os.path.exists(path) else None
+    for d in ctx.state.vars.get("PATH", "").split(":"):
+        cand = os.path.join(cwd, d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.R_OK):
+            return cand
+    path = os.path.join(cwd, name)
+    return path if os.path.exists(path) else None
+
+
+def eval_(ctx: BuiltinContext) -> int:
+    text = " ".join(ctx.args)
+    if not text.strip():
+        return 0
+    return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
+
+
+def register(reg: BuiltinRegistry) -> None:
+    reg.register("export", export, "mark variables for the environment of agents and programs",
+                 "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
+    reg.register("unset", unset, "remove variables", "unset [-f] [-v] [-n] [name ...]")
+    reg.register("set", set_, "set options (-e, -u, -x, -f, -o pipefail) or positional parameters",
+                 "set [-efux] [-o option-name] [--] [-] [arg ...]")  # fmt: skip
+    reg.register("shift", shift, "drop the first N positional parameters", "shift [n]")
+    reg.register("source", source, "run a file's commands in the current shell", "source filename [arguments]")
+    reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
+    reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")

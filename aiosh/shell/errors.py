@@ -1,0 +1,65 @@
+"""Exceptions that carry the shell's control flow and its diagnostics.
+
+Control flow (break, continue, exit, `set -e`) unwinds through the interpreter as exceptions so that every node
+type gets it for free; none of these escape `Shell.run_source`.
+"""
+
+from __future__ import annotations
+
+
+class ShellSyntaxError(Exception):
+    """A parse error, worded as bash words it; `line` is 1-based, `source_line` the text shown under it."""
+
+    def __init__(self, message: str, line: int, source_line: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.source_line = source_line
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ShellError(Exception):
+    """A runtime error of one command (bad substitution, ambiguous redirect …): message printed, status set.
+
+    `fatal` errors (`${x:?}`) end a non-interactive shell, as in bash.
+    """
+
+    def __init__(self, message: str, status: int = 1, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.fatal = fatal
+
+
+class ExitShell(Exception):
+    """`exit N`, `set -e` tripping, or a fatal error: unwinds to the top of the shell (or subshell)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class LoopControl(Exception):
+    """`break N` / `continue N`; `levels` counts the enclosing loops still to leave."""
+
+    def __init__(self, levels: int) -> None:
+        super().__init__(levels)
+        self.levels = levels
+
+
+class BreakLoop(LoopControl):
+    pass
+
+
+class ContinueLoop(LoopControl):
+    pass
+
+
+class Cancelled(Exception):
+    """The thread running a builtin or compound command was signalled (SIGTERM, SIGINT …): status 128+n."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

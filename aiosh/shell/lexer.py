@@ -1,0 +1,532 @@
+"""Tokens for the parser, produced lazily so a script runs up to the line that holds a syntax error.
+
+The lexer builds words with their parts (quotes, `$…`, backquotes) directly, and reads here-document bodies
+when it reaches the newline that ends the line naming them, as POSIX says. `$(…)` is parsed by a nested parser
+(given as a callback) so that parentheses inside quotes or nested substitutions need no guessing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import ShellSyntaxError
+from .nodes import Arith, BadSubst, CmdSub, CommandList, HereDoc, Lit, Param, Part, Tilde, Word
+
+META = frozenset(" \t\n;&|<>()")
+OPERATORS = (
+    "&>>", "<<<", "<<-",
+    "&&", "||", ";;", "<<", ">>", "<&", ">&", "<>", ">|", "&>", "|&",
+    "&", "|", ";", "<", ">", "(", ")",
+)  # fmt: skip
+REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SPECIAL_PARAMS = "?#@*$!-"
+PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%")
+MAX_DEPTH = 40
+
+
+def is_name(text: str) -> bool:
+    """A valid shell variable name."""
+    return NAME_RE.fullmatch(text) is not None
+
+
+class Source:
+    """The text being parsed, with a line index shared by nested lexers."""
+
+    def __init__(self, text: str, first_line: int = 1) -> None:
+        self.text = text
+        self.first_line = first_line
+        self._nl = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line_at(self, pos: int) -> int:
+        return bisect.bisect_left(self._nl, pos) + self.first_line
+
+    def line_text(self, line: int) -> str:
+        i = line - self.first_line
+        start = self._nl[i - 1] + 1 if 0 < i <= len(self._nl) else 0
+        end = self._nl[i] if i < len(self._nl) else len(self.text)
+        return self.text[start:end]
+
+    @property
+    def eof_line(self) -> int:
+        """The line bash names in `unexpected end of file` (it counts a final newline it adds itself)."""
+        extra = 0 if self.text.endswith("\n") else 1
+        return len(self._nl) + self.first_line + extra
+
+
+@dataclass
+class Token:
+    kind: str  # WORD, IO_NUMBER, OP, NEWLINE, EOF
+    value: str
+    start: int
+    end: int
+    line: int
+    word: Word | None = None
+    heredoc: HereDoc | None = None
+
+    @property
+    def shown(self) -> str:
+        """The token as bash quotes it in `near unexpected token`."""
+        return "newline" if self.kind == "NEWLINE" else self.value
+
+    def is_word(self, *values: str) -> bool:
+        """A plain (unquoted, expansion-free) word with one of these values: a reserved word in position."""
+        return self.kind == "WORD" and self.word is not None and self.word.is_plain and self.value in values
+
+    def is_op(self, *values: str) -> bool:
+        return self.kind == "OP" and self.value in values
+
+
+SubParser = Callable[[Source, int, int], tuple[CommandList, int]]
+"""(source, position after `$(`, depth) → (list, position after the closing `)`)."""
+
+
+class Lexer:
+    def __init__(self, src: Source, pos: int = 0, *, subparser: SubParser, depth: int = 0) -> None:
+        self.src = src
+        self.text = src.text
+        self.pos = pos
+        self.subparser = subparser
+        self.depth = depth
+        self.pending: list[HereDoc] = []
+        self.warnings: list[tuple[int, str]] = []
+        self._after_heredoc_op: str | None = None
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _error(self, message: str, pos: int) -> ShellSyntaxError:
+        return ShellSyntaxError(message, self.src.line_at(pos))
+
+    def _eof_error(self, what: str, pos: int) -> ShellSyntaxError:
+        return self._error(f"unexpected EOF while looking for matching `{what}'", pos)
+
+    def _peekc(self, off: int = 0) -> str:
+        i = self.pos + off
+        return self.text[i] if i < len(self.text) else ""
+
+    # -- tokens ------------------------------------------------------------------------------------------------
+    def next_token(self) -> Token:
+        text = self.text
+        n = len(text)
+        while self.pos < n:
+            c = text[self.pos]
+            if c in " \t":
+                self.pos += 1
+            elif c == "\\" and self._peekc(1) == "\n":
+                self.pos += 2
+            elif c == "#":
+                end = text.find("\n", self.pos)
+                self.pos = n if end < 0 else end
+            else:
+                break
+        start = self.pos
+        line = self.src.line_at(start)
+        if start >= n:
+            self._finish_pending_at_eof()
+            return Token("EOF", "", start, start, self.src.eof_line)
+        c = text[start]
+        if c == "\n":
+            self.pos += 1
+            self._read_heredocs()
+            return Token("NEWLINE", "\n", start, start + 1, line)
+        for op in OPERATORS:
+            if text.startswith(op, start):
+                self.pos += len(op)
+                self._after_heredoc_op = op if op in ("<<", "<<-") else None
+                return Token("OP", op, start, self.pos, line)
+        word = self._read_word()
+        raw = text[start : self.pos]
+        word.raw = raw
+        if raw.isdigit() and word.is_plain and self._peekc() in ("<", ">"):
+            self._after_heredoc_op = None
+            return Token("IO_NUMBER", raw, start, self.pos, line)
+        tok = Token("WORD", raw, start, self.pos, line, word=word)
+        if self._after_heredoc_op:
+            tok.heredoc = self._new_heredoc(word, strip_tabs=self._after_heredoc_op == "<<-")
+        self._after_heredoc_op = None
+        return tok
+
+    # -- words -------------------------------------------------------------------------------------------------
+    def _read_word(self) -> Word:
+        parts = self._read_parts(META, "word")
+        return Word(_tilde(parts))
+
+    def _read_parts(self, stop: frozenset[str], mode: str) -> list[Part]:
+        """Read parts until an unescaped char in `stop` (not consumed) or the end of text.
+
+        mode: 'word' (unquoted), 'brace' (unquoted inside `${x:-…}`), 'dq' (inside "…"), 'dqbrace' (inside
+        "${x:-…}"), 'heredoc' (an expanding here-document body: quotes are plain characters).
+        """
+        text = self.text
+        n = len(text)
+        quoted = mode in ("dq", "dqbrace", "heredoc")
+        parts: list[Part] = []
+        lit: list[str] = []
+
+        def flush() -> None:
+            if lit:
+                _add_lit(parts, "".join(lit), quoted)
+                lit.clear()
+
+        while self.pos < n:
+            c = text[self.pos]
+            if c in stop:
+                break
+            if c == "\\":
+                nxt = self._peekc(1)
+                if nxt == "\n":
+                    self.pos += 2
+                    continue
+                if not nxt:
+                    lit.append("\\")
+                    self.pos += 1
+                    continue
+                if quoted:
+                    escapable = {"dq": '$`"\\', "dqbrace": '$`"\\}', "heredoc": "$`\\"}[mode]
+                    if nxt in escapable:
+                        lit.append(nxt)
+                    else:
+                        lit.append("\\" + nxt)
+                    self.pos += 2
+                    continue
+                flush()
+                _add_lit(parts, nxt, True)
+                self.pos += 2
+                continue
+            if c == "'" and not quoted:
+                flush()
+                self._read_single(parts)
+                continue
+            if c == '"' and mode in ("word", "brace", "dqbrace"):
+                flush()
+                self._read_double(parts)
+                continue
+            if c == "$":
+                nxt = self._peekc(1)
+                if nxt == "'" and not quoted:
+                    flush()
+                    self._read_ansi_c(parts)
+                    continue
+                if nxt == '"' and not quoted:
+                    flush()
+                    self.pos += 1
+                    self._read_double(parts)
+                    continue
+                part = self._read_dollar(quoted)
+                if part is None:
+                    lit.append("$")
+                    self.pos += 1
+                else:
+                    flush()
+                    parts.append(part)
+                continue
+            if c == "`":
+                flush()
+                parts.append(self._read_backquote(quoted))
+                continue
+            lit.append(c)
+            self.pos += 1
+        flush()
+        return parts
+
+    def _read_single(self, parts: list[Part]) -> None:
+        start = self.pos
+        end = self.text.find("'", start + 1)
+        if end < 0:
+            raise self._eof_error("'", start)
+        _add_lit(parts, self.text[start + 1 : end], True)
+        self.pos = end + 1
+
+    def _read_double(self, parts: list[Part]) -> None:
+        start = self.pos
+        self.pos += 1
+        inner = self._read_parts(frozenset('"'), "dq")
+        if self.pos >= len(self.text):
+            raise self._eof_error('"', start)
+        self.pos += 1
+        if not inner:
+            inner = [Lit("", True)]
+        for p in inner:
+            if isinstance(p, Lit):
+                _add_lit(parts, p.text, True)
+            else:
+                parts.append(p)
+
+    def _read_ansi_c(self, parts: list[Part]) -> None:
+        start = self.pos
+        i = start + 2
+        text = self.text
+        out: list[str] = []
+        while True:
+            if i >= len(text):
+                raise self._eof_error("'", start)
+            c = text[i]
+            if c == "'":
+                break
+            if c == "\\" and i + 1 < len(text):
+                ch, i = _ansi_escape(text, i + 1)
+                out.append(ch)
+                continue
+            out.append(c)
+            i += 1
+        self.pos = i + 1
+        _add_lit(parts, "".join(out), True)
+
+    def _read_dollar(self, quoted: bool) -> Part | None:
+        text = self.text
+        nxt = self._peekc(1)
+        if nxt == "{":
+            return self._read_braced(quoted)
+        if nxt == "(":
+            if self._peekc(2) == "(":
+                arith = self._read_arith(quoted)
+                if arith is not None:
+                    return arith
+            return self._read_cmdsub(quoted)
+        if nxt and (nxt.isalpha() or nxt == "_") and nxt.isascii():
+            m = NAME_RE.match(text, self.pos + 1)
+            assert m is not None
+            self.pos = m.end()
+            return Param(m.group(), quoted)
+        if nxt.isdigit() and nxt.isascii() or (nxt and nxt in SPECIAL_PARAMS):
+            self.pos += 2
+            return Param(nxt, quoted)
+        return None
+
+    def _read_braced(self, quoted: bool) -> Part:
+        text = self.text
+        start = self.pos
+        self.pos += 2
+        length = False
+        if self._peekc() == "#" and self._peekc(1) not in ("}", ""):
+            length = True
+            self.pos += 1
+        name = self._param_name()
+        if name is None:
+            return self._bad_subst(start, quoted)
+        if self.pos >= len(text):
+            raise self._eof_error("}", start)
+        if text[self.pos] == "}":
+            self.pos += 1
+            return Param(name, quoted, length=length)
+        if length:
+            return self._bad_subst(start, quoted)
+        for op in PARAM_OPS:
+            if text.startswith(op, self.pos):
+                self.pos += len(op)
+                arg_parts = self._read_parts(frozenset("}"), "dqbrace" if quoted else "brace")
+                if self.pos >= len(text):
+                    raise self._eof_error("}", start)
+                self.pos += 1
+                return Param(name, quoted, op=op, arg=Word(arg_parts, text[start : self.pos]))
+        return self._bad_subst(start, quoted)
+
+    def _param_name(self) -> str | None:
+        text = self.text
+        m = NAME_RE.match(text, self.pos)
+        if m:
+            self.pos = m.end()
+            return m.group()
+        i = self.pos
+        while i < len(text) and text[i].isdigit() and text[i].isascii():
+            i += 1
+        if i > self.pos:
+            name = text[self.pos : i]
+            self.pos = i
+            return name
+        c = self._peekc()
+        if c and c in SPECIAL_PARAMS:
+            self.pos += 1
+            return c
+        return None
+
+    def _bad_subst(self, start: int, quoted: bool) -> Part:
+        depth = 0
+        i = start + 2
+        text = self.text
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "{":
+                depth += 1
+            elif c == "}":
+                if depth == 0:
+                    self.pos = i + 1
+                    return BadSubst(text[start : i + 1], quoted)
+                depth -= 1
+            i += 1
+        raise self._eof_error("}", start)
+
+    def _read_cmdsub(self, quoted: bool) -> Part:
+        if self.depth >= MAX_DEPTH:
+            raise self._error("syntax error: nesting too deep", self.pos)
+        body, end = self.subparser(self.src, self.pos + 2, self.depth + 1)
+        self.pos = end
+        return CmdSub(body, quoted)
+
+    def _read_arith(self, quoted: bool) -> Part | None:
+        """`$((…))`; None when the parentheses do not close as `))` (then it is `$( (…) )`)."""
+        text = self.text
+        i = self.pos + 3
+        depth = 0
+        while i < len(text):
+            c = text[i]
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    if i + 1 < len(text) and text[i + 1] == ")":
+                        inner = text[self.pos + 3 : i]
+                        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+                        parts = sub._read_parts(frozenset(), "heredoc")
+                        self.pos = i + 2
+                        return Arith(Word(parts, inner), quoted)
+                    return None
+                depth -= 1
+            i += 1
+        raise self._eof_error(")", self.pos)
+
+    def _read_backquote(self, quoted: bool) -> Part:
+        text = self.text
+        start = self.pos
+        i = start + 1
+        out: list[str] = []
+        while True:
+            if i >= len(text):
+                raise self._eof_error("`", start)
+            c = text[i]
+            if c == "`":
+                break
+            if c == "\\" and i + 1 < len(text) and text[i + 1] in ("$`\\" + ('"' if quoted else "")):
+                out.append(text[i + 1])
+                i += 2
+                continue
+            out.append(c)
+            i += 1
+        self.pos = i + 1
+        if self.depth >= MAX_DEPTH:
+            raise self._error("syntax error: nesting too deep", start)
+        from .parser import parse  # the parser imports this module
+
+        body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+        return CmdSub(body, quoted)
+
+    # -- here-documents ----------------------------------------------------------------------------------------
+    def _new_heredoc(self, word: Word, strip_tabs: bool) -> HereDoc:
+        delim = "".join(p.text if isinstance(p, Lit) else _raw_of(p) for p in word.parts)
+        doc = HereDoc(delim, not word.has_quotes, strip_tabs, line=self.src.line_at(self.pos))
+        self.pending.append(doc)
+        return doc
+
+    def _read_heredocs(self) -> None:
+        text = self.text
+        while self.pending:
+            doc = self.pending.pop(0)
+            lines: list[str] = []
+            found = False
+            while self.pos < len(text):
+                end = text.find("\n", self.pos)
+                line = text[self.pos :] if end < 0 else text[self.pos : end]
+                self.pos = len(text) if end < 0 else end + 1
+                if doc.strip_tabs:
+                    line = line.lstrip("\t")
+                if line == doc.delimiter:
+                    found = True
+                    break
+                lines.append(line + "\n")
+            if not found:
+                self._warn_heredoc(doc)
+            self._fill(doc, "".join(lines))
+
+    def _finish_pending_at_eof(self) -> None:
+        while self.pending:
+            doc = self.pending.pop(0)
+            self._warn_heredoc(doc)
+            self._fill(doc, "")
+
+    def _warn_heredoc(self, doc: HereDoc) -> None:
+        at = doc.line
+        self.warnings.append(
+            (
+                self.src.line_at(self.pos),
+                f"warning: here-document at line {at} delimited by end-of-file (wanted `{doc.delimiter}')",
+            )
+        )
+
+    def _fill(self, doc: HereDoc, body: str) -> None:
+        doc.text = body
+        if doc.expand:
+            sub = Lexer(Source(body), subparser=self.subparser, depth=self.depth + 1)
+            doc.body = Word(sub._read_parts(frozenset(), "heredoc"), body)
+        else:
+            doc.body = Word([Lit(body, True)], body)
+
+
+# -- small pure helpers --------------------------------------------------------------------------------------------
+
+
+def _add_lit(parts: list[Part], text: str, quoted: bool) -> None:
+    """Append literal text, merging with a previous literal of the same quoting (keeps the AST small)."""
+    if parts and isinstance(parts[-1], Lit) and parts[-1].quoted == quoted:
+        parts[-1] = Lit(parts[-1].text + text, quoted)
+    else:
+        parts.append(Lit(text, quoted))
+
+
+def _raw_of(part: Part) -> str:
+    if isinstance(part, Param):
+        return "$" + part.name
+    return ""
+
+
+def _tilde(parts: list[Part]) -> list[Part]:
+    """Split a leading unquoted `~user` off the first literal, as tilde expansion needs (POSIX 2.6.1)."""
+    if not parts or not isinstance(parts[0], Lit) or parts[0].quoted or not parts[0].text.startswith("~"):
+        return parts
+    text = parts[0].text
+    slash = text.find("/")
+    if slash < 0:
+        if len(parts) > 1:
+            return parts
+        return [Tilde(text[1:])]
+    rest = text[slash:]
+    return [Tilde(text[1:slash]), Lit(rest)] + parts[1:]
+
+
+def tilde_value(parts: list[Part]) -> list[Part]:
+    """Tilde expansion at the start of an assignment's value."""
+    return _tilde(parts)
+
+
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", "'": "'", '"': '"', "?": "?",
+}  # fmt: skip
+
+
+def _ansi_escape(text: str, i: int) -> tuple[str, int]:
+    """Decode one `$'…'` escape whose letter is at text[i]; returns (char, next index)."""
+    c = text[i]
+    if c in _SIMPLE_ESCAPES:
+        return _SIMPLE_ESCAPES[c], i + 1
+    if c in "01234567":
+        j = i
+        while j < len(text) and j < i + 3 and text[j] in "01234567":
+            j += 1
+        return chr(int(text[i:j], 8) & 0xFF), j
+    if c in "xuU":
+        width = {"x": 2, "u": 4, "U": 8}[c]
+        j = i + 1
+        while j < len(text) and j < i + 1 + width and text[j] in "0123456789abcdefABCDEF":
+            j += 1
+        if j == i + 1:
+            return "\\" + c, i + 1
+        code = int(text[i + 1 : j], 16)
+        return (chr(code) if code <= 0x10FFFF else "\ufffd"), j
+    if c == "c" and i + 1 < len(text):
+        return chr(ord(text[i + 1]) & 0x1F), i + 2
+    return "\\" + c, i + 1

@@ -1,0 +1,340 @@
+"""Recursive-descent parser: tokens → `CommandList`s, one complete command (a line, with its compound tails) at a time.
+
+`Parser.parse_next()` returns the next complete command so the shell can run it before reading further, which is
+how bash behaves with both scripts and `-c` strings (an earlier line runs before a later syntax error is found).
+Error messages copy bash's wording.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ShellSyntaxError
+from .lexer import MAX_DEPTH, REDIR_OPS, Lexer, Source, Token, tilde_value
+from .nodes import (
+    AndOr,
+    Assign,
+    Command,
+    CommandList,
+    For,
+    Group,
+    If,
+    ListItem,
+    Lit,
+    Pipeline,
+    Redir,
+    SimpleCommand,
+    Subshell,
+    While,
+    Word,
+)
+
+TERMINATORS = frozenset({"then", "elif", "else", "fi", "do", "done", "}", "esac"})
+ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=")
+
+
+class Parser:
+    def __init__(self, text: str | Source, *, depth: int = 0, pos: int = 0, first_line: int = 1) -> None:
+        self.src = text if isinstance(text, Source) else Source(text, first_line)
+        self.depth = depth
+        self.lexer = Lexer(self.src, pos, subparser=_parse_subst, depth=depth)
+        self._tok: Token | None = None
+
+    @property
+    def warnings(self) -> list[tuple[int, str]]:
+        """Non-fatal diagnostics (here-document ended by end of file), as (line, message)."""
+        return self.lexer.warnings
+
+    # -- token plumbing ----------------------------------------------------------------------------------------
+    def peek(self) -> Token:
+        if self._tok is None:
+            self._tok = self.lexer.next_token()
+        return self._tok
+
+    def advance(self) -> Token:
+        tok = self.peek()
+        self._tok = None
+        return tok
+
+    def error_at(self, tok: Token) -> ShellSyntaxError:
+        if tok.kind == "EOF":
+            return ShellSyntaxError("syntax error: unexpected end of file", tok.line)
+        return ShellSyntaxError(
+            f"syntax error near unexpected token `{tok.shown}'", tok.line, self.src.line_text(tok.line)
+        )
+
+    def expect_word(self, value: str) -> Token:
+        tok = self.peek()
+        if not tok.is_word(value):
+            raise self.error_at(tok)
+        return self.advance()
+
+    def skip_newlines(self) -> None:
+        while self.peek().kind == "NEWLINE":
+            self.advance()
+
+    def at_terminator(self) -> bool:
+        tok = self.peek()
+        return tok.kind == "EOF" or tok.is_op(")") or tok.is_word(*TERMINATORS)
+
+    # -- entry points ------------------------------------------------------------------------------------------
+    def parse_next(self) -> CommandList | None:
+        """The next complete command, or None at end of text."""
+        self.skip_newlines()
+        if self.peek().kind == "EOF":
+            return None
+        lst = self.parse_list(top=True)
+        tok = self.peek()
+        if tok.kind == "NEWLINE":
+            self.advance()
+        elif tok.kind != "EOF":
+            raise self.error_at(tok)
+        return lst
+
+    def parse_all(self) -> CommandList:
+        items: list[ListItem] = []
+        while (lst := self.parse_next()) is not None:
+            items.extend(lst.items)
+        return CommandList(items)
+
+    # -- grammar -----------------------------------------------------------------------------------------------
+    def parse_list(self, *, top: bool) -> CommandList:
+        items: list[ListItem] = []
+        while True:
+            ao = self.parse_and_or()
+            tok = self.peek()
+            if tok.is_op(";", "&"):
+                self.advance()
+                items.append(ListItem(ao, background=tok.value == "&"))
+                if top:
+                    if self.peek().kind in ("NEWLINE", "EOF"):
+                        break
+                    continue
+                self.skip_newlines()
+                if self.at_terminator():
+                    break
+                continue
+            items.append(ListItem(ao))
+            if not top and tok.kind == "NEWLINE":
+                self.skip_newlines()
+                if self.at_terminator():
+                    break
+                continue
+            break
+        return CommandList(items)
+
+    def parse_compound_list(self) -> CommandList:
+        self.skip_newlines()
+        if self.at_terminator():
+            raise self.error_at(self.peek())
+        return self.parse_list(top=False)
+
+    def parse_and_or(self) -> AndOr:
+        first = self.parse_pipeline()
+        rest: list[tuple[str, Pipeline]] = []
+        while self.peek().is_op("&&", "||"):
+            op = self.advance().value
+            self.skip_newlines()
+            rest.append((op, self.parse_pipeline()))
+        return AndOr(first, rest)
+
+    def parse_pipeline(self) -> Pipeline:
+        negate = False
+        line = self.peek().line
+        while self.peek().is_word("!"):
+            self.advance()
+            negate = not negate
+        commands = [self.parse_command()]
+        stderr_too: list[bool] = []
+        while self.peek().is_op("|", "|&"):
+            stderr_too.append(self.advance().value == "|&")
+            self.skip_newlines()
+            commands.append(self.parse_command())
+        return Pipeline(commands, negate, stderr_too, line)
+
+    def parse_command(self) -> Command:
+        tok = self.peek()
+        if tok.kind == "WORD" and tok.word is not None and tok.word.is_plain:
+            parse = {
+                "if": self.parse_if,
+                "for": self.parse_for,
+                "while": self.parse_while,
+                "until": self.parse_while,
+                "{": self.parse_group,
+            }.get(tok.value)
+            if parse is not None:
+                return self._compound(parse)
+            if tok.value in TERMINATORS:
+                raise self.error_at(tok)
+        if tok.is_op("("):
+            return self._compound(self.parse_subshell)
+        if tok.kind in ("EOF", "NEWLINE") or (tok.kind == "OP" and tok.value not in REDIR_OPS):
+            raise self.error_at(tok)
+        return self.parse_simple()
+
+    def _compound(self, parse) -> Command:  # noqa: ANN001 - one of the parse_* methods below
+        if self.depth >= MAX_DEPTH:
+            raise ShellSyntaxError("syntax error: nesting too deep", self.peek().line)
+        self.depth += 1
+        try:
+            start = self.peek().start
+            node = parse()
+            node.text = " ".join(self.src.text[start : self._last_end].split())
+        finally:
+            self.depth -= 1
+        while self.peek().kind == "IO_NUMBER" or self.peek().is_op(*REDIR_OPS):
+            node.redirs.append(self.parse_redir())
+        return node
+
+    def _close(self, tok: Token) -> Token:
+        self._last_end = tok.end
+        return tok
+
+    def parse_simple(self) -> SimpleCommand:
+        cmd = SimpleCommand(line=self.peek().line)
+        while True:
+            tok = self.peek()
+            if tok.kind == "IO_NUMBER" or tok.is_op(*REDIR_OPS):
+                cmd.redirs.append(self.parse_redir())
+            elif tok.kind == "WORD":
+                assert tok.word is not None
+                assign = None if cmd.words else _assignment(tok.word)
+                if assign is not None:
+                    cmd.assigns.append(assign)
+                else:
+                    cmd.words.append(tok.word)
+                self.advance()
+            else:
+                break
+        if not (cmd.words or cmd.assigns or cmd.redirs):
+            raise self.error_at(self.peek())
+        return cmd
+
+    def parse_redir(self) -> Redir:
+        fd = None
+        if self.peek().kind == "IO_NUMBER":
+            fd = int(self.advance().value)
+        op = self.advance().value
+        tok = self.peek()
+        if tok.kind == "EOF":  # bash reads an implicit final newline here
+            line = self.src.line_at(len(self.src.text))
+            raise ShellSyntaxError("syntax error near unexpected token `newline'", line, self.src.line_text(line))
+        if tok.kind != "WORD":
+            raise self.error_at(tok)
+        self.advance()
+        assert tok.word is not None
+        if op in ("<<", "<<-"):
+            assert tok.heredoc is not None
+            return Redir(op, tok.heredoc, fd)
+        return Redir(op, tok.word, fd)
+
+    def parse_if(self) -> If:
+        line = self.advance().line
+        clauses = []
+        cond = self.parse_compound_list()
+        self.expect_word("then")
+        clauses.append((cond, self.parse_compound_list()))
+        else_body = None
+        while True:
+            tok = self.peek()
+            if tok.is_word("elif"):
+                self.advance()
+                cond = self.parse_compound_list()
+                self.expect_word("then")
+                clauses.append((cond, self.parse_compound_list()))
+            elif tok.is_word("else"):
+                self.advance()
+                else_body = self.parse_compound_list()
+            else:
+                break
+        self._close(self.expect_word("fi"))
+        return If(clauses, else_body, line=line)
+
+    def parse_for(self) -> For:
+        line = self.advance().line
+        name_tok = self.peek()
+        if name_tok.kind != "WORD":
+            raise self.error_at(name_tok)
+        self.advance()
+        self.skip_newlines()
+        words: list[Word] | None = None
+        if self.peek().is_word("in"):
+            self.advance()
+            words = []
+            while self.peek().kind == "WORD":
+                tok = self.advance()
+                assert tok.word is not None
+                words.append(tok.word)
+            if not self.peek().is_op(";") and self.peek().kind != "NEWLINE":
+                raise self.error_at(self.peek())
+            self.advance()
+        elif self.peek().is_op(";"):
+            self.advance()
+        self.skip_newlines()
+        self.expect_word("do")
+        body = self.parse_compound_list()
+        self._close(self.expect_word("done"))
+        return For(name_tok.value, words, body, line=line)
+
+    def parse_while(self) -> While:
+        tok = self.advance()
+        cond = self.parse_compound_list()
+        self.expect_word("do")
+        body = self.parse_compound_list()
+        self._close(self.expect_word("done"))
+        return While(cond, body, until=tok.value == "until", line=tok.line)
+
+    def parse_group(self) -> Group:
+        line = self.advance().line
+        body = self.parse_compound_list()
+        self._close(self.expect_word("}"))
+        return Group(body, line=line)
+
+    def parse_subshell(self) -> Subshell:
+        line = self.advance().line
+        body = self.parse_compound_list()
+        tok = self.peek()
+        if not tok.is_op(")"):
+            raise self.error_at(tok)
+        self._close(self.advance())
+        return Subshell(body, line=line)
+
+    _last_end = 0
+
+
+def _assignment(word: Word) -> Assign | None:
+    """`NAME=value` (or `NAME+=value`) when the name part is unquoted literal text."""
+    first = word.parts[0] if word.parts else None
+    if not isinstance(first, Lit) or first.quoted:
+        return None
+    m = ASSIGN_RE.match(first.text)
+    if not m:
+        return None
+    rest = first.text[m.end() :]
+    value_parts = ([Lit(rest)] if rest else []) + word.parts[1:]
+    value = Word(tilde_value(value_parts), word.raw[m.end() :])
+    name = m.group(1) + ("+" if m.group(2) else "")
+    return Assign(name, value)
+
+
+def _parse_subst(src: Source, pos: int, depth: int) -> tuple[CommandList, int]:
+    """Parse the list inside `$(…)` starting at `pos`; return it and the position after the `)`."""
+    p = Parser(src, depth=depth, pos=pos)
+    p.skip_newlines()
+    if p.peek().is_op(")"):
+        return CommandList(), p.advance().end
+    if p.peek().kind == "EOF":
+        raise ShellSyntaxError("unexpected EOF while looking for matching `)'", src.eof_line)
+    body = p.parse_list(top=False)
+    tok = p.peek()
+    if tok.kind == "EOF":
+        raise ShellSyntaxError("unexpected EOF while looking for matching `)'", src.eof_line)
+    if not tok.is_op(")"):
+        raise p.error_at(tok)
+    p.advance()
+    return body, tok.end
+
+
+def parse(text: str, *, depth: int = 0, first_line: int = 1) -> CommandList:
+    """Parse a whole text into one list (raises ShellSyntaxError)."""
+    return Parser(text, depth=depth, first_line=first_line).parse_all()

@@ -1,0 +1,170 @@
+"""Shell patterns (`*`, `?`, `[…]`): matching strings and globbing files under the *shell's* working folder.
+
+Patterns arrive with quoted characters backslash-escaped, so `"*"x*` is `\\*x*`. Globbing never uses the
+process's cwd (several shells share the process), and a pattern that matches nothing is left as it is, as in bash.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+GLOB_CHARS = frozenset("*?[")
+
+_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r" \t\n\r\f\v", "blank": r" \t", "punct": r"!-/:-@\[-`{-~", "xdigit": "0-9A-Fa-f",
+    "word": "a-zA-Z0-9_", "cntrl": r"\x00-\x1f\x7f", "print": r" -~", "graph": r"!-~",
+}  # fmt: skip
+
+
+def escape(text: str) -> str:
+    """Make text match only itself inside a pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def unescape(pattern: str) -> str:
+    return re.sub(r"\\(.)", r"\1", pattern, flags=re.S)
+
+
+def has_magic(pattern: str) -> bool:
+    """True when the pattern has an unescaped `*`, `?` or `[`."""
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in GLOB_CHARS:
+            return True
+        i += 1
+    return False
+
+
+@functools.lru_cache(maxsize=512)
+def to_regex(pattern: str, *, path: bool = False) -> re.Pattern[str]:
+    """Translate a pattern to a compiled regex matching a whole string; `path` keeps `*`/`?` off `/`."""
+    any_char = "[^/]" if path else "."
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "*":
+            out.append(any_char + "*")
+            i += 1
+        elif c == "?":
+            out.append(any_char)
+            i += 1
+        elif c == "[":
+            cls, i = _bracket(pattern, i)
+            out.append(cls)
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out), re.S)
+
+
+def _bracket(pattern: str, i: int) -> tuple[str, int]:
+    """Translate `[…]` starting at pattern[i]; an unclosed bracket is a literal `[`."""
+    n = len(pattern)
+    j = i + 1
+    negate = j < n and pattern[j] in "!^"
+    if negate:
+        j += 1
+    items: list[str] = []
+    first = True
+    while j < n:
+        c = pattern[j]
+        if c == "]" and not first:
+            body = "".join(items)
+            return ("[^" if negate else "[") + body + "]", j + 1
+        first = False
+        if c == "[" and pattern.startswith("[:", j):
+            end = pattern.find(":]", j + 2)
+            name = pattern[j + 2 : end] if end > 0 else ""
+            if name in _CLASSES:
+                items.append(_CLASSES[name])
+                j = end + 2
+                continue
+        if c == "\\" and j + 1 < n:
+            c = pattern[j + 1]
+            j += 1
+        if j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
+            hi = pattern[j + 2]
+            if hi == "\\" and j + 3 < n:
+                hi = pattern[j + 3]
+                j += 1
+            if ord(hi) >= ord(c):
+                items.append(re.escape(c) + "-" + re.escape(hi))
+            j += 3
+            continue
+        items.append(re.escape(c))
+        j += 1
+    return re.escape("["), i + 1
+
+
+def match(pattern: str, text: str) -> bool:
+    return to_regex(pattern).fullmatch(text) is not None
+
+
+def strip(value: str, pattern: str, op: str) -> str:
+    """`${x#p}`, `${x##p}`, `${x%p}`, `${x%%p}`: remove the shortest/longest matching prefix/suffix."""
+    rx = to_regex(pattern)
+    n = len(value)
+    if op in ("#", "##"):
+        order = range(n + 1) if op == "#" else range(n, -1, -1)
+        for i in order:
+            if rx.fullmatch(value[:i]):
+                return value[i:]
+    else:
+        order = range(n, -1, -1) if op == "%" else range(n + 1)
+        for i in order:
+            if rx.fullmatch(value[i:]):
+                return value[:i]
+    return value
+
+
+def glob(pattern: str, cwd: str) -> list[str]:
+    """Files matching the pattern, relative to cwd as the pattern was written; [] when none match."""
+    absolute = pattern.startswith("/")
+    comps = [c for c in pattern.split("/") if c]
+    if not comps:
+        return []
+    trailing_slash = pattern.endswith("/")
+    results = ["/" if absolute else ""]
+    for k, comp in enumerate(comps):
+        last = k == len(comps) - 1
+        nxt: list[str] = []
+        for base in results:
+            real_base = os.path.join(cwd, base) if base else cwd
+            if not has_magic(comp):
+                name = unescape(comp)
+                cand = base + name
+                if os.path.lexists(os.path.join(cwd, cand)) and (last or os.path.isdir(os.path.join(cwd, cand))):
+                    nxt.append(cand if last else cand + "/")
+                continue
+            try:
+                names = os.listdir(real_base)
+            except OSError:
+                continue
+            rx = to_regex(comp, path=True)
+            dot_ok = comp.startswith(".") or comp.startswith("\\.")
+            for name in names:
+                if name.startswith(".") and not dot_ok:
+                    continue
+                if rx.fullmatch(name):
+                    cand = base + name
+                    if last:
+                        if not trailing_slash or os.path.isdir(os.path.join(cwd, cand)):
+                            nxt.append(cand + ("/" if trailing_slash else ""))
+                    elif os.path.isdir(os.path.join(cwd, cand)):
+                        nxt.append(cand + "/")
+        results = nxt
+        if not results:
+            return []
+    return sorted(results)

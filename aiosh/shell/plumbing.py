@@ -1,0 +1,195 @@
+"""Pump threads between `Pipe`s, files and OS file descriptors.
+
+Every command reads and writes `kernel.streams.Pipe`s; files and host processes are attached through small
+daemon threads. A thread that copies into a Pipe whose reader went away stops and tells its own source, the way
+SIGPIPE travels back up a pipeline.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections.abc import Callable
+from typing import IO
+
+from kernel.streams import Pipe
+
+CHUNK = 65536
+POLL = 0.05
+
+
+class CallbackPipe(Pipe):
+    """A Pipe whose writes go straight to a callable (the caller's terminal writer); nobody reads it."""
+
+    def __init__(self, fn: Callable[[str], object], name: str = "") -> None:
+        super().__init__(name)
+        self._fn = fn
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        if text:
+            with self._lock:
+                self._fn(text)
+                self.bytes_written += len(text)
+
+
+def as_pipe(target: Pipe | Callable[[str], object] | None, name: str) -> Pipe:
+    if target is None:
+        return CallbackPipe(lambda _t: None, name)
+    if isinstance(target, Pipe):
+        return target
+    return CallbackPipe(target, name)
+
+
+def closed_pipe(text: str = "", name: str = "") -> Pipe:
+    """A Pipe holding `text` then end of file: here-documents, and stdin for commands that have none."""
+    p = Pipe(name)
+    p.write(text)
+    p.close()
+    return p
+
+
+def null_pipe(name: str = "null") -> Pipe:
+    """A sink that discards everything (`>&-`, `/dev/null`-like)."""
+    p = Pipe(name)
+    p.close_reader()
+    return p
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+def safe_write(dst: Pipe, text: str) -> bool:
+    """Write unless the reader left or the pipe is closed; False then (the SIGPIPE case)."""
+    if dst.reader_gone:
+        return False
+    try:
+        dst.write(text)
+    except ValueError:
+        return False
+    return not dst.reader_gone
+
+
+def pump_pipe(src: Pipe, dst: Pipe, *, close_dst: bool, stop: threading.Event | None = None) -> threading.Thread:
+    """Copy src to dst until src ends (or `stop` is set and src is drained)."""
+
+    def run() -> None:
+        try:
+            while True:
+                chunk = src.read(POLL)
+                if chunk == "":
+                    break
+                if chunk is None:
+                    if stop is not None and stop.is_set():
+                        break
+                    continue
+                if not safe_write(dst, chunk):
+                    src.close_reader()
+                    break
+        finally:
+            if close_dst:
+                dst.close()
+
+    return _thread(run, f"pump:{src.name}->{dst.name}")
+
+
+def file_reader(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
+    """A Pipe fed from an open binary file (closed when done): `< FILE`."""
+    pipe = Pipe(name)
+
+    def run() -> None:
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while not pipe.reader_gone:
+                data = f.read(CHUNK)
+                if not data:
+                    break
+                pipe.write(dec.decode(data))
+            pipe.write(dec.decode(b"", final=True))
+        except (OSError, ValueError):
+            pass
+        finally:
+            f.close()
+            pipe.close()
+
+    return pipe, _thread(run, f"read:{name}")
+
+
+def file_writer(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
+    """A Pipe drained into an open binary file, which is closed at end of file: `> FILE`, `>> FILE`."""
+    pipe = Pipe(name)
+
+    def run() -> None:
+        try:
+            while True:
+                chunk = pipe.read()
+                if chunk == "":
+                    break
+                if chunk:
+                    f.write(chunk.encode("utf-8", "surrogateescape"))
+                    f.flush()
+        except OSError:
+            pipe.close_reader()
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    return pipe, _thread(run, f"write:{name}")
+
+
+def stream_to_pipe(f: IO[bytes], dst: Pipe) -> threading.Thread:
+    """Copy a host process's unbuffered output into a Pipe; when the reader leaves, closing our end makes
+    the program get SIGPIPE, as in a real pipeline."""
+
+    def run() -> None:
+        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while True:
+                data = f.read(CHUNK)
+                if not data:
+                    break
+                if not safe_write(dst, dec.decode(data)):
+                    break
+            safe_write(dst, dec.decode(b"", final=True))
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    return _thread(run, f"proc->{dst.name}")
+
+
+def pipe_to_stream(src: Pipe, f: IO[bytes], stop: threading.Event) -> threading.Thread:
+    """Feed a host process's stdin from a Pipe; ends at end of file, a broken pipe, or `stop`."""
+
+    def run() -> None:
+        try:
+            while True:
+                chunk = src.read(POLL)
+                if chunk == "":
+                    break
+                if chunk is None:
+                    if stop.is_set():
+                        break
+                    continue
+                view = memoryview(chunk.encode("utf-8", "surrogateescape"))
+                while view:
+                    n = f.write(view)
+                    view = view[n or 0 :]
+        except (OSError, ValueError):
+            pass
+        finally:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    return _thread(run, f"{src.name}->proc")

@@ -1,0 +1,209 @@
+"""`Shell`: the public face of the shell library — state, job table, builtins, and the run entry points.
+
+The caller (CLI, REPL, tests) gives it Pipes or callables for output and an optional AgentHost, then feeds it text
+with `run_source` (scripts, `-c`) or `run_line` (the REPL). Nothing here touches the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal as _signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from kernel.streams import Pipe
+
+from . import plumbing
+from .agents import AgentHost
+from .builtins import BuiltinRegistry, registry
+from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellSyntaxError
+from .interp import Interp, ShellState
+from .jobs import JobTable
+from .parser import Parser
+from .procs import AgentProc
+
+Output = Pipe | Callable[[str], object] | None
+
+
+class Shell:
+    """One aiosh shell: variables, cwd, options, positional parameters, jobs and builtins.
+
+    agents: who runs agents (None: no agents). stdout/stderr: Pipes or callables taking text. stdin: a Pipe or
+    None (commands then read end of file). host_programs: whether PATH programs may run. interactive: REPL rules
+    (job notices, `[1] PID` on `&`, Ctrl-Z returns control, `exit` warns about jobs).
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: AgentHost | None = None,
+        stdout: Output = None,
+        stderr: Output = None,
+        stdin: Pipe | None = None,
+        cwd: str | None = None,
+        host_programs: bool = True,
+        argv0: str = "aiosh",
+        args: Sequence[str] = (),
+        interactive: bool = False,
+        env: Mapping[str, str] | None = None,
+        builtins: BuiltinRegistry | None = None,
+    ) -> None:
+        self.agents = agents
+        self.stdout = plumbing.as_pipe(stdout, "stdout")
+        self.stderr = plumbing.as_pipe(stderr, "stderr")
+        self.stdin = stdin
+        self.host_programs = host_programs
+        self.interactive = interactive
+        self.argv0 = argv0
+        self.pid = os.getpid()
+        self.builtins = (registry if builtins is None else builtins).copy()
+        self.jobs = JobTable(interactive=interactive)
+        variables = dict(os.environ if env is None else env)
+        cwd = os.path.abspath(cwd or os.getcwd())
+        variables["PWD"] = cwd
+        state = ShellState(vars=variables, exported=set(variables), positional=list(args), argv0=argv0, cwd=cwd)
+        self.interp = Interp(self, state, self.jobs, main=True)
+        self.interrupted = False
+        self.exited: int | None = None
+        self._agent_procs: dict[int, AgentProc] = {}
+        self._agent_lock = threading.Lock()
+        self._lines = 0
+        self._exit_warned_at: int | None = None
+        if agents is not None and hasattr(agents, "add_listener"):
+            agents.add_listener(self._agent_event)
+
+    # -- state -----------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> ShellState:
+        return self.interp.state
+
+    @property
+    def vars(self) -> dict[str, str]:
+        return self.state.vars
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The exported variables: what agents and programs receive."""
+        return self.state.env()
+
+    @property
+    def cwd(self) -> str:
+        return self.state.cwd
+
+    @property
+    def last_status(self) -> int:
+        return self.state.last_status
+
+    @property
+    def errexit(self) -> bool:
+        return self.state.errexit
+
+    @errexit.setter
+    def errexit(self, on: bool) -> None:
+        self.state.errexit = on
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run_source(self, text: str, *, filename: str | None = None) -> int:
+        """Run a script or `-c` text command by command; returns the last status.
+
+        filename: None (input read by the shell itself), "-c" (bash's `-c` message shapes) or the script's name
+        (used in `NAME: line N:` diagnostics). A non-interactive shell waits for its background jobs at the end.
+        """
+        self.interrupted = False
+        status = self._run(text, filename)
+        if not self.interactive:
+            self.wait_background()
+        return status
+
+    def run_line(self, line: str) -> int:
+        """Run one line typed at the prompt (it may hold several commands, or a whole compound command)."""
+        self._lines += 1
+        self.interrupted = False
+        return self._run(line, None)
+
+    def _run(self, text: str, filename: str | None) -> int:
+        interp = self.interp
+        try:
+            status = interp.run_text(text, source_name=filename, io=interp.shell_io())
+        except ExitShell as exc:
+            status = exc.status
+            self.exited = status
+        except Cancelled as exc:
+            status = exc.status
+        except (BreakLoop, ContinueLoop):
+            status = 0
+        self.state.last_status = status
+        return status
+
+    def is_complete(self, text: str) -> bool:
+        """False when the text ends inside a quote or a compound command (the REPL asks for another line)."""
+        try:
+            Parser(text).parse_all()
+        except ShellSyntaxError as exc:
+            return "end of file" not in exc.message and "unexpected EOF" not in exc.message
+        return True
+
+    # -- jobs and signals ------------------------------------------------------------------------------------
+    def foreground_signal(self, sig: int) -> bool:
+        """Forward a terminal signal (SIGINT from Ctrl-C, SIGTSTP from Ctrl-Z) to the foreground job.
+
+        Returns whether a foreground job got it. SIGINT also ends the running command line, as in bash.
+        """
+        if sig == _signal.SIGINT:
+            self.interrupted = True
+        return self.interp.fg.signal(sig)
+
+    def take_notices(self) -> list[str]:
+        """Job state changes to print before the next prompt (`[1]+  Done                    sleep 1`)."""
+        return self.jobs.take_notices()
+
+    def exit_warning(self) -> str | None:
+        """bash's one-time warning when `exit` would leave jobs behind; None when exiting may proceed."""
+        stopped, running = self.jobs.stopped(), self.jobs.running()
+        if not stopped and not running:
+            return None
+        if self._exit_warned_at is not None and self._exit_warned_at >= self._lines - 1:
+            return None
+        self._exit_warned_at = self._lines
+        return "There are stopped jobs." if stopped else "There are running jobs."
+
+    def hangup(self) -> None:
+        """Send SIGHUP (and SIGCONT to stopped ones) to the jobs, as bash does when an interactive shell exits."""
+        for job in list(self.jobs.jobs.values()):
+            if job.nohup or job.state == "done":
+                continue
+            stopped = job.state == "stopped"
+            for sig in (_signal.SIGHUP, _signal.SIGCONT) if stopped else (_signal.SIGHUP,):
+                try:
+                    job.signal(sig)
+                except LookupError:
+                    pass
+
+    def wait_background(self, timeout: float | None = None) -> None:
+        """Wait for every job still running (a script's jobs must not outlive the kernel)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in list(self.jobs.jobs.values()):
+            while job.state == "running":
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                with self.jobs.cond:
+                    self.jobs.cond.wait(0.05)
+
+    # -- agent events ----------------------------------------------------------------------------------------
+    def register_agent(self, proc: AgentProc) -> None:
+        with self._agent_lock:
+            self._agent_procs[proc.pid] = proc
+        proc.add_watcher(self._forget_agent)
+
+    def _forget_agent(self, proc: object) -> None:
+        if isinstance(proc, AgentProc) and proc.finished:
+            with self._agent_lock:
+                self._agent_procs.pop(proc.pid, None)
+
+    def _agent_event(self, pid: int, event: str, status: int | None) -> None:
+        with self._agent_lock:
+            proc = self._agent_procs.get(pid)
+        if proc is not None:
+            proc.on_event(event, status)
