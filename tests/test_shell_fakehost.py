@@ -1,7 +1,7 @@
 """A fake AgentHost for the shell's tests (no model, no kernel), and tests that it behaves like the kernel's.
 
 Agents are threads: `sleep SECONDS`, `say WORDS…` (prints them), `upper` (stdin upper-cased), `fail N` (exits N
-with a message on stderr), `chat …` (prints its argv and options), `env NAME` (prints a variable). Signals follow
+with a message on stderr), `chat …` (prints its argv and options), `getenv NAME` (prints a variable). Signals follow
 the kernel: STOP/TSTP stop (listener 'stopped', 128+sig), CONT continues, anything else ends the agent with
 128+sig; like the kernel, an agent's stdout and stderr are closed when it exits.
 """
@@ -39,7 +39,7 @@ class FakeProc:
 
 
 class FakeAgentHost:
-    NAMES = ["chat", "env", "fail", "say", "sleep", "upper"]
+    NAMES = ["chat", "fail", "getenv", "say", "sleep", "upper"]
 
     def __init__(self) -> None:
         self.procs: dict[int, FakeProc] = {}
@@ -177,7 +177,7 @@ class FakeAgentHost:
         if name == "fail":
             proc.stderr.write("fail: failing\n")
             return int(argv[0]) if argv else 1
-        if name == "env":
+        if name == "getenv":
             proc.stdout.write(proc.env.get(argv[0], "") + "\n")
             return 0
         if name == "chat":

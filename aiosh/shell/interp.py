@@ -327,8 +327,8 @@ class Interp:
 
     def fail(self, io: IO, exc: ShellError) -> int:
         self.diag(io, exc.message)
-        if exc.fatal and not self.shell.interactive:
-            raise ExitShell(exc.status)
+        if exc.fatal and (self.proc is not None or not self.main or not self.shell.interactive):
+            raise ExitShell(127 if self.main else 1)  # bash's statuses: 127 for the shell, 1 for a subshell
         return exc.status
 
     # -- lists, and-or, pipelines ----------------------------------------------------------------------------

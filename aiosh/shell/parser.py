@@ -208,7 +208,20 @@ class Parser:
                 break
         if not (cmd.words or cmd.assigns or cmd.redirs):
             raise self.error_at(self.peek())
+        if len(cmd.words) == 1 and not cmd.assigns and not cmd.redirs and self.peek().is_op("("):
+            self._function_definition()
         return cmd
+
+    def _function_definition(self) -> None:
+        """`name ( ) …` is bash's function syntax: give bash's error for a stray `(`, refuse the rest."""
+        self.advance()
+        tok = self.peek()
+        if not tok.is_op(")"):
+            if tok.kind == "EOF":
+                line = self.src.line_at(len(self.src.text))
+                raise ShellSyntaxError("syntax error near unexpected token `newline'", line, self.src.line_text(line))
+            raise self.error_at(tok)
+        raise ShellSyntaxError("syntax error: shell functions are not supported", tok.line, self.src.line_text(tok.line))
 
     def parse_redir(self) -> Redir:
         fd = None

@@ -1,0 +1,242 @@
+"""Differential tests: the same command lines through `bash -c` and through aiosh's Shell.
+
+stdout and the exit status must be identical. Where an entry says so, stderr must be identical too once `bash`
+is read as `aiosh` (both use bash's `NAME: line N: message` shapes in `-c` mode). Job-control lines use host
+`sleep` in bash and the fake AgentHost's `sleep` agent in aiosh.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aiosh.shell import Shell
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_shell_fakehost import FakeAgentHost  # noqa: E402
+
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="bash is the reference and is not installed")
+
+ERR = True  # compare stderr too
+OUT = False  # stdout and status only
+
+CORPUS: list[tuple[str, bool]] = [
+    # quoting and words
+    ("echo 'single  quoted' \"double  quoted\" plain\\ escaped", ERR),
+    ("echo \"a\\$b\" 'c$d' \"e\\\"f\" \"g\\\\h\" 'it'\\''s'", ERR),
+    ("echo $'tab\\there' $'q\\'q' $'\\x41\\101'", ERR),
+    ("x='a  b'; echo $x; echo \"$x\"", ERR),
+    ("set -- \"\" '' x; echo $#", ERR),
+    ("echo a\\\nb c\\\n d", ERR),
+    ("echo visible # a comment\necho a#b", ERR),
+    ("x=1; y=\"$x$x\"; echo ${y}z \"${y}\"z", ERR),
+    ("echo \"multi\nline\" 'also\nthis'", ERR),
+    # parameters
+    ("echo ${undefined:-default} ${undefined-other} \"${e:=set}\"; echo $e", ERR),
+    ("x=hello; echo ${#x} ${x:+alt} [${y:+alt}] ${x:-no}", ERR),
+    ("f=path/to/file.tar.gz; echo ${f##*/} ${f%%.*} ${f#*/} ${f%.*}", ERR),
+    ("set -- a 'b c' d; echo $#; for a in \"$@\"; do echo \"<$a>\"; done", ERR),
+    ("set -- a 'b c'; for a in $@; do echo \"<$a>\"; done; for a in \"$*\"; do echo \"<$a>\"; done", ERR),
+    ("set -- one two three four five six seven eight nine ten; echo $1 $9 ${10} $#", ERR),
+    ("echo $((3 + 4 * 2)) $((10 / 3)) $((-10 % 3)) $((2 ** 10)) $(( (1+2) * 3 )) $((7 > 3 && 2 < 1))", ERR),
+    ("i=0; while [ $i -lt 3 ]; do i=$((i+1)); done; echo $i; echo $((i += 5)) $i", ERR),
+    ("echo ~ ~/x x~ \"~\"", ERR),
+    ("IFS=:; x=a:b::c; for i in $x; do echo \"<$i>\"; done", ERR),
+    ("x='  lead  trail  '; echo [$x]; echo \"[$x]\"", ERR),
+    ("x=5; x+=1; echo $x; y=$x$x; echo $y", ERR),
+    # statuses
+    ("false; echo $?; true; echo $?; :; echo $?", ERR),
+    ("! true; echo $?; ! false; echo $?; ! ! true; echo $?", ERR),
+    ("(exit 3); echo $?; (exit 300); echo $?", ERR),
+    ("true && echo yes || echo no; false && echo yes || echo no", ERR),
+    ("false || false || echo third; true && false && echo never; echo $?", ERR),
+    ("x=$(exit 4); echo $?; x=$(true); echo $?", ERR),
+    # pipelines
+    ("echo hello | cat | cat", ERR),
+    ("printf '%s\\n' b a c | sort", ERR),
+    ("echo one two | { cat; echo after; }", ERR),
+    ("x=1; echo x | x=2; echo $x", ERR),
+    ("cd /; echo | cd /tmp; pwd", ERR),
+    ("for i in 1 2 3; do echo $i; done | cat", ERR),
+    ("echo abc | tr a-z A-Z | cat", ERR),
+    # redirections
+    ("echo one > out.txt; echo two >> out.txt; cat out.txt", ERR),
+    ("cat < a.txt; cat a.txt - < b.txt", ERR),
+    ("echo err >&2; echo ok", ERR),
+    ("{ echo out; echo err >&2; } > both.txt 2>&1; cat both.txt", ERR),
+    ("{ echo out; echo err >&2; } 2>&1 > only.txt | cat; cat only.txt", ERR),
+    ("nosuchcmd 2> e.txt; cat e.txt", ERR),
+    ("cat nonexistent.txt; echo $?", OUT),
+    ("echo hi > /nonexistent/x; echo $?", ERR),
+    ("echo data > f1; cat < f1 > f2; cat f2; echo x &> f3; cat f3", ERR),
+    ("exec_file=out2.txt; echo via var > $exec_file; cat \"$exec_file\"", ERR),
+    ("echo to-null > /dev/null; echo kept", ERR),
+    # here-documents
+    ("cat <<EOF\nline1 $HOME\n  line2 $((1+1))\nEOF", ERR),
+    ("cat <<'EOF'\n$HOME `x` $(y)\nEOF", ERR),
+    ("cat <<-EOF\n\tindented\n\t\tmore\n\tEOF", ERR),
+    ("cat <<<\"here string\"; cat <<< word", ERR),
+    ("x=5; cat <<EOF | cat\nx is $x, sum $((x+1)), sub $(echo s)\nEOF\necho after", ERR),
+    ("cat <<A; cat <<B\none\nA\ntwo\nB", ERR),
+    # control flow
+    ("if false; then echo a; elif true; then echo b; else echo c; fi", ERR),
+    ("if false; then echo a; fi; echo $?", ERR),
+    ("for i in 1 2 3; do if [ $i = 2 ]; then continue; fi; echo $i; done", ERR),
+    ("for i in a b c; do for j in 1 2; do [ $j = 2 ] && break 2; echo $i$j; done; done; echo end", ERR),
+    ("for i in a b; do for j in 1 2 3; do [ $j = 2 ] && continue 2; echo $i$j; done; done", ERR),
+    ("n=0; while true; do n=$((n+1)); [ $n -ge 3 ] && break; done; echo $n", ERR),
+    ("until [ -f flag ]; do echo waiting; echo > flag; done; echo done", ERR),
+    ("for f in *.txt; do echo \"file $f\"; done", ERR),
+    ("for x; do echo $x; done; set -- p q; for x; do echo $x; done", ERR),
+    ("for i in 1 2\ndo\n  echo $i\ndone", ERR),
+    ("while false; do :; done; echo $?", ERR),
+    ("{ echo g1; echo g2; } | cat; ( echo s1; exit 2 ); echo $?", ERR),
+    ("x=outer; ( x=inner; echo $x ); echo $x; { x=group; }; echo $x", ERR),
+    ("break; echo $?", ERR),
+    # test / [
+    ("[ abc = abc ]; echo $?; [ abc != abc ]; echo $?; [ -z '' ]; echo $?; [ -n '' ]; echo $?", ERR),
+    ("[ 3 -lt 5 ] && [ 5 -ge 5 ] && [ 2 -ne 3 ] && [ -7 -le -7 ] && echo ok", ERR),
+    ("test -e a.txt && test -f a.txt && test -d sub && test ! -d a.txt && echo ok; test -s empty.txt; echo $?", ERR),
+    ("[ 1 -eq x ]; echo $?", ERR),
+    ("[ a; echo $?", ERR),
+    ("test; echo $?; test ''; echo $?; test x; echo $?; [ ! ]; echo $?", ERR),
+    ("[ a = a -a b = c ]; echo $?; [ a = a -o b = c ]; echo $?; [ \\( a = b \\) -o x ]; echo $?", ERR),
+    ("[ -r a.txt ] && [ -w a.txt ] && [ ! -e missing ] && echo files", ERR),
+    # set -e / pipefail
+    ("set -e; true; false; echo unreachable", ERR),
+    ("set -e; if false; then :; fi; false || true; ! true; echo survived", ERR),
+    ("set -e; false && true; echo survived; (false); echo not", ERR),
+    ("set -e; x=$(false); echo not-here", ERR),
+    ("false | true; echo $?; set -o pipefail; false | true; echo $?; true | false | true; echo $?", ERR),
+    ("set -o pipefail; (exit 3) | (exit 4) | true; echo $?; set +o pipefail; (exit 3) | true; echo $?", ERR),
+    ("set -e; set +e; false; echo continued", ERR),
+    # command substitution
+    ("echo \"$(echo a; echo b)\"", ERR),
+    ("x=$(printf 'a\\n\\n\\n'); echo \"[$x]\"", ERR),
+    ("echo $(echo $(echo nested)) `echo back`", ERR),
+    ("echo $(echo '  spaced   out  ')", ERR),
+    ("n=$(echo 3); echo $((n * 2))", ERR),
+    # globbing
+    ("echo *.txt; echo s*; echo nomatch*; echo '*.txt' \"*\".txt", ERR),
+    ("echo ?.txt [ab].txt [!a].txt", ERR),
+    ("echo .*; echo sub/*", ERR),
+    ("x='*.txt'; echo $x \"$x\"", ERR),
+    # syntax errors
+    ("echo a; fi", ERR),
+    ("if true; then echo x", ERR),
+    ("echo \"unterminated", ERR),
+    ("echo ok\ndone\necho never", ERR),
+    ("echo (", ERR),
+    ("echo >", ERR),
+    ("| echo", ERR),
+    # command not found, exit
+    ("nosuchcommand arg; echo $?", ERR),
+    ("./nosuchfile; echo $?", ERR),
+    ("exit 3; echo no", ERR),
+    ("(exit 4); echo $?; exit", ERR),
+    ("exit 300", ERR),
+    ("echo before; exit 2 > /dev/null", ERR),
+    ("exit foo", ERR),
+    # other builtins
+    ("echo -n no newline; echo; echo -e 'a\\tb'; echo -e 'stop\\cignored'; echo -x -n", ERR),
+    ("export FOO=bar; env | grep ^FOO=", ERR),
+    ("FOO=tmp env | grep ^FOO=; echo \"[$FOO]\"", ERR),
+    ("x=1; unset x; echo \"[${x-unset}]\"", ERR),
+    ("cd sub && pwd | sed 's|.*/||'; cd /nonexistent; echo $?", ERR),
+    ("type echo cd if", ERR),
+    ("source ./script.sh arg1; echo $? $x", ERR),
+    (". ./script.sh; echo $x; source nofile; echo $?", ERR),
+    ("eval 'echo evaluated; y=2'; echo $y", ERR),
+    ("shift; echo $?; set -- 1 2 3; shift 2; echo $@", ERR),
+    ("echo ${x:?missing}; echo after", ERR),
+    ("set -u; echo $nope; echo after", ERR),
+    ("export 1x=y; echo $?", ERR),
+    ("cd; pwd", ERR),
+]
+
+JOBS: list[tuple[str, bool]] = [
+    ("sleep 0.1 & wait $!; echo $?", ERR),
+    ("sleep 5 & kill %1; wait %1; echo $?", ERR),
+    ("sleep 5 & kill -9 %1; wait %1; echo $?", OUT),
+    ("sleep 5 & sleep 5 & jobs; kill %1 %2; wait; echo $?", ERR),
+    ("kill %7; echo $?", ERR),
+    ("wait 3999999; echo $?", ERR),
+    ("kill -s FOO 1; echo $?; kill -FOO 1; echo $?", ERR),
+    ("kill -l 15; kill -l TERM; kill -l 143", ERR),
+    ("sleep 5 & kill -TERM $!; wait $!; echo $?", ERR),
+    ("sleep 0.1 & sleep 0.2 & wait -n; echo $?; wait; echo $?", ERR),
+    ("jobs; echo $?", ERR),
+    ("sleep 5 | sleep 5 & jobs; kill %1; wait; echo done", ERR),
+    ("sleep 5 >/dev/null 2>&1 & disown; jobs; echo $?", ERR),
+    ("kill 3999999; echo $?", ERR),
+    ("sleep 0.1 & sleep 0.3; jobs; echo listed", ERR),
+    ("sleep 5 & kill -INT %+; wait; echo $?", ERR),
+    ("wait %3; echo $?; disown %2; echo $?", ERR),
+    ("sleep 0.2 & echo started; wait; echo waited", ERR),
+    ("fg; echo $?; bg; echo $?", ERR),
+]
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "a.txt").write_text("alpha\n")
+    (tmp_path / "b.txt").write_text("beta\n")
+    (tmp_path / "c.log").write_text("log\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / ".hidden").write_text("")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner").write_text("")
+    (tmp_path / "script.sh").write_text('echo "sourced $1"\nx=from_source\n')
+    return tmp_path
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LC_ALL": "C", "LANG": "C"}
+
+
+def run_bash(script: str, cwd: Path) -> tuple[str, str, int]:
+    r = subprocess.run(["bash", "-c", script], executable=BASH, cwd=cwd, env=_env(cwd / "sub"), capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    return r.stdout, r.stderr, r.returncode
+
+
+def run_aiosh(script: str, cwd: Path, agents: FakeAgentHost | None = None) -> tuple[str, str, int]:
+    out: list[str] = []
+    err: list[str] = []
+    sh = Shell(agents=agents, stdout=out.append, stderr=err.append, cwd=str(cwd), env=_env(cwd / "sub"))
+    status = sh.run_source(script, filename="-c")
+    return "".join(out), "".join(err), status
+
+
+def _compare(script: str, check_err: bool, cwd: Path, agents: FakeAgentHost | None = None) -> None:
+    b_out, b_err, b_st = run_bash(script, cwd)
+    for p in cwd.iterdir():  # each side starts from the same files
+        if p.name not in ("a.txt", "b.txt", "c.log", "empty.txt", ".hidden", "sub", "script.sh"):
+            p.unlink()
+    a_out, a_err, a_st = run_aiosh(script, cwd, agents)
+    b_out = b_out.replace("bash:", "aiosh:")
+    assert (a_out, a_st) == (b_out, b_st), f"stderr: bash={b_err!r} aiosh={a_err!r}"
+    if check_err:
+        assert a_err == b_err.replace("bash:", "aiosh:")
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CORPUS) + len(JOBS) >= 60
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("script", "check_err"), CORPUS, ids=[s[:40] for s, _ in CORPUS])
+def test_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
+    _compare(script, check_err, workdir)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("script", "check_err"), JOBS, ids=[s[:40] for s, _ in JOBS])
+def test_jobs_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
+    _compare(script, check_err, workdir, FakeAgentHost())
