@@ -234,14 +234,16 @@ class JobTable:
         if not long:
             return f"{head} {word:<{STATUS_WIDTH}}{job.text}{suffix}{wd}"
         lines = []
-        texts = [p.text for p in job.procs]
+        first_word = _proc_word(job.procs[0]) if job.procs else word
         for i, p in enumerate(job.procs):
-            last = i == len(job.procs) - 1
-            end = (suffix + wd) if last else ""
+            end = (suffix + wd) if i == len(job.procs) - 1 else ""
             if i == 0:
-                lines.append(f"{head}{p.pid:5d} {word:<{STATUS_WIDTH}}{texts[i]}{end}")
+                lines.append(f"{head}{p.pid:5d} {first_word:<{STATUS_WIDTH}}{p.text}{end}")
             else:
-                lines.append(f"     {p.pid:5d} {'':<{STATUS_WIDTH - 2}}| {texts[i]}{end}")
+                own = _proc_word(p)
+                shown = "" if own == first_word else own
+                pad = STATUS_WIDTH - (len(shown) or 2)
+                lines.append(f"     {p.pid:5d} {shown}{'':<{pad}}| {p.text}{end}")
         return "\n".join(lines)
 
     def take_notices(self) -> list[str]:
@@ -319,3 +321,10 @@ def _polite(path: str) -> str:
     if home and (path == home or path.startswith(home.rstrip("/") + "/")):
         return "~" + path[len(home.rstrip("/")) :]
     return path
+
+
+def _proc_word(p: Proc) -> str:
+    """One process's state as `jobs -l` shows it."""
+    if p.finished:
+        return describe_status(p.status or 0)
+    return "Stopped" if p.stopped else "Running"
