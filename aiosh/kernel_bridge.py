@@ -35,12 +35,15 @@ class KernelAgentHost:
             max_time=float(opts.pop("max_time", 0) or lim.max_time),
             max_kv=int(opts.pop("max_kv", 0) or lim.max_kv),
         )
+        args = argv[1:] if argv and argv[0] == name else list(argv)  # the shell passes argv[0] = the agent's name
         try:
             return self.kernel.spawn(
-                name, argv, stdin=stdin, stdout=stdout, stderr=stderr, nice=nice, sched_class=sched_class,
+                name, args, stdin=stdin, stdout=stdout, stderr=stderr, nice=nice, sched_class=sched_class,
                 pgid=pgid, limits=limits, options=opts, cwd=cwd, env=env,
             )
         except UnknownAgent as exc:
+            raise LookupError(str(exc)) from None
+        except NoSuchProcess as exc:
             raise LookupError(str(exc)) from None
 
     def wait(self, pid: int, timeout: float | None = None) -> int | None:

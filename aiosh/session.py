@@ -1,56 +1,105 @@
-"""Run aiosh with a started kernel: interactively on a terminal, or a script / -c / standard input.
+"""Run aiosh with a started kernel: the interactive shell on a terminal, or a script / -c / standard input.
 
-(Interim front end of the foundation issue: each line goes to the `chat` agent and the answer streams back.
-The shell issue replaces this with the full language.)
+The shell writes to Pipes; pumps copy them to the real stdout/stderr. SIGTERM or SIGHUP to aiosh itself sends
+HUP to its jobs, lets the kernel flush, and exits 128+n.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import os
+import signal
 import sys
+import threading
 
+from aiosh import observe
+from aiosh.kernel_bridge import KernelAgentHost
+from aiosh.shell import Shell
+from aiosh.terminal import Pump
 from kernel.config import Config
 from kernel.streams import Pipe
 
 
-def _ask(kernel, line: str) -> int:
-    out, err = Pipe("stdout"), Pipe("stderr")
-    pid = kernel.spawn("chat", [line], stdout=out, stderr=err)
-    while chunk := out.read():
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
-    sys.stderr.write(err.read_all())
-    return kernel.wait(pid)[1]
+class _Terminated(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _stdin_pipe() -> Pipe:
+    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread."""
+    pipe = Pipe("aiosh stdin")
+
+    def feed() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while data := os.read(0, 65536):
+                pipe.write(decoder.decode(data))
+            pipe.write(decoder.decode(b"", final=True))
+        except OSError:
+            pass
+        pipe.close()
+
+    threading.Thread(target=feed, name="aiosh-stdin", daemon=True).start()
+    return pipe
+
+
+def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pipe | None, interactive: bool,
+               argv0: str = "aiosh", args: list[str] | None = None) -> Shell:
+    shell = Shell(
+        agents=KernelAgentHost(kernel), stdout=stdout, stderr=stderr, stdin=stdin, interactive=interactive,
+        host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
+    )
+    observe.register(shell.builtins, lambda: kernel)
+    return shell
 
 
 def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
+    out, err = Pipe("stdout"), Pipe("stderr")
+    pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
+    interactive = ns.command is None and source is None and sys.stdin.isatty() and sys.stdout.isatty()
+    reads_commands_from_stdin = ns.command is None and source is None and not interactive
+    stdin = None if (interactive or reads_commands_from_stdin or sys.stdin.isatty()) else _stdin_pipe()
+    if ns.command is not None:
+        argv0, args = (ns.script or "aiosh"), list(ns.args)
+    elif source is not None:
+        argv0, args = ns.script, list(ns.args)
+    else:
+        argv0, args = "aiosh", []
+    shell = make_shell(kernel, config, stdout=out, stderr=err, stdin=stdin, interactive=interactive,
+                       argv0=argv0, args=args)
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise _Terminated(signum)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s in old:
+        signal.signal(s, on_term)
     status = 0
     try:
-        if ns.command is not None:
-            lines = ns.command.splitlines()
-        elif source is not None:
-            lines = source.splitlines()
-        elif sys.stdin.isatty():
-            from prompt_toolkit import PromptSession
+        if interactive:
+            from aiosh.repl import Repl
 
-            session = PromptSession()
-            while True:
-                try:
-                    line = session.prompt("aiosh$ ")
-                except EOFError:
-                    break
-                except KeyboardInterrupt:
-                    continue
-                if line.strip() in ("exit", "quit"):
-                    break
-                if line.strip():
-                    status = _ask(kernel, line)
-            return status
+            status = Repl(shell, kernel, pumps, config.shell.effective_history_file).run()
+            shell.hangup()
+        elif ns.command is not None:
+            status = shell.run_source(ns.command, filename="-c")
+        elif source is not None:
+            status = shell.run_source(source, filename=ns.script)
         else:
-            lines = sys.stdin.read().splitlines()
-        for line in lines:
-            if line.strip():
-                status = _ask(kernel, line)
-        return status
+            status = shell.run_source(sys.stdin.read(), filename=None)
+    except _Terminated as exc:
+        shell.hangup()
+        status = 128 + exc.signum
+    except KeyboardInterrupt:
+        shell.hangup()
+        status = 130
     finally:
+        for s, h in old.items():
+            signal.signal(s, h)
         kernel.shutdown()
+        out.close()
+        err.close()
+        for p in pumps:
+            p.join(5)
+    return status

@@ -98,26 +98,49 @@ def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
 
 
 class AgentRegistry:
-    """The agent types the kernel can spawn; rescans when asked for a name it does not know yet."""
+    """The agent types the kernel can spawn; rescans when a plugin folder changed (a file added or edited).
+
+    The shell asks for the agent names on every command it resolves, so the check must be cheap: it compares the
+    modification times of the plugin folders and their files, and only then imports again.
+    """
 
     def __init__(self, extra_paths: Iterable[str] = ()) -> None:
         self.extra_paths = list(extra_paths)
         self._lock = threading.Lock()
+        self._stamp = self._signature()
         self._set = discover(self.extra_paths)
+
+    def _signature(self) -> tuple:
+        stamps = []
+        for p in self.extra_paths:
+            folder = Path(p).expanduser()
+            for sub in (folder, folder / "agents"):
+                try:
+                    stamps.append((str(sub), sub.stat().st_mtime_ns))
+                except OSError:
+                    stamps.append((str(sub), 0))
+        stamps.extend((str(f), f.stat().st_mtime_ns) for f in _user_files(self.extra_paths) if f.exists())
+        return tuple(stamps)
+
+    def _fresh(self) -> PluginSet:
+        stamp = self._signature()
+        if stamp != self._stamp:
+            with self._lock:
+                self._stamp = stamp
+                self._set = discover(self.extra_paths)
+        return self._set
 
     def rescan(self) -> PluginSet:
         with self._lock:
+            self._stamp = self._signature()
             self._set = discover(self.extra_paths)
             return self._set
 
     def get(self, name: str) -> AgentSpec | None:
-        spec = self._set.agents.get(name)
-        if spec is None:
-            spec = self.rescan().agents.get(name)
-        return spec
+        return self._fresh().agents.get(name)
 
     def all(self) -> dict[str, AgentSpec]:
-        return dict(self.rescan().agents)
+        return dict(self._fresh().agents)
 
     @property
     def errors(self) -> list[str]:

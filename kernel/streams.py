@@ -57,6 +57,11 @@ class Pipe:
             self._wake()
 
     @property
+    def has_data(self) -> bool:
+        """Text is buffered and not yet read."""
+        return bool(self._chunks)
+
+    @property
     def reader_gone(self) -> bool:
         return self._reader_gone
 

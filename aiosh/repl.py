@@ -1,0 +1,154 @@
+"""The interactive shell: a prompt-toolkit session on the main thread, over a kernel on its own threads.
+
+Ctrl-C and Ctrl-Z reach aiosh as SIGINT/SIGTSTP while a foreground command runs (the terminal is in cooked mode
+then): they are turned into signals to the foreground job, never to aiosh itself — an unhandled SIGTSTP would
+suspend the kernel with every agent. At the prompt, prompt-toolkit reads them as keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Iterable
+from pathlib import Path
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from aiosh.terminal import Pump
+from kernel import signals as sig
+
+COMMAND_POSITION_AFTER = {"|", "||", "&&", ";", "&", "then", "do", "else", "elif", "if", "while", "!", "time", "nice"}
+PID_COMMANDS = {"kill", "renice", "wait", "fg", "bg", "disown", "logs"}
+
+
+class ShellCompleter(Completer):
+    """Commands, agent names, job ids, pids, signal names and file paths, by position."""
+
+    def __init__(self, shell, kernel) -> None:
+        self.shell = shell
+        self.kernel = kernel
+        self._paths = PathCompleter(expanduser=True)
+        self._programs: list[str] | None = None
+
+    def _host_programs(self) -> list[str]:
+        if self._programs is None:
+            names: set[str] = set()
+            for folder in os.environ.get("PATH", "").split(os.pathsep):
+                try:
+                    names.update(e.name for e in os.scandir(folder) if e.is_file() and os.access(e.path, os.X_OK))
+                except OSError:
+                    continue
+            self._programs = sorted(names)
+        return self._programs
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        words = text.split()
+        current = "" if text.endswith((" ", "\t")) or not words else words[-1]
+        before = words[:-1] if current else words
+        if not before or before[-1] in COMMAND_POSITION_AFTER:
+            names = set(self.shell.builtins.names()) | set(self.kernel.agent_types())
+            pool = sorted(names) + [p for p in self._host_programs() if p not in names]
+            yield from _matches(current, pool)
+            return
+        cmd = before[0] if before else ""
+        if current.startswith("%"):
+            yield from _matches(current, [f"%{n}" for n in self._job_numbers()])
+            return
+        if cmd == "kill" and current.startswith("-") and not current[1:].isdigit():
+            yield from _matches(current, [f"-{n}" for n in sig.NUMBERS])
+            return
+        if cmd == "kill" and before and before[-1] == "-s":
+            yield from _matches(current, list(sig.NUMBERS))
+            return
+        if cmd in PID_COMMANDS and (current == "" or current.isdigit()):
+            pids = [str(p.pid) for p in self.kernel.ps()]
+            yield from _matches(current, pids + [f"%{n}" for n in self._job_numbers()])
+            if current.isdigit():
+                return
+        cwd = self.shell.cwd
+        sub = Document(current, len(current))
+        saved = os.getcwd()
+        try:
+            os.chdir(cwd)
+            yield from self._paths.get_completions(sub, complete_event)
+        except OSError:
+            return
+        finally:
+            os.chdir(saved)
+
+    def _job_numbers(self) -> list[int]:
+        return sorted(self.shell.jobs.numbers())
+
+
+def _matches(prefix: str, pool: Iterable[str]) -> Iterable[Completion]:
+    for name in pool:
+        if name.startswith(prefix):
+            yield Completion(name, start_position=-len(prefix))
+
+
+class Repl:
+    """Reads lines, runs them in the shell, prints job notices before each prompt."""
+
+    def __init__(self, shell, kernel, pumps: list[Pump], history_file: str) -> None:
+        self.shell = shell
+        self.kernel = kernel
+        self.pumps = pumps
+        Path(history_file).parent.mkdir(parents=True, exist_ok=True)
+        self.session: PromptSession = PromptSession(
+            history=FileHistory(history_file), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
+        )
+
+    def prompt_text(self) -> str:
+        running = len(self.shell.jobs.running())
+        return f"aiosh[{running}]$ " if running else "aiosh$ "
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        self.shell.foreground_signal(signum)
+
+    def run(self) -> int:
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTSTP, signal.SIGQUIT)}
+        signal.signal(signal.SIGINT, self._forward)
+        signal.signal(signal.SIGTSTP, self._forward)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        status = 0
+        try:
+            while True:
+                self._flush_notices()
+                for p in self.pumps:
+                    p.set_line_mode(True)
+                try:
+                    with patch_stdout(raw=True):
+                        line = self.session.prompt(self.prompt_text)
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
+                    line = "exit"
+                    print("exit")
+                finally:
+                    for p in self.pumps:
+                        p.set_line_mode(False)
+                status = self.shell.run_line(line)
+                for p in self.pumps:
+                    p.drain(0.2)
+                if self.shell.exited:
+                    return self.shell.exit_status
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return status
+
+    def _flush_notices(self) -> None:
+        for p in self.pumps:
+            p.drain(0.05)
+        for line in self.shell.jobs.take_notices():
+            print(line, flush=True)
+
+
+def terminal_width() -> int:
+    return shutil.get_terminal_size((100, 24)).columns
