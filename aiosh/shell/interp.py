@@ -443,6 +443,14 @@ class Interp:
         """Wait for a foreground job; in an interactive shell a stop hands control back (status 128+sig)."""
         on_stop = self.shell.interactive and self.proc is None
         self.fg.push(job)
+        late = self.proc.cancel_signal if self.proc is not None else (
+            _signal.SIGINT if self.shell.interrupted else None
+        )
+        if late is not None:
+            try:  # signalled between our last checkpoint and the job's start: pass it on now
+                job.signal(late)
+            except LookupError:
+                pass
         try:
             status = self.jobs.wait_job(job, return_on_stop=on_stop)
         finally:

@@ -247,7 +247,13 @@ class JobTable:
         return "\n".join(lines)
 
     def take_notices(self) -> list[str]:
-        """Notices of jobs that finished or stopped since last asked; finished jobs leave the table."""
+        """Notices of jobs that finished or stopped since last asked; finished jobs leave the table.
+
+        A non-interactive table gives none (bash prints no notices in scripts) and just forgets finished jobs.
+        """
+        if not self.interactive:
+            self.cleanup_done()
+            return []
         out: list[str] = []
         with self.cond:
             for job in sorted(self.jobs.values(), key=lambda j: j.id):

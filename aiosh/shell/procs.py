@@ -228,6 +228,8 @@ class ThreadProc(Proc):
         except Exception:  # noqa: BLE001 - a shell bug must not take the whole shell down
             _quietly(lambda: self._stderr_write(traceback.format_exc()))
             status = 1
+        if self.cancel_signal is not None:
+            status = 128 + self.cancel_signal  # it was killed, even if it was about to finish anyway
         self.finish(status)
 
     def signal(self, sig: int) -> None:
