@@ -1,0 +1,411 @@
+"""The context manager: before each chat call, fit the conversation into the agent's window; record each turn.
+
+Window: the engine's `model.n_ctx`, or less for one agent (its `max_kv` limit, or the `context_window` option of
+its llm calls), minus room for the reply (`max_tokens`, at most half the window). When the rendered conversation is
+over that budget it is compacted down to a low-water mark (70% of the budget) by `memory.context_policy`, or the
+`context_policy` option of the call:
+
+  truncate   drop the oldest turns; the system prompt and the newest turn always stay;
+  summarize  the model condenses the older turns (and the previous summary) into a short note, placed after the
+             system prompt: a scheduled LLM call made on the agent's behalf (syscall "context", its tokens are the
+             agent's).
+
+A compaction is remembered per conversation, and applied again to the next call whose messages start the same way,
+so an agent that keeps sending its whole history gets the same compacted prefix each turn: the engine then reuses
+the KV of everything but the new turn, and only a new compaction invalidates KV — from the first message it changes;
+the system prompt before it stays cached. Every compaction is a row of the transcript (role "compaction": the
+summary, or what was dropped), from which `resume` rebuilds a conversation in a later run.
+
+Turns are recorded here too: at the end of each llm call the messages the agent had not sent before and the reply
+go to the `messages` table as one record (never per token). Conversation keys: `session=NAME` is global (any agent,
+any run: `chat --session`, `chat --continue`); `conversation=NAME` is private to the process; no key = the
+process's own transcript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kernel.agent import LLMError
+from kernel.requests import EngineError, GenRequest, GenResult, SamplingParams
+
+if TYPE_CHECKING:
+    from kernel.agent import AgentContext
+    from kernel.kernel import Kernel
+
+__all__ = ["ContextManager", "ConvState", "POLICIES", "SUMMARY_PREFIX", "Turn"]
+
+POLICIES = ("truncate", "summarize")
+LOW_WATER = 0.7  # compact down to this fraction of the budget, so the next turns fit without compacting again
+SAFETY_TOKENS = 8  # re-rendered text may tokenise a little differently from the tokens the engine holds
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
+SUMMARIZE_SYSTEM = ("You condense conversations. Write a short summary of the conversation below: keep names, "
+                    "facts, numbers, decisions and open questions. Reply with the summary only.")
+
+Message = dict[str, str]
+
+
+@dataclass
+class ConvState:
+    """What the kernel remembers of one conversation between its turns."""
+
+    key: str  # the storage key (messages.conversation)
+    engine_key: str | None  # the engine's conversation key (KV kept between turns); None = no conversation
+    session: bool
+    agent: str
+    pids: set[int] = field(default_factory=set)
+    sys: list[Message] = field(default_factory=list)  # the system prompt(s) kept at the head
+    fold_n: int = 0  # the first fold_n messages the agent sends …
+    fold_prefix: list[Message] | None = None  # … (exactly these) are replaced by sys + the summary
+    summary: str | None = None
+    summary_role: str = "system"
+    stored: list[Message] = field(default_factory=list)  # agent-view messages already in storage
+    last: list[Message] = field(default_factory=list)  # what the engine holds: last effective messages + reply
+    compactions: int = 0
+    used: float = 0.0  # time of its last turn
+
+    def head(self) -> list[Message]:
+        return [*self.sys, *([_summary_msg(self.summary, self.summary_role)] if self.summary else [])]
+
+
+@dataclass
+class Turn:
+    state: ConvState
+    messages: list[Message]  # as the agent sent them
+    effective: list[Message] | None  # as sent to the engine (None for raw prompts)
+    new: list[Message]  # to store when the turn ends
+    raw: bool = False
+
+
+def _summary_msg(text: str, role: str) -> Message:
+    return {"role": role, "content": SUMMARY_PREFIX + text}
+
+
+def _leading_system(msgs: list[Message]) -> int:
+    n = 0
+    while n < len(msgs) - 1 and msgs[n].get("role") == "system":
+        n += 1
+    return n
+
+
+class ContextManager:
+    """Per-conversation state, window fitting and turn recording for all agents (used on the kernel loop)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.model = kernel.model
+        self.storage = kernel.storage
+        self._states: dict[str, ConvState] = {}
+        self._overhead: int | None = None
+        self.compactions = 0
+
+    # --- keys and state ---------------------------------------------------------------------------------------
+    def _state_for(self, ctx: AgentContext, opts: dict) -> ConvState:
+        pid, run = ctx.pid, self.storage.run
+        session, conv = opts.get("session"), opts.get("conversation")
+        if session:
+            key, ekey, is_session = str(session), f"session:{session}", True
+        elif conv:
+            key, ekey, is_session = f"#{run}.{pid}.{conv}", f"{pid}:{conv}", False
+        else:
+            key, ekey, is_session = f"#{run}.{pid}", None, False
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = ConvState(key=key, engine_key=ekey, session=is_session, agent=ctx._proc.agent)
+        st.pids.add(pid)
+        return st
+
+    def conversations_of(self, pid: int) -> list[str]:
+        return [s.key for s in list(self._states.values()) if pid in s.pids]
+
+    def release(self, pid: int) -> None:
+        """The process exited: forget its private conversations (engine tokens included); sessions stay."""
+        for key, st in list(self._states.items()):
+            if not st.session and pid in st.pids:
+                del self._states[key]
+                if st.engine_key:
+                    self.kernel.engine.forget_conversation(st.engine_key)
+
+    # --- counting ---------------------------------------------------------------------------------------------
+    def count(self, messages: list[Message]) -> int:
+        """Prompt tokens of these messages as the engine will render them (template, generation prompt, BOS)."""
+        tpl = self.model.template
+        try:
+            text = tpl.render(messages, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - the engine reports template errors; here an estimate will do
+            return sum(self.cost(m) for m in messages) + 8
+        return len(self.model.tokenize(text, add_bos=not text.startswith(tpl.bos_token or "\0")))
+
+    def cost(self, m: Message) -> int:
+        """Estimated tokens one message adds to a rendered conversation."""
+        if self._overhead is None:
+            a = [{"role": "system", "content": "x"}]
+            b = [*a, {"role": "user", "content": "y"}]
+            self._overhead = max(1, self.count(b) - self.count(a) - len(self.model.tokenize("y")))
+        return len(self.model.tokenize(m.get("content", ""), special=False)) + self._overhead
+
+    def window(self, ctx: AgentContext, opts: dict) -> int:
+        w = self.kernel.engine.settings.n_ctx
+        if ctx._proc.limits.max_kv:
+            w = min(w, ctx._proc.limits.max_kv)
+        if opts.get("context_window"):
+            w = min(w, int(opts["context_window"]))
+        return w
+
+    # --- a turn -----------------------------------------------------------------------------------------------
+    async def prepare(self, ctx: AgentContext, req: GenRequest, opts: dict) -> Turn:
+        """Before the call: resolve the conversation key, fit the messages into the window (maybe compacting)."""
+        st = self._state_for(ctx, opts)
+        if req.messages is None:  # a raw completion: recorded, not fitted (the engine refuses an oversize prompt)
+            msg = {"role": "user", "content": req.prompt or ""}
+            return Turn(st, [msg], None, [msg], raw=True)
+        msgs = list(req.messages)
+        policy = str(opts.get("context_policy") or self.kernel.config.memory.context_policy)
+        if policy not in POLICIES:
+            raise LLMError(f"context_policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
+        window = self.window(ctx, opts)
+        reserve = min(req.max_tokens, window // 2)
+        budget = max(8, window - reserve - SAFETY_TOKENS)
+        n_stored = len(st.stored) if msgs[: len(st.stored)] == st.stored else 0
+        effective = await self._fit(ctx, st, msgs, budget, policy, n_stored, window)
+        req.messages = effective
+        req.conversation = st.engine_key
+        return Turn(st, msgs, effective, msgs[n_stored:])
+
+    def finish(self, ctx: AgentContext, turn: Turn, text: str, result: GenResult | None, outcome: str) -> None:
+        """After the call (also when it was cancelled): the new messages and the reply, as one record."""
+        st = turn.state
+        rows: list[tuple[str, str, int, dict | None]] = [
+            (m.get("role", "user"), m.get("content", ""), self._tokens(m.get("content", "")), None) for m in turn.new
+        ]
+        if text or result is not None:
+            meta: dict[str, Any] = {"outcome": outcome}
+            if result is not None:
+                meta.update(prompt_tokens=result.prompt_tokens, cached_tokens=result.cached_tokens,
+                            finish=result.finish_reason)
+            tokens = result.completion_tokens if result is not None else self._tokens(text)
+            rows.append(("assistant", text, tokens, meta))
+        self.storage.save_messages(st.key, session=st.session, agent=ctx._proc.agent, pid=ctx.pid, messages=rows)
+        reply = {"role": "assistant", "content": text}
+        st.used = time.time()
+        if turn.raw:
+            st.stored = []
+            return
+        if result is not None and outcome == "ok" and result.finish_reason in ("eos", "length", "stop"):
+            st.stored = [*turn.messages, reply]
+            st.last = [*(turn.effective or []), reply]
+        else:
+            st.stored = list(turn.messages)
+            st.last = []
+
+    def _tokens(self, text: str) -> int:
+        return len(self.model.tokenize(text, special=False)) if text else 0
+
+    # --- fitting ----------------------------------------------------------------------------------------------
+    async def _fit(self, ctx: AgentContext, st: ConvState, msgs: list[Message], budget: int, policy: str,
+                   n_stored: int, window: int) -> list[Message]:
+        fold = st.fold_prefix
+        if fold is not None and len(msgs) > st.fold_n and msgs[: st.fold_n] == fold:
+            n = st.fold_n
+        else:
+            n = _leading_system(msgs)
+            st.sys, st.fold_prefix, st.fold_n, st.summary = list(msgs[:n]), None, 0, None
+        head = st.head()
+        tail = msgs[n:]
+        effective = [*head, *tail]
+        before = self.count(effective)
+        if before <= budget:
+            return effective
+        # Compact: fold the oldest k messages of the tail (never the newest one) down to the low-water mark.
+        target = int(budget * LOW_WATER)
+        summarize = policy == "summarize"
+        summary_max = max(16, min(96, budget // 5)) if summarize else 0
+        room = target - self.count(st.sys) - (summary_max + 16 if summarize or st.summary else 0)
+        costs = [self.cost(m) for m in tail]
+        k, rest = 0, sum(costs)
+        while k < len(tail) - 1 and rest > room:
+            rest -= costs[k]
+            k += 1
+        while k < len(tail) - 1 and tail[k].get("role") == "assistant":
+            k += 1  # the kept part starts with a user turn
+        folded = tail[:k]
+        summary, summary_role, note = st.summary, st.summary_role, ""
+        if summarize and folded:
+            got = await self._summarize(ctx, st.summary, folded, summary_max, window)
+            if got is None:
+                note = "summarize failed: dropped instead"
+            else:
+                summary = got
+            summary_role = "system" if st.sys else "user"
+        kept = tail[k:]
+        trimmed = False
+        while True:
+            head = [*st.sys, *([_summary_msg(summary, summary_role)] if summary else [])]
+            effective = [*head, *kept]
+            after = self.count(effective)
+            if after <= budget:
+                break
+            if len(kept) > 1:  # estimates were short: drop one more of the oldest kept
+                kept = kept[1:]
+                k += 1
+                continue
+            if summary:  # the summary itself is what does not fit
+                summary = None
+                continue
+            effective = self._trim_newest(st.sys, kept[-1], budget)
+            after, trimmed = self.count(effective), True
+            break
+        if not trimmed:
+            st.fold_n = n + k
+            st.fold_prefix = list(msgs[: st.fold_n])
+            st.summary, st.summary_role = summary, summary_role
+        st.compactions += 1
+        self.compactions += 1
+        kept_stored = max(0, min(len(kept), n_stored - (n + k)))
+        used = "summarize" if summarize and summary and not note else "truncate"
+        content = summary if used == "summarize" else \
+            f"dropped {len(folded)} message(s) ({before} tokens before, {after} after)"
+        meta = {"policy": used, "folded": len(folded), "kept": kept_stored, "tokens_before": before,
+                "tokens_after": after, "summary": bool(summary), "summary_role": summary_role, "window": window,
+                "trimmed": trimmed, "note": note}
+        self.storage.save_messages(st.key, session=st.session, agent=ctx._proc.agent, pid=ctx.pid,
+                                   messages=[("compaction", content or "", after, meta)], turn=False)
+        return effective
+
+    def _trim_newest(self, sys: list[Message], newest: Message, budget: int) -> list[Message]:
+        """Even the newest message alone does not fit: keep its end (and drop the system prompt if need be)."""
+        for head in (sys, []):
+            empty = self.count([*head, {**newest, "content": ""}])
+            room = budget - empty
+            if room > 0:
+                toks = self.model.tokenize(newest.get("content", ""), special=False)
+                text = self.model.detokenize(toks[-room:]) if len(toks) > room else newest.get("content", "")
+                msgs = [*head, {**newest, "content": text}]
+                while self.count(msgs) > budget and msgs[-1]["content"]:
+                    msgs[-1] = {**msgs[-1], "content": msgs[-1]["content"][len(msgs[-1]["content"]) // 8 + 1:]}
+                return msgs
+        return [{**newest, "content": ""}]
+
+    async def _summarize(self, ctx: AgentContext, previous: str | None, folded: list[Message], max_tokens: int,
+                         window: int) -> str | None:
+        """One LLM call on the agent's behalf (its scheduling identity, its token account); None if it failed."""
+        proc, kernel = ctx._proc, self.kernel
+        left = kernel._tokens_left(proc)
+        if left is not None:
+            max_tokens = min(max_tokens, left)
+            if max_tokens <= 0:
+                return None
+        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in folded]
+        intro = f"Earlier summary: {previous}\n\n" if previous else ""
+
+        def build(body: list[str]) -> list[Message]:
+            return [{"role": "system", "content": SUMMARIZE_SYSTEM},
+                    {"role": "user", "content": intro + "Conversation:\n" + "\n".join(body)}]
+
+        limit = window - max_tokens - SAFETY_TOKENS
+        messages = build(lines)
+        while self.count(messages) > limit and len(lines) > 1:
+            lines = lines[1:]  # keep the newest part of what is folded
+            messages = build(lines)
+        if self.count(messages) > limit:
+            return None
+        rec = ctx._record("context", f"summarize {len(folded)} messages")
+        req = GenRequest(messages=messages, max_tokens=max_tokens, sched=proc.sched,
+                         sampling=SamplingParams(temperature=0.0, repeat_penalty=1.1))
+        try:
+            handle = kernel.engine.submit(req)
+        except EngineError as exc:
+            ctx._finish(rec, f"error: {exc}")
+            return None
+        proc.current_llm = handle
+        try:
+            async with ctx._blocking("llm"):
+                result = await handle.await_result()
+        except (asyncio.CancelledError, GeneratorExit):
+            handle.cancel()
+            ctx._finish(rec, "cancelled")
+            raise
+        finally:
+            proc.current_llm = None
+        proc.llm_tokens += result.completion_tokens
+        wall = time.time() - time.monotonic()
+        rec.t_queued = result.t_submit + wall
+        rec.t_started = (result.t_admit or result.t_end) + wall
+        rec.t_first = (result.t_first + wall) if result.t_first else 0.0
+        rec.tokens_in, rec.tokens_out = result.prompt_tokens, result.completion_tokens
+        text = " ".join(result.text.split())
+        if result.error or not text:
+            ctx._finish(rec, f"error: {result.error or 'empty summary'}")
+            return None
+        ctx._finish(rec, "ok")
+        return text
+
+    # --- resuming a conversation ------------------------------------------------------------------------------
+    async def last_session(self, agent: str) -> str | None:
+        """The most recently used session of an agent type: from storage (any run), else this run's."""
+        if self.storage.enabled:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.kernel.pool, self.storage.last_session, agent)
+        mine = [s for s in self._states.values() if s.session and s.agent == agent and s.used]
+        return max(mine, key=lambda s: s.used).key if mine else None
+
+    async def history(self, ctx: AgentContext, session: str) -> list[Message]:
+        """The messages to continue session `session` with: what the engine holds for it when it is still
+        resident in this run (so its KV is reused), else rebuilt from storage (after its last compaction)."""
+        st = self._states.get(session)
+        if st is not None and st.last:
+            msgs = list(st.last)
+            n_head = len(st.head())
+            summary, role, sys = st.summary, st.summary_role, list(st.sys)
+        else:
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self.kernel.pool, self.storage.conversation_rows, session)
+            msgs, sys, summary, role = rebuild(rows)
+            n_head = len(sys) + (1 if summary else 0)
+            if st is None:
+                st = self._states[session] = ConvState(key=session, engine_key=f"session:{session}", session=True,
+                                                       agent=ctx._proc.agent)
+        st.pids.add(ctx.pid)
+        st.sys, st.summary, st.summary_role = sys, summary, role
+        if summary:
+            st.fold_n, st.fold_prefix = n_head, list(msgs[:n_head])
+        else:
+            st.fold_n, st.fold_prefix = 0, None
+        st.stored = list(msgs)
+        return msgs
+
+
+def rebuild(rows: list[dict[str, Any]]) -> tuple[list[Message], list[Message], str | None, str]:
+    """A stored transcript → (messages to continue with, system prompt, summary, summary role).
+
+    After the last compaction row: the leading system messages, the summary (if it was one), the `kept` messages
+    stored before the compaction, and every message stored after it."""
+    msgs = list(rows)
+    last = max((i for i, r in enumerate(msgs) if r["role"] == "compaction"), default=None)
+    plain = [r for r in msgs if r["role"] != "compaction"]
+    n_sys = 0
+    while n_sys < len(plain) and plain[n_sys]["role"] == "system":
+        n_sys += 1
+    sys = [{"role": r["role"], "content": r["content"]} for r in plain[:n_sys]]
+    if last is None:
+        return [{"role": r["role"], "content": r["content"]} for r in plain], sys, None, "system"
+    meta = json.loads(msgs[last]["meta"] or "{}")
+    before = [r for r in msgs[:last] if r["role"] != "compaction"][n_sys:]
+    kept_n = int(meta.get("kept", 0))
+    kept = before[len(before) - kept_n:] if kept_n else []
+    after = [r for r in msgs[last + 1:] if r["role"] != "compaction"]
+    summary = msgs[last]["content"] if meta.get("summary") and meta.get("policy") == "summarize" else None
+    if summary is None and meta.get("summary"):
+        # a truncation that kept an earlier summary: find the summary it kept
+        for r in reversed(msgs[:last]):
+            if r["role"] == "compaction" and json.loads(r["meta"] or "{}").get("policy") == "summarize":
+                summary = r["content"]
+                break
+    role = str(meta.get("summary_role") or "system")
+    body = [{"role": r["role"], "content": r["content"]} for r in (*kept, *after)]
+    head = [*sys, *([_summary_msg(summary, role)] if summary else [])]
+    return [*head, *body], sys, summary, role
