@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from kernel.memory import AgentMemory
 from kernel.proc import Process, SyscallRecord
 from kernel.requests import GenRequest, GenResult, SamplingParams
 from kernel.streams import Pipe
@@ -157,6 +158,16 @@ class LLM:
     def stream(self, prompt: str, **opts: object) -> AsyncIterator[str]:
         return self._ctx._llm_call(GenRequest(prompt=prompt), opts)
 
+    async def history(self, session: str) -> list[dict[str, str]]:
+        """The messages to continue a stored session with (send them + the new turn with `session=`)."""
+        await self._ctx._gate()
+        return await self._ctx._kernel.context.history(self._ctx, session)
+
+    async def last_session(self, agent: str | None = None) -> str | None:
+        """The most recently used session of an agent type (this one's by default), from any run."""
+        await self._ctx._gate()
+        return await self._ctx._kernel.context.last_session(agent or self._ctx._proc.agent)
+
 
 @dataclass
 class _Blocking:
@@ -194,11 +205,17 @@ class AgentContext:
         self.stdout = AgentOutput(stdout, proc, self, tee=True)
         self.stderr = AgentOutput(stderr, proc, self, tee=True)
         self.llm = LLM(self)
+        self.memory = AgentMemory(self)
         self.signal: int = 0  # the last signal delivered (TERM, INT, HUP …), for handlers
 
     @property
     def ppid(self) -> int:
         return self._proc.ppid
+
+    @property
+    def run(self) -> int:
+        """This kernel run's number in storage (pids restart each run; RUN.PID names a process for good)."""
+        return self._kernel.storage.run
 
     # --- helpers ----------------------------------------------------------------------------------------------
     def print(self, *args: object, sep: str = " ", end: str = "\n") -> None:
@@ -226,6 +243,11 @@ class AgentContext:
         self._proc.syscalls.append(rec)
         return rec
 
+    def _finish(self, rec: SyscallRecord, outcome: str, t_finished: float = 0.0) -> None:
+        """A syscall ended: its record is final and goes to storage (one record, committed at once)."""
+        rec.t_finished, rec.outcome = t_finished or time.time(), outcome
+        self._kernel.storage.save_syscall(rec)
+
     # --- syscalls ---------------------------------------------------------------------------------------------
     async def _llm_call(self, req: GenRequest, opts: dict) -> AsyncIterator[str]:
         await self._gate()
@@ -245,21 +267,25 @@ class AgentContext:
         req.stop = list(o.get("stop") or [])
         req.grammar = o.get("grammar")  # type: ignore[assignment]
         req.ignore_eos = bool(o.get("ignore_eos", False))
-        conv = o.get("conversation")
-        req.conversation = f"{self.pid}:{conv}" if conv else None
         req.sched = proc.sched
         req.max_kv = proc.limits.max_kv
+        # The context manager picks the conversation key (session = global, conversation = this process's) and
+        # fits the messages into the window, compacting them if they grew too long.
+        turn = await kernel.context.prepare(self, req, o)
         rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
         handle = kernel.engine.submit(req)
         proc.current_llm = handle
+        got: list[str] = []
         async with self._blocking("llm"):
             try:
                 async for chunk in handle.astream():
+                    got.append(chunk)
                     yield chunk
                 result = await handle.await_result()
             except (asyncio.CancelledError, GeneratorExit):
                 handle.cancel()
-                rec.outcome, rec.t_finished = "cancelled", time.time()
+                self._finish(rec, "cancelled")
+                kernel.context.finish(self, turn, "".join(got), None, "cancelled")
                 raise
             finally:
                 proc.current_llm = None
@@ -268,10 +294,10 @@ class AgentContext:
         wall = time.time() - time.monotonic()
         rec.t_started = (result.t_admit or result.t_end) + wall
         rec.t_first = (result.t_first + wall) if result.t_first else 0.0
-        rec.t_finished = result.t_end + wall
         rec.t_queued = result.t_submit + wall
         rec.tokens_in, rec.tokens_out = result.prompt_tokens, result.completion_tokens
-        rec.outcome = "ok" if not result.error else f"error: {result.error}"
+        self._finish(rec, "ok" if not result.error else f"error: {result.error}", result.t_end + wall)
+        kernel.context.finish(self, turn, result.text, result, rec.outcome)
         if result.finish_reason == "kv_limit":
             raise LimitExceeded("KV", proc.limits.max_kv)
         if result.error:
@@ -297,7 +323,7 @@ class AgentContext:
             options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")}, **(options or {})},
             cwd=self.cwd, env=self.env, sched_class=None,
         )
-        rec.t_finished, rec.outcome = time.time(), f"ok: pid {pid}"
+        self._finish(rec, f"ok: pid {pid}")
         return Child(pid=pid, stdout=out, stderr=err)
 
     async def wait(self, pid: int | None = None) -> tuple[int, int]:
@@ -307,7 +333,7 @@ class AgentContext:
         rec.t_started = rec.t_queued
         async with self._blocking("child"):
             got = await self._kernel._await_child(self._proc, pid)
-        rec.t_finished, rec.outcome = time.time(), f"ok: {got[0]} status {got[1]}"
+        self._finish(rec, f"ok: {got[0]} status {got[1]}")
         return got
 
     async def sleep(self, seconds: float) -> None:
@@ -325,7 +351,7 @@ class AgentContext:
                 except TimeoutError:
                     break
                 remaining -= time.monotonic() - t0
-        rec.t_finished, rec.outcome = time.time(), "ok"
+        self._finish(rec, "ok")
 
     async def run_blocking(self, fn: Callable[..., object], *args: object, kind: str = "tool") -> object:
         """Run blocking work in the kernel's thread pool, never on the loop all agents share."""
@@ -336,7 +362,7 @@ class AgentContext:
             try:
                 value = await asyncio.get_running_loop().run_in_executor(self._kernel.pool, fn, *args)
             except Exception as exc:
-                rec.t_finished, rec.outcome = time.time(), f"error: {exc}"
+                self._finish(rec, f"error: {exc}")
                 raise
-        rec.t_finished, rec.outcome = time.time(), "ok"
+        self._finish(rec, "ok")
         return value

@@ -112,6 +112,8 @@ STRING = Rule("a string", lambda v: isinstance(v, str))
 NAME = Rule("a name (letters, digits, _ . -)",
             lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", v) is not None)
 PATH = Rule("a path (a string)", _is_path, _resolve)
+DB_PATH = Rule('a path (a string), or ":memory:"', _is_path,
+               lambda v, base: v if os.fspath(v) == ":memory:" else _resolve(v, base))
 PATHS = Rule("a list of paths (strings)",
              lambda v: isinstance(v, list | tuple) and all(_is_path(x) for x in v),
              lambda v, base: tuple(_resolve(x, base) for x in v))
@@ -238,7 +240,10 @@ class PluginsSettings:
 class StorageSettings:
     """The persistent store (SQLite) for agents' data, memory and the audit log."""
 
-    path: str = setting("", PATH, 'SQLite database; "" = aiosh.db in the user data dir.')
+    path: str = setting("", DB_PATH, 'SQLite database; "" = aiosh.db in the user data dir; ":memory:" = in RAM '
+                        "only (nothing kept after exit).")
+    enabled: bool = setting(True, BOOL, "Record processes, transcripts, memory and history; false = no "
+                            "database at all (for benchmarks).")
 
     @property
     def effective_path(self) -> Path:
@@ -249,8 +254,10 @@ class StorageSettings:
 class MemorySettings:
     """Per-agent memory quotas and what happens when a context window fills."""
 
-    per_agent_tokens: int = setting(4096, integer(0), "Tokens of memory one agent may keep.")
-    total_tokens: int = setting(65536, integer(0), "Tokens of memory all agents together may keep.")
+    per_agent_tokens: int = setting(4096, integer(0), "Tokens of key/value memory one agent keeps in RAM; the "
+                                    "least recently used entries beyond it move to storage. 0 = no limit.")
+    total_tokens: int = setting(65536, integer(0), "Tokens of key/value memory all agents together keep in RAM. "
+                                "0 = no limit.")
     context_policy: str = setting("truncate", one_of("truncate", "summarize"), "When a context window is "
                                   "full: truncate drops the oldest turns, summarize condenses them.")
 

@@ -18,14 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from kernel import signals as sig
+from kernel.access import AccessManager
 from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
 from kernel.config import Config, load_config
+from kernel.context import ContextManager
 from kernel.engine import Engine, EngineSettings, EngineStats, StepRecord
+from kernel.memory import MemoryManager
 from kernel.model import Model, ModelInfo
 from kernel.plugins import AgentRegistry
 from kernel.proc import Limits, Process, ProcInfo, SyscallRecord
 from kernel.requests import SchedInfo
 from kernel.scheduler import Policy, load_policy
+from kernel.storage import Storage, open_storage
 from kernel.streams import Pipe
 
 SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
@@ -68,14 +72,28 @@ class Kernel:
     ) -> None:
         self.config = config or load_config()
         c = self.config
-        self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
-                           progress=progress, chat_template=c.model.chat_template)
-        self.policy_params = {"quantum": c.scheduler.quantum, "prompt_weight": c.scheduler.prompt_weight}
-        policy = load_policy(c.scheduler.policy, self.policy_params, extra_paths=list(c.plugins.paths))
-        self.engine = Engine(self.model, EngineSettings(
-            n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells, max_batch=c.kernel.max_batch,
-            batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads, unified_kv=c.kernel.unified_kv,
-        ), policy)
+        # Storage first: a bad database path is a one-line StorageError before the model is loaded.
+        self.storage: Storage = open_storage(c.storage)
+        try:
+            self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
+                               progress=progress, chat_template=c.model.chat_template)
+            self.policy_params = {"quantum": c.scheduler.quantum, "prompt_weight": c.scheduler.prompt_weight}
+            policy = load_policy(c.scheduler.policy, self.policy_params, extra_paths=list(c.plugins.paths))
+            self.engine = Engine(self.model, EngineSettings(
+                n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells,
+                max_batch=c.kernel.max_batch, batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads,
+                unified_kv=c.kernel.unified_kv,
+            ), policy)
+        except BaseException:
+            self.storage.close()
+            raise
+        self.storage.set_run_info(model=self.model.info.path)
+        self.access = AccessManager(audit=self.storage.audit)
+        self.memory = MemoryManager(
+            self.storage, per_agent_tokens=c.memory.per_agent_tokens, total_tokens=c.memory.total_tokens,
+            count_tokens=lambda text: len(self.model.tokenize(text, special=False)), access=self.access,
+        )
+        self.context = ContextManager(self)
         self.engine.scheduler.boost_after_s = c.scheduler.boost_after_s
         self.engine.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
@@ -121,6 +139,7 @@ class Kernel:
         self._loop_thread.join(timeout=5)
         self.engine.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.storage.close()
 
     def __enter__(self) -> Kernel:
         return self
@@ -173,6 +192,7 @@ class Kernel:
         proc.state = "R"
         proc.task = self.loop.create_task(self._run_agent(proc, spec, ctx), name=f"agent:{proc.pid}")
         proc.task.add_done_callback(lambda _t: self._ended_before_start(proc, ctx))
+        self._persist(proc)
         if proc.limits.max_time:
             self.loop.call_later(proc.limits.max_time, self._time_limit, proc, ctx)
 
@@ -241,9 +261,13 @@ class Kernel:
                     child.from_shell = False
             for pid in [p.pid for p in self._procs.values() if p.ppid == 0 and not p.from_shell and p.status is not None]:
                 self._reap(pid)
+            self._persist(proc)
             if proc.ppid == 0 and not proc.from_shell:
                 self._reap(proc.pid)  # an orphan is collected by "init" at once
             self._cond.notify_all()
+        self.memory.release(proc.pid)
+        self.context.release(proc.pid)
+        self.access.forget(proc.pid)
         if ctx is not None:
             for pipe in (ctx.stdout.pipe, ctx.stderr.pipe):
                 pipe.close()
@@ -316,6 +340,7 @@ class Kernel:
                 p.resumed.clear()
                 p.stopped.set()
                 self.engine.wake()
+                self._persist(p)
                 self._notify(pid, "stopped", 128 + num)
             return
         if num == sig.SIGCONT:
@@ -333,6 +358,7 @@ class Kernel:
             p.stopped.clear()
             p.resumed.set()
             self.engine.wake()
+            self._persist(p)
             self._notify(p.pid, "continued", None)
 
     def _cancel_llm(self, p: Process) -> None:
@@ -435,6 +461,21 @@ class Kernel:
     @property
     def policy(self) -> Policy:
         return self.engine.scheduler.policy
+
+    # --- storage: the record of every process, and the shell's history ----------------------------------------
+    def _persist(self, proc: Process) -> None:
+        """A state change (spawn, stop, continue, exit): the whole process record, one committed write."""
+        if self.storage.enabled:
+            with self._lock:
+                self.storage.save_process(self._info(proc, self.engine.stats))
+
+    def history_add(self, line: str) -> None:
+        """Append a command line to the shell history (kept across runs in storage)."""
+        self.storage.history_add(line)
+
+    def history_list(self, limit: int | None = None) -> list[str]:
+        """Command lines of this and earlier runs, oldest first (the last `limit`)."""
+        return self.storage.history_list(limit)
 
     # --- observation ------------------------------------------------------------------------------------------
     def agent_types(self) -> dict[str, AgentSpec]:

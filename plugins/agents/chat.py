@@ -1,49 +1,73 @@
-"""`chat [--system TEXT] [PROMPT...]`: send a prompt (and/or stdin) to the model and stream the answer.
+"""`chat [--system TEXT] [-c | --continue] [-s NAME | --session NAME] [PROMPT...]`: send a prompt (and/or stdin)
+to the model and stream the answer.
 
 As in Simon Willison's `llm`, text piped in comes first and the prompt after it, so
-`cat notes.txt | chat "Summarise:"` asks about the notes.
+`cat notes.txt | chat "Summarise:"` asks about the notes. Every chat is a stored conversation (a session, named
+RUN.PID unless `--session NAME` names it): `chat --continue` goes on with the last one, `chat --session NAME` with
+that one, in this run or a later one; while its KV is still resident the engine reuses it.
 """
 
 from __future__ import annotations
 
 from kernel.agent import AgentContext, agent
 
-USAGE = "chat [--system TEXT] [PROMPT...]"
+USAGE = "chat [--system TEXT] [-c|--continue] [-s|--session NAME] [PROMPT...]"
 
 
 @agent("chat", description="send a prompt (and/or stdin) to the model, stream the answer", usage=USAGE,
        sched_class="normal")
 async def main(ctx: AgentContext) -> int:
     system = None
+    session = None
+    resume = False
     words: list[str] = []
     args = list(ctx.argv)
     while args:
         a = args.pop(0)
-        if a == "--system":
+        if a in ("--system", "--session", "-s"):
             if not args:
-                ctx.stderr.write("chat: --system: missing text\n")
+                ctx.stderr.write(f"chat: {a}: missing {'text' if a == '--system' else 'name'}\n")
                 return 2
-            system = args.pop(0)
+            value = args.pop(0)
+            if a == "--system":
+                system = value
+            else:
+                session, resume = value, True
         elif a.startswith("--system="):
             system = a.split("=", 1)[1]
+        elif a.startswith("--session="):
+            session, resume = a.split("=", 1)[1], True
+        elif a in ("-c", "--continue"):
+            resume = True
         elif a == "--":
             words.extend(args)
             break
-        elif a.startswith("--") and len(a) > 2:
+        elif a.startswith("-") and len(a) > 1:
             ctx.stderr.write(f"chat: {a}: unknown option (usage: {USAGE})\n")
             return 2
         else:
             words.append(a)
+    if resume and session is None:
+        session = await ctx.llm.last_session()
+        if session is None:
+            ctx.stderr.write("chat: --continue: no earlier conversation to continue\n")
+            return 1
+    if resume and not session:
+        ctx.stderr.write("chat: --session: the name is empty\n")
+        return 2
     piped = await ctx.stdin.read()
     prompt = " ".join(words)
     text = "\n\n".join(t for t in (piped.strip(), prompt.strip()) if t)
     if not text:
         ctx.stderr.write(f"chat: nothing to send: give a prompt or pipe text in (usage: {USAGE})\n")
         return 2
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    wrote_any = False
-    async for chunk in ctx.llm.stream_chat(messages):
+    history = await ctx.llm.history(session) if resume else []
+    if session is None:
+        session = f"{ctx.run}.{ctx.pid}"
+    if not history and system:
+        history = [{"role": "system", "content": system}]
+    messages = [*history, {"role": "user", "content": text}]
+    async for chunk in ctx.llm.stream_chat(messages, session=session):
         ctx.stdout.write(chunk)
-        wrote_any = wrote_any or bool(chunk)
     ctx.stdout.write("\n")
     return 0
