@@ -136,12 +136,14 @@ class Shell:
         return status
 
     def is_complete(self, text: str) -> bool:
-        """False when the text ends inside a quote or a compound command (the REPL asks for another line)."""
+        """False when the text ends inside a quote, a compound command or a here-document (the REPL then asks
+        for another line); True for complete text, including text with a real syntax error (run it to see it)."""
+        parser = Parser(text)
         try:
-            Parser(text).parse_all()
+            parser.parse_all()
         except ShellSyntaxError as exc:
             return "end of file" not in exc.message and "unexpected EOF" not in exc.message
-        return True
+        return not any("here-document" in message for _line, message in parser.warnings)
 
     # -- jobs and signals ------------------------------------------------------------------------------------
     def foreground_signal(self, sig: int) -> bool:
