@@ -1,0 +1,26 @@
+"""Shared fixtures. The real model is loaded once per test session, with one engine on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernel.engine import Engine, EngineSettings
+from kernel.model import Model
+
+ENGINE_SETTINGS = dict(n_ctx=2048, n_slots=4, kv_cells=8192, batch_tokens=512)
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The embedded SmolLM2-135M model, loaded once."""
+    m = Model()
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="session")
+def engine(model):
+    """One running engine for the whole session: 4 slots, 8192 KV cells, a 2048-token window."""
+    e = Engine(model, EngineSettings(**ENGINE_SETTINGS)).start()
+    yield e
+    e.close()
