@@ -1,0 +1,272 @@
+"""The agents table: one row per process, updated in place by pid so the cursor stays on its agent.
+
+Sorting, filtering and the tree are view state kept here; `arrange()` is the pure function that applies them
+(testable without an app). Rows are never rebuilt on a refresh: changed cells are updated, rows of collected
+processes removed, new ones added, and when the order changes the rows are re-sorted in place and the cursor
+is put back on the pid it was on (dolphie's approach).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+from aiosh.monitor.collector import AgentRow
+from aiosh.monitor.format import fmt_bytes, fmt_count, fmt_elapsed, fmt_rate, fmt_time
+
+STATE_RANK = {"R": 0, "S": 1, "T": 2, "Z": 3}
+CLASS_RANK = {"interactive": 0, "normal": 1, "batch": 2, "idle": 3}
+STATE_STYLE = {"R": "bold green", "S": "", "T": "bold yellow", "Z": "red"}
+CMD_MAX = 60
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    width: int | None  # None: what the others leave (CMD, the last column)
+    hotkey: str  # the sort key (shift + letter), as in top/htop
+    numeric: bool
+    sort_value: Callable[[AgentRow], Any]
+    desc_first: bool = False  # the first press sorts largest first (%TOK, KV, TIME …)
+    help: str = ""
+
+
+def _kv(row: AgentRow) -> str:
+    return f"{row.kv_tokens} {fmt_bytes(row.kv_bytes)}" if row.kv_tokens else "0"
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("pid", "PID", 5, "P", True, lambda r: r.pid, help="process id"),
+    Column("ppid", "PPID", 5, "U", True, lambda r: r.ppid, help="parent's pid (0 = the shell)"),
+    Column("stat", "STAT", 5, "S", False, lambda r: (STATE_RANK.get(r.state, 9), r.stat),
+           help="state R S T Z; < high priority (nice < 0), N low (nice > 0)"),
+    Column("ni", "NI", 3, "N", True, lambda r: r.nice, help="nice, -20 … 19"),
+    Column("pri", "PRI", 4, "I", True, lambda r: r.pri, help="priority: 20 + nice, -10 while boosted"),
+    Column("class", "CLASS", 11, "L", False, lambda r: (CLASS_RANK.get(r.sched_class, 9), r.sched_class),
+           help="scheduling class"),
+    Column("tok_pct", "%TOK", 5, "C", True, lambda r: r.tok_pct, True,
+           help="share of the tokens evaluated in the last interval (top's %CPU)"),
+    Column("tok_s", "TOK/S", 6, "R", True, lambda r: r.tok_s, True, help="generated tokens per second"),
+    Column("tokens", "TOKENS", 7, "O", True, lambda r: r.tokens, True, help="generated tokens, total"),
+    Column("kv", "KV", 11, "M", True, lambda r: (r.kv_tokens, r.kv_bytes), True,
+           help="KV cache held: tokens and bytes"),
+    Column("swap", "SWAP", 6, "W", True, lambda r: r.swapped_bytes, True, help="KV swapped out to RAM"),
+    Column("time", "TIME", 8, "T", True, lambda r: r.decode_s, True, help="decode time charged to it"),
+    Column("elapsed", "ELAPSED", 8, "E", True, lambda r: r.elapsed, True, help="wall time since spawn"),
+    Column("cmd", "CMD", None, "A", False, lambda r: r.cmd.lower(), help="agent and arguments"),
+)
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+FIXED_WIDTH = sum(c.width or 0 for c in COLUMNS) + 2 * len(COLUMNS)  # DataTable pads each cell by 1 each side
+
+
+def matches(row: AgentRow, text: str) -> bool:
+    """The filter: a case-insensitive substring of the command line, or the exact pid."""
+    t = text.strip().lower()
+    return not t or t in row.cmd.lower() or t == str(row.pid)
+
+
+def arrange(
+    rows: Iterable[AgentRow], sort_key: str = "pid", reverse: bool = False, filter_text: str = "", tree: bool = False,
+) -> list[tuple[AgentRow, str]]:
+    """Filter, sort and (optionally) nest rows under their parents; returns (row, tree prefix) in display order.
+
+    In the tree, siblings are sorted by the sort column; a process whose parent is not shown is a root.
+    """
+    col = COLUMN_BY_KEY.get(sort_key, COLUMNS[0])
+    shown = [r for r in rows if matches(r, filter_text)]
+
+    def order(rs: list[AgentRow]) -> list[AgentRow]:
+        rs = sorted(rs, key=lambda r: r.pid)  # ties in pid order whichever the direction
+        return sorted(rs, key=col.sort_value, reverse=reverse)
+
+    if not tree:
+        return [(r, "") for r in order(shown)]
+    pids = {r.pid for r in shown}
+    children: dict[int, list[AgentRow]] = {}
+    roots: list[AgentRow] = []
+    for r in shown:
+        if r.ppid in pids and r.ppid != r.pid:
+            children.setdefault(r.ppid, []).append(r)
+        else:
+            roots.append(r)
+    out: list[tuple[AgentRow, str]] = []
+
+    def walk(r: AgentRow, lead: str, last: bool, depth: int) -> None:
+        out.append((r, "" if depth == 0 else lead + ("└─ " if last else "├─ ")))
+        kids = order(children.get(r.pid, []))
+        below = "" if depth == 0 else lead + ("   " if last else "│  ")
+        for i, k in enumerate(kids):
+            walk(k, below, i == len(kids) - 1, depth + 1)
+
+    for r in order(roots):
+        walk(r, "", True, 0)
+    return out
+
+
+def cells(row: AgentRow, prefix: str = "", cmd_width: int = CMD_MAX) -> tuple[Text, ...]:
+    """One row's cells, in COLUMNS order; the command line is cut to cmd_width with an ellipsis."""
+
+    def num(s: str, style: str = "") -> Text:
+        return Text(s, style=style, justify="right")
+
+    cmd = prefix + row.cmd
+    if row.state == "Z":
+        cmd += f"  <exited {row.status}>"
+    if len(cmd) > cmd_width:
+        cmd = cmd[: max(0, cmd_width - 1)] + "…"
+    return (
+        num(str(row.pid)),
+        num(str(row.ppid)),
+        Text(row.stat, style=STATE_STYLE.get(row.state, "")),
+        num(str(row.nice), "bold" if row.nice < 0 else ("dim" if row.nice > 0 else "")),
+        num(str(row.pri), "bold magenta" if row.boosted else ""),
+        Text(row.sched_class),
+        num(f"{row.tok_pct:.1f}", "bold cyan" if row.tok_pct >= 0.05 else "dim"),
+        num(fmt_rate(row.tok_s), "" if row.tok_s > 0 else "dim"),
+        num(fmt_count(row.tokens)),
+        num(_kv(row), "" if row.kv_tokens else "dim"),
+        num(fmt_bytes(row.swapped_bytes) if row.swapped_bytes else "0", "yellow" if row.swapped_bytes else "dim"),
+        num(fmt_time(row.decode_s)),
+        num(fmt_elapsed(row.elapsed)),
+        Text(cmd, style="dim" if row.state == "Z" else ""),
+    )
+
+
+class AgentsTable(DataTable):
+    """The process list. `show(rows)` on each refresh; `set_sort`, `set_filter`, `toggle_tree` change the view."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Detail")]  # Enter opens the agent (RowSelected)
+    DEFAULT_CSS = """
+    AgentsTable {
+        height: 1fr;
+        border: round $primary 60%;
+        border-title-color: $text;
+        border-title-style: bold;
+        border-subtitle-color: $text-muted;
+    }
+    AgentsTable:focus {
+        border: round $primary;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.sort_key = "pid"
+        self.reverse = False
+        self.filter_text = ""
+        self.tree_view = False
+        self.agent_rows: tuple[AgentRow, ...] = ()
+        self._cells: dict[int, tuple[Text, ...]] = {}
+        self._shown = 0
+        self.cmd_width = CMD_MAX
+
+    def on_mount(self) -> None:
+        self._build_columns()
+        self._update_titles()
+
+    # -- view state ----------------------------------------------------------------------------------------------
+    def set_sort(self, key: str) -> None:
+        """Sort by a column; the same column again reverses the direction."""
+        col = COLUMN_BY_KEY[key]
+        if key == self.sort_key:
+            self.reverse = not self.reverse
+        else:
+            self.sort_key, self.reverse = key, col.desc_first
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """New columns (labels or widths changed): clear and add everything again, keeping the selection."""
+        selected = self.selected_pid
+        self.clear(columns=True)
+        self._cells.clear()
+        self._build_columns()
+        self._render_rows(selected)
+
+    def on_resize(self) -> None:
+        """CMD takes the width the other columns leave (no horizontal scrolling)."""
+        width = max(12, self.size.width - FIXED_WIDTH - 2)
+        if width != self.cmd_width:
+            self.cmd_width = width
+            self._rebuild()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._render_rows(self.selected_pid)
+
+    def toggle_tree(self) -> bool:
+        self.tree_view = not self.tree_view
+        self._render_rows(self.selected_pid)
+        return self.tree_view
+
+    @property
+    def selected_pid(self) -> int | None:
+        if not self.row_count:
+            return None
+        row = max(0, min(self.cursor_row, self.row_count - 1))
+        try:
+            key = self.ordered_rows[row].key.value
+        except IndexError:
+            return None
+        return int(key) if key is not None else None
+
+    @property
+    def shown_pids(self) -> list[int]:
+        return [int(r.key.value) for r in self.ordered_rows if r.key.value is not None]
+
+    # -- rendering -----------------------------------------------------------------------------------------------
+    def show(self, rows: Sequence[AgentRow]) -> None:
+        self.agent_rows = tuple(rows)
+        self._render_rows(self.selected_pid)
+
+    def _build_columns(self) -> None:
+        for col in COLUMNS:
+            label = col.label
+            if col.key == self.sort_key:
+                label += "▲" if not self.reverse else "▼"
+            text = Text(label, style="bold reverse" if col.key == self.sort_key else "bold",
+                        justify="right" if col.numeric else "left")
+            self.add_column(text, key=col.key, width=col.width or self.cmd_width)
+
+    def _render_rows(self, selected: int | None) -> None:
+        arranged = arrange(self.agent_rows, self.sort_key, self.reverse, self.filter_text, self.tree_view)
+        want = {row.pid: cells(row, prefix, self.cmd_width) for row, prefix in arranged}
+        for pid in [p for p in self._cells if p not in want]:
+            self.remove_row(str(pid))
+            del self._cells[pid]
+        for pid, new in want.items():
+            old = self._cells.get(pid)
+            if old is None:
+                self.add_row(*new, key=str(pid))
+            else:
+                for col, before, after in zip(COLUMNS, old, new):
+                    if before != after:
+                        self.update_cell(str(pid), col.key, after)
+            self._cells[pid] = new
+        order = [row.pid for row, _ in arranged]
+        if self.shown_pids != order:
+            pos = {pid: i for i, pid in enumerate(order)}
+            self.sort("pid", key=lambda cell: pos[int(cell.plain)])
+        if selected is not None and selected in want:
+            index = self.get_row_index(str(selected))
+            if index != self.cursor_row:
+                self.move_cursor(row=index, animate=False)
+        self._shown = len(order)
+        self._update_titles()
+
+    def _update_titles(self) -> None:
+        total = len(self.agent_rows)
+        head = f"Agents {total}" if not self.filter_text else f"Agents {self._shown} of {total}"
+        col = COLUMN_BY_KEY[self.sort_key]
+        extra = [f"sort {col.label}{'▼' if self.reverse else '▲'}"]
+        if self.tree_view:
+            extra.append("tree")
+        if self.filter_text:
+            extra.append(f'filter "{self.filter_text}"')
+        self.border_title = f"{head} · " + " · ".join(extra)
+        self.border_subtitle = "sort: " + " ".join(f"{c.hotkey} {c.label}" for c in COLUMNS)

@@ -1,0 +1,350 @@
+"""The monitor app: top/htop for agents.
+
+Data flow (dolphie's shape): a timer starts a collection on a worker thread (`Collector.collect`: the kernel's
+snapshot, rates, queues); the worker posts `SnapshotCollected`; the handler hands each widget its part; only
+then is the timer re-armed, so refreshes never overlap however slow a collection is. The UI thread calls no
+kernel method but the quick ones (`signal`, `renice`), and treats a process that has just exited
+(`NoSuchProcess`, a LookupError, or a zombie that ignores signals) as news to tell, not an error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer
+
+from aiosh.monitor.agent_detail import AgentScreen
+from aiosh.monitor.agents_table import COLUMN_BY_KEY, COLUMNS, AgentsTable
+from aiosh.monitor.collector import AgentRow, Collector, MonitorData
+from aiosh.monitor.filter_bar import FilterBar
+from aiosh.monitor.header import HeaderBar
+from aiosh.monitor.log_panel import LogPanel
+from aiosh.monitor.memory_panel import MemoryPanel
+from aiosh.monitor.messages import CollectionFailed, SnapshotCollected
+from aiosh.monitor.modals import SIGNAL_CHOICES, HelpScreen, NiceModal, SignalModal
+from aiosh.monitor.scheduler_panel import SchedulerPanel
+from aiosh.monitor.throughput import ThroughputPanel
+from aiosh.monitor.timeline import Timeline
+
+if TYPE_CHECKING:
+    from kernel.kernel import Kernel
+    from kernel.streams import Pipe
+
+INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+SIGSTOP, SIGCONT = 19, 18
+SIGNAL_NAMES = {num: name for name, num, _ in SIGNAL_CHOICES}
+LIST_ACTIONS = {"inspect", "filter", "tree", "sort"}
+MAIN_ACTIONS = LIST_ACTIONS | {"kill", "stop_continue", "renice", "pause", "slower", "faster", "help", "quit"}
+
+# (keys as shown, what they do): the help screen's list; the footer shows the bindings marked show=True.
+KEY_HELP: tuple[tuple[str, str], ...] = (
+    ("↑ ↓ PgUp PgDn", "move the selection (it stays on its agent across refreshes)"),
+    ("k", "kill: choose a signal for the selected agent (TERM by default)"),
+    ("s", "stop the selected agent (STOP), or continue it if stopped (CONT)"),
+    ("n", "renice the selected agent (-20 … 19)"),
+    ("Enter", "the agent's live output and its syscalls (Esc back)"),
+    ("/", "filter by command line or pid (Enter keep, Esc clear)"),
+    ("t", "tree view: children under their parents"),
+    ("P C R M T N …", "sort by a column (see below); again to reverse"),
+    ("p", "pause / resume refreshing"),
+    ("+  -", "refresh interval longer / shorter (0.1 … 10 s)"),
+    ("? F1", "this help"),
+    ("q", "back: quit the monitor (from an agent's screen: back to the list)"),
+)
+
+
+class MonitorApp(App[None]):
+    """A live pane of the kernel: scheduler queues, agents, timeline, memory, throughput (and a log)."""
+
+    TITLE = "aiosh monitor"
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    Screen { layout: vertical; }
+    #panels { height: 14; }
+    #panels > * { width: 1fr; }
+    #scheduler { width: 5fr; }
+    #memory { width: 4fr; }
+    #throughput { width: 4fr; }
+    """
+    BINDINGS = [
+        Binding("k", "kill", "Kill"),
+        Binding("s", "stop_continue", "Stop/Cont"),
+        Binding("n", "renice", "Nice"),
+        Binding("enter", "inspect", "Detail"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("t", "tree", "Tree"),
+        Binding("p", "pause", "Pause"),
+        Binding("plus", "slower", "Slower", key_display="+"),
+        Binding("minus", "faster", "Faster", key_display="-"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+        *(Binding(c.hotkey, f"sort('{c.key}')", f"Sort {c.label}", show=False) for c in COLUMNS),
+    ]
+
+    def __init__(self, kernel: Kernel | Any, log_source: Pipe | None = None, interval: float = 0.5) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.log_source = log_source
+        self.interval = max(0.05, float(interval))
+        self.collector = Collector(kernel)
+        self.data: MonitorData | None = None
+        self.paused = False
+        self.collections = 0  # refreshes rendered (tests wait on this)
+        self.notices: list[str] = []  # every notification shown, newest last
+        self._in_flight = False
+        self._timer: Timer | None = None
+        self.header_bar = HeaderBar(id="header")
+        self.scheduler_panel = SchedulerPanel(id="scheduler")
+        self.memory_panel = MemoryPanel(id="memory")
+        self.throughput_panel = ThroughputPanel(id="throughput")
+        self.timeline = Timeline(id="timeline")
+        self.table = AgentsTable(id="agents")
+        self.filter_bar = FilterBar(id="filter")
+        self.log_panel = LogPanel(log_source, title="Output", id="log") if log_source is not None else None
+
+    def compose(self) -> ComposeResult:
+        yield self.header_bar
+        with Horizontal(id="panels"):
+            yield self.scheduler_panel
+            yield self.memory_panel
+            yield self.throughput_panel
+        yield self.timeline
+        yield self.table
+        yield self.filter_bar
+        if self.log_panel is not None:
+            yield self.log_panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.call_after_refresh(self.refresh_now)
+
+    # --- the refresh cycle ------------------------------------------------------------------------------------
+    def _top(self) -> object:
+        """The active screen, or None while the app starts or stops (App.screen raises then)."""
+        return self.screen_stack[-1] if self.screen_stack else None
+
+    def refresh_now(self) -> None:
+        """Collect now (unless paused or a collection is already running); the timer is re-armed after it."""
+        if self.paused or self._in_flight or not self.screen_stack:
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._in_flight = True
+        screen = self._top()
+        self._collect(screen.pid if isinstance(screen, AgentScreen) else None)
+
+    @work(thread=True, exit_on_error=False, group="collect", name="collect")
+    def _collect(self, detail_pid: int | None) -> None:
+        try:
+            data = self.collector.collect(detail_pid)
+        except Exception as exc:  # noqa: BLE001 - shown, and the next refresh tries again
+            self.post_message(CollectionFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(SnapshotCollected(data))
+
+    def _rearm(self) -> None:
+        self._in_flight = False
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if not self.paused:
+            self._timer = self.set_timer(self.interval, self.refresh_now, name="refresh")
+
+    def on_snapshot_collected(self, message: SnapshotCollected) -> None:
+        try:
+            self._render_data(message.data)
+        finally:
+            self._rearm()
+
+    def on_collection_failed(self, message: CollectionFailed) -> None:
+        self._rearm()
+        self.say(f"refresh failed: {message.error}", severity="error")
+
+    def _render_data(self, data: MonitorData) -> None:
+        self.collections += 1
+        if data == self.data:
+            return  # nothing changed (a paused or replayed kernel): nothing to redraw
+        self.data = data
+        self.header_bar.show(data.header, self.interval, self.paused)
+        self.scheduler_panel.show(data.scheduler)
+        self.memory_panel.show(data.memory)
+        self.throughput_panel.show(data.throughput)
+        self.timeline.show(data.timeline)
+        self.table.show(data.agents)
+        screen = self._top()
+        if isinstance(screen, AgentScreen):
+            screen.show(data.detail)
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def say(self, text: str, severity: str = "information") -> None:
+        self.notices.append(text)
+        self.notify(text, severity=severity, timeout=4)  # type: ignore[arg-type]
+
+    def target_pid(self) -> int | None:
+        """The agent keys act on: the one on screen in its detail view, else the table's selection."""
+        screen = self._top()
+        if isinstance(screen, AgentScreen):
+            return screen.pid
+        return self.table.selected_pid
+
+    def row(self, pid: int) -> AgentRow | None:
+        return self.data.agent(pid) if self.data is not None else None
+
+    def _target(self) -> tuple[int, AgentRow | None] | None:
+        pid = self.target_pid()
+        if pid is None:
+            self.say("no agent selected", severity="warning")
+            return None
+        row = self.row(pid)
+        if row is None or row.state == "Z":
+            self._gone(pid, row, collected=row is None)
+            return None
+        return pid, row
+
+    def _gone(self, pid: int, row: AgentRow | None = None, collected: bool = False) -> None:
+        if collected:
+            self.say(f"{pid} has exited and been collected: no such process", severity="warning")
+        elif row is not None and row.state == "Z" and row.status is not None:
+            self.say(f"{pid} ({row.agent}) has exited with status {row.status}", severity="warning")
+        else:
+            self.say(f"{pid} has exited", severity="warning")
+        self.refresh_now()
+
+    def _signal(self, pid: int, num: int) -> bool:
+        """Send one signal from the UI thread (a quick kernel call); False when the agent has just exited."""
+        try:
+            sent = self.kernel.signal(pid, num)
+        except LookupError:
+            self._gone(pid, collected=True)
+            return False
+        if not sent:  # a zombie ignores signals
+            self._gone(pid)
+            return False
+        self.say(f"sent {SIGNAL_NAMES.get(num, num)} to {pid}")
+        self.refresh_now()
+        return True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys of the main screen do nothing under a modal; the list's own keys nothing on an agent's screen."""
+        screen = self._top()
+        if isinstance(screen, ModalScreen) and action in MAIN_ACTIONS:
+            return False
+        return not (isinstance(screen, AgentScreen) and action in LIST_ACTIONS)
+
+    # --- actions -----------------------------------------------------------------------------------------------
+    def action_kill(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        pid, row = target
+
+        def chosen(num: int | None) -> None:
+            if num is not None:
+                self._signal(pid, num)
+
+        self.push_screen(SignalModal(pid, row.cmd if row else str(pid)), chosen)
+
+    def action_stop_continue(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        pid, row = target
+        self._signal(pid, SIGCONT if row is not None and row.state == "T" else SIGSTOP)
+
+    def action_renice(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        pid, row = target
+
+        def chosen(value: int | None) -> None:
+            if value is None:
+                return
+            try:
+                got = self.kernel.renice(pid, value)
+            except LookupError:
+                self._gone(pid, collected=True)
+                return
+            self.say(f"{pid}: nice {got}")
+            self.refresh_now()
+
+        self.push_screen(NiceModal(pid, row.cmd if row else str(pid), row.nice if row else 0), chosen)
+
+    def action_inspect(self) -> None:
+        pid = self.table.selected_pid
+        if pid is None or isinstance(self._top(), AgentScreen):
+            return
+        self.push_screen(AgentScreen(pid), lambda _: self.refresh_now())
+        self.call_after_refresh(self.refresh_now)
+
+    @on(DataTable.RowSelected, "#agents")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_inspect()
+
+    @on(DataTable.HeaderSelected, "#agents")
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        if event.column_key.value in COLUMN_BY_KEY:
+            self.table.set_sort(event.column_key.value)
+
+    def action_sort(self, key: str) -> None:
+        self.table.set_sort(key)
+
+    def action_tree(self) -> None:
+        self.table.toggle_tree()
+
+    def action_filter(self) -> None:
+        self.filter_bar.open()
+
+    @on(FilterBar.Changed, "#filter")
+    def _filter_changed(self, event: FilterBar.Changed) -> None:
+        self.table.set_filter(event.value)
+
+    @on(FilterBar.Submitted, "#filter")
+    def _filter_submitted(self, event: FilterBar.Submitted) -> None:
+        self.filter_bar.close()
+        self.table.focus()
+
+    @on(FilterBar.Cleared)
+    def _filter_cleared(self) -> None:
+        self.table.set_filter("")
+        self.table.focus()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.header_bar.show(None, self.interval, self.paused)
+        if self.paused:
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
+        else:
+            self.refresh_now()
+
+    def _set_interval(self, value: float) -> None:
+        self.interval = value
+        self.header_bar.show(None, self.interval, self.paused)
+        self.say(f"refresh every {value:g} s")
+        if self._timer is not None and not self._in_flight:  # re-arm with the new interval
+            self._rearm()
+
+    def action_slower(self) -> None:
+        longer = [i for i in INTERVALS if i > self.interval + 1e-9]
+        self._set_interval(longer[0] if longer else INTERVALS[-1])
+
+    def action_faster(self) -> None:
+        shorter = [i for i in INTERVALS if i < self.interval - 1e-9]
+        self._set_interval(shorter[-1] if shorter else INTERVALS[0])
+
+    def action_help(self) -> None:
+        if not isinstance(self._top(), HelpScreen):
+            self.push_screen(HelpScreen(KEY_HELP))
+

@@ -1,0 +1,76 @@
+"""Throughput: generated and prompt tokens per second over the last minute, as two sparklines."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Sparkline, Static
+
+from aiosh.monitor.collector import HISTORY_S, ThroughputView
+from aiosh.monitor.format import fmt_count, fmt_rate
+
+
+def gen_label(v: ThroughputView) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("gen ", style="dim")
+    t.append(f"{fmt_rate(v.gen_tok_s)} tok/s", style="bold green")
+    t.append(f"  avg {fmt_rate(v.gen_avg)}  peak {fmt_rate(v.gen_peak)}", style="dim")
+    return t
+
+
+def prompt_label(v: ThroughputView) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("prompt ", style="dim")
+    t.append(f"{fmt_rate(v.prompt_tok_s)} tok/s", style="bold cyan")
+    return t
+
+
+def totals_label(v: ThroughputView) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"Σ {fmt_count(v.generated_tokens)} gen · {fmt_count(v.prompt_tokens)} prompt · "
+             f"{fmt_count(v.cached_tokens)} reused", style="dim")
+    return t
+
+
+class ThroughputPanel(Vertical):
+    """Renders a ThroughputView: labels and two sparklines (oldest left, now right)."""
+
+    DEFAULT_CSS = """
+    ThroughputPanel {
+        border: round $secondary 60%;
+        border-title-color: $text;
+        border-title-style: bold;
+        border-subtitle-color: $text-muted;
+        padding: 0 1;
+        height: 100%;
+    }
+    ThroughputPanel Static { height: 1; }
+    ThroughputPanel #gen-spark { height: 4; }
+    ThroughputPanel #gen-spark > .sparkline--max-color { color: $success; }
+    ThroughputPanel #gen-spark > .sparkline--min-color { color: $success 25%; }
+    ThroughputPanel #prompt-spark { height: 2; }
+    ThroughputPanel #prompt-spark > .sparkline--max-color { color: $accent; }
+    ThroughputPanel #prompt-spark > .sparkline--min-color { color: $accent 25%; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.border_title = "Throughput"
+        self.border_subtitle = f"last {HISTORY_S:.0f} s"
+        self.view: ThroughputView | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("collecting…", id="gen-label")
+        yield Sparkline([], id="gen-spark")
+        yield Static("", id="prompt-label")
+        yield Sparkline([], id="prompt-spark")
+        yield Static("", id="totals")
+
+    def show(self, view: ThroughputView) -> None:
+        self.view = view
+        self.query_one("#gen-label", Static).update(gen_label(view))
+        self.query_one("#prompt-label", Static).update(prompt_label(view))
+        self.query_one("#totals", Static).update(totals_label(view))
+        self.query_one("#gen-spark", Sparkline).data = list(view.gen_history)
+        self.query_one("#prompt-spark", Sparkline).data = list(view.prompt_history)
