@@ -169,3 +169,9 @@ def test_heredoc_warning_at_end_of_file(tmp_path: Path) -> None:
     assert sh.run_source("cat <<EOF\nabc", filename="-c") == 0
     assert out == ["abc\n"]
     assert err == ["aiosh: line 2: warning: here-document at line 1 delimited by end-of-file (wanted `EOF')\n"]
+
+
+def test_dynamic_variables(tmp_path: Path) -> None:
+    sh, out, _err = make(tmp_path)
+    sh.run_source("echo $LINENO\n[ $RANDOM -lt 32768 ] && echo random; echo $SECONDS; LINENO=x; echo $LINENO")
+    assert out == ["1\n", "random\n", "0\n", "x\n"]

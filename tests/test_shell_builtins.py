@@ -324,6 +324,16 @@ def test_register_into_the_default_table_and_errors(tmp_path: Path) -> None:
         registry.unregister("greet")
 
 
+def test_a_builtin_can_run_commands(sh: Run) -> None:
+    def twice(ctx: BuiltinContext) -> int:
+        ctx.run(ctx.args)
+        return ctx.run(ctx.args)
+
+    sh.shell.builtins.register("twice", twice, "run a command twice", "twice command [args ...]")
+    assert sh("twice say hi; twice echo x > f; cat f; twice fail 3") == (
+        "hi\nhi\nx\nx\n", "fail: failing\nfail: failing\n", 3)  # fmt: skip
+
+
 def test_custom_registry() -> None:
     reg = BuiltinRegistry()
 

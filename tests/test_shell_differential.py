@@ -116,6 +116,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("false | true; echo $?; set -o pipefail; false | true; echo $?; true | false | true; echo $?", ERR),
     ("set -o pipefail; (exit 3) | (exit 4) | true; echo $?; set +o pipefail; (exit 3) | true; echo $?", ERR),
     ("set -e; set +e; false; echo continued", ERR),
+    ("set -e; x=$(false; echo hi); echo \"[$x]\"; echo $(false) ok", ERR),
+    ("set -e; if (false; echo in-sub); then echo then; fi; { false; echo x; } | cat; echo after", ERR),
+    ("set -e; (false; echo in-sub); echo never", ERR),
     # command substitution
     ("echo \"$(echo a; echo b)\"", ERR),
     ("x=$(printf 'a\\n\\n\\n'); echo \"[$x]\"", ERR),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -239,6 +240,18 @@ def test_exit_warning_resets_after_another_command(term: Term) -> None:
     assert term("exit")[1] == "There are stopped jobs.\n"
     term("true")
     assert term("exit")[1] == "There are stopped jobs.\n"
+    term("kill %1")
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTSTP, 148)])
+def test_foreground_signal_from_a_real_signal_handler(term: Term, sig: int, status: int) -> None:
+    """The REPL turns the terminal's signals into foreground_signal calls from a handler on the main thread."""
+    old = signal.signal(sig, lambda s, _f: term.shell.foreground_signal(s))
+    try:
+        threading.Timer(0.2, os.kill, args=(os.getpid(), sig)).start()
+        assert term("sleep 5") == ("", "", status)
+    finally:
+        signal.signal(sig, old)
     term("kill %1")
 
 

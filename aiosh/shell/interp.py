@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import copy
 import os
+import random
+import shlex
 import shutil
 import signal as _signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,11 +38,13 @@ from .nodes import (
     Group,
     HereDoc,
     If,
+    Lit,
     Pipeline,
     Redir,
     SimpleCommand,
     Subshell,
     While,
+    Word,
 )
 from .parser import Parser
 from .procs import AgentProc, DoneProc, HostProc, Proc, ThreadProc
@@ -112,7 +117,10 @@ class Foreground:
 
     def __init__(self) -> None:
         self._jobs: list[Job] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs)  # a copy without the lock: callable from a signal handler
 
     def push(self, job: Job) -> None:
         with self._lock:
@@ -188,7 +196,14 @@ class Interp:
         return self.state.nounset
 
     def get_var(self, name: str) -> str | None:
-        return self.state.vars.get(name)
+        value = self.state.vars.get(name)
+        if value is None and name in ("LINENO", "RANDOM", "SECONDS"):
+            if name == "LINENO":
+                return str(self.lineno)
+            if name == "RANDOM":
+                return str(random.randrange(32768))
+            return str(int(time.monotonic() - self.shell.started))
+        return value
 
     def set_var(self, name: str, value: str) -> None:
         self.state.vars[name] = value
@@ -224,6 +239,7 @@ class Interp:
         io = (self.cur_io or self.shell_io()).copy()
         io.fds[1] = out
         sub = self.subshell(same_thread=True)
+        sub.state.errexit = False  # bash (not in POSIX mode) does not let `set -e` into $( )
         try:
             status = sub.run_list(body, io)
         except ExitShell as exc:
@@ -249,7 +265,25 @@ class Interp:
         )
         sub.lineno = self.lineno
         sub.source_name = self.source_name
+        sub.no_errexit = self.no_errexit  # inside an `if` condition, `set -e` stays off in subshells too
         return sub
+
+    def foreground_signal(self, sig: int) -> bool:
+        """Same as Shell.foreground_signal (the REPL may hold either object)."""
+        return self.shell.foreground_signal(sig)
+
+    def run_argv(self, argv: list[str], io: IO, env: dict[str, str] | None = None) -> int:
+        """Run an already-expanded command (builtin, agent or program) and wait: for wrappers such as `time`."""
+        if not argv:
+            return 0
+        words = [Word([Lit(a, True)], shlex.quote(a)) for a in argv]
+        cmd = SimpleCommand(words=words, line=self.lineno)
+        resolved = self.resolve(list(argv))
+        if resolved.kind in ("agent", "host"):
+            job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
+            self.start_external(cmd, resolved, env or {}, io, job, self.jobs)
+            return self.wait_foreground(job)
+        return self.finish_simple(cmd, resolved, env or {}, io)
 
     def checkpoint(self) -> None:
         """Where signals to shell code take effect: a thread's cancel/stop, or Ctrl-C in the main thread."""

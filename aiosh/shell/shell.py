@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from kernel.streams import Pipe
@@ -56,6 +57,7 @@ class Shell:
         self.interactive = interactive
         self.argv0 = argv0
         self.pid = os.getpid()
+        self.started = time.monotonic()
         self.builtins = (registry if builtins is None else builtins).copy()
         self.jobs = JobTable(interactive=interactive)
         variables = dict(os.environ if env is None else env)
@@ -149,11 +151,17 @@ class Shell:
     def foreground_signal(self, sig: int) -> bool:
         """Forward a terminal signal (SIGINT from Ctrl-C, SIGTSTP from Ctrl-Z) to the foreground job.
 
-        Returns whether a foreground job got it. SIGINT also ends the running command line, as in bash.
+        Safe to call from a Python signal handler: it takes no lock itself and delivers on a helper thread (the
+        interrupted main thread may hold the locks delivery needs). Returns whether a foreground job was there.
+        SIGINT also ends the running command line, as in bash.
         """
         if sig == _signal.SIGINT:
             self.interrupted = True
-        return self.interp.fg.signal(sig)
+        fg = self.interp.fg
+        if not fg.jobs():
+            return False
+        threading.Thread(target=fg.signal, args=(sig,), name="fg-signal", daemon=True).start()
+        return True
 
     def take_notices(self) -> list[str]:
         """Job state changes to print before the next prompt (`[1]+  Done                    sleep 1`)."""
@@ -183,8 +191,6 @@ class Shell:
 
     def wait_background(self, timeout: float | None = None) -> None:
         """Wait for every job still running (a script's jobs must not outlive the kernel)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         for job in list(self.jobs.jobs.values()):
             while job.state == "running":

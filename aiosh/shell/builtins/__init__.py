@@ -129,6 +129,14 @@ class BuiltinContext:
             self.write_err(f"{self.name}: usage: {b.usage}\n")
         return status
 
+    def run(self, argv: list[str]) -> int:
+        """Run a command with this builtin's streams and wait for it (what `time CMD` or `nice CMD` need)."""
+        return self.interp.run_argv(argv, self.io)
+
+    def run_source(self, text: str) -> int:
+        """Run shell text in the current shell with this builtin's streams (what `eval` does)."""
+        return self.interp.run_text(text, source_name=self.interp.source_name, io=self.io, nested=True)
+
     def checkpoint(self) -> None:
         """Raise Cancelled when the thread running this builtin was signalled (Ctrl-C, kill)."""
         self.interp.checkpoint()
