@@ -93,18 +93,25 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def setup_info(model, threads: int, **extra) -> dict:
-    """What a reader needs to compare two runs: machine, versions, model, threads, sampling."""
+def loadavg() -> float:
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except OSError:
-        load = -1.0
+        return -1.0
+
+
+_LOAD_AT_START = loadavg()  # this module is imported when a bench starts
+
+
+def setup_info(model, threads: int, **extra) -> dict:
+    """What a reader needs to compare two runs: machine (and how busy it was), versions, model, threads, sampling."""
     return {
         "machine": {
             "cpu_count": os.cpu_count(),
             "cpu": cpu_model(),
             "platform": platform.platform(),
-            "loadavg_1m_at_start": rnd(load, 2),
+            "loadavg_1m_at_start": rnd(_LOAD_AT_START, 2),
+            "loadavg_1m_at_end": rnd(loadavg(), 2),
         },
         "versions": {
             "python": platform.python_version(),

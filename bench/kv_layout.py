@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict[int, list[dict]]] = {name: {c: [] for c in contexts} for name in layouts}
     try:
         for rep in range(args.reps):
-            for name in layouts:  # alternate, so that a change in machine load hits both layouts alike
-                for c in contexts:
+            for c in contexts:
+                # The layouts take turns (and swap who goes first each repetition), so that a change in machine
+                # load hits both alike.
+                for name in list(layouts)[:: 1 if rep % 2 == 0 else -1]:
                     m = measure(engines[name], prompts[c], decode_tokens, seed=10 * rep)
                     runs[name][c].append(m)
                     log(f"{name} ctx{c}: {m['tok_s']:.1f} tok/s over {m['full_steps']} full decode steps "
