@@ -432,7 +432,10 @@ class Engine:
         for victim in plan.preempt:
             self._preempt(self._actives[victim.rid])
         for s in plan.admit:
-            if not self._admit(self._actives[s.rid]):
+            act = self._actives[s.rid]
+            if self._prefix_in_flight(act):
+                continue  # its prefix is being computed in another slot right now: share it in a step or two
+            if not self._admit(act):
                 break
         # (an admission can fail its request, e.g. on a bad grammar: such a request is gone from _actives)
         # Build the batch: decode tokens first (one each), then prompt chunks in the plan's order.
@@ -599,6 +602,24 @@ class Engine:
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
+
+    def _prefix_in_flight(self, act: _Active) -> bool:
+        """Is a longer prefix of this prompt still being prefilled by another request than is resident anywhere?
+
+        Requests that arrive together with the same system prompt would otherwise each evaluate it: the newcomer
+        waits until the first one's prefill has passed the shared part, then copies it (`seq_cp`).
+        """
+        if act.swapped is not None or act.seq.n_prefilled:
+            return False
+        resident = max((_common_prefix(s.tokens, act.prompt) for s in self.slots), default=0)
+        for s in self.slots:
+            other = s.active
+            if other is None or other.pending_token is not None:
+                continue
+            shared = _common_prefix(other.prompt, act.prompt)
+            if shared > resident + MIN_SHARED_PREFIX and len(s.tokens) < min(shared, len(act.prompt) - 1):
+                return True
+        return False
 
     def _choose_slot(self, act: _Active) -> _Slot | None:
         idle = [s for s in self.slots if s.active is None]
@@ -809,7 +830,9 @@ class Engine:
             tpl = self.model.template
             with_prompt = tpl.render(act.conv_base, add_generation_prompt=True)
             closed = tpl.render(msgs, add_generation_prompt=False)
-            gen = [t for t in act.generated if not self.model.is_eog(t)]
+            # The end-of-generation token that ended the turn was sampled, never decoded; any others (ignore_eos)
+            # are in the KV and must stay in the tokens, or the next turn diverges from the KV there.
+            gen = act.generated[:-1] if reason == "eos" else list(act.generated)
             if reason != "stop" and closed.startswith(with_prompt + reply):
                 # Keep the tokens as generated and close the turn with the template's own suffix.
                 # (act.prompt grew by the generated tokens if the request was recomputed after a preemption)
