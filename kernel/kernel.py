@@ -349,6 +349,8 @@ class Kernel:
         # TERM, INT, HUP, USR1 …: a stopped process is continued so it can act on it (bash does the same).
         self._continue(p)
         p.pending_signal = num
+        if isinstance(p.ctx, AgentContext):
+            p.ctx.signal = num
         self._cancel_llm(p)
         self._cancel_task(p)
 
