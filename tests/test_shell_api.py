@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,24 @@ def test_dynamic_variables(tmp_path: Path) -> None:
     sh, out, _err = make(tmp_path)
     sh.run_source("echo $LINENO\n[ $RANDOM -lt 32768 ] && echo random; echo $SECONDS; LINENO=x; echo $LINENO")
     assert out == ["1\n", "random\n", "0\n", "x\n"]
+
+
+@pytest.mark.timeout(10)
+def test_pipelines_stream(tmp_path: Path) -> None:
+    """The second stage sees the first line long before the first stage ends."""
+    out = Pipe("out")
+    sh = Shell(agents=FakeAgentHost(), stdout=out, cwd=str(tmp_path))
+    seen: list[tuple[float, str]] = []
+
+    def reader() -> None:
+        while (chunk := out.read(5)) not in ("", None):
+            seen.append((time.monotonic(), chunk))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    t0 = time.monotonic()
+    assert sh.run_source("{ echo a; sleep 0.5; echo b; } | upper | cat") == 0
+    out.close()
+    t.join()
+    assert "".join(c for _, c in seen) == "A\nB\n"
+    assert seen[0][0] - t0 < 0.3

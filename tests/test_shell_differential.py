@@ -99,6 +99,17 @@ CORPUS: list[tuple[str, bool]] = [
     ("{ echo g1; echo g2; } | cat; ( echo s1; exit 2 ); echo $?", ERR),
     ("x=outer; ( x=inner; echo $x ); echo $x; { x=group; }; echo $x", ERR),
     ("break; echo $?", ERR),
+    ("for x in apple b.txt zz 'a b'; do case $x in a*) echo \"a: $x\";; *.txt|*.log) echo txt;; "
+     "'a b') echo spaced;; *) echo other; esac; done", ERR),
+    ("case x in (x) echo one;& y) echo two;;& *) echo three;; esac; case '' in esac; echo $?", ERR),
+    ("x=hello; case $x in\n  h*)\n    echo h\n    ;;\n  *) echo no ;;\nesac\ncase '*' in \\*) echo star;; esac", ERR),
+    ("case b in [a-c]) echo range;; esac; case $HOME in ~) echo home;; esac", ERR),
+    # read
+    ("printf 'a b c\\nd e\\n' | while read x y; do echo \"[$x] [$y]\"; done", ERR),
+    ("echo 'x\\ y z' | { read a b; echo \"$a|$b\"; }; echo 'x\\ y' | { read -r a b; echo \"$a|$b\"; }", ERR),
+    ("printf 'l1\\nl2\\nl3\\n' > f; { read first; cat; } < f; read v < /dev/null; echo $? \"[$v]\"", ERR),
+    ("printf 'p:q:r' | { IFS=: read a b; echo \"$a $b\"; }; echo '  lead  ' | { read; echo \"[$REPLY]\"; }", ERR),
+    ("while read -r line; do echo \"<$line>\"; done < a.txt; read 1x < a.txt; echo $?", ERR),
     # test / [
     ("[ abc = abc ]; echo $?; [ abc != abc ]; echo $?; [ -z '' ]; echo $?; [ -n '' ]; echo $?", ERR),
     ("[ 3 -lt 5 ] && [ 5 -ge 5 ] && [ 2 -ne 3 ] && [ -7 -le -7 ] && echo ok", ERR),
@@ -141,6 +152,7 @@ CORPUS: list[tuple[str, bool]] = [
     # command not found, exit
     ("nosuchcommand arg; echo $?", ERR),
     ("./nosuchfile; echo $?", ERR),
+    ("./a.txt; echo $?; ./sub; echo $?", ERR),
     ("exit 3; echo no", ERR),
     ("(exit 4); echo $?; exit", ERR),
     ("exit 300", ERR),

@@ -145,7 +145,7 @@ def test_wait_forms(term: Term) -> None:
     assert term("wait %4") == ("", "aiosh: wait: %4: no such job\n", 127)
     term("fail 4 &")
     assert term("wait $!")[2] == 4
-    term("sleep 0.05 &")
+    term("sleep 0.3 &")
     term("fail 2 &")
     assert term("wait -n")[2] == 2
     assert term("wait; echo $?") == ("0\n", "", 0)

@@ -10,6 +10,7 @@ from aiosh.shell import Parser, ShellSyntaxError, parse
 from aiosh.shell.nodes import (
     Arith,
     BadSubst,
+    Case,
     CmdSub,
     For,
     Group,
@@ -219,6 +220,16 @@ def test_while_and_until() -> None:
     assert isinstance(u, While) and u.until
 
 
+def test_case() -> None:
+    node = only("case $x in a|b) echo ab;; (c*) ;& *) echo rest;;& esac")
+    assert isinstance(node, Case)
+    assert [[w.raw for w in it.patterns] for it in node.items] == [["a", "b"], ["c*"], ["*"]]
+    assert [it.terminator for it in node.items] == [";;", ";&", ";;&"]
+    assert node.items[1].body is None
+    multi = only("case x in\n  x)\n    echo\n    ;;\nesac")
+    assert isinstance(multi, Case) and len(multi.items) == 1
+
+
 def test_group_and_subshell_with_redirections() -> None:
     g = only("{ a; b; } > f")
     s = only("( a; b ) 2>/dev/null")
@@ -268,6 +279,8 @@ def test_parse_next_stops_before_a_later_error() -> None:
         ("echo $(echo a", "unexpected EOF while looking for matching `)'", 2),
         ("echo ${x", "unexpected EOF while looking for matching `}'", 1),
         ("echo `x", "unexpected EOF while looking for matching ``'", 1),
+        ("case x in a) echo; fi", "syntax error near unexpected token `fi'", 1),
+        ("case x in a) echo", "syntax error: unexpected end of file", 2),
         ("echo a\n\nthen", "syntax error near unexpected token `then'", 3),
     ],
 )
@@ -294,7 +307,7 @@ def test_deep_nesting_is_a_syntax_error_not_a_crash() -> None:
 # -- property: parse or ShellSyntaxError, nothing else ---------------------------------------------------------
 
 PIECES = list("abc xyz019 \t\n;&|<>()'\"\\$`{}#*?[]!=~-") + [
-    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(",
+    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(", "case ", " esac", ";;",
 ]  # fmt: skip
 SHELLISH = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
@@ -315,3 +328,27 @@ def test_any_text_parses_or_raises_syntax_error(text: str) -> None:
         parse(text)
     except ShellSyntaxError:
         pass
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=200, deadline=None)
+@given(SHELLISH)
+def test_running_any_text_returns_a_status(text: str) -> None:
+    """Builtins only (no programs, no agents): whatever the text, the shell reports a status and raises nothing."""
+    import signal
+    import tempfile
+    import threading
+
+    from aiosh.shell import Shell
+
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        sh = Shell(stdout=lambda _t: None, stderr=errors.append, cwd=tmp, host_programs=False, env={})
+        timer = threading.Timer(0.5, sh.foreground_signal, args=(signal.SIGINT,))  # ends `while :; do :; done`
+        timer.start()
+        try:
+            status = sh.run_source(text, filename="-c")
+        finally:
+            timer.cancel()
+    assert 0 <= status <= 255
+    assert not any("internal error" in e or "Traceback" in e for e in errors), errors

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from . import arith, patterns
 from .errors import ShellError
+from .lexer import is_digits
 from .nodes import Arith, BadSubst, CmdSub, CommandList, Lit, Param, Part, Tilde, Word
 
 Segment = tuple[str, str]
@@ -169,7 +170,7 @@ def _arg(env: ExpandEnv, part: Param) -> list[Segment]:
 
 
 def _value(env: ExpandEnv, name: str) -> str | None:
-    if name.isdigit() or name in "?$!#-*@0" and len(name) == 1:
+    if is_digits(name) or name in "?$!#-*@0" and len(name) == 1:
         return env.special_param(name)
     return env.get_var(name)
 

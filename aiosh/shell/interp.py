@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING
 
 from kernel.streams import Pipe
 
-from . import plumbing
+from . import patterns, plumbing
 from .agents import parse_options, with_limits
 from .builtins import Builtin, BuiltinContext
 from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellError, ShellSyntaxError
-from .expand import expand_string, expand_target, expand_words
+from .expand import expand_pattern, expand_string, expand_target, expand_words
 from .jobs import Job, JobTable
-from .lexer import is_name
+from .lexer import is_digits, is_name
 from .nodes import (
     AndOr,
+    Case,
     Command,
     CommandList,
     For,
@@ -229,7 +230,7 @@ class Interp:
             return st.flags()
         if name == "0":
             return st.argv0
-        if name.isdigit():
+        if is_digits(name):
             n = int(name)
             return st.positional[n - 1] if 0 < n <= len(st.positional) else None
         return None
@@ -515,6 +516,8 @@ class Interp:
                 return self.run_for(cmd, io2)
             if isinstance(cmd, While):
                 return self.run_while(cmd, io2)
+            if isinstance(cmd, Case):
+                return self.run_case(cmd, io2)
             if isinstance(cmd, Group):
                 return self.run_list(cmd.body, io2)
             if isinstance(cmd, Subshell):
@@ -574,6 +577,21 @@ class Interp:
         finally:
             self.loop_depth -= 1
         return status
+
+    def run_case(self, node: Case, io: IO) -> int:
+        try:
+            value = expand_string(self, node.word)
+            status = 0
+            fall = False
+            for item in node.items:
+                if fall or any(patterns.match(expand_pattern(self, p), value) for p in item.patterns):
+                    status = self.run_list(item.body, io) if item.body is not None else 0
+                    if item.terminator == ";;":
+                        return status
+                    fall = item.terminator == ";&"
+            return status
+        except ShellError as exc:
+            return self.fail(io, exc)
 
     def run_while(self, node: While, io: IO) -> int:
         status = 0
@@ -854,6 +872,8 @@ class Interp:
             raise ShellError(f"{argv[0]}: No such file or directory", 127) from None
         except OSError as exc:
             raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
+        except ValueError as exc:
+            raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
         pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
@@ -898,7 +918,7 @@ class Interp:
             if target == "-":
                 io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
                 return
-            if target.isdigit():
+            if is_digits(target):
                 src = int(target)
                 if src not in io.fds:
                     raise ShellError(f"{target}: Bad file descriptor")
@@ -941,7 +961,7 @@ class Interp:
 
     def _dev_path(self, target: str, io: IO) -> Pipe | None:
         fd = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(target)
-        if fd is None and target.startswith("/dev/fd/") and target[8:].isdigit():
+        if fd is None and target.startswith("/dev/fd/") and is_digits(target[8:]):
             fd = int(target[8:])
         if fd is None:
             return None
@@ -962,6 +982,8 @@ class Interp:
             raise ShellError(f"{shown}: Permission denied") from None
         except OSError as exc:
             raise ShellError(f"{shown}: {exc.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise ShellError(f"{shown}: No such file or directory") from None
 
 
 def _nice_args(args: list[str]) -> tuple[int, list[str], str]:
@@ -982,7 +1004,7 @@ def _nice_args(args: list[str]) -> tuple[int, list[str], str]:
             elif a.startswith("-n") and len(a) > 2:
                 adj = int(a[2:])
                 i += 1
-            elif len(a) > 1 and a[0] == "-" and a[1:].lstrip("-").isdigit():
+            elif len(a) > 1 and a[0] == "-" and is_digits(a[1:].lstrip("-")):
                 adj = int(a[1:])
                 i += 1
         except ValueError:

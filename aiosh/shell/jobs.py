@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from .errors import ShellError
+from .lexer import is_digits
 from .procs import AgentProc, Proc
 
 STATUS_WIDTH = 24  # bash's LONGEST_SIGNAL_DESC
@@ -191,7 +192,7 @@ class JobTable:
                 spec = "current" if spec == "current" else spec
             elif spec == "%-":
                 job = self.previous()
-            elif spec.startswith("%") and spec[1:].isdigit():
+            elif spec.startswith("%") and is_digits(spec[1:]):
                 job = self.jobs.get(int(spec[1:]))
             elif spec.startswith("%?"):
                 hits = [j for j in self.jobs.values() if spec[2:] in j.text]
@@ -203,7 +204,7 @@ class JobTable:
                 if len(hits) > 1:
                     raise ShellError(f"{builtin}: {spec}: ambiguous job spec")
                 job = hits[0] if hits else None
-            elif spec.isdigit():
+            elif is_digits(spec):
                 job = self.find_pid(int(spec))
             if job is None:
                 raise ShellError(f"{builtin}: {spec}: no such job")
@@ -311,12 +312,12 @@ class JobTable:
                     p.poll_state()
 
     def wait_any(self, jobs: list[Job], interrupted: Callable[[], bool] | None = None) -> Job | None:
-        """`wait -n`: block until one of the jobs is done."""
+        """`wait -n`: block until one of the jobs is done; the one that finished first wins."""
         while True:
             with self.cond:
-                for j in jobs:
-                    if j.state == "done":
-                        return j
+                done = [j for j in jobs if j.state == "done"]
+                if done:
+                    return min(done, key=lambda j: max(p.finished_at for p in j.procs))
                 if not jobs or (interrupted is not None and interrupted()):
                     return None
                 self.cond.wait(0.05)

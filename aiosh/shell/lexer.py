@@ -17,8 +17,8 @@ from .nodes import Arith, BadSubst, CmdSub, CommandList, HereDoc, Lit, Param, Pa
 
 META = frozenset(" \t\n;&|<>()")
 OPERATORS = (
-    "&>>", "<<<", "<<-",
-    "&&", "||", ";;", "<<", ">>", "<&", ">&", "<>", ">|", "&>", "|&",
+    "&>>", "<<<", "<<-", ";;&",
+    "&&", "||", ";;", ";&", "<<", ">>", "<&", ">&", "<>", ">|", "&>", "|&",
     "&", "|", ";", "<", ">", "(", ")",
 )  # fmt: skip
 REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
@@ -26,6 +26,11 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%")
 MAX_DEPTH = 40
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts '¹' and friends, which int() refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def is_name(text: str) -> bool:
@@ -139,7 +144,7 @@ class Lexer:
         word = self._read_word()
         raw = text[start : self.pos]
         word.raw = raw
-        if raw.isdigit() and word.is_plain and self._peekc() in ("<", ">"):
+        if is_digits(raw) and word.is_plain and self._peekc() in ("<", ">"):
             self._after_heredoc_op = None
             return Token("IO_NUMBER", raw, start, self.pos, line)
         tok = Token("WORD", raw, start, self.pos, line, word=word)
@@ -290,7 +295,7 @@ class Lexer:
             assert m is not None
             self.pos = m.end()
             return Param(m.group(), quoted)
-        if nxt.isdigit() and nxt.isascii() or (nxt and nxt in SPECIAL_PARAMS):
+        if is_digits(nxt) or (nxt and nxt in SPECIAL_PARAMS):
             self.pos += 2
             return Param(nxt, quoted)
         return None
@@ -330,7 +335,7 @@ class Lexer:
             self.pos = m.end()
             return m.group()
         i = self.pos
-        while i < len(text) and text[i].isdigit() and text[i].isascii():
+        while i < len(text) and is_digits(text[i]):
             i += 1
         if i > self.pos:
             name = text[self.pos : i]

@@ -178,6 +178,27 @@ class While:
 
 
 @dataclass
+class CaseItem:
+    """`pattern | pattern ) list ;;` — terminator `;;` stops, `;&` falls through, `;;&` tests the next items."""
+
+    patterns: list[Word]
+    body: CommandList | None
+    terminator: str = ";;"
+
+
+@dataclass
+class Case:
+    word: Word
+    items: list[CaseItem]
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass
 class Group:
     """`{ list; }`: runs in the current shell."""
 
@@ -203,7 +224,7 @@ class Subshell:
         return self.text
 
 
-Command = SimpleCommand | If | For | While | Group | Subshell
+Command = SimpleCommand | If | For | While | Case | Group | Subshell
 
 
 @dataclass

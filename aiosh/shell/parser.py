@@ -14,6 +14,8 @@ from .lexer import MAX_DEPTH, REDIR_OPS, Lexer, Source, Token, tilde_value
 from .nodes import (
     AndOr,
     Assign,
+    Case,
+    CaseItem,
     Command,
     CommandList,
     For,
@@ -30,6 +32,7 @@ from .nodes import (
 )
 
 TERMINATORS = frozenset({"then", "elif", "else", "fi", "do", "done", "}", "esac"})
+CASE_ENDS = (";;", ";&", ";;&")
 ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=")
 
 
@@ -75,7 +78,7 @@ class Parser:
 
     def at_terminator(self) -> bool:
         tok = self.peek()
-        return tok.kind == "EOF" or tok.is_op(")") or tok.is_word(*TERMINATORS)
+        return tok.kind == "EOF" or tok.is_op(*CASE_ENDS, ")") or tok.is_word(*TERMINATORS)
 
     # -- entry points ------------------------------------------------------------------------------------------
     def parse_next(self) -> CommandList | None:
@@ -160,6 +163,7 @@ class Parser:
                 "for": self.parse_for,
                 "while": self.parse_while,
                 "until": self.parse_while,
+                "case": self.parse_case,
                 "{": self.parse_group,
             }.get(tok.value)
             if parse is not None:
@@ -296,6 +300,51 @@ class Parser:
         body = self.parse_compound_list()
         self._close(self.expect_word("done"))
         return While(cond, body, until=tok.value == "until", line=tok.line)
+
+    def parse_case(self) -> Case:
+        line = self.advance().line
+        tok = self.peek()
+        if tok.kind != "WORD":
+            raise self.error_at(tok)
+        self.advance()
+        assert tok.word is not None
+        word = tok.word
+        self.skip_newlines()
+        self.expect_word("in")
+        items: list[CaseItem] = []
+        while True:
+            self.skip_newlines()
+            tok = self.peek()
+            if tok.is_word("esac"):
+                self._close(self.advance())
+                return Case(word, items, line=line)
+            if tok.is_op("("):
+                self.advance()
+            pats: list[Word] = []
+            while True:
+                t = self.peek()
+                if t.kind != "WORD":
+                    raise self.error_at(t)
+                self.advance()
+                assert t.word is not None
+                pats.append(t.word)
+                if not self.peek().is_op("|"):
+                    break
+                self.advance()
+            if not self.peek().is_op(")"):
+                raise self.error_at(self.peek())
+            self.advance()
+            self.skip_newlines()
+            body = None
+            if not (self.peek().is_op(*CASE_ENDS) or self.peek().is_word("esac")):
+                body = self.parse_list(top=False)
+            end = self.peek()
+            if end.is_op(*CASE_ENDS):
+                items.append(CaseItem(pats, body, self.advance().value))
+            elif end.is_word("esac"):
+                items.append(CaseItem(pats, body))
+            else:
+                raise self.error_at(end)
 
     def parse_group(self) -> Group:
         line = self.advance().line

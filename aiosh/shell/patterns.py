@@ -150,7 +150,7 @@ def glob(pattern: str, cwd: str) -> list[str]:
                 continue
             try:
                 names = os.listdir(real_base)
-            except OSError:
+            except (OSError, ValueError):
                 continue
             rx = to_regex(comp, path=True)
             dot_ok = comp.startswith(".") or comp.startswith("\\.")

@@ -14,6 +14,8 @@ from typing import IO
 
 from kernel.streams import Pipe
 
+from . import reader
+
 CHUNK = 65536
 POLL = 0.05
 
@@ -79,7 +81,7 @@ def pump_pipe(src: Pipe, dst: Pipe, *, close_dst: bool, stop: threading.Event | 
     def run() -> None:
         try:
             while True:
-                chunk = src.read(POLL)
+                chunk = reader.read(src, POLL)
                 if chunk == "":
                     break
                 if chunk is None:
@@ -173,7 +175,7 @@ def pipe_to_stream(src: Pipe, f: IO[bytes], stop: threading.Event) -> threading.
     def run() -> None:
         try:
             while True:
-                chunk = src.read(POLL)
+                chunk = reader.read(src, POLL)
                 if chunk == "":
                     break
                 if chunk is None:

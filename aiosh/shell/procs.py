@@ -13,6 +13,7 @@ import os
 import signal as _signal
 import subprocess
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -37,6 +38,7 @@ class Proc:
         self.status: int | None = None
         self.stopped = False
         self.stop_signal = _signal.SIGTSTP
+        self.finished_at = 0.0
         self._lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
         self._watchers: list[Callable[[Proc], None]] = []
@@ -87,6 +89,7 @@ class Proc:
         with self._lock:
             self.status = status
             self.stopped = False
+            self.finished_at = time.monotonic()
             self._done.set()
             extra, self._cleanups = self._cleanups, []
         for fn in extra:

@@ -134,6 +134,9 @@ class Shell:
             status = exc.status
         except (BreakLoop, ContinueLoop):
             status = 0
+        except Exception as exc:  # noqa: BLE001 - a bug in the shell must not take the REPL or the CLI down
+            plumbing.safe_write(self.stderr, f"{self.argv0}: internal error: {type(exc).__name__}: {exc}\n")
+            status = 1
         self.state.last_status = status
         return status
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from kernel.streams import Pipe
 
+from .. import reader
 from ..errors import Cancelled
 
 if TYPE_CHECKING:
@@ -137,6 +138,12 @@ class BuiltinContext:
         """Run shell text in the current shell with this builtin's streams (what `eval` does)."""
         return self.interp.run_text(text, source_name=self.interp.source_name, io=self.io, nested=True)
 
+    def read_line(self, delim: str = "\n") -> tuple[str, bool]:
+        """One line of stdin (without the delimiter) and whether a whole line came; the rest stays unread."""
+        if self.io.stdin is None:
+            return "", False
+        return reader.read_line(self.io.stdin, delim, self.checkpoint)
+
     def checkpoint(self) -> None:
         """Raise Cancelled when the thread running this builtin was signalled (Ctrl-C, kill)."""
         self.interp.checkpoint()
@@ -148,7 +155,7 @@ class BuiltinContext:
             return
         while True:
             self.checkpoint()
-            chunk = src.read(0.1)
+            chunk = reader.read(src, 0.1)
             if chunk == "":
                 return
             if chunk:

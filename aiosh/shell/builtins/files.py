@@ -126,6 +126,8 @@ def cat(ctx: BuiltinContext) -> int:
             status = ctx.error(f"{name}: Permission denied")
         except OSError as exc:
             status = ctx.error(f"{name}: {exc.strerror}")
+        except ValueError:
+            status = ctx.error(f"{name}: No such file or directory")
     return status
 
 
@@ -155,7 +157,7 @@ def cd(ctx: BuiltinContext) -> int:
     new = os.path.normpath(os.path.join(st.cwd, os.path.expanduser(target) if target.startswith("~") else target))
     if new.startswith("//"):
         new = "/" + new.lstrip("/")
-    if not os.path.exists(new):
+    if "\0" in new or not os.path.exists(new):
         return ctx.error(f"{target}: No such file or directory")
     if not os.path.isdir(new):
         return ctx.error(f"{target}: Not a directory")

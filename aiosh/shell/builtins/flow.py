@@ -142,7 +142,7 @@ class _Test:
         p = self.path(arg)
         try:
             st = os.stat(p) if op not in ("-L", "-h") else os.lstat(p)
-        except OSError:
+        except (OSError, ValueError):
             return False
         mode = st.st_mode
         checks = {
@@ -180,7 +180,7 @@ class _Test:
         if op in ("-nt", "-ot", "-ef"):
             try:
                 sa, sb = os.stat(self.path(a)), os.stat(self.path(b))
-            except OSError:
+            except (OSError, ValueError):
                 return False
             if op == "-ef":
                 return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

@@ -8,6 +8,7 @@ import signal as _signal
 from ..agents import LIMIT_KEYS
 from ..errors import ShellError
 from ..jobs import Job
+from ..lexer import is_digits
 from . import BuiltinContext, BuiltinRegistry
 
 # -- signals -----------------------------------------------------------------------------------------------------
@@ -31,7 +32,7 @@ def signal_names() -> dict[int, str]:
 
 def parse_signal(spec: str) -> int | None:
     """`TERM`, `SIGTERM`, `term`, `15` → 15; None when unknown."""
-    if spec.isdigit():
+    if is_digits(spec):
         n = int(spec)
         return n if n == 0 or n in signal_names() else None
     name = spec.upper()
@@ -137,7 +138,7 @@ def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
         return 0
     status = 0
     for a in args:
-        if a.isdigit():
+        if is_digits(a):
             n = int(a)
             if n > 128:
                 n -= 128
@@ -335,7 +336,7 @@ def wait(ctx: BuiltinContext) -> int:
             job.reported = "done"
             table.remove(job)
             continue
-        if not spec.isdigit():
+        if not is_digits(spec):
             ctx.error(f"`{spec}': not a pid or valid job spec")
             status = 2
             continue

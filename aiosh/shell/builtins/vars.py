@@ -1,4 +1,4 @@
-"""export, unset, set, shift, source / ., eval: the shell's variables, options and positional parameters."""
+"""export, unset, set, shift, source / ., eval, read: the shell's variables, options and positional parameters."""
 
 from __future__ import annotations
 
@@ -175,6 +175,9 @@ def source(ctx: BuiltinContext) -> int:
     except OSError as exc:
         ctx.interp.diag(ctx.io, f"{name}: {exc.strerror}")
         return 1
+    except ValueError:
+        ctx.interp.diag(ctx.io, f"{name}: No such file or directory")
+        return 1
     st = ctx.state
     saved = st.positional
     if len(args) > 1:
@@ -206,6 +209,99 @@ def eval_(ctx: BuiltinContext) -> int:
     return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
 
 
+def read_(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    raw = False
+    prompt = ""
+    delim = "\n"
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        for i, c in enumerate(opt[1:], 1):
+            if c in "rse":
+                raw = raw or c == "r"
+            elif c in "pd":
+                value = opt[i + 1 :] or (args.pop(0) if args else None)
+                if value is None:
+                    return ctx.usage_error(f"-{c}: option requires an argument")
+                if c == "p":
+                    prompt = value
+                else:
+                    delim = value[:1] or "\0"
+                break
+            else:
+                return ctx.usage_error(f"-{c}: invalid option")
+    for name in args:
+        if not valid_name(name):
+            return ctx.error(f"`{name}': not a valid identifier")
+    if prompt and ctx.shell.interactive:
+        ctx.write_err(prompt)
+    line, complete = ctx.read_line(delim)
+    if not raw:
+        while complete and _odd_backslashes(line):
+            more, complete = ctx.read_line(delim)
+            line = line[:-1] + more
+    _assign_fields(ctx, args, _chars(line, raw))
+    return 0 if complete else 1
+
+
+def _odd_backslashes(text: str) -> bool:
+    n = len(text) - len(text.rstrip("\\"))
+    return n % 2 == 1
+
+
+def _chars(line: str, raw: bool) -> list[tuple[str, bool]]:
+    """The line as (char, escaped) pairs: without -r a backslash quotes the next char (even an IFS one)."""
+    if raw:
+        return [(c, False) for c in line]
+    out: list[tuple[str, bool]] = []
+    i = 0
+    while i < len(line):
+        if line[i] == "\\":
+            if i + 1 < len(line):
+                out.append((line[i + 1], True))
+            i += 2
+        else:
+            out.append((line[i], False))
+            i += 1
+    return out
+
+
+def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str, bool]]) -> None:
+    """Split on unescaped IFS characters into the names, the last one taking the rest (bash's `read`)."""
+    st = ctx.state
+    if not names:
+        st.vars["REPLY"] = "".join(c for c, _ in chars)
+        return
+    ifs = st.vars.get("IFS", " \t\n")
+    ws = {c for c in ifs if c in " \t\n"}
+    other = {c for c in ifs if c not in " \t\n"}
+
+    def is_ws(i: int) -> bool:
+        return not chars[i][1] and chars[i][0] in ws
+
+    lo, hi = 0, len(chars)
+    while lo < hi and is_ws(lo):
+        lo += 1
+    while hi > lo and is_ws(hi - 1):
+        hi -= 1
+    pos = lo
+    for name in names[:-1]:
+        cut = pos
+        while cut < hi and (chars[cut][1] or chars[cut][0] not in ifs):
+            cut += 1
+        st.vars[name] = "".join(c for c, _ in chars[pos:cut])
+        pos = cut
+        while pos < hi and is_ws(pos):
+            pos += 1
+        if pos < hi and not chars[pos][1] and chars[pos][0] in other:
+            pos += 1
+            while pos < hi and is_ws(pos):
+                pos += 1
+    st.vars[names[-1]] = "".join(c for c, _ in chars[pos:hi])
+
+
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
@@ -216,3 +312,5 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("source", source, "run a file's commands in the current shell", "source filename [arguments]")
     reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
     reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")
+    reg.register("read", read_, "read a line of standard input into variables (split on IFS)",
+                 "read [-rs] [-d delim] [-p prompt] [name ...]")  # fmt: skip

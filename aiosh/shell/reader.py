@@ -1,0 +1,52 @@
+"""Reading from a Pipe with pushback, so `read` can take one line and leave the rest for the next reader.
+
+A Pipe hands out whatever is buffered; the shell's readers (builtins, the pumps that feed agents and programs)
+all go through `read()` here, which first returns text a line reader put back.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+
+from kernel.streams import Pipe
+
+_pushback: weakref.WeakKeyDictionary[Pipe, str] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def unread(pipe: Pipe, text: str) -> None:
+    """Put text back at the front of the pipe, for the next reader."""
+    if not text:
+        return
+    with _lock:
+        _pushback[pipe] = text + _pushback.get(pipe, "")
+
+
+def read(pipe: Pipe, timeout: float | None = None) -> str | None:
+    """Like Pipe.read: text, '' at end of file, None on timeout; put-back text first."""
+    with _lock:
+        back = _pushback.pop(pipe, None)
+    if back:
+        return back
+    return pipe.read(timeout)
+
+
+def read_line(pipe: Pipe, delim: str = "\n", checkpoint: Callable[[], None] | None = None) -> tuple[str, bool]:
+    """One line (without the delimiter) and whether the delimiter was seen (False: end of file came first)."""
+    parts: list[str] = []
+    while True:
+        if checkpoint is not None:
+            checkpoint()
+        chunk = read(pipe, 0.1)
+        if chunk is None:
+            continue
+        if chunk == "":
+            return "".join(parts), False
+        at = chunk.find(delim)
+        if at >= 0:
+            parts.append(chunk[:at])
+            unread(pipe, chunk[at + len(delim) :])
+            return "".join(parts), True
+        parts.append(chunk)
