@@ -8,27 +8,21 @@ background lists run their shell-code stages on threads (`ThreadProc`).
 
 from __future__ import annotations
 
-import copy
-import os
 import random
 import shlex
-import shutil
 import signal as _signal
-import subprocess
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kernel.streams import Pipe
 
 from . import patterns, plumbing
-from .agents import parse_options, with_limits
-from .builtins import Builtin, BuiltinContext
+from .builtins import BuiltinContext
 from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellError, ShellSyntaxError
-from .expand import expand_pattern, expand_string, expand_target, expand_words
+from .expand import expand_pattern, expand_string, expand_words
 from .jobs import Job, JobTable
+from .launch import LaunchMixin, Resolved
 from .lexer import is_digits, is_name
 from .nodes import (
     AndOr,
@@ -37,129 +31,26 @@ from .nodes import (
     CommandList,
     For,
     Group,
-    HereDoc,
     If,
     Lit,
     Pipeline,
-    Redir,
     SimpleCommand,
     Subshell,
     While,
     Word,
 )
 from .parser import Parser
-from .procs import AgentProc, DoneProc, HostProc, Proc, ThreadProc
+from .procs import DoneProc, Proc, ThreadProc
+from .redirect import RedirectMixin
+from .state import IO, Foreground, ShellState
 
 if TYPE_CHECKING:
     from .shell import Shell
 
-# -- state -------------------------------------------------------------------------------------------------------
+__all__ = ["IO", "Foreground", "Interp", "Resolved", "ShellState"]
 
 
-@dataclass
-class ShellState:
-    """Everything a subshell copies: variables, exports, positional parameters, cwd, options, limits."""
-
-    vars: dict[str, str]
-    exported: set[str]
-    positional: list[str]
-    argv0: str
-    cwd: str
-    errexit: bool = False
-    pipefail: bool = False
-    noglob: bool = False
-    xtrace: bool = False
-    nounset: bool = False
-    last_status: int = 0
-    last_bg_pid: int | None = None
-    limits: dict[str, object] = field(default_factory=dict)
-
-    def clone(self) -> ShellState:
-        return copy.deepcopy(self)
-
-    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment a program or agent gets: exported variables, plus `NAME=value cmd` ones."""
-        env = {k: self.vars[k] for k in self.exported if k in self.vars}
-        if extra:
-            env.update(extra)
-        return env
-
-    def flags(self) -> str:
-        pairs = (("e", self.errexit), ("f", self.noglob), ("u", self.nounset), ("x", self.xtrace))
-        return "".join(f for f, on in pairs if on)
-
-
-@dataclass
-class IO:
-    """A command's file descriptors; 0 may be None (no stdin at all)."""
-
-    fds: dict[int, Pipe | None]
-
-    @property
-    def stdin(self) -> Pipe | None:
-        return self.fds.get(0)
-
-    @property
-    def stdout(self) -> Pipe:
-        out = self.fds.get(1)
-        return out if out is not None else plumbing.null_pipe()
-
-    @property
-    def stderr(self) -> Pipe:
-        err = self.fds.get(2)
-        return err if err is not None else plumbing.null_pipe()
-
-    def copy(self) -> IO:
-        return IO(dict(self.fds))
-
-
-class Foreground:
-    """The jobs a thread of control is waiting for: where Ctrl-C / Ctrl-Z (or a forwarded signal) go."""
-
-    def __init__(self) -> None:
-        self._jobs: list[Job] = []
-        self._lock = threading.RLock()
-
-    def jobs(self) -> list[Job]:
-        return list(self._jobs)  # a copy without the lock: callable from a signal handler
-
-    def push(self, job: Job) -> None:
-        with self._lock:
-            self._jobs.append(job)
-
-    def pop(self, job: Job) -> None:
-        with self._lock:
-            if job in self._jobs:
-                self._jobs.remove(job)
-
-    def signal(self, sig: int) -> bool:
-        with self._lock:
-            jobs = list(self._jobs)
-        for job in jobs:
-            try:
-                job.signal(sig)
-            except LookupError:
-                pass
-        return bool(jobs)
-
-
-@dataclass
-class Resolved:
-    """What a command name turned out to be."""
-
-    kind: str  # builtin | agent | host | error
-    argv: list[str]
-    builtin: Builtin | None = None
-    path: str = ""
-    options: dict = field(default_factory=dict)
-    status: int = 0
-    message: str = ""
-
-
-# -- the interpreter ---------------------------------------------------------------------------------------------
-
-
-class Interp:
+class Interp(LaunchMixin, RedirectMixin):
     def __init__(
         self,
         shell: Shell,
@@ -670,66 +561,6 @@ class Interp:
             fn()
         return self.subst_status or 0
 
-    def resolve(self, argv: list[str]) -> Resolved:
-        """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
-        options: dict = {}
-        while True:
-            name = argv[0]
-            if name == "run" and len(argv) > 1:
-                try:
-                    options, rest = parse_options("run", argv[1:], options)
-                except ShellError as exc:
-                    return Resolved("error", argv, status=exc.status, message=exc.message)
-                if not rest:
-                    return Resolved("error", argv, status=2, message="run: usage: run [OPTIONS] AGENT [ARGS...]")
-                if rest[0] not in self.agent_names():
-                    return Resolved("error", rest, status=127, message=f"run: {rest[0]}: no such agent")
-                return Resolved("agent", rest, options=options)
-            if name == "nice" and len(argv) > 1:
-                adj, rest, err = _nice_args(argv[1:])
-                if err:
-                    return Resolved("error", argv, status=125, message=f"nice: {err}")
-                if rest:
-                    options["nice"] = max(-20, min(19, int(options.get("nice", 0)) + adj))
-                    argv = rest
-                    continue
-            b = self.shell.builtins.get(name)
-            if b is not None:
-                return Resolved("builtin", argv, builtin=b, options=options)
-            if name in self.agent_names():
-                return Resolved("agent", argv, options=options)
-            if not self.shell.host_programs:
-                return Resolved("error", argv, status=127, message=f"{name}: command not found")
-            path, status, message = self.find_program(name)
-            if path is None:
-                return Resolved("error", argv, status=status, message=message)
-            return Resolved("host", argv, path=path, options=options)
-
-    def agent_names(self) -> list[str]:
-        if self.shell.agents is None:
-            return []
-        try:
-            return list(self.shell.agents.agent_names())
-        except Exception:  # noqa: BLE001 - a broken host must not break builtins
-            return []
-
-    def find_program(self, name: str) -> tuple[str | None, int, str]:
-        if "/" in name:
-            full = os.path.join(self.state.cwd, os.path.expanduser(name))
-            if not os.path.exists(full):
-                return None, 127, f"{name}: No such file or directory"
-            if os.path.isdir(full):
-                return None, 126, f"{name}: Is a directory"
-            if not os.access(full, os.X_OK):
-                return None, 126, f"{name}: Permission denied"
-            return full, 0, ""
-        for d in self.state.vars.get("PATH", "").split(":"):
-            base = os.path.join(self.state.cwd, d or ".")
-            cand = os.path.join(base, name)
-            if os.path.isfile(cand) and os.access(cand, os.X_OK):
-                return cand, 0, ""
-        return None, 127, f"{name}: command not found"
-
     def finish_simple(self, cmd: SimpleCommand, resolved: Resolved, env: dict[str, str], io: IO) -> int:
         """Run a resolved builtin (or report a resolution error) in this thread."""
         if resolved.kind == "error":
@@ -763,261 +594,3 @@ class Interp:
                         self.state.vars[k] = v
             for fn in closers:
                 fn()
-
-    # -- processes -------------------------------------------------------------------------------------------
-    def start_external(
-        self, cmd: SimpleCommand, resolved: Resolved, env: dict[str, str], io: IO, job: Job, table: JobTable
-    ) -> Proc:
-        """Start an agent or host program as a process of `job` (redirections close when it finishes)."""
-        text = cmd.render()
-        try:
-            io2, closers = self.redirect(cmd.redirs, io)
-        except ShellError as exc:
-            proc: Proc = DoneProc(text, self.fail(io, exc))
-            table.watch(job, proc)
-            return proc
-        try:
-            if resolved.kind == "agent":
-                proc = self.start_agent(resolved, env, io2, job)
-            else:
-                proc = self.start_host(resolved, env, io2)
-        except ShellError as exc:
-            for fn in closers:
-                fn()
-            proc = DoneProc(text, self.fail(io2, exc))
-            table.watch(job, proc)
-            return proc
-        proc.text = text
-        for fn in closers:
-            proc.add_cleanup(fn)
-        table.watch(job, proc)
-        return proc
-
-    def start_agent(self, resolved: Resolved, env: dict[str, str], io: IO, job: Job) -> AgentProc:
-        host = self.shell.agents
-        assert host is not None
-        name, args = resolved.argv[0], resolved.argv[1:]
-        options, args = parse_options(name, args, resolved.options)
-        options = with_limits(options, self.state.limits)
-        out = Pipe(f"{name}.stdout")
-        err = out if io.stderr is io.stdout else Pipe(f"{name}.stderr")
-        pumps = [plumbing.pump_pipe(out, io.stdout, close_dst=False)]
-        if err is not out:
-            pumps.append(plumbing.pump_pipe(err, io.stderr, close_dst=False))
-        stop = threading.Event()
-        stdin = None
-        if io.stdin is not None:
-            stdin = Pipe(f"{name}.stdin")
-            plumbing.pump_pipe(io.stdin, stdin, close_dst=True, stop=stop)
-        try:
-            pid = host.start(
-                name,
-                args,
-                stdin=stdin,
-                stdout=out,
-                stderr=err,
-                pgid=job.agent_pgid,
-                cwd=self.state.cwd,
-                env=self.state.env(env),
-                options=options,
-            )
-        except LookupError:
-            _close_all(out, err, stdin, stop)
-            raise ShellError(f"{name}: command not found", 127) from None
-        except ValueError as exc:
-            _close_all(out, err, stdin, stop)
-            raise ShellError(f"{name}: {exc}", 2) from None
-        except Exception as exc:  # noqa: BLE001 - the kernel refusing must read as "cannot run"
-            _close_all(out, err, stdin, stop)
-            raise ShellError(f"{name}: cannot run: {exc}", 126) from None
-        if job.agent_pgid is None:
-            job.agent_pgid = pid
-        proc = AgentProc(host, pid, name)
-
-        def close_proxies() -> None:
-            stop.set()
-            out.close()
-            err.close()
-            for t in pumps:
-                t.join(2.0)
-
-        proc.add_cleanup(close_proxies)
-        self.shell.register_agent(proc)
-        proc.start_waiter()
-        return proc
-
-    def start_host(self, resolved: Resolved, env: dict[str, str], io: IO) -> HostProc:
-        argv = list(resolved.argv)
-        path = resolved.path
-        if "nice" in resolved.options and shutil.which("nice"):
-            argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
-            path = shutil.which("nice") or path
-        merged = io.stderr is io.stdout
-        try:
-            popen = subprocess.Popen(
-                argv,
-                executable=path,
-                cwd=self.state.cwd,
-                env=self.state.env(env),
-                stdin=subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if merged else subprocess.PIPE,
-                bufsize=0,
-                process_group=0,
-                close_fds=True,
-            )
-        except PermissionError:
-            raise ShellError(f"{argv[0]}: Permission denied", 126) from None
-        except FileNotFoundError:
-            raise ShellError(f"{argv[0]}: No such file or directory", 127) from None
-        except OSError as exc:
-            raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
-        except ValueError as exc:
-            raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
-        pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
-        if not merged:
-            pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
-        proc = HostProc(popen, argv[0], pumps)
-        if io.stdin is not None:
-            stop = threading.Event()
-            plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
-            proc.add_cleanup(stop.set)
-        return proc
-
-    # -- redirections ----------------------------------------------------------------------------------------
-    def redirect(self, redirs: list[Redir], io: IO) -> tuple[IO, list[Callable[[], None]]]:
-        """Apply redirections in order; returns the new descriptors and the closers to run afterwards."""
-        if not redirs:
-            return io, []
-        new = io.copy()
-        closers: list[Callable[[], None]] = []
-        try:
-            for r in redirs:
-                self._redirect_one(r, new, closers)
-        except BaseException:
-            for fn in closers:
-                fn()
-            raise
-        return new, closers
-
-    def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
-        op = r.op
-        if isinstance(r.target, HereDoc):
-            doc = r.target
-            assert doc.body is not None
-            text = expand_string(self, doc.body) if doc.expand else doc.text
-            io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-doc")
-            return
-        if op == "<<<":
-            text = expand_string(self, r.target) + "\n"
-            io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-string")
-            return
-        target = expand_target(self, r.target)
-        if op in (">&", "<&"):
-            fd = r.fd if r.fd is not None else (1 if op == ">&" else 0)
-            if target == "-":
-                io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
-                return
-            if is_digits(target):
-                src = int(target)
-                if src not in io.fds:
-                    raise ShellError(f"{target}: Bad file descriptor")
-                io.fds[fd] = io.fds[src]
-                return
-            if op == ">&" and r.fd is None:
-                op = "&>"
-            else:
-                raise ShellError(f"{r.target.raw}: ambiguous redirect")
-        special = self._dev_path(target, io)
-        if special is not None:
-            if op == "&>" or op == "&>>":
-                io.fds[1] = io.fds[2] = special
-            else:
-                io.fds[(0 if op in ("<", "<>") else 1) if r.fd is None else r.fd] = special
-            return
-        path = os.path.join(self.state.cwd, target)
-        if op in ("<", "<>"):
-            mode = "rb" if op == "<" else "r+b"
-            if op == "<>" and not os.path.exists(path):
-                open(path, "ab").close()
-            f = self._open(target, path, mode)
-            pipe, _thread = plumbing.file_reader(f, target)
-            closers.append(pipe.close_reader)
-            io.fds[0 if r.fd is None else r.fd] = pipe
-            return
-        mode = "ab" if op in (">>", "&>>") else "wb"
-        f = self._open(target, path, mode)
-        pipe, thread = plumbing.file_writer(f, target)
-
-        def close(pipe: Pipe = pipe, thread: threading.Thread = thread) -> None:
-            pipe.close()
-            thread.join(5.0)
-
-        closers.append(close)
-        if op in ("&>", "&>>"):
-            io.fds[1] = io.fds[2] = pipe
-        else:
-            io.fds[1 if r.fd is None else r.fd] = pipe
-
-    def _dev_path(self, target: str, io: IO) -> Pipe | None:
-        fd = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(target)
-        if fd is None and target.startswith("/dev/fd/") and is_digits(target[8:]):
-            fd = int(target[8:])
-        if fd is None:
-            return None
-        pipe = io.fds.get(fd)
-        if pipe is None:
-            raise ShellError(f"{target}: Bad file descriptor")
-        return pipe
-
-    @staticmethod
-    def _open(shown: str, path: str, mode: str):  # noqa: ANN205 - a binary file object
-        try:
-            return open(path, mode)  # noqa: SIM115 - closed by the pump thread
-        except FileNotFoundError:
-            raise ShellError(f"{shown}: No such file or directory") from None
-        except IsADirectoryError:
-            raise ShellError(f"{shown}: Is a directory") from None
-        except PermissionError:
-            raise ShellError(f"{shown}: Permission denied") from None
-        except OSError as exc:
-            raise ShellError(f"{shown}: {exc.strerror}") from None
-        except ValueError:  # a NUL in the name
-            raise ShellError(f"{shown}: No such file or directory") from None
-
-
-def _nice_args(args: list[str]) -> tuple[int, list[str], str]:
-    """`nice [-n N | -N | --adjustment=N] COMMAND…` → (adjustment, command, error)."""
-    adj = 10
-    i = 0
-    if i < len(args):
-        a = args[i]
-        try:
-            if a == "-n" or a == "--adjustment":
-                if i + 1 >= len(args):
-                    return 0, [], f"option requires an argument -- '{a.lstrip('-')}'"
-                adj = int(args[i + 1])
-                i += 2
-            elif a.startswith("--adjustment="):
-                adj = int(a.split("=", 1)[1])
-                i += 1
-            elif a.startswith("-n") and len(a) > 2:
-                adj = int(a[2:])
-                i += 1
-            elif len(a) > 1 and a[0] == "-" and is_digits(a[1:].lstrip("-")):
-                adj = int(a[1:])
-                i += 1
-        except ValueError:
-            bad = args[i + 1] if args[i] in ("-n", "--adjustment") else args[i]
-            return 0, [], f"invalid adjustment '{bad}'"
-    if i < len(args) and args[i] == "--":
-        i += 1
-    return adj, args[i:], ""
-
-
-def _close_all(out: Pipe, err: Pipe, stdin: Pipe | None, stop: threading.Event) -> None:
-    stop.set()
-    out.close()
-    err.close()
-    if stdin is not None:
-        stdin.close()

@@ -18,10 +18,11 @@ from . import plumbing
 from .agents import AgentHost
 from .builtins import BuiltinRegistry, registry
 from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellSyntaxError
-from .interp import Interp, ShellState
+from .interp import Interp
 from .jobs import JobTable
 from .parser import Parser
 from .procs import AgentProc
+from .state import ShellState
 
 Output = Pipe | Callable[[str], object] | None
 

@@ -23,8 +23,9 @@ from .. import reader
 from ..errors import Cancelled
 
 if TYPE_CHECKING:
-    from ..interp import IO, Interp, ShellState
+    from ..interp import Interp
     from ..shell import Shell
+    from ..state import IO, ShellState
 
 BuiltinFn = Callable[["BuiltinContext"], int]
 

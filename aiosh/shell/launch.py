@@ -1,0 +1,271 @@
+"""Finding and starting what a command name means: a builtin, an agent (through AgentHost), or a host program.
+
+Agents get fresh Pipes that the shell pumps to and from the command's streams, so an agent (or the kernel) closing
+its stdout at exit can never close a stream the shell shares with other commands.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kernel.streams import Pipe
+
+from . import plumbing
+from .agents import parse_options, with_limits
+from .builtins import Builtin
+from .errors import ShellError
+from .jobs import Job, JobTable
+from .lexer import is_digits
+from .nodes import SimpleCommand
+from .procs import AgentProc, DoneProc, HostProc, Proc
+from .state import IO
+
+if TYPE_CHECKING:
+    from .shell import Shell
+    from .state import ShellState
+
+
+@dataclass
+class Resolved:
+    """What a command name turned out to be."""
+
+    kind: str  # builtin | agent | host | error
+    argv: list[str]
+    builtin: Builtin | None = None
+    path: str = ""
+    options: dict = field(default_factory=dict)
+    status: int = 0
+    message: str = ""
+
+
+class LaunchMixin:
+    """Command resolution and process start-up, for `Interp`."""
+
+    if TYPE_CHECKING:
+        shell: Shell
+        state: ShellState
+
+        def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
+        def fail(self, io: IO, exc: ShellError) -> int: ...
+
+    def resolve(self, argv: list[str]) -> Resolved:
+        """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
+        options: dict = {}
+        while True:
+            name = argv[0]
+            if name == "run" and len(argv) > 1:
+                try:
+                    options, rest = parse_options("run", argv[1:], options)
+                except ShellError as exc:
+                    return Resolved("error", argv, status=exc.status, message=exc.message)
+                if not rest:
+                    return Resolved("error", argv, status=2, message="run: usage: run [OPTIONS] AGENT [ARGS...]")
+                if rest[0] not in self.agent_names():
+                    return Resolved("error", rest, status=127, message=f"run: {rest[0]}: no such agent")
+                return Resolved("agent", rest, options=options)
+            if name == "nice" and len(argv) > 1:
+                adj, rest, err = _nice_args(argv[1:])
+                if err:
+                    return Resolved("error", argv, status=125, message=f"nice: {err}")
+                if rest:
+                    options["nice"] = max(-20, min(19, int(options.get("nice", 0)) + adj))
+                    argv = rest
+                    continue
+            b = self.shell.builtins.get(name)
+            if b is not None:
+                return Resolved("builtin", argv, builtin=b, options=options)
+            if name in self.agent_names():
+                return Resolved("agent", argv, options=options)
+            if not self.shell.host_programs:
+                return Resolved("error", argv, status=127, message=f"{name}: command not found")
+            path, status, message = self.find_program(name)
+            if path is None:
+                return Resolved("error", argv, status=status, message=message)
+            return Resolved("host", argv, path=path, options=options)
+
+    def agent_names(self) -> list[str]:
+        if self.shell.agents is None:
+            return []
+        try:
+            return list(self.shell.agents.agent_names())
+        except Exception:  # noqa: BLE001 - a broken host must not break builtins
+            return []
+
+    def find_program(self, name: str) -> tuple[str | None, int, str]:
+        if "/" in name:
+            full = os.path.join(self.state.cwd, os.path.expanduser(name))
+            if not os.path.exists(full):
+                return None, 127, f"{name}: No such file or directory"
+            if os.path.isdir(full):
+                return None, 126, f"{name}: Is a directory"
+            if not os.access(full, os.X_OK):
+                return None, 126, f"{name}: Permission denied"
+            return full, 0, ""
+        for d in self.state.vars.get("PATH", "").split(":"):
+            base = os.path.join(self.state.cwd, d or ".")
+            cand = os.path.join(base, name)
+            if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                return cand, 0, ""
+        return None, 127, f"{name}: command not found"
+
+    # -- processes -------------------------------------------------------------------------------------------
+    def start_external(
+        self, cmd: SimpleCommand, resolved: Resolved, env: dict[str, str], io: IO, job: Job, table: JobTable
+    ) -> Proc:
+        """Start an agent or host program as a process of `job` (redirections close when it finishes)."""
+        text = cmd.render()
+        try:
+            io2, closers = self.redirect(cmd.redirs, io)
+        except ShellError as exc:
+            proc: Proc = DoneProc(text, self.fail(io, exc))
+            table.watch(job, proc)
+            return proc
+        try:
+            if resolved.kind == "agent":
+                proc = self.start_agent(resolved, env, io2, job)
+            else:
+                proc = self.start_host(resolved, env, io2)
+        except ShellError as exc:
+            for fn in closers:
+                fn()
+            proc = DoneProc(text, self.fail(io2, exc))
+            table.watch(job, proc)
+            return proc
+        proc.text = text
+        for fn in closers:
+            proc.add_cleanup(fn)
+        table.watch(job, proc)
+        return proc
+
+    def start_agent(self, resolved: Resolved, env: dict[str, str], io: IO, job: Job) -> AgentProc:
+        host = self.shell.agents
+        assert host is not None
+        name, args = resolved.argv[0], resolved.argv[1:]
+        options, args = parse_options(name, args, resolved.options)
+        options = with_limits(options, self.state.limits)
+        out = Pipe(f"{name}.stdout")
+        err = out if io.stderr is io.stdout else Pipe(f"{name}.stderr")
+        pumps = [plumbing.pump_pipe(out, io.stdout, close_dst=False)]
+        if err is not out:
+            pumps.append(plumbing.pump_pipe(err, io.stderr, close_dst=False))
+        stop = threading.Event()
+        stdin = None
+        if io.stdin is not None:
+            stdin = Pipe(f"{name}.stdin")
+            plumbing.pump_pipe(io.stdin, stdin, close_dst=True, stop=stop)
+        try:
+            pid = host.start(
+                name,
+                args,
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                pgid=job.agent_pgid,
+                cwd=self.state.cwd,
+                env=self.state.env(env),
+                options=options,
+            )
+        except LookupError:
+            _close_all(out, err, stdin, stop)
+            raise ShellError(f"{name}: command not found", 127) from None
+        except ValueError as exc:
+            _close_all(out, err, stdin, stop)
+            raise ShellError(f"{name}: {exc}", 2) from None
+        except Exception as exc:  # noqa: BLE001 - the kernel refusing must read as "cannot run"
+            _close_all(out, err, stdin, stop)
+            raise ShellError(f"{name}: cannot run: {exc}", 126) from None
+        if job.agent_pgid is None:
+            job.agent_pgid = pid
+        proc = AgentProc(host, pid, name)
+
+        def close_proxies() -> None:
+            stop.set()
+            out.close()
+            err.close()
+            for t in pumps:
+                t.join(2.0)
+
+        proc.add_cleanup(close_proxies)
+        self.shell.register_agent(proc)
+        proc.start_waiter()
+        return proc
+
+    def start_host(self, resolved: Resolved, env: dict[str, str], io: IO) -> HostProc:
+        argv = list(resolved.argv)
+        path = resolved.path
+        if "nice" in resolved.options and shutil.which("nice"):
+            argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
+            path = shutil.which("nice") or path
+        merged = io.stderr is io.stdout
+        try:
+            popen = subprocess.Popen(
+                argv,
+                executable=path,
+                cwd=self.state.cwd,
+                env=self.state.env(env),
+                stdin=subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                bufsize=0,
+                process_group=0,
+                close_fds=True,
+            )
+        except PermissionError:
+            raise ShellError(f"{argv[0]}: Permission denied", 126) from None
+        except FileNotFoundError:
+            raise ShellError(f"{argv[0]}: No such file or directory", 127) from None
+        except OSError as exc:
+            raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
+        except ValueError as exc:
+            raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
+        pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
+        if not merged:
+            pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
+        proc = HostProc(popen, argv[0], pumps)
+        if io.stdin is not None:
+            stop = threading.Event()
+            plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
+            proc.add_cleanup(stop.set)
+        return proc
+
+
+def _nice_args(args: list[str]) -> tuple[int, list[str], str]:
+    """`nice [-n N | -N | --adjustment=N] COMMAND…` → (adjustment, command, error)."""
+    adj = 10
+    i = 0
+    if i < len(args):
+        a = args[i]
+        try:
+            if a == "-n" or a == "--adjustment":
+                if i + 1 >= len(args):
+                    return 0, [], f"option requires an argument -- '{a.lstrip('-')}'"
+                adj = int(args[i + 1])
+                i += 2
+            elif a.startswith("--adjustment="):
+                adj = int(a.split("=", 1)[1])
+                i += 1
+            elif a.startswith("-n") and len(a) > 2:
+                adj = int(a[2:])
+                i += 1
+            elif len(a) > 1 and a[0] == "-" and is_digits(a[1:].lstrip("-")):
+                adj = int(a[1:])
+                i += 1
+        except ValueError:
+            bad = args[i + 1] if args[i] in ("-n", "--adjustment") else args[i]
+            return 0, [], f"invalid adjustment '{bad}'"
+    if i < len(args) and args[i] == "--":
+        i += 1
+    return adj, args[i:], ""
+
+
+def _close_all(out: Pipe, err: Pipe, stdin: Pipe | None, stop: threading.Event) -> None:
+    stop.set()
+    out.close()
+    err.close()
+    if stdin is not None:
+        stdin.close()

@@ -1,0 +1,131 @@
+"""Redirections: files opened relative to the shell's cwd, here-documents, and descriptor duplication.
+
+Each file is attached through a pump thread; the closers returned run once the command has finished, so a file is
+complete before the next command reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kernel.streams import Pipe
+
+from . import plumbing
+from .errors import ShellError
+from .expand import expand_string, expand_target
+from .lexer import is_digits
+from .nodes import HereDoc, Redir
+from .state import IO
+
+if TYPE_CHECKING:
+    from .state import ShellState
+
+
+class RedirectMixin:
+    """Applying redirections, for `Interp` (which is also the ExpandEnv the targets are expanded in)."""
+
+    if TYPE_CHECKING:
+        state: ShellState
+
+    def redirect(self, redirs: list[Redir], io: IO) -> tuple[IO, list[Callable[[], None]]]:
+        """Apply redirections in order; returns the new descriptors and the closers to run afterwards."""
+        if not redirs:
+            return io, []
+        new = io.copy()
+        closers: list[Callable[[], None]] = []
+        try:
+            for r in redirs:
+                self._redirect_one(r, new, closers)
+        except BaseException:
+            for fn in closers:
+                fn()
+            raise
+        return new, closers
+
+    def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
+        op = r.op
+        if isinstance(r.target, HereDoc):
+            doc = r.target
+            assert doc.body is not None
+            text = expand_string(self, doc.body) if doc.expand else doc.text
+            io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-doc")
+            return
+        if op == "<<<":
+            text = expand_string(self, r.target) + "\n"
+            io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-string")
+            return
+        target = expand_target(self, r.target)
+        if op in (">&", "<&"):
+            fd = r.fd if r.fd is not None else (1 if op == ">&" else 0)
+            if target == "-":
+                io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
+                return
+            if is_digits(target):
+                src = int(target)
+                if src not in io.fds:
+                    raise ShellError(f"{target}: Bad file descriptor")
+                io.fds[fd] = io.fds[src]
+                return
+            if op == ">&" and r.fd is None:
+                op = "&>"
+            else:
+                raise ShellError(f"{r.target.raw}: ambiguous redirect")
+        special = self._dev_path(target, io)
+        if special is not None:
+            if op == "&>" or op == "&>>":
+                io.fds[1] = io.fds[2] = special
+            else:
+                io.fds[(0 if op in ("<", "<>") else 1) if r.fd is None else r.fd] = special
+            return
+        path = os.path.join(self.state.cwd, target)
+        if op in ("<", "<>"):
+            mode = "rb" if op == "<" else "r+b"
+            if op == "<>" and not os.path.exists(path):
+                open(path, "ab").close()
+            f = self._open(target, path, mode)
+            pipe, _thread = plumbing.file_reader(f, target)
+            closers.append(pipe.close_reader)
+            io.fds[0 if r.fd is None else r.fd] = pipe
+            return
+        mode = "ab" if op in (">>", "&>>") else "wb"
+        f = self._open(target, path, mode)
+        pipe, thread = plumbing.file_writer(f, target)
+
+        def close(pipe: Pipe = pipe, thread: threading.Thread = thread) -> None:
+            pipe.close()
+            thread.join(5.0)
+
+        closers.append(close)
+        if op in ("&>", "&>>"):
+            io.fds[1] = io.fds[2] = pipe
+        else:
+            io.fds[1 if r.fd is None else r.fd] = pipe
+
+    def _dev_path(self, target: str, io: IO) -> Pipe | None:
+        fd = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(target)
+        if fd is None and target.startswith("/dev/fd/") and is_digits(target[8:]):
+            fd = int(target[8:])
+        if fd is None:
+            return None
+        pipe = io.fds.get(fd)
+        if pipe is None:
+            raise ShellError(f"{target}: Bad file descriptor")
+        return pipe
+
+    @staticmethod
+    def _open(shown: str, path: str, mode: str):  # noqa: ANN205 - a binary file object
+        try:
+            return open(path, mode)  # noqa: SIM115 - closed by the pump thread
+        except FileNotFoundError:
+            raise ShellError(f"{shown}: No such file or directory") from None
+        except IsADirectoryError:
+            raise ShellError(f"{shown}: Is a directory") from None
+        except PermissionError:
+            raise ShellError(f"{shown}: Permission denied") from None
+        except OSError as exc:
+            raise ShellError(f"{shown}: {exc.strerror}") from None
+        except ValueError:  # a NUL in the name
+            raise ShellError(f"{shown}: No such file or directory") from None

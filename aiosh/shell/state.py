@@ -1,0 +1,102 @@
+"""What a shell (or subshell) carries: its variables and options, its file descriptors, its foreground jobs."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kernel.streams import Pipe
+
+from . import plumbing
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
+
+@dataclass
+class ShellState:
+    """Everything a subshell copies: variables, exports, positional parameters, cwd, options, limits."""
+
+    vars: dict[str, str]
+    exported: set[str]
+    positional: list[str]
+    argv0: str
+    cwd: str
+    errexit: bool = False
+    pipefail: bool = False
+    noglob: bool = False
+    xtrace: bool = False
+    nounset: bool = False
+    last_status: int = 0
+    last_bg_pid: int | None = None
+    limits: dict[str, object] = field(default_factory=dict)
+
+    def clone(self) -> ShellState:
+        return copy.deepcopy(self)
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment a program or agent gets: exported variables, plus `NAME=value cmd` ones."""
+        env = {k: self.vars[k] for k in self.exported if k in self.vars}
+        if extra:
+            env.update(extra)
+        return env
+
+    def flags(self) -> str:
+        pairs = (("e", self.errexit), ("f", self.noglob), ("u", self.nounset), ("x", self.xtrace))
+        return "".join(f for f, on in pairs if on)
+
+
+@dataclass
+class IO:
+    """A command's file descriptors; 0 may be None (no stdin at all)."""
+
+    fds: dict[int, Pipe | None]
+
+    @property
+    def stdin(self) -> Pipe | None:
+        return self.fds.get(0)
+
+    @property
+    def stdout(self) -> Pipe:
+        out = self.fds.get(1)
+        return out if out is not None else plumbing.null_pipe()
+
+    @property
+    def stderr(self) -> Pipe:
+        err = self.fds.get(2)
+        return err if err is not None else plumbing.null_pipe()
+
+    def copy(self) -> IO:
+        return IO(dict(self.fds))
+
+
+class Foreground:
+    """The jobs a thread of control is waiting for: where Ctrl-C / Ctrl-Z (or a forwarded signal) go."""
+
+    def __init__(self) -> None:
+        self._jobs: list[Job] = []
+        self._lock = threading.RLock()
+
+    def jobs(self) -> list[Job]:
+        return list(self._jobs)  # a copy without the lock: callable from a signal handler
+
+    def push(self, job: Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+
+    def pop(self, job: Job) -> None:
+        with self._lock:
+            if job in self._jobs:
+                self._jobs.remove(job)
+
+    def signal(self, sig: int) -> bool:
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            try:
+                job.signal(sig)
+            except LookupError:
+                pass
+        return bool(jobs)
