@@ -17,6 +17,8 @@ from kernel.streams import Pipe
 sys.path.insert(0, str(Path(__file__).parent))
 from test_shell_fakehost import FakeAgentHost  # noqa: E402
 
+pytestmark = pytest.mark.timeout(30)  # agents and pipelines run on threads: never hang the suite
+
 
 def make(tmp_path: Path, **kw: object) -> tuple[Shell, list[str], list[str]]:
     out: list[str] = []

@@ -14,6 +14,8 @@ from kernel.streams import Pipe
 sys.path.insert(0, str(Path(__file__).parent))
 from test_shell_fakehost import FakeAgentHost  # noqa: E402
 
+pytestmark = pytest.mark.timeout(30)  # agents and pipelines run on threads: never hang the suite
+
 
 class Run:
     """Run text in a fresh (or given) Shell; keep stdout, stderr and status."""
