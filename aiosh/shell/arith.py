@@ -1,4 +1,8 @@
-"""`$(( … ))`: bash's integer arithmetic (64-bit, C operators, assignments to shell variables)."""
+"""`$(( … ))`: bash's integer arithmetic (64-bit, C operators, assignments to shell variables).
+
+The expression is parsed into thunks so `&&`, `||` and `?:` evaluate lazily, as in bash. Errors quote bash's
+wording, including its `(error token is "…")`: the rest of the expression from where it went wrong.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ _BINARY = {
 }  # fmt: skip
 _ASSIGN = {"=", "*=", "/=", "%=", "+=", "-=", "<<=", ">>=", "&=", "^=", "|=", "**="}
 
+Thunk = Callable[[], int]
+
 
 def _wrap(n: int) -> int:
     n &= (1 << 64) - 1
@@ -32,147 +38,172 @@ class Vars:
     set: Callable[[str, str], None]
 
 
+@dataclass
+class _Tok:
+    kind: str  # num, name, op, end
+    value: str
+    start: int
+
+
 class _Parser:
     def __init__(self, text: str, env: Vars, depth: int) -> None:
         self.text = text
         self.env = env
         self.depth = depth
-        self.toks: list[tuple[str, str]] = []
+        self.toks: list[_Tok] = []
         pos = 0
-        text = text.rstrip()
-        while pos < len(text):
-            m = _TOKEN.match(text, pos)
+        body = text.rstrip()
+        while pos < len(body):
+            m = _TOKEN.match(body, pos)
             if not m or m.end() == pos:
-                raise self.error(text[pos:].strip(), "syntax error: invalid arithmetic operator")
+                raise self.error(len(body) - len(body[pos:].lstrip()), "syntax error: invalid arithmetic operator")
             kind = m.lastgroup or "op"
-            self.toks.append((kind, m.group(kind)))
+            self.toks.append(_Tok(kind, m.group(kind), m.start(kind)))
             pos = m.end()
         self.i = 0
 
-    def error(self, token: str, what: str = "syntax error: operand expected") -> ShellError:
-        return ShellError(f"{self.text.strip()}: {what} (error token is \"{token}\")")
+    # -- errors and tokens -------------------------------------------------------------------------------------
+    def at(self, index: int) -> int:
+        """Text offset of token `index` (the end of the text past the last token)."""
+        return self.toks[index].start if index < len(self.toks) else len(self.text)
 
-    def peek(self) -> tuple[str, str]:
-        return self.toks[self.i] if self.i < len(self.toks) else ("end", "")
+    def error(self, offset: int, what: str = "syntax error: operand expected") -> ShellError:
+        return ShellError(f"{self.text.lstrip()}: {what} (error token is \"{self.text[offset:]}\")", fatal=True)
 
-    def take(self) -> tuple[str, str]:
+    def peek(self) -> _Tok:
+        return self.toks[self.i] if self.i < len(self.toks) else _Tok("end", "", len(self.text))
+
+    def take(self) -> _Tok:
         tok = self.peek()
         self.i += 1
         return tok
 
-    def rest(self) -> str:
-        return " ".join(v for _, v in self.toks[self.i :])
+    def is_op(self, *values: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "op" and tok.value in values
 
-    # Each parse_* returns a thunk so that && || ?: evaluate lazily, as bash does.
+    # -- grammar (each returns a thunk) ----------------------------------------------------------------------
     def parse(self) -> int:
         if not self.toks:
             return 0
         node = self.comma()
-        if self.peek()[0] != "end":
-            raise self.error(self.rest(), "syntax error in expression")
+        if self.peek().kind != "end":
+            raise self.error(self.at(self.i), "syntax error in expression")
         return node()
 
-    def comma(self) -> Callable[[], int]:
+    def comma(self) -> Thunk:
         node = self.assign()
-        while self.peek() == ("op", ","):
+        while self.is_op(","):
             self.take()
-            left, right = node, self.assign()
-
-            def node(left=left, right=right) -> int:
-                left()
-                return right()
-
+            node = _seq(node, self.assign())
         return node
 
-    def assign(self) -> Callable[[], int]:
-        kind, val = self.peek()
-        if kind == "name" and self.i + 1 < len(self.toks) and self.toks[self.i + 1][1] in _ASSIGN:
-            self.take()
-            op = self.take()[1]
+    def assign(self) -> Thunk:
+        tok = self.peek()
+        nxt = self.toks[self.i + 1] if self.i + 1 < len(self.toks) else None
+        if tok.kind == "name" and nxt is not None and nxt.kind == "op" and nxt.value in _ASSIGN:
+            self.i += 2
+            name, op = tok.value, nxt.value
             rhs = self.assign()
+            where = self.i
 
             def node() -> int:
-                value = rhs() if op == "=" else self.binop(op[:-1], self.var(val), rhs())
-                self.env.set(val, str(value))
+                value = rhs() if op == "=" else self.binop(op[:-1], self.var(name), rhs(), where, where)
+                self.env.set(name, str(value))
                 return value
 
             return node
         return self.ternary()
 
-    def ternary(self) -> Callable[[], int]:
+    def ternary(self) -> Thunk:
         cond = self.binary(1)
-        if self.peek() != ("op", "?"):
+        if not self.is_op("?"):
             return cond
         self.take()
         yes = self.assign()
-        if self.take() != ("op", ":"):
-            raise self.error(self.rest(), "syntax error: `:' expected for conditional expression")
+        if not self.is_op(":"):
+            raise self.error(self.at(self.i), "syntax error: `:' expected for conditional expression")
+        self.take()
         no = self.assign()
         return lambda: yes() if cond() else no()
 
-    def binary(self, level: int) -> Callable[[], int]:
+    def binary(self, level: int) -> Thunk:
         if level > 11:
             return self.unary()
         left = self.binary(level + 1)
         while True:
-            kind, op = self.peek()
-            if kind != "op" or _BINARY.get(op) != level:
+            tok = self.peek()
+            if tok.kind != "op" or _BINARY.get(tok.value) != level:
                 return left
             self.take()
+            op = tok.value
+            right_at = self.i
             right = self.binary(level + 1 if op != "**" else level)
+            after = self.i
             if op == "&&":
-                left = (lambda a, b: lambda: int(bool(a() and b())))(left, right)
+                left = _and(left, right)
             elif op == "||":
-                left = (lambda a, b: lambda: int(bool(a() or b())))(left, right)
+                left = _or(left, right)
             else:
-                left = (lambda a, b, o: lambda: self.binop(o, a(), b()))(left, right, op)
+                left = self._binop_thunk(op, left, right, right_at, after)
 
-    def unary(self) -> Callable[[], int]:
-        kind, val = self.peek()
-        if kind == "op" and val in ("-", "+", "!", "~"):
+    def _binop_thunk(self, op: str, a: Thunk, b: Thunk, right_at: int, after: int) -> Thunk:
+        return lambda: self.binop(op, a(), b(), right_at, after)
+
+    def unary(self) -> Thunk:
+        tok = self.peek()
+        if tok.kind == "op" and tok.value in ("-", "+", "!", "~"):
             self.take()
             inner = self.unary()
-            fn = {"-": lambda x: _wrap(-x), "+": lambda x: x, "!": lambda x: int(not x), "~": lambda x: ~x}[val]
-            return lambda: fn(inner())
-        if kind == "op" and val in ("++", "--"):
+            fn = {"-": lambda x: _wrap(-x), "+": lambda x: x, "!": lambda x: int(not x), "~": lambda x: ~x}
+            apply = fn[tok.value]
+            return lambda: apply(inner())
+        if tok.kind == "op" and tok.value in ("++", "--"):
             self.take()
-            kind2, name = self.take()
-            if kind2 != "name":
-                raise self.error(name or val)
-            delta = 1 if val == "++" else -1
+            name = self.peek()
+            if name.kind != "name":
+                raise self.error(self.at(self.i - 1 if name.kind == "end" else self.i))
+            self.take()
+            delta = 1 if tok.value == "++" else -1
 
             def pre() -> int:
-                value = _wrap(self.var(name) + delta)
-                self.env.set(name, str(value))
+                value = _wrap(self.var(name.value) + delta)
+                self.env.set(name.value, str(value))
                 return value
 
             return pre
         return self.postfix()
 
-    def postfix(self) -> Callable[[], int]:
-        kind, val = self.take()
-        if kind == "num":
-            number = self.number(val)
+    def postfix(self) -> Thunk:
+        tok = self.peek()
+        if tok.kind == "num":
+            self.take()
+            number = self.number(tok)
             return lambda: number
-        if kind == "name":
-            if self.peek() in (("op", "++"), ("op", "--")):
-                delta = 1 if self.take()[1] == "++" else -1
+        if tok.kind == "name":
+            self.take()
+            if self.is_op("++", "--"):
+                delta = 1 if self.take().value == "++" else -1
 
                 def post() -> int:
-                    old = self.var(val)
-                    self.env.set(val, str(_wrap(old + delta)))
+                    old = self.var(tok.value)
+                    self.env.set(tok.value, str(_wrap(old + delta)))
                     return old
 
                 return post
-            return lambda: self.var(val)
-        if (kind, val) == ("op", "("):
+            return lambda: self.var(tok.value)
+        if tok.kind == "op" and tok.value == "(":
+            self.take()
             inner = self.comma()
-            if self.take() != ("op", ")"):
-                raise self.error(self.rest(), "syntax error: `)' expected")
+            if not self.is_op(")"):
+                raise self.error(self.at(self.i), "syntax error: `)' expected")
+            self.take()
             return inner
-        raise self.error(val or self.text.strip())
+        raise self.error(self.at(self.i - 1 if tok.kind == "end" and self.i else self.i))
 
-    def number(self, text: str) -> int:
+    # -- values --------------------------------------------------------------------------------------------------
+    def number(self, tok: _Tok) -> int:
+        text = tok.value
         try:
             if "#" in text:
                 base, digits = text.split("#", 1)
@@ -182,38 +213,53 @@ class _Parser:
             if len(text) > 1 and text.startswith("0"):
                 return _wrap(int(text, 8))
             return _wrap(int(text))
-        except ValueError:
-            raise self.error(text, "value too great for base") from None
+        except ValueError:  # bash names just the number here
+            raise ShellError(f'{text}: value too great for base (error token is "{text}")', fatal=True) from None
 
     def var(self, name: str) -> int:
         raw = (self.env.get(name) or "").strip()
         if not raw:
             return 0
         if self.depth > 10:
-            raise self.error(name, "expression recursion level exceeded")
+            raise ShellError(f"{name}: expression recursion level exceeded", fatal=True)
         return _Parser(raw, self.env, self.depth + 1).parse()
 
-    def binop(self, op: str, a: int, b: int) -> int:
+    def binop(self, op: str, a: int, b: int, right_at: int, after: int) -> int:
         if op in ("/", "%"):
             if b == 0:
-                raise self.error(str(b), "division by 0")
+                raise self.error(self.at(right_at), "division by 0")
             q = abs(a) // abs(b) * (1 if (a >= 0) == (b >= 0) else -1)
             return _wrap(q) if op == "/" else _wrap(a - q * b)
         if op == "**":
             if b < 0:
-                raise self.error(str(b), "exponent less than 0")
+                raise self.error(self.at(after if after < len(self.toks) else after - 1), "exponent less than 0")
             return _wrap(pow(a, b, 1 << 64))
         if op in ("<<", ">>"):
             return _wrap(a << (b & 63)) if op == "<<" else a >> (b & 63)
-        return _wrap(
-            {
-                "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "&": lambda: a & b,
-                "|": lambda: a | b, "^": lambda: a ^ b, "==": lambda: int(a == b), "!=": lambda: int(a != b),
-                "<": lambda: int(a < b), ">": lambda: int(a > b), "<=": lambda: int(a <= b), ">=": lambda: int(a >= b),
-            }[op]()  # fmt: skip
-        )
+        table = {
+            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "&": lambda: a & b,
+            "|": lambda: a | b, "^": lambda: a ^ b, "==": lambda: int(a == b), "!=": lambda: int(a != b),
+            "<": lambda: int(a < b), ">": lambda: int(a > b), "<=": lambda: int(a <= b), ">=": lambda: int(a >= b),
+        }  # fmt: skip
+        return _wrap(table[op]())
+
+
+def _seq(a: Thunk, b: Thunk) -> Thunk:
+    def run() -> int:
+        a()
+        return b()
+
+    return run
+
+
+def _and(a: Thunk, b: Thunk) -> Thunk:
+    return lambda: int(bool(a() and b()))
+
+
+def _or(a: Thunk, b: Thunk) -> Thunk:
+    return lambda: int(bool(a() or b()))
 
 
 def evaluate(text: str, env: Vars) -> int:
-    """Evaluate an already-expanded arithmetic expression; ShellError with bash's wording on failure."""
+    """Evaluate an already-expanded arithmetic expression; ShellError (fatal, as in bash) on failure."""
     return _Parser(text, env, 0).parse()

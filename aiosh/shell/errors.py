@@ -23,14 +23,16 @@ class ShellSyntaxError(Exception):
 class ShellError(Exception):
     """A runtime error of one command (bad substitution, ambiguous redirect …): message printed, status set.
 
-    `fatal` errors (`${x:?}`) end a non-interactive shell, as in bash.
+    `fatal` errors (expansion errors: `${x:?}`, `set -u`, arithmetic) end a non-interactive shell, as in bash,
+    with `exit_status` (bash uses 127 for the parameter ones, 1 for arithmetic; a subshell always exits 1).
     """
 
-    def __init__(self, message: str, status: int = 1, *, fatal: bool = False) -> None:
+    def __init__(self, message: str, status: int = 1, *, fatal: bool = False, exit_status: int = 1) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.fatal = fatal
+        self.exit_status = exit_status
 
 
 class ExitShell(Exception):

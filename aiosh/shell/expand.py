@@ -115,7 +115,7 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
-            raise ShellError(f"{part.text}: bad substitution")
+            raise ShellError(f"{part.text}: bad substitution", fatal=True)
     return fields
 
 
@@ -130,7 +130,7 @@ def _param(env: ExpandEnv, part: Param) -> list[Segment]:
     op = part.op
     if op is None:
         if value is None and env.nounset and name not in ("@", "*"):
-            raise ShellError(f"{name}: unbound variable", fatal=True)
+            raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
         return [(value or "", kind)]
     assert part.arg is not None
     is_set = value is not None and (value != "" or not op.startswith(":"))
@@ -150,10 +150,49 @@ def _param(env: ExpandEnv, part: Param) -> list[Segment]:
         if is_set:
             return [(value or "", kind)]
         msg = expand_string(env, part.arg) or "parameter null or not set"
-        raise ShellError(f"{name}: {msg}", fatal=True)
-    # pattern removal: # ## % %%
+        raise ShellError(f"{name}: {msg}", fatal=True, exit_status=127)
+    text = value or ""
+    if op in ("^", "^^", ",", ",,"):
+        conv = str.upper if op[0] == "^" else str.lower
+        return [(conv(text) if len(op) == 2 else conv(text[:1]) + text[1:], kind)]
+    if op == ":":
+        return [(_substring(env, text, part), kind)]
     pat = expand_pattern(env, part.arg)
-    return [(patterns.strip(value or "", pat, op), kind)]
+    if op in ("/", "//", "/#", "/%"):
+        rep = _replacement(env, part.rep)
+        return [(patterns.replace(text, pat, rep, op), kind)]
+    # pattern removal: # ## % %%
+    return [(patterns.strip(text, pat, op), kind)]
+
+
+def _replacement(env: ExpandEnv, word: Word | None):  # noqa: ANN202 - a str -> str function
+    """The replacement of `${x/p/r}`: an unquoted `&` stands for the match (bash 5.2's patsub_replacement)."""
+    if word is None:
+        return lambda _m: ""
+    segs = [seg for f in _expand_fields(env, word.parts, join_at=True) for seg in f]
+    return lambda m: "".join(t if k == "q" else t.replace("&", m) for t, k in segs)
+
+
+def _substring(env: ExpandEnv, text: str, part: Param) -> str:
+    """`${x:offset}` / `${x:offset:length}`: arithmetic offsets, negative ones from the end."""
+    assert part.arg is not None
+    spec = expand_string(env, part.arg)
+    if not spec.strip():
+        raise ShellError(f"{part.arg.raw}: bad substitution")
+    vars_ = arith.Vars(env.get_var, env.set_var)
+    off_text, colon, len_text = spec.partition(":")
+    n = len(text)
+    off = arith.evaluate(off_text, vars_)
+    start = off if off >= 0 else n + off
+    if start < 0 or start > n:
+        return ""
+    if not colon:
+        return text[start:]
+    length = arith.evaluate(len_text, vars_)
+    end = start + length if length >= 0 else n + length
+    if end < start:
+        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True)
+    return text[start:end]
 
 
 def _arg(env: ExpandEnv, part: Param) -> list[Segment]:

@@ -254,7 +254,7 @@ class Interp(LaunchMixin, RedirectMixin):
     def fail(self, io: IO, exc: ShellError) -> int:
         self.diag(io, exc.message)
         if exc.fatal and (self.proc is not None or not self.main or not self.shell.interactive):
-            raise ExitShell(127 if self.main else 1)  # bash's statuses: 127 for the shell, 1 for a subshell
+            raise ExitShell(exc.exit_status if self.main else 1)
         return exc.status
 
     # -- lists, and-or, pipelines ----------------------------------------------------------------------------

@@ -24,7 +24,8 @@ OPERATORS = (
 REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SPECIAL_PARAMS = "?#@*$!-"
-PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%")
+PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
+SUBST_OPS = ("//", "/#", "/%", "/")
 MAX_DEPTH = 40
 
 
@@ -166,7 +167,9 @@ class Lexer:
         """
         text = self.text
         n = len(text)
-        quoted = mode in ("dq", "dqbrace", "heredoc")
+        # Inside "${x#…}" the text is not quoted: patterns stay patterns, `&` stays special; only inner quotes and
+        # escapes quote. The outer double quotes still stop splitting and globbing of the result (see expand).
+        quoted = mode in ("dq", "heredoc")
         parts: list[Part] = []
         lit: list[str] = []
 
@@ -189,18 +192,21 @@ class Lexer:
                     self.pos += 1
                     continue
                 if quoted:
-                    escapable = {"dq": '$`"\\', "dqbrace": '$`"\\}', "heredoc": "$`\\"}[mode]
-                    if nxt in escapable:
+                    if nxt in ('$`"\\' if mode == "dq" else "$`\\"):
                         lit.append(nxt)
                     else:
                         lit.append("\\" + nxt)
+                    self.pos += 2
+                    continue
+                if mode == "dqbrace" and nxt not in '$`"\\}':
+                    lit.append("\\" + nxt)
                     self.pos += 2
                     continue
                 flush()
                 _add_lit(parts, nxt, True)
                 self.pos += 2
                 continue
-            if c == "'" and not quoted:
+            if c == "'" and not quoted and mode != "dqbrace":
                 flush()
                 self._read_single(parts)
                 continue
@@ -210,11 +216,11 @@ class Lexer:
                 continue
             if c == "$":
                 nxt = self._peekc(1)
-                if nxt == "'" and not quoted:
+                if nxt == "'" and mode in ("word", "brace"):
                     flush()
                     self._read_ansi_c(parts)
                     continue
-                if nxt == '"' and not quoted:
+                if nxt == '"' and mode in ("word", "brace"):
                     flush()
                     self.pos += 1
                     self._read_double(parts)
@@ -318,6 +324,19 @@ class Lexer:
             return Param(name, quoted, length=length)
         if length:
             return self._bad_subst(start, quoted)
+        mode = "dqbrace" if quoted else "brace"
+        for op in SUBST_OPS:
+            if text.startswith(op, self.pos):
+                self.pos += len(op)
+                pat = self._read_parts(frozenset("/}"), mode)
+                rep = None
+                if self._peekc() == "/":
+                    self.pos += 1
+                    rep = Word(self._read_parts(frozenset("}"), mode))
+                if self.pos >= len(text):
+                    raise self._eof_error("}", start)
+                self.pos += 1
+                return Param(name, quoted, op=op, arg=Word(pat, text[start : self.pos]), rep=rep)
         for op in PARAM_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)

@@ -28,13 +28,18 @@ class Tilde:
 
 @dataclass
 class Param:
-    """`$NAME`, `${NAME}`, `$?` …; `op`/`arg` for `${NAME:-word}` and friends, `length` for `${#NAME}`."""
+    """`$NAME`, `${NAME}`, `$?` …; `op`/`arg` for `${NAME:-word}` and friends, `length` for `${#NAME}`.
+
+    op is one of :- - := = :+ + :? ? # ## % %% (arg: a word), / // /# /% (arg: pattern, rep: replacement),
+    : (arg: `offset[:length]`), ^ ^^ , ,, (case).
+    """
 
     name: str
     quoted: bool = False
     op: str | None = None
     arg: Word | None = None
     length: bool = False
+    rep: Word | None = None
 
 
 @dataclass

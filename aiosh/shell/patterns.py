@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -127,6 +128,39 @@ def strip(value: str, pattern: str, op: str) -> str:
             if rx.fullmatch(value[i:]):
                 return value[:i]
     return value
+
+
+def replace(value: str, pattern: str, rep: Callable[[str], str], op: str) -> str:
+    """`${x/p/r}` (first), `${x//p/r}` (all), `${x/#p/r}` (prefix), `${x/%p/r}` (suffix); longest matches."""
+    rx = to_regex(pattern)
+    if op == "/#":
+        for i in range(len(value), -1, -1):
+            if rx.fullmatch(value[:i]):
+                return rep(value[:i]) + value[i:]
+        return value
+    if op == "/%":
+        for i in range(len(value) + 1):
+            if rx.fullmatch(value[i:]):
+                return value[:i] + rep(value[i:])
+        return value
+    if not pattern:
+        return value
+    out: list[str] = []
+    i = 0
+    n = len(value)
+    while i <= n:
+        end = next((j for j in range(n, i, -1) if rx.fullmatch(value[i:j])), None)
+        if end is None:
+            if i < n:
+                out.append(value[i])
+            i += 1
+            continue
+        out.append(rep(value[i:end]))
+        i = end
+        if op == "/":
+            out.append(value[i:])
+            return "".join(out)
+    return "".join(out)
 
 
 def glob(pattern: str, cwd: str) -> list[str]:
