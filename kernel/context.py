@@ -43,8 +43,8 @@ POLICIES = ("truncate", "summarize")
 LOW_WATER = 0.7  # compact down to this fraction of the budget, so the next turns fit without compacting again
 SAFETY_TOKENS = 8  # re-rendered text may tokenise a little differently from the tokens the engine holds
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
-SUMMARIZE_SYSTEM = ("You condense conversations. Write a short summary of the conversation below: keep names, "
-                    "facts, numbers, decisions and open questions. Reply with the summary only.")
+SUMMARIZE_ASK = ("Write a short summary of the conversation below: keep names, facts, numbers, decisions and "
+                 "open questions. Reply with the summary only.")
 
 Message = dict[str, str]
 
@@ -235,7 +235,7 @@ class ContextManager:
         folded = tail[:k]
         summary, summary_role, note = st.summary, st.summary_role, ""
         if summarize and folded:
-            got = await self._summarize(ctx, st.summary, folded, summary_max, window)
+            got = await self._summarize(ctx, st.sys, st.summary, folded, summary_max, window)
             if got is None:
                 note = "summarize failed: dropped instead"
             else:
@@ -290,8 +290,8 @@ class ContextManager:
                 return msgs
         return [{**newest, "content": ""}]
 
-    async def _summarize(self, ctx: AgentContext, previous: str | None, folded: list[Message], max_tokens: int,
-                         window: int) -> str | None:
+    async def _summarize(self, ctx: AgentContext, sys: list[Message], previous: str | None, folded: list[Message],
+                         max_tokens: int, window: int) -> str | None:
         """One LLM call on the agent's behalf (its scheduling identity, its token account); None if it failed."""
         proc, kernel = ctx._proc, self.kernel
         left = kernel._tokens_left(proc)
@@ -303,8 +303,9 @@ class ContextManager:
         intro = f"Earlier summary: {previous}\n\n" if previous else ""
 
         def build(body: list[str]) -> list[Message]:
-            return [{"role": "system", "content": SUMMARIZE_SYSTEM},
-                    {"role": "user", "content": intro + "Conversation:\n" + "\n".join(body)}]
+            # The conversation's own system prompt first: the request then shares that prefix (and its KV) with
+            # the conversation, and leaves it in place for the compacted conversation's next turn.
+            return [*sys, {"role": "user", "content": f"{SUMMARIZE_ASK}\n\n{intro}Conversation:\n" + "\n".join(body)}]
 
         limit = window - max_tokens - SAFETY_TOKENS
         messages = build(lines)

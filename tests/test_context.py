@@ -1,0 +1,199 @@
+"""kernel.context: long conversations in a small window under both policies (truncate, summarize), KV reuse after
+a compaction, compactions in the transcript, `chat --continue` / `--session` in the same run and in a later one."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from kernel.config import load_config
+from kernel.context import SUMMARY_PREFIX, rebuild
+from kernel.streams import Pipe
+
+N_CTX = 512
+TURNS = 30
+
+AGENTS = textwrap.dedent('''
+    import json
+    from kernel.agent import agent
+
+    SYSTEM = "You are a terse assistant. Answer in a few words."
+
+    @agent("longchat", description="many short turns in one conversation; prints per-turn token counts")
+    async def longchat(ctx):
+        n, policy, key = int(ctx.argv[0]), ctx.argv[1], ctx.argv[2]
+        where = {"session": key[len("session:"):]} if key.startswith("session:") else {"conversation": key}
+        messages = [{"role": "system", "content": SYSTEM}]
+        stats = []
+        for i in range(1, n + 1):
+            letter = chr(65 + i % 26)
+            messages.append({"role": "user", "content": f"Turn {i}: name an animal that starts with {letter}."})
+            reply = await ctx.llm.chat(messages, max_tokens=16, temperature=0, context_policy=policy, **where)
+            messages.append({"role": "assistant", "content": reply})
+            r = ctx.llm.last
+            stats.append([r.prompt_tokens, r.cached_tokens, r.finish_reason])
+        ctx.print(json.dumps(stats))
+        return 0
+
+    @agent("history", description="prints the messages a session would continue with")
+    async def history(ctx):
+        ctx.print(json.dumps(await ctx.llm.history(ctx.argv[0])))
+        return 0
+''')
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ctx")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CONFIG_HOME", str(tmp / "xdg-config"))
+    mp.setenv("XDG_DATA_HOME", str(tmp / "xdg-data"))
+    (tmp / "plugins").mkdir()
+    (tmp / "plugins" / "ctxagents.py").write_text(AGENTS)
+    cfg = load_config(cwd=tmp, overrides={
+        "kernel": {"slots": 4, "kv_cells": 4096}, "model": {"n_ctx": N_CTX},
+        "storage": {"path": str(tmp / "ctx.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
+    })
+    yield cfg
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def k(env):
+    from kernel import Kernel
+
+    kern = Kernel(env)
+    yield kern
+    kern.shutdown()
+
+
+def run_agent(k, name: str, argv: list[str], timeout: float = 120, **kw) -> tuple[int, int, str, str]:
+    out, err = Pipe(), Pipe()
+    pid = k.spawn(name, argv, stdout=out, stderr=err, **kw)
+    got = k.wait(pid, timeout)
+    assert got is not None, f"{name} did not finish in {timeout}s"
+    return pid, got[1], out.read_all(), err.read_all()
+
+
+# --- rebuilding a stored transcript (no model) --------------------------------------------------------------------
+
+def row(role: str, content: str, meta: dict | None = None) -> dict:
+    return {"role": role, "content": content, "meta": json.dumps(meta) if meta else None}
+
+
+def test_rebuild_after_compactions():
+    rows = [row("system", "S"), row("user", "u1"), row("assistant", "a1"), row("user", "u2"), row("assistant", "a2")]
+    msgs, sys, summary, _ = rebuild(rows)
+    assert [m["content"] for m in msgs] == ["S", "u1", "a1", "u2", "a2"] and sys == [msgs[0]] and summary is None
+    rows += [row("compaction", "they said hello", {"policy": "summarize", "kept": 2, "summary": True,
+                                                   "summary_role": "system"}),
+             row("user", "u3"), row("assistant", "a3")]
+    msgs, sys, summary, role = rebuild(rows)
+    assert summary == "they said hello" and role == "system"
+    assert msgs == [{"role": "system", "content": "S"}, {"role": "system", "content": SUMMARY_PREFIX + summary},
+                    {"role": "user", "content": "u2"}, {"role": "assistant", "content": "a2"},
+                    {"role": "user", "content": "u3"}, {"role": "assistant", "content": "a3"}]
+    rows += [row("compaction", "dropped 2 message(s)", {"policy": "truncate", "kept": 2, "summary": True,
+                                                        "summary_role": "system"}),
+             row("user", "u4")]
+    msgs, _, summary, _ = rebuild(rows)  # a truncation keeps the earlier summary
+    assert summary == "they said hello"
+    assert [m["content"] for m in msgs][2:] == ["u3", "a3", "u4"]
+
+
+# --- the real model -----------------------------------------------------------------------------------------------
+
+@pytest.mark.model
+@pytest.mark.timeout(900)
+def test_thirty_turns_in_a_small_window_under_both_policies(k):
+    outs = {}
+    pids = {}
+    for policy in ("truncate", "summarize"):  # both at once: they share the engine's batches
+        outs[policy] = Pipe()
+        pids[policy] = k.spawn("longchat", [str(TURNS), policy, f"session:long-{policy}"], stdout=outs[policy],
+                               stderr=Pipe())
+    system = [{"role": "system", "content": "You are a terse assistant. Answer in a few words."}]
+    sys_tokens = len(k.model.tokenize(k.model.template.render(system, add_generation_prompt=False)))
+    for policy, pid in pids.items():
+        got = k.wait(pid, 800)
+        assert got == (pid, 0), policy
+        stats = json.loads(outs[policy].read_all())
+        assert len(stats) == TURNS
+        assert all(p <= N_CTX - 16 for p, _, _ in stats)  # the prompt always left room for the reply
+        compacted = [i for i in range(1, TURNS) if stats[i][0] < stats[i - 1][0]]
+        assert compacted, f"{policy}: the history never outgrew the window?"
+        for i in range(1, TURNS):
+            prompt, cached, _ = stats[i]
+            if i in compacted:
+                # only the part the compaction changed is recomputed: the system prompt's KV stays
+                assert cached >= sys_tokens, (policy, i, stats[i])
+            else:
+                assert cached >= stats[i - 1][0], (policy, i, stats[i])  # the whole earlier turn was reused
+        rows = k.storage.query("SELECT content, meta FROM messages WHERE run = ? AND pid = ? AND role = 'compaction'",
+                               (k.storage.run, pid))
+        assert len(rows) == len(compacted)
+        metas = [json.loads(r["meta"]) for r in rows]
+        assert all(m["tokens_after"] < m["tokens_before"] for m in metas)
+        users = k.storage.query("SELECT count(*) AS n FROM messages WHERE run = ? AND pid = ? AND role = 'user'",
+                                (k.storage.run, pid))
+        assert users == [{"n": TURNS}]  # every turn is in the transcript, compacted or not
+        if policy == "summarize":
+            assert all(m["policy"] == "summarize" and m["summary"] for m in metas), metas
+            calls = k.storage.query("SELECT outcome FROM syscalls WHERE run = ? AND pid = ? AND kind = 'context'",
+                                    (k.storage.run, pid))
+            assert len(calls) == len(compacted) and all(c["outcome"] == "ok" for c in calls)
+        else:
+            assert all(m["policy"] == "truncate" for m in metas)
+        # what the engine holds now is exactly what a later run rebuilds from the transcript
+        key = f"long-{policy}"
+        held = k.context._states[key].last
+        rebuilt, *_ = rebuild(k.storage.conversation_rows(key))
+        assert rebuilt == held
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_continue_and_session_resume_with_kv(k):
+    opts = {"max_tokens": 12, "temperature": 0}
+    pid1, st, out, err = run_agent(k, "chat", ["--session", "zed", "My name is Zed. Say hello."], options=opts)
+    assert st == 0, err
+    pid2, st, out, err = run_agent(k, "chat", ["--continue", "What is my name?"], options=opts)
+    assert st == 0, err
+    rows = k.storage.conversation_rows("zed")
+    assert [(r["pid"], r["role"]) for r in rows] == [(pid1, "user"), (pid1, "assistant"), (pid2, "user"),
+                                                     (pid2, "assistant")]
+    first, second = json.loads(rows[1]["meta"]), json.loads(rows[3]["meta"])
+    # the second chat saw the first turn (its prompt is longer than the new question) and reused its KV
+    assert second["prompt_tokens"] > first["prompt_tokens"] + rows[2]["tokens"]
+    assert second["cached_tokens"] >= first["prompt_tokens"]
+    pid3, st, out, _ = run_agent(k, "chat", ["-s", "zed", "Thanks."], options=opts)
+    assert st == 0 and len(k.storage.conversation_rows("zed")) == 6
+    _, st, _, err = run_agent(k, "chat", ["--session"], options=opts)
+    assert st == 2 and "missing name" in err
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_resume_in_a_later_run_from_storage(k, env):
+    from kernel import Kernel
+
+    if "zed" not in k.context._states:
+        pytest.skip("needs test_continue_and_session_resume_with_kv")
+    k.storage.flush()
+    with Kernel(env) as k2:  # a second start of aiosh on the same database: a new run
+        assert k2.storage.run == k.storage.run + 1
+        opts = {"max_tokens": 8, "temperature": 0}
+        pid, st, out, err = run_agent(k2, "chat", ["--continue", "Repeat my name."], options=opts)
+        assert st == 0, err
+        rows = k2.storage.conversation_rows("zed")
+        assert len(rows) == 8 and rows[-1]["run"] == k2.storage.run and rows[-1]["pid"] == pid
+        meta = json.loads(rows[-1]["meta"])
+        assert meta["prompt_tokens"] > 60  # the three earlier turns came back from the transcript
+        if "long-summarize" in k.context._states:  # a compacted session resumes from after its last compaction
+            _, st, out, _ = run_agent(k2, "history", ["long-summarize"])
+            msgs = json.loads(out)
+            assert msgs[0]["role"] == "system" and msgs[1]["content"].startswith(SUMMARY_PREFIX)
+            assert msgs == k.context._states["long-summarize"].last
+            assert k2.context.count(msgs) < N_CTX
