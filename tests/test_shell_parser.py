@@ -13,6 +13,7 @@ from aiosh.shell.nodes import (
     Case,
     CmdSub,
     For,
+    FunctionDef,
     Group,
     HereDoc,
     If,
@@ -232,6 +233,18 @@ def test_case() -> None:
     assert isinstance(multi, Case) and len(multi.items) == 1
 
 
+def test_function_definitions() -> None:
+    f = only("f() { echo hi; } > out")
+    assert isinstance(f, FunctionDef) and f.name == "f" and isinstance(f.body, Group)
+    assert f.body.redirs[0].op == ">"
+    g = only("function g\n{\n echo\n}")
+    assert isinstance(g, FunctionDef) and g.name == "g"
+    h = only("function h() ( exit 1 )")
+    assert isinstance(h, FunctionDef) and isinstance(h.body, Subshell)
+    with pytest.raises(ShellSyntaxError, match="near unexpected token `echo'"):
+        parse("f() echo hi")
+
+
 def test_group_and_subshell_with_redirections() -> None:
     g = only("{ a; b; } > f")
     s = only("( a; b ) 2>/dev/null")
@@ -309,7 +322,7 @@ def test_deep_nesting_is_a_syntax_error_not_a_crash() -> None:
 # -- property: parse or ShellSyntaxError, nothing else ---------------------------------------------------------
 
 PIECES = list("abc xyz019 \t\n;&|<>()'\"\\$`{}#*?[]!=~-") + [
-    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(", "case ", " esac", ";;",
+    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(", "case ", " esac", ";;", "f() {", "function ", "return ", "local ",
 ]  # fmt: skip
 SHELLISH = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 

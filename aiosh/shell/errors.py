@@ -65,3 +65,11 @@ class Cancelled(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+class ReturnFromFunction(Exception):
+    """`return N` inside a function (or a sourced file)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

@@ -19,7 +19,15 @@ from kernel.streams import Pipe
 
 from . import patterns, plumbing
 from .builtins import BuiltinContext
-from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellError, ShellSyntaxError
+from .errors import (
+    BreakLoop,
+    Cancelled,
+    ContinueLoop,
+    ExitShell,
+    ReturnFromFunction,
+    ShellError,
+    ShellSyntaxError,
+)
 from .expand import expand_pattern, expand_string, expand_words
 from .jobs import Job, JobTable
 from .launch import LaunchMixin, Resolved
@@ -30,6 +38,7 @@ from .nodes import (
     Command,
     CommandList,
     For,
+    FunctionDef,
     Group,
     If,
     Lit,
@@ -48,6 +57,8 @@ if TYPE_CHECKING:
     from .shell import Shell
 
 __all__ = ["IO", "Foreground", "Interp", "Resolved", "ShellState"]
+
+MAX_FUNCTION_DEPTH = 60  # each call costs Python stack frames; bash's FUNCNEST, with a default
 
 
 class Interp(LaunchMixin, RedirectMixin):
@@ -73,6 +84,9 @@ class Interp(LaunchMixin, RedirectMixin):
         self.cur_io: IO | None = None
         self.subst_status: int | None = None
         self.source_name: str | None = None  # None: the shell's own input; "-c"; or a script's name
+        self.func_depth = 0  # functions being run (for `return` and `local`)
+        self.source_depth = 0  # files being sourced (`return` works there too)
+        self.locals: list[dict[str, str | None]] = []  # per function call: saved values of its `local` names
 
     # -- ExpandEnv -------------------------------------------------------------------------------------------
     @property
@@ -134,7 +148,7 @@ class Interp(LaunchMixin, RedirectMixin):
         sub.state.errexit = False  # bash (not in POSIX mode) does not let `set -e` into $( )
         try:
             status = sub.run_list(body, io)
-        except ExitShell as exc:
+        except (ExitShell, ReturnFromFunction) as exc:
             status = exc.status
         except (BreakLoop, ContinueLoop):
             status = 0
@@ -158,6 +172,9 @@ class Interp(LaunchMixin, RedirectMixin):
         sub.lineno = self.lineno
         sub.source_name = self.source_name
         sub.no_errexit = self.no_errexit  # inside an `if` condition, `set -e` stays off in subshells too
+        sub.func_depth = self.func_depth
+        sub.source_depth = self.source_depth
+        sub.locals = [{} for _ in self.locals]
         return sub
 
     def foreground_signal(self, sig: int) -> bool:
@@ -359,6 +376,8 @@ class Interp(LaunchMixin, RedirectMixin):
                 return body()
             except (BreakLoop, ContinueLoop):
                 return 0
+            except ReturnFromFunction as exc:
+                return exc.status
 
         proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t))
         sub.proc = proc
@@ -394,6 +413,9 @@ class Interp(LaunchMixin, RedirectMixin):
     def run_command(self, cmd: Command, io: IO) -> int:
         if isinstance(cmd, SimpleCommand):
             return self.run_simple(cmd, io)
+        if isinstance(cmd, FunctionDef):
+            self.state.functions[cmd.name] = cmd.body
+            return 0
         self.lineno = cmd.line
         self.cur_io = io
         try:
@@ -415,7 +437,7 @@ class Interp(LaunchMixin, RedirectMixin):
                 sub = self.subshell(same_thread=True)
                 try:
                     return sub.run_list(cmd.body, io2)
-                except ExitShell as exc:
+                except (ExitShell, ReturnFromFunction) as exc:
                     return exc.status
                 except (BreakLoop, ContinueLoop):
                     return 0
@@ -572,7 +594,6 @@ class Interp(LaunchMixin, RedirectMixin):
             for fn in closers:
                 fn()
             return resolved.status
-        assert resolved.builtin is not None
         try:
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
@@ -580,6 +601,9 @@ class Interp(LaunchMixin, RedirectMixin):
         saved = {k: self.state.vars.get(k) for k in env}
         self.state.vars.update(env)
         try:
+            if resolved.kind == "function":
+                return self.call_function(resolved.argv, io2)
+            assert resolved.builtin is not None
             ctx = BuiltinContext(resolved.argv, io2, self)
             try:
                 return resolved.builtin.fn(ctx)
@@ -594,3 +618,35 @@ class Interp(LaunchMixin, RedirectMixin):
                         self.state.vars[k] = v
             for fn in closers:
                 fn()
+
+    def call_function(self, argv: list[str], io: IO) -> int:
+        """Run a shell function: its own positional parameters and `local` scope, `return` ends it."""
+        body = self.state.functions.get(argv[0])
+        if body is None:
+            self.diag(io, f"{argv[0]}: command not found")
+            return 127
+        if self.func_depth >= MAX_FUNCTION_DEPTH:
+            self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
+            return 1
+        st = self.state
+        saved_args = st.positional
+        st.positional = argv[1:]
+        self.func_depth += 1
+        self.locals.append({})
+        try:
+            return self.run_command(body, io)
+        except ReturnFromFunction as exc:
+            return exc.status
+        except RecursionError:
+            if self.func_depth > 1:
+                raise  # unwind to the outermost call, where there is stack left to report it
+            self.diag(io, f"{argv[0]}: maximum function nesting level exceeded")
+            return 1
+        finally:
+            for name, old in self.locals.pop().items():
+                if old is None:
+                    st.vars.pop(name, None)
+                else:
+                    st.vars[name] = old
+            self.func_depth -= 1
+            st.positional = saved_args

@@ -58,6 +58,8 @@ class LaunchMixin:
         options: dict = {}
         while True:
             name = argv[0]
+            if name in self.state.functions and not options:
+                return Resolved("function", argv)
             if name == "run" and len(argv) > 1:
                 try:
                     options, rest = parse_options("run", argv[1:], options)

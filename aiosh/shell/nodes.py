@@ -229,7 +229,20 @@ class Subshell:
         return self.text
 
 
-Command = SimpleCommand | If | For | While | Case | Group | Subshell
+@dataclass
+class FunctionDef:
+    """`name() compound-command` or `function name { …; }`: defining is a command; calling runs `body`."""
+
+    name: str
+    body: Command
+    line: int = 0
+    redirs: list[Redir] = field(default_factory=list)
+
+    def render(self) -> str:
+        return f"{self.name} () {self.body.render()}"
+
+
+Command = SimpleCommand | If | For | While | Case | Group | Subshell | FunctionDef
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .nodes import (
     Command,
     CommandList,
     For,
+    FunctionDef,
     Group,
     If,
     ListItem,
@@ -166,6 +167,8 @@ class Parser:
                 "case": self.parse_case,
                 "{": self.parse_group,
             }.get(tok.value)
+            if tok.value == "function":
+                return self.parse_function_keyword()
             if parse is not None:
                 return self._compound(parse)
             if tok.value in TERMINATORS:
@@ -194,7 +197,7 @@ class Parser:
         self._last_end = tok.end
         return tok
 
-    def parse_simple(self) -> SimpleCommand:
+    def parse_simple(self) -> SimpleCommand | FunctionDef:
         cmd = SimpleCommand(line=self.peek().line)
         while True:
             tok = self.peek()
@@ -213,19 +216,44 @@ class Parser:
         if not (cmd.words or cmd.assigns or cmd.redirs):
             raise self.error_at(self.peek())
         if len(cmd.words) == 1 and not cmd.assigns and not cmd.redirs and self.peek().is_op("("):
-            self._function_definition()
+            return self._function_definition(cmd.words[0], cmd.line)
         return cmd
 
-    def _function_definition(self) -> None:
-        """`name ( ) …` is bash's function syntax: give bash's error for a stray `(`, refuse the rest."""
+    def _function_definition(self, name: Word, line: int) -> FunctionDef:
+        """`name ( ) compound-command`, after the name."""
         self.advance()
         tok = self.peek()
         if not tok.is_op(")"):
             if tok.kind == "EOF":
-                line = self.src.line_at(len(self.src.text))
-                raise ShellSyntaxError("syntax error near unexpected token `newline'", line, self.src.line_text(line))
+                end = self.src.line_at(len(self.src.text))
+                raise ShellSyntaxError("syntax error near unexpected token `newline'", end, self.src.line_text(end))
             raise self.error_at(tok)
-        raise ShellSyntaxError("syntax error: shell functions are not supported", tok.line, self.src.line_text(tok.line))
+        self.advance()
+        if not name.is_plain:
+            raise ShellSyntaxError(f"`{name.raw}': not a valid identifier", line, self.src.line_text(line))
+        return FunctionDef(name.raw, self._function_body(), line)
+
+    def parse_function_keyword(self) -> FunctionDef:
+        """`function name [()] compound-command`."""
+        line = self.advance().line
+        tok = self.peek()
+        if tok.kind != "WORD" or tok.word is None or not tok.word.is_plain:
+            raise self.error_at(tok)
+        self.advance()
+        if self.peek().is_op("("):
+            self.advance()
+            if not self.peek().is_op(")"):
+                raise self.error_at(self.peek())
+            self.advance()
+        return FunctionDef(tok.value, self._function_body(), line)
+
+    def _function_body(self) -> Command:
+        self.skip_newlines()
+        tok = self.peek()
+        compound = tok.is_op("(") or tok.is_word("{", "if", "for", "while", "until", "case")
+        if not compound:
+            raise self.error_at(tok)
+        return self.parse_command()
 
     def parse_redir(self) -> Redir:
         fd = None

@@ -13,6 +13,7 @@ from . import plumbing
 
 if TYPE_CHECKING:
     from .jobs import Job
+    from .nodes import Command
 
 
 @dataclass
@@ -32,9 +33,17 @@ class ShellState:
     last_status: int = 0
     last_bg_pid: int | None = None
     limits: dict[str, object] = field(default_factory=dict)
+    functions: dict[str, Command] = field(default_factory=dict)
 
     def clone(self) -> ShellState:
-        return copy.deepcopy(self)
+        """A subshell's copy: containers copied, function bodies (immutable AST) shared."""
+        new = copy.copy(self)
+        new.vars = dict(self.vars)
+        new.exported = set(self.exported)
+        new.positional = list(self.positional)
+        new.limits = dict(self.limits)
+        new.functions = dict(self.functions)
+        return new
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment a program or agent gets: exported variables, plus `NAME=value cmd` ones."""

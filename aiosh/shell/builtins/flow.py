@@ -1,11 +1,11 @@
-"""true, false, :, test / [, exit, break, continue: the builtins that steer control flow."""
+"""true, false, :, test / [, exit, break, continue, return: the builtins that steer control flow."""
 
 from __future__ import annotations
 
 import os
 import stat
 
-from ..errors import BreakLoop, ContinueLoop, ExitShell, ShellError
+from ..errors import BreakLoop, ContinueLoop, ExitShell, ReturnFromFunction, ShellError
 from . import BuiltinContext, BuiltinRegistry
 
 
@@ -260,6 +260,22 @@ def continue_(ctx: BuiltinContext) -> int:
     raise ContinueLoop(min(n, ctx.interp.loop_depth))
 
 
+def return_(ctx: BuiltinContext) -> int:
+    interp = ctx.interp
+    if not interp.func_depth and not interp.source_depth:
+        return ctx.error("can only `return' from a function or sourced script", 2)
+    if len(ctx.args) > 1:
+        return ctx.error("too many arguments")
+    if not ctx.args:
+        raise ReturnFromFunction(ctx.state.last_status)
+    try:
+        status = int(ctx.args[0])
+    except ValueError:
+        ctx.error(f"{ctx.args[0]}: numeric argument required")
+        raise ReturnFromFunction(2) from None
+    raise ReturnFromFunction(status & 0xFF)
+
+
 def register(reg: BuiltinRegistry) -> None:
     reg.register("true", true, "do nothing, successfully (status 0)", "true")
     reg.register("false", false, "do nothing, unsuccessfully (status 1)", "false")
@@ -269,3 +285,4 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("exit", exit_, "exit the shell with status N (default: the last status)", "exit [n]")
     reg.register("break", break_, "exit from N enclosing for/while/until loops", "break [n]")
     reg.register("continue", continue_, "resume the next iteration of the Nth enclosing loop", "continue [n]")
+    reg.register("return", return_, "return from a shell function or sourced file with status N", "return [n]")

@@ -67,6 +67,8 @@ def type_(ctx: BuiltinContext) -> int:
         kinds: list[tuple[str, str, str]] = []
         if name in KEYWORDS:
             kinds.append(("keyword", f"{name} is a shell keyword", ""))
+        if name in ctx.state.functions:
+            kinds.append(("function", f"{name} is a function", ""))
         if name in ctx.shell.builtins:
             kinds.append(("builtin", f"{name} is a shell builtin", ""))
         if name in interp.agent_names():

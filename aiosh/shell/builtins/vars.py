@@ -1,10 +1,11 @@
-"""export, unset, set, shift, source / ., eval, read: the shell's variables, options and positional parameters."""
+"""export, unset, set, shift, source / ., eval, read, local: variables, options and positional parameters."""
 
 from __future__ import annotations
 
 import os
 import re
 
+from ..errors import ReturnFromFunction
 from ..lexer import is_name as valid_name
 from . import BuiltinContext, BuiltinRegistry
 
@@ -69,17 +70,24 @@ def export(ctx: BuiltinContext) -> int:
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
     args = list(ctx.args)
+    flags: set[str] = set()
     while args and args[0].startswith("-") and len(args[0]) > 1:
         opt = args.pop(0)
         if opt == "--":
             break
         if any(c not in "vfn" for c in opt[1:]):
             return ctx.usage_error(f"{opt}: invalid option")
+        flags.update(opt[1:])
     status = 0
     for name in args:
+        if "f" in flags:
+            st.functions.pop(name, None)
+            continue
         if not valid_name(name):
             status = ctx.error(f"`{name}': not a valid identifier")
             continue
+        if name not in st.vars and "v" not in flags:
+            st.functions.pop(name, None)  # bash: no such variable, so the function of that name
         st.vars.pop(name, None)
         st.exported.discard(name)
     return status
@@ -182,9 +190,13 @@ def source(ctx: BuiltinContext) -> int:
     saved = st.positional
     if len(args) > 1:
         st.positional = args[1:]
+    ctx.interp.source_depth += 1
     try:
         return ctx.interp.run_text(text, source_name=name, io=ctx.io)
+    except ReturnFromFunction as exc:
+        return exc.status
     finally:
+        ctx.interp.source_depth -= 1
         if len(args) > 1:
             st.positional = saved
 
@@ -302,6 +314,27 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
     st.vars[names[-1]] = "".join(c for c, _ in chars[pos:hi])
 
 
+def local(ctx: BuiltinContext) -> int:
+    interp = ctx.interp
+    if not interp.func_depth or not interp.locals:
+        return ctx.error("can only be used in a function")
+    st = ctx.state
+    scope = interp.locals[-1]
+    status = 0
+    for arg in ctx.args:
+        name, eq, value = arg.partition("=")
+        if not valid_name(name):
+            status = ctx.error(f"`{arg}': not a valid identifier")
+            continue
+        if name not in scope:
+            scope[name] = st.vars.get(name)
+        if eq:
+            st.vars[name] = value
+        else:
+            st.vars.pop(name, None)
+    return status
+
+
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
@@ -312,5 +345,6 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("source", source, "run a file's commands in the current shell", "source filename [arguments]")
     reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
     reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")
+    reg.register("local", local, "make variables local to the running function", "local [name[=value] ...]")
     reg.register("read", read_, "read a line of standard input into variables (split on IFS)",
                  "read [-rs] [-d delim] [-p prompt] [name ...]")  # fmt: skip
