@@ -201,6 +201,12 @@ class FakeAgentHost:
 # -- the fake's own tests ----------------------------------------------------------------------------------------
 
 
+def test_fake_implements_the_protocol() -> None:
+    from aiosh.shell import AgentHost
+
+    assert isinstance(FakeAgentHost(), AgentHost)
+
+
 @pytest.mark.timeout(10)
 def test_fake_sleep_is_killed_with_128_plus_signal() -> None:
     host = FakeAgentHost()

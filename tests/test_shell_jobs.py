@@ -175,6 +175,20 @@ def test_ctrl_z_stops_the_foreground_job(term: Term) -> None:
     assert term("jobs") == ("", "", 0)
 
 
+def test_ctrl_z_works_with_a_host_that_sends_no_events(tmp_path: Path) -> None:
+    class Silent(FakeAgentHost):
+        def add_listener(self, fn) -> None:  # noqa: ANN001
+            pass
+
+    t = Term(tmp_path)
+    t.host = Silent()
+    t.shell = Shell(agents=t.host, stdout=t.out.append, stderr=t.err.append, cwd=str(tmp_path), interactive=True)
+    t.after(0.2, signal.SIGTSTP)
+    assert t("sleep 5") == ("", "", 148)
+    assert t("jobs") == ("[1]+  Stopped                 sleep 5\n", "", 0)
+    t("kill %1")
+
+
 def test_fg_a_stopped_job_to_completion(term: Term) -> None:
     term.after(0.1, signal.SIGTSTP)
     assert term("sleep 0.4")[2] == 148

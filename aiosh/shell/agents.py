@@ -41,7 +41,10 @@ class AgentHost(Protocol):
     ) -> int:
         """Start an agent and return its pid; pgid None = a new group led by this pid.
 
-        argv[0] is the agent's name. Raises LookupError for an unknown agent, ValueError for bad options.
+        argv holds the agent's arguments only (not its name), as `Kernel.spawn` takes them. stdout/stderr are
+        Pipes made for this agent alone (the host may close them at exit); stdin is None or such a Pipe.
+        options: max_tokens, seed, temperature, nice, sched_class, max_time, max_kv (only those given).
+        Raises LookupError for an unknown agent, ValueError for a bad option value.
         """
         ...
 
@@ -58,12 +61,19 @@ class AgentHost(Protocol):
         ...
 
     def add_listener(self, fn: Listener) -> None:
-        """fn(pid, 'stopped'|'continued'|'exited', status) is called from another thread on changes."""
+        """fn(pid, 'stopped'|'continued'|'exited', status) is called from another thread on changes.
+
+        'stopped' carries 128+signal (148 for SIGTSTP), 'exited' the exit status, 'continued' None. The shell also
+        polls `state()` while it waits in the foreground, so a host that sends no events still works.
+        """
         ...
 
 
 class Renicer(Protocol):
-    """Optional: an AgentHost that can change a running agent's nice value (returns the old one or None)."""
+    """Optional extra of an AgentHost: change a running agent's nice value (LookupError if it is gone).
+
+    `renice` uses it when present; `nice`/`--nice` at start need only `options['nice']`.
+    """
 
     def renice(self, pid: int, nice: int) -> int | None: ...
 

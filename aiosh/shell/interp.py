@@ -62,6 +62,8 @@ MAX_FUNCTION_DEPTH = 60  # each call costs Python stack frames; bash's FUNCNEST,
 
 
 class Interp(LaunchMixin, RedirectMixin):
+    """Runs AST nodes for one shell or subshell; also the ExpandEnv its words are expanded in."""
+
     def __init__(
         self,
         shell: Shell,
