@@ -136,8 +136,8 @@ class Repl:
                 status = self.shell.run_line(line)
                 for p in self.pumps:
                     p.drain(0.2)
-                if self.shell.exited:
-                    return self.shell.exit_status
+                if self.shell.exited is not None:
+                    return self.shell.exited
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

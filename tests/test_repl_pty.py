@@ -1,0 +1,95 @@
+"""The interactive shell in a pseudo-terminal: Ctrl-C, Ctrl-Z, fg, Done notices, completion, exit warnings."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+pytestmark = [pytest.mark.timeout(180)]
+PROMPT = r"aiosh(\[\d+\])?\$"
+
+
+@pytest.fixture
+def sh(tmp_path):
+    env = dict(os.environ)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"), TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "aiosh.cli"], env=env, cwd=str(tmp_path), encoding="utf-8",
+                          timeout=60, dimensions=(40, 120))
+    child.expect(PROMPT)
+    yield child
+    if child.isalive():
+        child.sendline("exit")
+        child.sendline("exit")
+        child.expect(pexpect.EOF, timeout=30)
+
+
+def status(child) -> str:
+    """The last status, read through a marker (the prompt is redrawn as we type, so it is no delimiter)."""
+    child.sendline('echo "st=<$?>"')
+    child.expect(r"st=<(\d+)>\r\n")
+    return child.match.group(1)
+
+
+def test_ctrl_c_interrupts_the_foreground_agent(sh):
+    sh.sendline("sleep 30")
+    sh.expect_exact("sleep 30")
+    import time
+
+    time.sleep(1.5)
+    sh.sendcontrol("c")
+    sh.expect(PROMPT, timeout=20)
+    assert status(sh) == "130"
+
+
+def test_ctrl_z_stops_then_fg_resumes(sh):
+    sh.sendline("sleep 30")
+    sh.expect_exact("sleep 30")
+    import time
+
+    time.sleep(1.5)
+    sh.sendcontrol("z")
+    sh.expect(r"\[1\]\+\s+Stopped\s+sleep 30", timeout=20)
+    sh.expect(PROMPT)
+    assert status(sh) == "148"
+    sh.sendline("jobs")
+    sh.expect(r"\[1\]\+\s+Stopped\s+sleep 30")
+    sh.sendline("fg")
+    sh.expect_exact("sleep 30")
+    time.sleep(1.0)
+    sh.sendcontrol("c")
+    sh.expect(PROMPT, timeout=20)
+    assert status(sh) == "130"
+
+
+def test_background_job_done_notice_before_next_prompt(sh):
+    sh.sendline("sleep 0.3 &")
+    sh.expect(r"\[1\] \d+")
+    sh.expect(PROMPT)
+    import time
+
+    time.sleep(2.0)
+    sh.sendline("")
+    sh.expect(r"\[1\]\+\s+Done\s+sleep 0.3", timeout=20)
+    sh.expect(PROMPT)
+
+
+def test_completion_of_commands_and_agents(sh):
+    sh.send("sle\t")
+    sh.expect_exact("sleep", timeout=20)
+    sh.sendcontrol("u")
+    sh.send("\r")
+    sh.expect(PROMPT)
+
+
+def test_exit_with_running_jobs_warns_once(sh):
+    sh.sendline("sleep 60 &")
+    sh.expect(PROMPT)
+    sh.sendline("exit")
+    sh.expect_exact("There are running jobs.")
+    sh.expect(PROMPT)
+    sh.sendline("exit")
+    sh.expect(pexpect.EOF, timeout=30)
