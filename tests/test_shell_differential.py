@@ -59,6 +59,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("IFS=:; x=a:b::c; for i in $x; do echo \"<$i>\"; done", ERR),
     ("x='  lead  trail  '; echo [$x]; echo \"[$x]\"", ERR),
     ("x=5; x+=1; echo $x; y=$x$x; echo $y", ERR),
+    ("echo a{b,c}d {1..5} {5..1} {a..e..2} {01..10..3} x{,y} {a,b}{1,2} {a,{b,c}} \"{a,b}\" \\{a,b} {a} {} a{b,c", ERR),
+    ("x=Q; echo {$x,y}-{1..2} {-2..2} {z..w}; for f in {a,b}.txt; do echo $f; done; echo {1..3}\"x y\"", ERR),
+    ("echo {a,b}*.txt; y={a,b}; echo $y", ERR),
     # statuses
     ("false; echo $?; true; echo $?; :; echo $?", ERR),
     ("! true; echo $?; ! false; echo $?; ! ! true; echo $?", ERR),

@@ -322,7 +322,7 @@ def test_deep_nesting_is_a_syntax_error_not_a_crash() -> None:
 # -- property: parse or ShellSyntaxError, nothing else ---------------------------------------------------------
 
 PIECES = list("abc xyz019 \t\n;&|<>()'\"\\$`{}#*?[]!=~-") + [
-    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(", "case ", " esac", ";;", "f() {", "function ", "return ", "local ",
+    "if ", "then ", "fi", "for ", " in ", "do ", "done", "while ", "<<EOF\n", "EOF\n", "$((", "))", "${", "$(", "case ", " esac", ";;", "f() {", "function ", "return ", "local ", "{a,b}", "{1..3}", ",", "..",
 ]  # fmt: skip
 SHELLISH = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 

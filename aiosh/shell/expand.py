@@ -13,6 +13,7 @@ import re
 from typing import Protocol
 
 from . import arith, patterns
+from .braces import brace_expand
 from .errors import ShellError
 from .lexer import is_digits
 from .nodes import Arith, BadSubst, CmdSub, CommandList, Lit, Param, Part, Tilde, Word
@@ -39,10 +40,11 @@ class ExpandEnv(Protocol):
 
 
 def expand_words(env: ExpandEnv, words: list[Word]) -> list[str]:
-    """Command arguments and `for` lists: full expansion, each word giving zero or more fields."""
+    """Command arguments and `for` lists: brace expansion, then full expansion of each resulting word."""
     out: list[str] = []
     for w in words:
-        out.extend(expand_word(env, w))
+        for each in brace_expand(w):
+            out.extend(expand_word(env, each))
     return out
 
 
