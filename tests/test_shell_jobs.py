@@ -81,6 +81,14 @@ def test_jobs_listing_in_bash_format(term: Term) -> None:
     term("kill %1 %2 %3")
 
 
+def test_job_numbers(term: Term) -> None:
+    term("sleep 5 &")
+    term("sleep 5 &")
+    term("kill %1; wait %1")
+    assert term.shell.jobs.numbers() == [2]
+    term("kill %2")
+
+
 def test_kill_then_wait_gives_143_and_no_notice(term: Term) -> None:
     term("sleep 5 &")
     assert term("kill %1; wait %1") == ("", "", 143)

@@ -281,6 +281,11 @@ class JobTable:
                 job.reported = "done"
                 self.remove(job)
 
+    def numbers(self) -> list[int]:
+        """The job numbers in use (for `%N` completion)."""
+        with self.cond:
+            return sorted(self.jobs)
+
     def running(self) -> list[Job]:
         with self.cond:
             return [j for j in self.jobs.values() if j.state == "running"]
