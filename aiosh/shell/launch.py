@@ -93,10 +93,7 @@ class LaunchMixin:
     def agent_names(self) -> list[str]:
         if self.shell.agents is None:
             return []
-        try:
-            return list(self.shell.agents.agent_names())
-        except Exception:  # noqa: BLE001 - a broken host must not break builtins
-            return []
+        return list(self.shell.agents.agent_names())
 
     def find_program(self, name: str) -> tuple[str | None, int, str]:
         if "/" in name:

@@ -142,7 +142,7 @@ class AgentProc(Proc):
             return
         try:
             st = self.host.state(self.pid)
-        except Exception:  # noqa: BLE001
+        except LookupError:
             return
         if st == "T" and not self.stopped:
             self.set_stopped(self.stop_signal)
@@ -279,7 +279,9 @@ class DoneProc(Proc):
 
 
 def _quietly(fn: Callable[[], object]) -> None:
+    """Best effort: one failing cleanup must not skip the others (narrow, so a signal handler's exception that
+    lands here on the main thread still propagates)."""
     try:
         fn()
-    except Exception:  # noqa: BLE001 - cleanups are best effort; one failing must not skip the others
+    except (OSError, ValueError, LookupError, RuntimeError):
         pass

@@ -135,9 +135,7 @@ class Shell:
             status = exc.status
         except (BreakLoop, ContinueLoop):
             status = 0
-        except Exception as exc:  # noqa: BLE001 - a bug in the shell must not take the REPL or the CLI down
-            plumbing.safe_write(self.stderr, f"{self.argv0}: internal error: {type(exc).__name__}: {exc}\n")
-            status = 1
+        # No catch-all here: the caller's signal handlers may raise through us (aiosh's SIGTERM handler does).
         self.state.last_status = status
         return status
 
@@ -182,7 +180,13 @@ class Shell:
         return "There are stopped jobs." if stopped else "There are running jobs."
 
     def hangup(self) -> None:
-        """Send SIGHUP (and SIGCONT to stopped ones) to the jobs, as bash does when an interactive shell exits."""
+        """Send SIGHUP (and SIGCONT to stopped ones) to the jobs, as bash does when an interactive shell exits;
+        also to a foreground job still running (the shell is being terminated under it)."""
+        for job in self.interp.fg.jobs():
+            try:
+                job.signal(_signal.SIGHUP)
+            except LookupError:
+                pass
         for job in list(self.jobs.jobs.values()):
             if job.nohup or job.state == "done":
                 continue

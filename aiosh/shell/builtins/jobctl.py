@@ -6,7 +6,7 @@ import os
 import signal as _signal
 
 from ..agents import LIMIT_KEYS
-from ..errors import ShellError
+from ..errors import Cancelled, ShellError
 from ..jobs import Job
 from ..lexer import is_digits
 from . import BuiltinContext, BuiltinRegistry
@@ -296,7 +296,7 @@ def wait(ctx: BuiltinContext) -> int:
     def interrupted() -> bool:
         try:
             interp.checkpoint()
-        except Exception:  # noqa: BLE001 - Cancelled, checked here without unwinding the waiter
+        except Cancelled:
             return True
         return False
 
