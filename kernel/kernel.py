@@ -265,6 +265,10 @@ class Kernel:
             if proc.ppid == 0 and not proc.from_shell:
                 self._reap(proc.pid)  # an orphan is collected by "init" at once
             self._cond.notify_all()
+        for rec in list(proc.syscalls):  # a call the process never returned from (killed, signalled)
+            if not rec.t_finished:
+                rec.outcome = rec.outcome or "interrupted"
+                self.storage.save_syscall(rec)
         self.memory.release(proc.pid)
         self.context.release(proc.pid)
         self.access.forget(proc.pid)
