@@ -41,6 +41,7 @@ __all__ = ["ContextManager", "ConvState", "POLICIES", "SUMMARY_PREFIX", "Turn"]
 
 POLICIES = ("truncate", "summarize")
 LOW_WATER = 0.7  # compact down to this fraction of the budget, so the next turns fit without compacting again
+MAX_SESSIONS = 64  # sessions remembered in RAM (and kept in the engine); older ones are rebuilt from storage
 SAFETY_TOKENS = 8  # re-rendered text may tokenise a little differently from the tokens the engine holds
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
 SUMMARIZE_ASK = ("Write a short summary of the conversation below: keep names, facts, numbers, decisions and "
@@ -115,8 +116,20 @@ class ContextManager:
             key, ekey, is_session = f"#{run}.{pid}", None, False
         st = self._states.get(key)
         if st is None:
-            st = self._states[key] = ConvState(key=key, engine_key=ekey, session=is_session, agent=ctx._proc.agent)
+            st = self._new_state(ConvState(key=key, engine_key=ekey, session=is_session, agent=ctx._proc.agent))
         st.pids.add(pid)
+        st.used = time.time()
+        return st
+
+    def _new_state(self, st: ConvState) -> ConvState:
+        st.used = time.time()
+        self._states[st.key] = st
+        sessions = [s for s in self._states.values() if s.session]
+        if len(sessions) > MAX_SESSIONS:  # forget the least recently used session (storage still has it all)
+            old = min(sessions, key=lambda s: s.used)
+            del self._states[old.key]
+            if old.engine_key:
+                self.kernel.engine.forget_conversation(old.engine_key)
         return st
 
     def conversations_of(self, pid: int) -> list[str]:
@@ -368,8 +381,8 @@ class ContextManager:
             msgs, sys, summary, role = rebuild(rows)
             n_head = len(sys) + (1 if summary else 0)
             if st is None:
-                st = self._states[session] = ConvState(key=session, engine_key=f"session:{session}", session=True,
-                                                       agent=ctx._proc.agent)
+                st = self._new_state(ConvState(key=session, engine_key=f"session:{session}", session=True,
+                                               agent=ctx._proc.agent))
         st.pids.add(ctx.pid)
         st.sys, st.summary, st.summary_role = sys, summary, role
         if summary:

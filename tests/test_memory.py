@@ -240,6 +240,27 @@ def test_reading_another_agents_memory_needs_a_grant(mk):
     assert out.read_all() == "read: fact number 0 is about the colour violet\n"
 
 
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_killed_agent_record_and_interrupted_syscall_are_stored(mk):
+    pid = mk.spawn("memo", ["30"], stdout=Pipe())
+    deadline = time.monotonic() + 10
+    while mk.state(pid) != "S" or not any(r.kind == "sleep" for r in mk.syscalls(pid)):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    mk.signal(pid, "KILL")
+    assert mk.wait(pid, 10) == (pid, 137)
+    run = mk.storage.run
+    assert mk.storage.query("SELECT state, status FROM processes WHERE run = ? AND pid = ?", (run, pid)) == [
+        {"state": "Z", "status": 137}]
+    calls = mk.storage.query("SELECT kind, outcome FROM syscalls WHERE run = ? AND pid = ? AND kind = 'sleep'",
+                             (run, pid))
+    assert calls == [{"kind": "sleep", "outcome": "interrupted"}]
+    assert mk.memory.stats(pid).resident_entries == 0  # its RAM is freed; its entries stay stored
+    assert mk.storage.query("SELECT count(*) AS n FROM memories WHERE run = ? AND pid = ? AND resident = 0",
+                            (run, pid)) == [{"n": 13}]
+
+
 def test_memory_module_has_no_shell_imports():
     src = (Path(__file__).resolve().parent.parent / "kernel")
     for name in ("storage.py", "memory.py", "context.py", "access.py"):
