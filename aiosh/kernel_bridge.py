@@ -30,15 +30,16 @@ class KernelAgentHost:
         nice = int(opts.pop("nice", 0) or 0)
         sched_class = opts.pop("sched_class", None)
         lim = self.kernel.config.limits
+        # --max-tokens caps each LLM call (it stays in the options the agent sees); the agent's lifetime token
+        # limit is limits.max_tokens from aiosh.toml.
         limits = Limits(
-            max_tokens=int(opts.pop("max_total_tokens", 0) or lim.max_tokens),
+            max_tokens=lim.max_tokens,
             max_time=float(opts.pop("max_time", 0) or lim.max_time),
             max_kv=int(opts.pop("max_kv", 0) or lim.max_kv),
         )
-        args = argv[1:] if argv and argv[0] == name else list(argv)  # the shell passes argv[0] = the agent's name
         try:
             return self.kernel.spawn(
-                name, args, stdin=stdin, stdout=stdout, stderr=stderr, nice=nice, sched_class=sched_class,
+                name, list(argv), stdin=stdin, stdout=stdout, stderr=stderr, nice=nice, sched_class=sched_class,
                 pgid=pgid, limits=limits, options=opts, cwd=cwd, env=env,
             )
         except UnknownAgent as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -123,8 +124,7 @@ class Repl:
                 for p in self.pumps:
                     p.set_line_mode(True)
                 try:
-                    with patch_stdout(raw=True):
-                        line = self.session.prompt(self.prompt_text)
+                    line = self._read_command()
                 except KeyboardInterrupt:
                     continue
                 except EOFError:
@@ -133,7 +133,11 @@ class Repl:
                 finally:
                     for p in self.pumps:
                         p.set_line_mode(False)
-                status = self.shell.run_line(line)
+                try:
+                    status = self.shell.run_line(line)
+                except Exception as exc:  # noqa: BLE001 - nothing typed may crash the shell or its agents
+                    print(f"aiosh: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    status = 1
                 for p in self.pumps:
                     p.drain(0.2)
                 if self.shell.exited is not None:
@@ -142,6 +146,14 @@ class Repl:
             for s, h in old.items():
                 signal.signal(s, h)
         return status
+
+    def _read_command(self) -> str:
+        """One command, over several lines while it is incomplete (an open quote, `if` without `fi` …)."""
+        with patch_stdout(raw=True):
+            text = self.session.prompt(self.prompt_text)
+            while not self.shell.is_complete(text):
+                text += "\n" + self.session.prompt("> ")
+        return text
 
     def _flush_notices(self) -> None:
         for p in self.pumps:
