@@ -223,6 +223,26 @@ def _rss_bytes() -> int:
         return 0
 
 
+def _bash_time(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}m{s:.3f}s"
+
+
+def time_command(ctx, kernel) -> int:
+    """`time COMMAND…`: run it, then report wall time, model decode time and tokens of the agents it started."""
+    import time as _time
+
+    if not ctx.args:
+        return ctx.usage_error("missing command")
+    first = kernel.last_pid + 1
+    t0 = _time.monotonic()
+    status = ctx.run(ctx.args)
+    wall = _time.monotonic() - t0
+    tin, tout, decode = kernel.usage(range(first, kernel.last_pid + 1))
+    ctx.write_err(f"\nreal\t{_bash_time(wall)}\ndecode\t{_bash_time(decode)}\ntokens\t{tin} in, {tout} out\n")
+    return status
+
+
 HELP = {
     "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
     "sched": ("show or set the scheduling policy", "sched [-l | POLICY [key=value …]]"),
@@ -245,4 +265,6 @@ def register(registry, kernel_getter: Callable[[], object]) -> None:
 
     for name, fn in (("ps", ps), ("sched", sched), ("free", free)):
         registry.register(name, wrap(fn), *HELP[name])
+    registry.register("time", lambda ctx: time_command(ctx, kernel_getter()),
+                      "run a command; report wall time, decode time and tokens", "time COMMAND [ARGS…]")
 

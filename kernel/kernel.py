@@ -103,8 +103,10 @@ class Kernel:
         self._cond = threading.Condition(self._lock)
         self._procs: dict[int, Process] = {}
         self._pids = itertools.count(1)
+        self._last_pid = 0
         self._listeners: list[Listener] = []
         self._owner_acc: dict[int, list[float]] = {}  # pid -> [tokens_in, tokens_out, decode_s]
+        self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}  # what `time` asks after collection
         self.watchdog_events: list[str] = []
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._run_loop, name="aiosh-kernel", daemon=True)
@@ -168,6 +170,7 @@ class Kernel:
             if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")
             pid = next(self._pids)
+            self._last_pid = pid
             group = pgid if pgid is not None else pid
             proc = Process(
                 pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
@@ -286,8 +289,29 @@ class Kernel:
 
     def _reap(self, pid: int) -> Process | None:
         proc = self._procs.pop(pid, None)
-        self._owner_acc.pop(pid, None)
+        acc = self._owner_acc.pop(pid, None)
+        if acc is not None:
+            self._usage_of_reaped[pid] = (int(acc[0]), int(acc[1]), float(acc[2]))
+            while len(self._usage_of_reaped) > 4096:
+                self._usage_of_reaped.pop(next(iter(self._usage_of_reaped)))
         return proc
+
+    def usage(self, pids: range | list[int]) -> tuple[int, int, float]:
+        """Tokens in, tokens out and decode seconds of these pids, live or already collected (for `time`)."""
+        tin = tout = 0
+        dec = 0.0
+        with self._lock:
+            for pid in pids:
+                acc = self._owner_acc.get(pid)
+                got = (acc[0], acc[1], acc[2]) if acc is not None else self._usage_of_reaped.get(pid)
+                if got:
+                    tin, tout, dec = tin + int(got[0]), tout + int(got[1]), dec + float(got[2])
+        return tin, tout, dec
+
+    @property
+    def last_pid(self) -> int:
+        """The highest pid handed out so far (pids grow and are never reused)."""
+        return self._last_pid
 
     # --- signals ----------------------------------------------------------------------------------------------
     def signal(self, target: int, signum: int | str = sig.SIGTERM) -> list[int]:
