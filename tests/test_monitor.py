@@ -348,6 +348,71 @@ async def test_keys_on_fake_kernel():
 
 
 @sync
+async def test_cursor_stays_on_its_agent_when_rows_come_and_go():
+    fake = FakeKernel(2)
+    base = fake.snaps[-1]
+    later = [replace(base, t=base.t + DT * (n + 1), procs=procs) for n, procs in enumerate((
+        tuple(p for p in base.procs if p.pid not in (1, 2)),  # two rows above the cursor are collected
+        tuple(p for p in base.procs if p.pid not in (1, 2)) + (replace(base.procs[0], pid=12, agent="new"),),
+    ))]
+    fake.snaps.append(later[0])
+    app = MonitorApp(fake, interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_true(pilot, lambda: fake.i >= 3)
+        await until_true(pilot, lambda: 5 in app.table.shown_pids)
+        select = app.table.get_row_index("5")
+        app.table.move_cursor(row=select)
+        fake.snaps.append(later[1])  # the next refresh removes 1 and 2 (above the cursor) and adds 12
+        await until_true(pilot, lambda: 12 in app.table.shown_pids)
+        assert 1 not in app.table.shown_pids and app.table.selected_pid == 5
+
+
+async def until_true(pilot, cond, tries: int = 500) -> None:
+    for _ in range(tries):
+        if cond():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError("condition never held")
+
+
+@sync
+async def test_detail_screen_shows_output_and_syscalls():
+    app, fake = fixed_app(3)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, fake)
+        app.table.move_cursor(row=app.table.get_row_index("6"))
+        await pilot.press("enter")
+        await until_true(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+        screen = app.screen
+        assert "Once upon a time" in str(screen.query_one("#output").render())
+        assert screen.query_one("#calls").row_count == 3
+        assert "state T" in str(screen.query_one("#about").render())
+        await pilot.press("s")  # acts on the agent on screen: 6 is stopped, so CONT
+        assert fake.sent[-1] == (6, 18)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.screen_stack[0]
+
+
+def test_run_monitor_runs_the_app_and_puts_signal_handlers_back(monkeypatch):
+    import signal
+
+    from aiosh import monitor
+
+    seen = {}
+
+    def fake_run(self):
+        seen["app"] = self
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a driver might
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(monitor.MonitorApp, "run", fake_run)
+    monitor.run_monitor(FakeKernel(1), interval=2.0)
+    assert seen["app"].interval == 2.0 and seen["app"].log_source is None
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@sync
 async def test_refreshes_never_overlap():
     """A slow collection delays the next one instead of running beside it."""
     import threading

@@ -1,51 +1,70 @@
-"""The header line: the model, threads and GPU layers, the policy, how many agents, uptime, the refresh."""
+"""The header line: the model, threads and GPU layers, how many agents, uptime, the refresh interval."""
 
 from __future__ import annotations
 
 import os
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from aiosh.monitor.collector import HeaderView
 from aiosh.monitor.format import fmt_uptime
 
 
-def render_header(v: HeaderView | None, interval: float, paused: bool) -> Text:
+def render_header(v: HeaderView | None, interval: float, paused: bool, width: int = 200) -> Text:
+    """The line; the model file's name is left out when the line would not fit in `width`."""
+    full = _header(v, interval, paused, with_path=True)
+    return full if full.cell_len <= width else _header(v, interval, paused, with_path=False)
+
+
+def _header(v: HeaderView | None, interval: float, paused: bool, with_path: bool) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     t.append(" aiosh monitor ", style="bold reverse")
     if v is None:
         t.append("  connecting to the kernel…", style="dim")
         return t
-    t.append("  ")
+    t.append(" ")
     t.append(v.model or "model", style="bold")
-    if v.model_path:
+    if v.model_path and with_path:
         t.append(f" ({os.path.basename(v.model_path)})", style="dim")
-    t.append(f"  threads {v.n_threads} · GPU layers {v.n_gpu_layers}", style="")
-    t.append("  policy ", style="dim")
-    t.append(v.policy, style="bold")
-    t.append(f"  agents {v.n_agents}, {v.n_running} running", style="")
-    t.append("  up ", style="dim")
+    t.append(f" · threads {v.n_threads} · GPU layers {v.n_gpu_layers} · ", style="")
+    t.append(f"{v.n_agents} agents, {v.n_running} running", style="")
+    t.append(" · up ", style="dim")
     t.append(fmt_uptime(v.uptime))
-    t.append(f"  every {interval:g} s", style="dim")
+    t.append(f" · every {interval:g} s", style="dim")
     if paused:
         t.append("  PAUSED", style="bold reverse yellow")
     return t
 
 
-class HeaderBar(Static):
+class HeaderBar(Widget):
     DEFAULT_CSS = """
     HeaderBar {
         height: 1;
         background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
-        super().__init__(render_header(None, 0.5, False), id=id)
+        super().__init__(id=id)
         self.view: HeaderView | None = None
+        self.interval = 0.5
+        self.paused = False
+        self._last = render_header(None, self.interval, self.paused)
 
     def show(self, view: HeaderView | None, interval: float, paused: bool) -> None:
         if view is not None:
             self.view = view
-        self.update(render_header(self.view, interval, paused))
+        self.interval, self.paused = interval, paused
+        text = render_header(self.view, self.interval, self.paused, self.size.width or 200)
+        if text != self._last:
+            self._last = text
+            self.refresh()
+
+    def on_resize(self) -> None:
+        self._last = render_header(self.view, self.interval, self.paused, self.size.width or 200)
+
+    def render(self) -> Text:
+        return self._last

@@ -94,10 +94,20 @@ class MemoryPanel(Widget):
         super().__init__(id=id)
         self.border_title = "Memory"
         self.view: MemoryView | None = None
+        self._last = render_memory(None, 40)
 
     def show(self, view: MemoryView) -> None:
         self.view = view
-        self.refresh()
+        text = self._text()
+        if text != self._last:  # an unchanged panel is not drawn again
+            self._last = text
+            self.refresh()
+
+    def _text(self) -> Text:
+        return render_memory(self.view, self.content_region.width or 40)
+
+    def on_resize(self) -> None:
+        self._last = self._text()
 
     def render(self) -> Text:
-        return render_memory(self.view, self.content_region.width or 40)
+        return self._last

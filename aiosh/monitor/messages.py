@@ -34,12 +34,3 @@ class LogText(Message):
 class LogEnded(Message):
     """The log source reached end of file."""
 
-
-class AgentOutcome(Message):
-    """The result of acting on an agent (a signal sent, a nice value set, or why nothing was done)."""
-
-    def __init__(self, pid: int, text: str, ok: bool = True) -> None:
-        super().__init__()
-        self.pid = pid
-        self.text = text
-        self.ok = ok

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from aiosh.monitor.collector import Queue, SchedulerView
 
@@ -75,8 +75,8 @@ def _num(x: object) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 
-class SchedulerPanel(Static):
-    """Renders a SchedulerView; nothing else."""
+class SchedulerPanel(Widget):
+    """Renders a SchedulerView; nothing else (a fixed-size widget: a refresh never needs a new layout)."""
 
     DEFAULT_CSS = """
     SchedulerPanel {
@@ -91,14 +91,28 @@ class SchedulerPanel(Static):
     """
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
-        super().__init__("collecting…", id=id)
+        super().__init__(id=id)
         self.border_title = "Scheduler"
         self.view: SchedulerView | None = None
+        self._last = Text("collecting…", style="dim")
 
     def show(self, view: SchedulerView) -> None:
         self.view = view
-        self.update(render_scheduler(view, max(20, self.content_region.width or 60)))
+        self._redraw()
+
+    def _redraw(self) -> None:
+        text = self._text()
+        if text != self._last:  # an unchanged panel is not drawn again
+            self._last = text
+            self.refresh()
+
+    def _text(self) -> Text:
+        if self.view is None:
+            return Text("collecting…", style="dim")
+        return render_scheduler(self.view, max(20, self.content_region.width or 60))
 
     def on_resize(self) -> None:
-        if self.view is not None:
-            self.update(render_scheduler(self.view, max(20, self.content_region.width)))
+        self._last = self._text()
+
+    def render(self) -> Text:
+        return self._last

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import Sparkline
 
 from aiosh.monitor.collector import HISTORY_S, ThroughputView
 from aiosh.monitor.format import fmt_count, fmt_rate
@@ -33,6 +34,24 @@ def totals_label(v: ThroughputView) -> Text:
     return t
 
 
+class Line(Widget):
+    """One line of text that changes often: a refresh redraws it without a new layout (unlike Static)."""
+
+    DEFAULT_CSS = "Line { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }"
+
+    def __init__(self, text: str = "", *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.text: Text = Text(text, style="dim")
+
+    def set(self, text: Text) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+    def render(self) -> Text:
+        return self.text
+
+
 class ThroughputPanel(Vertical):
     """Renders a ThroughputView: labels and two sparklines (oldest left, now right)."""
 
@@ -45,7 +64,6 @@ class ThroughputPanel(Vertical):
         padding: 0 1;
         height: 100%;
     }
-    ThroughputPanel Static { height: 1; }
     ThroughputPanel #gen-spark { height: 4; }
     ThroughputPanel #gen-spark > .sparkline--max-color { color: $success; }
     ThroughputPanel #gen-spark > .sparkline--min-color { color: $success 25%; }
@@ -61,16 +79,19 @@ class ThroughputPanel(Vertical):
         self.view: ThroughputView | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("collecting…", id="gen-label")
+        yield Line("collecting…", id="gen-label")
         yield Sparkline([], id="gen-spark")
-        yield Static("", id="prompt-label")
+        yield Line("", id="prompt-label")
         yield Sparkline([], id="prompt-spark")
-        yield Static("", id="totals")
+        yield Line("", id="totals")
 
     def show(self, view: ThroughputView) -> None:
         self.view = view
-        self.query_one("#gen-label", Static).update(gen_label(view))
-        self.query_one("#prompt-label", Static).update(prompt_label(view))
-        self.query_one("#totals", Static).update(totals_label(view))
-        self.query_one("#gen-spark", Sparkline).data = list(view.gen_history)
-        self.query_one("#prompt-spark", Sparkline).data = list(view.prompt_history)
+        self.query_one("#gen-label", Line).set(gen_label(view))
+        self.query_one("#prompt-label", Line).set(prompt_label(view))
+        self.query_one("#totals", Line).set(totals_label(view))
+        gen, prompt = self.query_one("#gen-spark", Sparkline), self.query_one("#prompt-spark", Sparkline)
+        if gen.data != list(view.gen_history):
+            gen.data = list(view.gen_history)
+        if prompt.data != list(view.prompt_history):
+            prompt.data = list(view.prompt_history)

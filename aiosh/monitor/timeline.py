@@ -101,13 +101,24 @@ class Timeline(Widget):
         super().__init__(id=id)
         self.border_title = "Timeline"
         self.view: TimelineView | None = None
+        self._last = render_timeline(None, 80)
 
     def show(self, view: TimelineView) -> None:
         self.view = view
-        self.refresh(layout=True)
+        text = self._text()
+        if text != self._last:  # a new layout only when a strip comes or goes
+            layout = text.plain.count("\n") != self._last.plain.count("\n")
+            self._last = text
+            self.refresh(layout=layout)
+
+    def _text(self) -> Text:
+        return render_timeline(self.view, self.content_region.width or 80)
+
+    def on_resize(self) -> None:
+        self._last = self._text()
 
     def render(self) -> Text:
-        return render_timeline(self.view, self.content_region.width or self.size.width)
+        return self._last
 
     def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001 - Textual's signature
         return render_timeline(self.view, width).plain.count("\n") + 1
