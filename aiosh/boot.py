@@ -9,6 +9,7 @@ from typing import Any
 from kernel.config import Config, ConfigError, load_config
 from kernel.model import ModelError
 from kernel.requests import EngineError
+from kernel.storage import StorageError
 
 
 class BootError(Exception):
@@ -41,7 +42,7 @@ def start_kernel(config: Config, *, verbose: bool = False, show_progress: bool |
                       transient=True, console=_stderr_console()) as bar:
             task = bar.add_task("load", total=1.0)
             return Kernel(config, verbose=verbose, progress=lambda v: bar.update(task, completed=v))
-    except (ModelError, EngineError) as exc:
+    except (ModelError, EngineError, StorageError) as exc:
         raise BootError(str(exc), 1) from None
     except ValueError as exc:  # e.g. an unknown scheduling policy named in the config
         raise BootError(f"scheduler.policy: {exc}", 2) from None

@@ -12,12 +12,11 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
-from prompt_toolkit.history import FileHistory
+from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from aiosh.terminal import Pump
@@ -93,16 +92,35 @@ def _matches(prefix: str, pool: Iterable[str]) -> Iterable[Completion]:
             yield Completion(name, start_position=-len(prefix))
 
 
+class StoredHistory(History):
+    """prompt-toolkit history read from and written to the kernel's storage (shared across runs)."""
+
+    def __init__(self, kernel) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def load_history_strings(self) -> Iterable[str]:
+        try:
+            return list(reversed(self.kernel.history_list(5000)))  # newest first, as prompt-toolkit wants
+        except Exception:  # noqa: BLE001 - storage off or unreadable: start with an empty history
+            return []
+
+    def store_string(self, string: str) -> None:
+        try:
+            self.kernel.history_add(string)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 class Repl:
     """Reads lines, runs them in the shell, prints job notices before each prompt."""
 
-    def __init__(self, shell, kernel, pumps: list[Pump], history_file: str) -> None:
+    def __init__(self, shell, kernel, pumps: list[Pump]) -> None:
         self.shell = shell
         self.kernel = kernel
         self.pumps = pumps
-        Path(history_file).parent.mkdir(parents=True, exist_ok=True)
         self.session: PromptSession = PromptSession(
-            history=FileHistory(history_file), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
+            history=StoredHistory(kernel), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
         )
 
     def prompt_text(self) -> str:

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from aiosh import observe
+from aiosh import observe, storage_commands
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
 from aiosh.terminal import Pump
@@ -51,6 +51,7 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
         host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
     )
     observe.register(shell.builtins, lambda: kernel)
+    storage_commands.register(shell.builtins, lambda: kernel)
     return shell
 
 
@@ -80,7 +81,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         if interactive:
             from aiosh.repl import Repl
 
-            status = Repl(shell, kernel, pumps, config.shell.effective_history_file).run()
+            status = Repl(shell, kernel, pumps).run()
             shell.hangup()
         elif ns.command is not None:
             status = shell.run_source(ns.command, filename="-c")

@@ -376,3 +376,12 @@ def memsearch(kernel: Any, args: list[str]) -> str:
 COMMANDS: dict[str, Callable[[Any, list[str], Pipe, Pipe], int]] = {
     "logs": logs, "last": last, "history": history, "memsearch": memsearch,
 }
+
+
+def register(registry: Any, kernel_getter: Callable[[], Any]) -> None:
+    """Add logs/last/history/memsearch to a shell's builtin registry."""
+    for name, fn in COMMANDS.items():
+        def builtin(ctx: Any, fn: Callable[[Any, list[str], Pipe, Pipe], int] = fn) -> int:
+            return fn(kernel_getter(), ctx.args, ctx.stdout, ctx.stderr)
+
+        registry.register(name, builtin, HELP[name], USAGE[name])

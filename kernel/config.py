@@ -221,11 +221,6 @@ class ShellSettings:
     """The interactive shell."""
 
     host_programs: bool = setting(True, BOOL, "Run programs on PATH when no builtin or agent matches.")
-    history_file: str = setting("", PATH, 'Command history; "" = history in the user data dir.')
-
-    @property
-    def effective_history_file(self) -> Path:
-        return Path(self.history_file) if self.history_file else user_data_dir() / "history"
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ class StepRecord:
     decoded: tuple[tuple[int, int], ...]  # (owner pid, request id)
     prefilled: tuple[tuple[int, int, int], ...]  # (owner pid, request id, tokens)
     n_tokens: int
+    sampled: tuple[tuple[int, int], ...] = ()  # (owner pid, request id) of each sequence that got a new token
 
 
 @dataclass(frozen=True)
@@ -492,7 +493,8 @@ class Engine:
         if n_prefill and not decoded:
             est = (t_dec - t0) / n_prefill
             self._prefill_cost_per_token = 0.8 * self._prefill_cost_per_token + 0.2 * est
-        # Sample.
+        # Sample: a generated token is counted when it is sampled (the last one is never decoded).
+        sampled = [(a.req.sched.owner, a.seq.rid) for a in members if a.batch_index >= 0 and a.sampler is not None]
         for act in members:
             self._after_decode(act, t_dec)
         now = time.monotonic()
@@ -518,8 +520,8 @@ class Engine:
                 self._retire(act)
         self._totals["steps"] += 1
         self._totals["prompt"] += n_prefill
-        self._totals["generated"] += len(decoded)
-        rec = StepRecord(self._totals["steps"], now, now - t0, tuple(decoded), tuple(prefilled), n)
+        self._totals["generated"] += len(sampled)
+        rec = StepRecord(self._totals["steps"], now, now - t0, tuple(decoded), tuple(prefilled), n, tuple(sampled))
         self._steps.append(rec)
         for fn in self._step_listeners:
             try:
@@ -637,8 +639,10 @@ class Engine:
             return (_common_prefix(s.tokens, act.prompt), -len(s.tokens) if not s.tokens else 0, -s.last_used)
 
         best = max(idle, key=score)
-        if _common_prefix(best.tokens, act.prompt) == 0:
-            best = min(idle, key=lambda s: (len(s.tokens) > 0, s.last_used))  # keep others' caches
+        if _common_prefix(best.tokens, act.prompt) < MIN_SHARED_PREFIX:
+            # Nothing worth reusing here: take an empty slot, else the least recently used cache, so that an idle
+            # conversation's KV survives for its next turn.
+            best = min(idle, key=lambda s: (len(s.tokens) > 0, s.conversation is not None, s.last_used))
         return best
 
     def _reuse_prefix(self, act: _Active, slot: _Slot) -> None:

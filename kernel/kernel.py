@@ -595,8 +595,11 @@ class Kernel:
         for owner, _rid in rec.decoded:
             a = acc.get(owner)
             if a is not None:
-                a[1] += 1
                 a[2] += share
+        for owner, _rid in rec.sampled:
+            a = acc.get(owner)
+            if a is not None:
+                a[1] += 1
         for owner, _rid, n in rec.prefilled:
             a = acc.get(owner)
             if a is not None:

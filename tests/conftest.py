@@ -7,6 +7,18 @@ import pytest
 from kernel.engine import Engine, EngineSettings
 from kernel.model import Model
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_dirs(tmp_path_factory):
+    """No test reads the real user config or writes the real user database (~/.local/share/aiosh)."""
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("user")
+    mp.setenv("XDG_CONFIG_HOME", str(root / "config"))
+    mp.setenv("XDG_DATA_HOME", str(root / "data"))
+    yield
+    mp.undo()
+
+
 ENGINE_SETTINGS = dict(n_ctx=2048, n_slots=4, kv_cells=8192, batch_tokens=512)
 
 

@@ -74,7 +74,6 @@ def test_user_dirs(monkeypatch, tmp_path):
     assert C.user_config_dir() == tmp_path / "c" / "aiosh"
     assert C.user_data_dir() == tmp_path / "d" / "aiosh"
     assert default_config().storage.effective_path == tmp_path / "d" / "aiosh" / "aiosh.db"
-    assert default_config().shell.effective_history_file == tmp_path / "d" / "aiosh" / "history"
     monkeypatch.delenv("XDG_CONFIG_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -120,8 +119,8 @@ def test_unknown_key_did_you_mean(env):
 
 
 def test_unknown_key_without_close_match_lists_keys(env):
-    write(env["cwd"] / "aiosh.toml", "[storage]\nzzz = 1\n")
-    assert error().endswith("[storage] zzz: unknown key (known: path)")
+    write(env["cwd"] / "aiosh.toml", "[plugins]\nzzz = 1\n")
+    assert error().endswith("[plugins] zzz: unknown key (known: paths)")
 
 
 def test_unknown_section(env):
