@@ -12,6 +12,8 @@ closed (ABBA per round) so that drift on a shared machine falls on both sides; t
 medians over rounds (each round's rates are its tokens over its time), so one disturbed round does not decide.
 
 Prints ONE JSON line on stdout: {"closed_tok_s", "open_tok_s", "slowdown_pct", ...}; progress on stderr.
+`monitor_cpu_ms_per_refresh` (the UI thread's CPU time plus the collections', per refresh) and
+`monitor_cpu_pct_of_one_core` say what the pane costs independently of how busy the machine was.
 """
 
 from __future__ import annotations
@@ -67,21 +69,35 @@ def closed_phase(k: Kernel, n: int, tokens: int, phase: int) -> tuple[float, int
     return time.perf_counter() - t0, k.engine.stats.generated_tokens - g0
 
 
-def open_phase(k: Kernel, n: int, tokens: int, phase: int, interval: float) -> tuple[float, int, int]:
-    async def run() -> tuple[float, int, int]:
+def open_phase(k: Kernel, n: int, tokens: int, phase: int, interval: float) -> tuple[float, int, int, float]:
+    """Returns (seconds, tokens, refreshes, monitor CPU seconds: the UI thread plus the collections)."""
+
+    async def run() -> tuple[float, int, int, float]:
         app = MonitorApp(k, interval=interval)
+        collect_cpu = [0.0]
+        collect = app.collector.collect
+
+        def timed(*args: object, **kwargs: object):  # the collections run on worker threads
+            t = time.thread_time()
+            try:
+                return collect(*args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                collect_cpu[0] += time.thread_time() - t
+
+        app.collector.collect = timed  # type: ignore[method-assign]
         async with app.run_test(size=(140, 45)) as pilot:
             while app.collections < 1:  # the pane is up and has drawn once before the clock starts
                 await pilot.pause(0.05)
-            start = app.collections
+            start, c0, ui0 = app.collections, collect_cpu[0], time.thread_time()
             g0, t0 = k.engine.stats.generated_tokens, time.perf_counter()
             pids = spawn_all(k, n, tokens, phase)
             await asyncio.to_thread(wait_all, k, pids)
             took = time.perf_counter() - t0
             gen = k.engine.stats.generated_tokens - g0
+            cpu = time.thread_time() - ui0 + collect_cpu[0] - c0
             refreshes = app.collections - start
             await pilot.press("q")
-        return took, gen, refreshes
+        return took, gen, refreshes, cpu
 
     return asyncio.run(run())
 
@@ -112,6 +128,7 @@ def main() -> None:
         closed_phase(k, args.agents, min(8, args.tokens), phase=0)  # warm-up: caches, threads, allocator
         rounds: list[dict[str, float]] = []
         refreshes = 0
+        monitor_cpu = open_s = 0.0
         phase = 1
         for r in range(args.rounds):
             sums = {"closed": [0.0, 0], "open": [0.0, 0]}
@@ -119,8 +136,10 @@ def main() -> None:
                 if kind == "closed":
                     took, gen = closed_phase(k, args.agents, args.tokens, phase)
                 else:
-                    took, gen, n = open_phase(k, args.agents, args.tokens, phase, args.interval)
+                    took, gen, n, cpu = open_phase(k, args.agents, args.tokens, phase, args.interval)
                     refreshes += n
+                    monitor_cpu += cpu
+                    open_s += took
                 sums[kind][0] += took
                 sums[kind][1] += gen
                 log(f"round {r + 1} {kind:>6}: {gen} tokens in {took:.2f} s = {gen / took:.1f} tok/s")
@@ -139,7 +158,10 @@ def main() -> None:
             "slowdown_pct": round(median(x["slowdown"] for x in rounds), 2),
             "slowdown_pct_by_round": [round(x["slowdown"], 2) for x in rounds],
             "agents": args.agents, "tokens_per_agent": args.tokens, "rounds": args.rounds,
-            "interval_s": args.interval, "refreshes": refreshes, "cpu_count": os.cpu_count(),
+            "interval_s": args.interval, "refreshes": refreshes,
+            "monitor_cpu_ms_per_refresh": round(1000 * monitor_cpu / max(1, refreshes), 2),
+            "monitor_cpu_pct_of_one_core": round(100 * monitor_cpu / open_s, 2) if open_s else 0.0,
+            "cpu_count": os.cpu_count(),
             "loadavg_1m_at_start": round(load0, 2), "loadavg_1m_at_end": round(load, 2), "quick": args.quick,
         }), flush=True)
     finally:

@@ -509,6 +509,8 @@ async def test_docs_screenshot(tmp_path):
     app, fake = fixed_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, fake)
+        app.interval = 0.5  # as a user runs it (the replay ran fast)
+        app.header_bar.show(None, app.interval, app.paused)
         await pilot.press("down", "down", "down", "down")
         await pilot.pause()
         out = app.save_screenshot("monitor.svg", str(tmp_path))

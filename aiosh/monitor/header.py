@@ -26,7 +26,7 @@ def _header(v: HeaderView | None, interval: float, paused: bool, with_path: bool
     t.append(" ")
     t.append(v.model or "model", style="bold")
     if v.model_path and with_path:
-        t.append(f" ({os.path.basename(v.model_path)})", style="dim")
+        t.append(f" {_model_file(v.model_path)}", style="dim")
     t.append(f" · threads {v.n_threads} · GPU layers {v.n_gpu_layers} · ", style="")
     t.append(f"{v.n_agents} agents, {v.n_running} running", style="")
     t.append(" · up ", style="dim")
@@ -35,6 +35,12 @@ def _header(v: HeaderView | None, interval: float, paused: bool, with_path: bool
     if paused:
         t.append("  PAUSED", style="bold reverse yellow")
     return t
+
+
+def _model_file(path: str) -> str:
+    """The model's file name without '.gguf' (the full path is in ModelInfo and `aiosh.toml`)."""
+    name = os.path.basename(path)
+    return name[:-5] if name.lower().endswith(".gguf") else name
 
 
 class HeaderBar(Widget):
