@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", dest="command", metavar="COMMANDS", help="run COMMANDS and exit")
     p.add_argument("--config", metavar="PATH", help="read settings from PATH (over ./aiosh.toml and the user file)")
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log lines")
+    p.add_argument("--monitor", action="store_true",
+                   help="run SCRIPT or -c COMMANDS with the live monitor open and their output in a log panel")
     p.add_argument("--version", action="version", version=f"aiosh {_version()}")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="a file of aiosh commands")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="$1, $2 … for SCRIPT (or $0 … for -c)")
@@ -47,12 +49,18 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"aiosh: {ns.script}: {exc.strerror or exc}", file=sys.stderr)
                 return 127 if isinstance(exc, FileNotFoundError) else 126
+        if ns.monitor and (ns.command is None and ns.script is None):
+            raise BootError("--monitor: give a SCRIPT or -c COMMANDS (in the shell, use top)", 2)
+        if ns.monitor and not (sys.stdout.isatty() and sys.stdin.isatty()):
+            raise BootError("--monitor: needs a terminal", 2)
         kernel = start_kernel(config, verbose=ns.verbose)
     except BootError as exc:
         print(f"aiosh: {exc}", file=sys.stderr)
         return exc.status
-    from aiosh.session import run_session
+    from aiosh.session import run_monitored, run_session
 
+    if ns.monitor:
+        return run_monitored(kernel, config, ns, source)
     return run_session(kernel, config, ns, source)
 
 

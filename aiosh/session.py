@@ -55,6 +55,66 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
     return shell
 
 
+def register_top(shell: Shell, kernel, pumps: list[Pump]) -> None:
+    """`top`: the monitor full screen over the running kernel; output of agents meanwhile is shown afterwards."""
+
+    def top(ctx) -> int:
+        interval = 0.5
+        args = list(ctx.args)
+        if args[:1] == ["-d"] and len(args) == 2:
+            try:
+                interval = float(args[1])
+            except ValueError:
+                return ctx.usage_error(f"-d: invalid interval '{args[1]}'")
+            if interval <= 0:
+                return ctx.usage_error(f"-d: invalid interval '{args[1]}'")
+        elif args:
+            return ctx.usage_error(f"{args[0]}: unknown option")
+        if not shell.interactive or threading.current_thread() is not threading.main_thread():
+            return ctx.error("needs the interactive terminal (use aiosh --monitor for scripts)")
+        from aiosh.monitor import run_monitor
+
+        for p in pumps:
+            p.hold(True)
+        try:
+            run_monitor(kernel, interval=interval)
+        finally:
+            for p in pumps:
+                p.hold(False)
+        return 0
+
+    shell.builtins.register("top", top, "the live monitor of agents, queues and memory (q returns)", "top [-d SECONDS]")
+
+
+def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
+    """`aiosh --monitor SCRIPT | -c COMMANDS`: the script runs on a thread, its output in the monitor's log panel."""
+    from aiosh.monitor import run_monitor
+
+    log = Pipe("monitor log")
+    text = ns.command if ns.command is not None else source
+    filename = "-c" if ns.command is not None else ns.script
+    shell = make_shell(kernel, config, stdout=log, stderr=log, stdin=None, interactive=False,
+                       argv0=ns.script or "aiosh", args=list(ns.args))
+    result: dict[str, int] = {}
+
+    def run() -> None:
+        try:
+            result["status"] = shell.run_source(text or "", filename=filename)
+        finally:
+            log.write(f"\n[script ended: status {result.get('status', 1)}; press q to leave]\n")
+
+    worker = threading.Thread(target=run, name="aiosh-script", daemon=True)
+    try:
+        worker.start()
+        run_monitor(kernel, log_source=log)
+        if worker.is_alive():
+            shell.hangup()
+            worker.join(10)
+        return result.get("status", 129)
+    finally:
+        kernel.shutdown()
+
+
 def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
     out, err = Pipe("stdout"), Pipe("stderr")
     pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
@@ -81,6 +141,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         if interactive:
             from aiosh.repl import Repl
 
+            register_top(shell, kernel, pumps)
             status = Repl(shell, kernel, pumps).run()
             shell.hangup()
         elif ns.command is not None:

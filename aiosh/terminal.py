@@ -21,6 +21,7 @@ class Pump:
         self.pipe = pipe
         self.which = which
         self.line_mode = False
+        self.holding = False  # while a full-screen app (the monitor) owns the terminal
         self._held = ""
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"aiosh-pump-{which}", daemon=True)
@@ -49,6 +50,9 @@ class Pump:
     def _emit(self, chunk: str) -> None:
         with self._lock:
             text = self._held + chunk
+            if self.holding:
+                self._held = text
+                return
             if self.line_mode:
                 cut = text.rfind("\n") + 1
                 text, self._held = text[:cut], text[cut:]
@@ -69,8 +73,17 @@ class Pump:
         if not on:
             self.flush()
 
+    def hold(self, on: bool) -> None:
+        """Keep output back while another program owns the screen; releasing it shows what came meanwhile."""
+        with self._lock:
+            self.holding = on
+        if not on:
+            self.flush()
+
     def flush(self) -> None:
         with self._lock:
+            if self.holding:
+                return
             text, self._held = self._held, ""
         if text:
             out = self._target()

@@ -135,3 +135,10 @@ def test_sigterm_to_aiosh_hangs_up_jobs_and_exits_143(env, tmp_path):
     rc = p.wait(30)
     assert rc == 143
     assert time.monotonic() - t0 < 15
+
+
+def test_monitor_needs_a_terminal_and_a_script(env, tmp_path):
+    r = aiosh(["--monitor", "-c", "echo x"], env, tmp_path)
+    assert (r.returncode, r.stderr) == (2, "aiosh: --monitor: needs a terminal\n")
+    r = aiosh(["-c", "top"], env, tmp_path)
+    assert r.returncode == 127 or "top" in r.stderr

@@ -18,7 +18,7 @@ def sh(tmp_path):
     env = dict(os.environ)
     env.update(XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"), TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
     child = pexpect.spawn(sys.executable, ["-m", "aiosh.cli"], env=env, cwd=str(tmp_path), encoding="utf-8",
-                          timeout=60, dimensions=(40, 120))
+                          timeout=60, dimensions=(40, 160))
     child.expect(PROMPT)
     yield child
     if child.isalive():
@@ -93,3 +93,32 @@ def test_exit_with_running_jobs_warns_once(sh):
     sh.expect(PROMPT)
     sh.sendline("exit")
     sh.expect(pexpect.EOF, timeout=30)
+
+
+def test_top_opens_the_monitor_and_q_returns_with_jobs_intact(sh):
+    sh.sendline("sleep 30 &")
+    sh.expect(r"\[1\] \d+")
+    sh.sendline("top")
+    sh.expect("sleep 30", timeout=60)  # the agent's row in the monitor
+    import time
+
+    time.sleep(0.5)
+    sh.send("q")
+    sh.expect(r"aiosh\[1\]\$", timeout=30)
+    sh.sendline("jobs")
+    sh.expect(r"\[1\]\+\s+Running\s+sleep 30")
+    sh.sendline("kill %1")
+    sh.expect(PROMPT)
+
+
+def test_monitor_flag_runs_a_script_with_its_output_in_the_log_panel(tmp_path):
+    env = dict(os.environ)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"), TERM="xterm")
+    child = pexpect.spawn(sys.executable, ["-m", "aiosh.cli", "--monitor", "-c", "echo hello-from-script; exit 3"],
+                          env=env, cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(40, 140))
+    child.expect("hello-from-script")
+    child.expect("script ended")
+    child.send("q")
+    child.expect(pexpect.EOF, timeout=30)
+    child.close()
+    assert child.exitstatus == 3
