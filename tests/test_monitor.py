@@ -278,6 +278,11 @@ async def test_keys_on_fake_kernel():
         assert pcts == sorted(pcts, reverse=True) and pcts[0] > 0
         await pilot.press("C")
         assert not table.reverse
+        # the mouse: a header click sorts by that column, a row click moves the cursor to that agent
+        await pilot.click("#agents", offset=(48, 1))  # the %TOK header (after the border and PID … CLASS)
+        assert table.sort_key == "tok_pct" and table.reverse  # the same column again: reversed
+        await pilot.click("#agents", offset=(20, 1 + 1 + table.shown_pids.index(3)))
+        assert table.selected_pid == 3
         await pilot.press("P")
         await pilot.press("slash", "c", "h", "a", "t", "enter")
         assert table.shown_pids == [5, 6, 7, 10, 11]
@@ -392,6 +397,25 @@ async def test_detail_screen_shows_output_and_syscalls():
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen is app.screen_stack[0]
+
+
+@sync
+async def test_scrolling_draws_the_rows_under_the_viewport():
+    fake = FakeKernel(1)
+    sleeper = fake.snaps[0].procs[7]
+    many = tuple(replace(sleeper, pid=100 + n, argv=(f"{n}",)) for n in range(40))
+    fake.snaps = [replace(fake.snaps[0], procs=many)]
+    app = MonitorApp(fake, interval=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_true(pilot, lambda: len(app.table.shown_pids) == 40)
+        await pilot.press("end")
+        await pilot.pause()
+        table = app.table
+        assert table.selected_pid == 139 and table.scroll_offset.y > 0
+        lines = [table.render_line(y).text for y in range(table.size.height)]
+        assert lines[0].split()[0] == "PID▲"  # the header stays on top
+        assert any(line.split()[:1] == ["139"] for line in lines[1:])
+        assert not any(line.split()[:1] == ["100"] for line in lines[1:])  # scrolled out of view
 
 
 def test_run_monitor_runs_the_app_and_puts_signal_handlers_back(monkeypatch):

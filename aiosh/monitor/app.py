@@ -44,7 +44,7 @@ MAIN_ACTIONS = LIST_ACTIONS | {"kill", "stop_continue", "renice", "pause", "slow
 
 # (keys as shown, what they do): the help screen's list; the footer shows the bindings marked show=True.
 KEY_HELP: tuple[tuple[str, str], ...] = (
-    ("↑ ↓ PgUp PgDn", "move the selection (it stays on its agent across refreshes)"),
+    ("↑ ↓ PgUp PgDn", "move the selection (it stays on its agent across refreshes); Home End first, last"),
     ("k", "kill: choose a signal for the selected agent (TERM by default)"),
     ("s", "stop the selected agent (STOP), or continue it if stopped (CONT)"),
     ("n", "renice the selected agent (-20 … 19)"),
