@@ -93,6 +93,9 @@ class MonitorApp(App[None]):
         self.log_source = log_source
         self.interval = max(0.05, float(interval))
         self.collector = Collector(kernel)
+        memory = getattr(kernel, "memory", None)
+        if memory is not None and hasattr(memory, "stats"):
+            self.collector.memory_hook = lambda snap: {p.pid: memory.stats(p.pid).resident_tokens for p in snap.procs}
         self.data: MonitorData | None = None
         self.paused = False
         self.collections = 0  # refreshes rendered (tests wait on this)

@@ -201,7 +201,7 @@ class Collector:
 
     kernel: Any
     rss_reader: Callable[[], int] | None = None  # default: read_rss
-    # Hook for per-agent short-term memory (a later issue): snapshot → {pid: bytes}. None shows a placeholder.
+    # Per-agent short-term memory: snapshot → {pid: tokens held in RAM}. None shows a placeholder.
     memory_hook: Callable[[KernelSnapshot], dict[int, int]] | None = None
     steps: int = SNAPSHOT_STEPS
     _prev: KernelSnapshot | None = None

@@ -70,8 +70,9 @@ def render_memory(v: MemoryView | None, width: int) -> Text:
     if v.short_term is None:
         t.append("— (not in the kernel yet)", style="dim italic")
     else:
-        total = sum(b for _, b in v.short_term)
-        t.append(f"{fmt_bytes(total)} in {len(v.short_term)} agents")
+        total = sum(n for _, n in v.short_term)
+        holders = sum(1 for _, n in v.short_term if n)
+        t.append(f"{total} tokens in {holders} agents")
     return t
 
 
