@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from aiosh import observe, storage_commands
+from aiosh import observe, storage_commands, tool_commands
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
 from aiosh.terminal import Pump
@@ -52,6 +52,7 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
     )
     observe.register(shell.builtins, lambda: kernel)
     storage_commands.register(shell.builtins, lambda: kernel)
+    tool_commands.register(shell.builtins, lambda: kernel)
     return shell
 
 

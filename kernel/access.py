@@ -49,9 +49,20 @@ class AccessManager:
 
     def check(self, pid: int, capability: str, detail: str = "") -> bool:
         with self._lock:
-            allowed = capability in self._grants.get(pid, ())
+            allowed = capability in self._grants.get(pid, ()) or capability.startswith(self.default_allow)
         self._record(pid, capability, "allow" if allowed else "deny", detail)
         return allowed
+
+    default_allow: tuple[str, ...] = ("tool:", "read:", "write:")  # until capabilities and policies come
+
+    def record(self, pid: int, capability: str, decision: str, detail: str = "") -> None:
+        """Audit a decision taken elsewhere (a path refused before any capability applies)."""
+        self._record(pid, capability, decision, detail)
+
+    async def confirm(self, pid: int, agent: str, capability: str, text: str) -> bool:
+        """Ask before an irreversible action (until confirmations come: refused, as in batch mode)."""
+        self._record(pid, capability, "deny", "no one to ask: " + text)
+        return False
 
     def _record(self, pid: int, capability: str, decision: str, detail: str) -> None:
         if self._audit is not None:

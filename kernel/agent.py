@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from kernel.memory import AgentMemory
 from kernel.proc import Process, SyscallRecord
 from kernel.requests import GenRequest, GenResult, SamplingParams
 from kernel.streams import Pipe
+from kernel.tools import ToolError
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -352,6 +354,34 @@ class AgentContext:
                     break
                 remaining -= time.monotonic() - t0
         self._finish(rec, "ok")
+
+    async def tool(self, name: str, /, **args: object) -> object:
+        """Call a tool: access-checked, arguments validated against its schema, run in a thread under its timeout.
+
+        Returns its result; raises ToolError (unknown tool, bad arguments, the tool failed or timed out) or
+        PermissionError (a capability this agent lacks, a path outside its working folder, a refused
+        confirmation). Recorded as a syscall of kind "tool"."""
+        await self._gate()
+        try:
+            detail = f"{name} {json.dumps(args, ensure_ascii=False, default=str)}"
+        except (TypeError, ValueError):
+            detail = f"{name} {args!r}"
+        rec = self._record("tool", detail)
+        rec.t_started = time.time()
+        try:
+            async with self._blocking("tool"):
+                value = await self._kernel.tools.call(self, name, dict(args))
+        except PermissionError as exc:
+            self._finish(rec, f"denied: {exc}")
+            raise
+        except ToolError as exc:
+            self._finish(rec, f"error: {exc}")
+            raise
+        except asyncio.CancelledError:
+            self._finish(rec, "cancelled")
+            raise
+        self._finish(rec, "ok")
+        return value
 
     async def run_blocking(self, fn: Callable[..., object], *args: object, kind: str = "tool") -> object:
         """Run blocking work in the kernel's thread pool, never on the loop all agents share."""

@@ -31,6 +31,7 @@ from kernel.requests import SchedInfo
 from kernel.scheduler import Policy, load_policy
 from kernel.storage import Storage, open_storage
 from kernel.streams import Pipe
+from kernel.tools import ToolManager, ToolSpec
 
 SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
@@ -97,6 +98,7 @@ class Kernel:
         self.engine.scheduler.boost_after_s = c.scheduler.boost_after_s
         self.engine.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
+        self.tools = ToolManager(self)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
         self.started_at = time.time()
         self._lock = threading.RLock()
@@ -510,6 +512,10 @@ class Kernel:
     # --- observation ------------------------------------------------------------------------------------------
     def agent_types(self) -> dict[str, AgentSpec]:
         return self.agents.all()
+
+    def tool_types(self) -> dict[str, ToolSpec]:
+        """The tools agents can call (built-in, user folders, entry points), by name."""
+        return self.agents.tools()
 
     def ps(self) -> list[ProcInfo]:
         stats = self.engine.stats

@@ -1,7 +1,9 @@
-"""Plugin discovery: agents (and later tools) from `plugins/`, the user's plugin folders and entry points.
+"""Plugin discovery: agents and tools from `plugins/`, the user's plugin folders and entry points.
 
-Folders are scanned again on each lookup of a name not yet known, so an agent dropped into a plugin folder works
-without reinstalling or restarting. A plugin that fails to import is reported in one line and skipped; it never
+A user plugin folder (`plugins.paths`) is scanned with its `agents/` and `tools/` subfolders; any module may hold
+agents (`@agent`) and tools (`@tool`). An entry point of the `aiosh.plugins` group may name a module, an AgentSpec
+or a ToolSpec. Folders are scanned again when a file in them changed, so an agent or tool dropped into a plugin
+folder works without reinstalling or restarting. A plugin that fails to import is reported in one line and skipped; it never
 takes the kernel down.
 """
 
@@ -19,9 +21,11 @@ from pathlib import Path
 from types import ModuleType
 
 from kernel.agent import AgentSpec
+from kernel.tools import ToolSpec
 
 ENTRY_POINT_GROUP = "aiosh.plugins"
-BUILTIN_PACKAGES = ("plugins.agents",)
+BUILTIN_PACKAGES = ("plugins.agents", "plugins.tools")
+USER_SUBFOLDERS = ("agents", "tools")
 
 
 @dataclass
@@ -29,13 +33,22 @@ class PluginSet:
     agents: dict[str, AgentSpec] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # one line per plugin that failed to load
     origins: dict[str, str] = field(default_factory=dict)  # agent name -> where it came from
+    tools: dict[str, ToolSpec] = field(default_factory=dict)
+    tool_origins: dict[str, str] = field(default_factory=dict)  # tool name -> where it came from
+
+
+def _add(value: object, found: PluginSet, origin: str) -> None:
+    if isinstance(value, AgentSpec) and value.name not in found.agents:
+        found.agents[value.name] = value
+        found.origins[value.name] = origin
+    elif isinstance(value, ToolSpec) and value.name not in found.tools:
+        found.tools[value.name] = value
+        found.tool_origins[value.name] = origin
 
 
 def _collect(module: ModuleType, found: PluginSet, origin: str) -> None:
     for value in vars(module).values():
-        if isinstance(value, AgentSpec) and value.name not in found.agents:
-            found.agents[value.name] = value
-            found.origins[value.name] = origin
+        _add(value, found, origin)
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -53,7 +66,7 @@ def _user_files(paths: Iterable[str]) -> list[Path]:
     files: list[Path] = []
     for p in paths:
         folder = Path(p).expanduser()
-        for sub in (folder, folder / "agents"):
+        for sub in (folder, *(folder / name for name in USER_SUBFOLDERS)):
             if sub.is_dir():
                 files.extend(sorted(f for f in sub.glob("*.py") if not f.name.startswith("_")))
     return files
@@ -91,14 +104,14 @@ def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
             continue
         if isinstance(obj, ModuleType):
             _collect(obj, found, f"entry point {ep.name}")
-        elif isinstance(obj, AgentSpec) and obj.name not in found.agents:
-            found.agents[obj.name] = obj
-            found.origins[obj.name] = f"entry point {ep.name}"
+        else:
+            _add(obj, found, f"entry point {ep.name}")
     return found
 
 
 class AgentRegistry:
-    """The agent types the kernel can spawn; rescans when a plugin folder changed (a file added or edited).
+    """The agent types the kernel can spawn and the tools agents can call; rescans when a plugin folder changed
+    (a file added or edited).
 
     The shell asks for the agent names on every command it resolves, so the check must be cheap: it compares the
     modification times of the plugin folders and their files, and only then imports again.
@@ -114,7 +127,7 @@ class AgentRegistry:
         stamps = []
         for p in self.extra_paths:
             folder = Path(p).expanduser()
-            for sub in (folder, folder / "agents"):
+            for sub in (folder, *(folder / name for name in USER_SUBFOLDERS)):
                 try:
                     stamps.append((str(sub), sub.stat().st_mtime_ns))
                 except OSError:
@@ -141,6 +154,16 @@ class AgentRegistry:
 
     def all(self) -> dict[str, AgentSpec]:
         return dict(self._fresh().agents)
+
+    def tool(self, name: str) -> ToolSpec | None:
+        return self._fresh().tools.get(name)
+
+    def tools(self) -> dict[str, ToolSpec]:
+        return dict(self._fresh().tools)
+
+    def tool_origin(self, name: str) -> str:
+        """Where a tool came from: its module, a plugin file, or an entry point."""
+        return self._fresh().tool_origins.get(name, "")
 
     @property
     def errors(self) -> list[str]:

@@ -1,0 +1,145 @@
+"""Shell commands about tools and access control: `tools` and `audit`.
+
+Each is a function `fn(kernel, args) -> text` that raises `UsageError` for bad arguments; `register` adds them to
+a shell's builtin registry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kernel.tools import describe_signature
+
+__all__ = ["HELP", "UsageError", "audit", "register", "tools"]
+
+HELP = {
+    "tools": ("list the tools agents can call, with their arguments", "tools [-l] [NAME...]"),
+    "audit": ("access decisions (allowed, denied, asked and the answer), newest last",
+              "audit [-n N] [--all] [--pid PID]"),
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def _flags(spec: Any) -> str:
+    out = []
+    if spec.irreversible:
+        out.append("irreversible")
+    return ",".join(out)
+
+
+def tools(kernel: Any, args: list[str]) -> str:
+    """`tools`: one line per tool (signature, description); `tools NAME` or `-l`: everything, schema included."""
+    long = False
+    names: list[str] = []
+    for a in args:
+        if a in ("-l", "--long"):
+            long = True
+        elif a.startswith("-") and a != "-":
+            raise UsageError(f"{a}: unknown option")
+        else:
+            names.append(a)
+    specs = kernel.tool_types()
+    for n in names:
+        if n not in specs:
+            raise UsageError(f"{n}: no such tool")
+    chosen = [specs[n] for n in names] if names else [specs[n] for n in sorted(specs)]
+    if not chosen:
+        return "no tools\n"
+    lines: list[str] = []
+    if names or long:
+        for spec in chosen:
+            lines.append(describe_signature(spec))
+            lines.append(f"  {spec.description}")
+            flags = _flags(spec)
+            lines.append(f"  timeout {spec.timeout:g} s, at most {spec.concurrency} at once"
+                         + (f", {flags} (asks before each call)" if flags else "")
+                         + f"; from {kernel.agents.tool_origin(spec.name) or spec.module}")
+            schema = json.dumps(spec.parameters, indent=2, ensure_ascii=False)
+            lines.extend("  " + ln for ln in schema.splitlines())
+            lines.append("")
+        return "\n".join(lines).rstrip("\n") + "\n"
+    sigs = [describe_signature(s) + (f"  [{_flags(s)}]" if _flags(s) else "") for s in chosen]
+    width = min(max(len(s) for s in sigs), 60)
+    for sig, spec in zip(sigs, chosen):
+        desc = re.split(r"(?<=[a-z0-9)])\. ", spec.description)[0].rstrip(".")
+        desc = desc if len(desc) <= 70 else desc[:69].rstrip() + "…"
+        if len(sig) > width:
+            lines.append(sig)
+            lines.append(" " * (width + 2) + desc)
+        else:
+            lines.append(f"{sig:<{width}}  {desc}")
+    return "\n".join(lines) + "\n"
+
+
+def _int(opt: str, value: str | None) -> int:
+    try:
+        n = int(value or "")
+    except ValueError:
+        raise UsageError(f"{opt}: '{value or ''}': not a number") from None
+    if n < 1:
+        raise UsageError(f"{opt}: '{value}': must be at least 1")
+    return n
+
+
+def audit(kernel: Any, args: list[str]) -> str:
+    """`audit [-n N] [--all] [--pid PID]`: the last N access decisions (this run, or every run with --all)."""
+    n, every, pid = 20, False, None
+    rest = list(args)
+    while rest:
+        a = rest.pop(0)
+        if a == "-n" or a.startswith("-n") and len(a) > 2:
+            n = _int("-n", a[2:] if len(a) > 2 else (rest.pop(0) if rest else None))
+        elif a == "--all":
+            every = True
+        elif a == "--pid" or a.startswith("--pid="):
+            pid = _int("--pid", a.split("=", 1)[1] if "=" in a else (rest.pop(0) if rest else None))
+        else:
+            raise UsageError(f"{a}: unknown argument")
+    rows = kernel.access.recent(n, pid=pid) if not every else None
+    storage = kernel.storage
+    if every or (not rows and storage.enabled):
+        where, params = [], []
+        if not every:
+            where.append("a.run = ?")
+            params.append(storage.run)
+        if pid is not None:
+            where.append("a.pid = ?")
+            params.append(pid)
+        sql = ("SELECT a.run, a.t, a.pid, a.capability, a.decision, a.detail, p.agent FROM audit a "
+               "LEFT JOIN processes p ON p.run = a.run AND p.pid = a.pid"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.id DESC LIMIT ?")
+        rows = list(reversed(storage.query(sql, (*params, n))))
+    if not rows:
+        return "no access decisions yet\n"
+    lines = [f"{'TIME':<8}  {'RUN:PID':>8}  {'AGENT':<10}  {'DECISION':<8}  {'CAPABILITY':<24}  DETAIL"]
+    for r in rows:
+        who = f"{r.get('run', storage.run)}:{r['pid']}"
+        lines.append(f"{time.strftime('%H:%M:%S', time.localtime(r['t'])):<8}  {who:>8}  "
+                     f"{(r.get('agent') or '-')[:10]:<10}  {r['decision']:<8}  {r['capability'][:40]:<24}  "
+                     f"{(r.get('detail') or '')[:100]}")
+    return "\n".join(lines) + "\n"
+
+
+def register(registry: Any, kernel_getter: Callable[[], Any]) -> None:
+    """Add `tools` (and `audit`, once the kernel keeps an audit log in RAM) to a shell's builtin registry."""
+
+    def wrap(fn: Callable[[Any, list[str]], str]) -> Callable[[Any], int]:
+        def builtin(ctx: Any) -> int:
+            try:
+                ctx.write(fn(kernel_getter(), list(ctx.args)))
+            except UsageError as exc:
+                return ctx.usage_error(str(exc))
+            return 0
+
+        return builtin
+
+    registry.register("tools", wrap(tools), *HELP["tools"])
+    if hasattr(kernel_getter().access, "recent"):
+        registry.register("audit", wrap(audit), *HELP["audit"])

@@ -1,0 +1,520 @@
+"""The tool manager: tools are plugins (typed Python functions) that agents call through the kernel.
+
+A tool is a function with type hints and a docstring, registered with `@tool(...)`:
+
+    from kernel.tools import ToolContext, tool
+
+    @tool(name="read_file", timeout=5, paths={"path": "read"})
+    def read_file(ctx: ToolContext, path: str, max_chars: int = 20000) -> str:
+        '''Read a text file in the working folder.
+
+        Args:
+            path: the file, relative to the working folder
+            max_chars: return at most this many characters
+        '''
+        with open(ctx.path(path, "read"), encoding="utf-8", errors="replace") as f:
+            return f.read(max_chars)
+
+Its JSON schema comes from the signature (str, int, float, bool, list[X], dict, Literal[...], Optional[X];
+a parameter with a default is not required) and the docstring (the first paragraph describes the tool, an
+`Args:` section its parameters). A first parameter annotated `ToolContext` (or named `ctx`) receives the call's
+context: the calling agent's pid and working folder, `ctx.path(p, mode)` to confine and access-check a path,
+`ctx.search_memory(...)`, and `ctx.cancelled` (set when the call timed out).
+
+An agent calls `await ctx.tool(name, **args)`. The kernel checks the `tool:NAME` capability, validates the
+arguments against the schema (a wrong type, a missing or an unknown argument is a `ToolError` with one line),
+pre-checks the path arguments the tool declares (`paths=`), asks the user to confirm an irreversible tool, then
+runs it on a thread of its own under its timeout and per-tool concurrency limit, and records the call as a
+syscall of kind "tool". A tool that raises ends the call with `ToolError`; one that hangs times out and its
+thread is abandoned (it keeps its concurrency slot until it really ends, so a tool that always hangs can only
+ever hold `concurrency` threads): neither stalls the kernel or other agents. A `PermissionError` (a denied
+capability, a path outside the working folder) reaches the agent as `PermissionError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import re
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from kernel.agent import AgentContext
+    from kernel.kernel import Kernel
+
+__all__ = ["ToolContext", "ToolError", "ToolManager", "ToolSpec", "describe_signature", "tool", "type_name",
+           "validate_args"]
+
+MAX_STRING = 4000  # maxLength of a string argument in the grammar the model samples with (see call_tool)
+
+
+class ToolError(Exception):
+    """A tool call that could not be made or failed; the message is one line that names the tool."""
+
+
+# ── declaring a tool ────────────────────────────────────────────────────────────────────────────────────────
+
+@dataclass
+class ToolSpec:
+    """What the kernel knows about a tool before calling it."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str = ""
+    parameters: dict = field(default_factory=dict)  # JSON schema of the arguments (an object)
+    irreversible: bool = False  # asks the user (y/N) before each call
+    timeout: float = 10.0
+    concurrency: int = 4  # calls of this tool running at once (over all agents)
+    paths: dict[str, str] = field(default_factory=dict)  # argument -> "read" | "write": checked before running
+    ctx_param: str | None = None  # the parameter that receives the ToolContext
+    module: str = ""
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly (for tests and for reuse in other tools)."""
+        return self.fn(*args, **kwargs)
+
+
+def tool(
+    name: str | Callable[..., Any] | None = None, *, description: str = "", irreversible: bool = False,
+    timeout: float = 10.0, concurrency: int = 4, paths: dict[str, str] | None = None,
+) -> Any:
+    """Decorator: turn a typed function into a ToolSpec that plugin discovery finds.
+
+    `@tool` alone names the tool after the function; `@tool(name="x", irreversible=True, timeout=5,
+    concurrency=1, paths={"path": "write"})` sets the rest.
+    """
+    if callable(name):
+        return tool()(name)
+    if timeout <= 0:
+        raise ValueError("tool timeout must be > 0")
+    if concurrency < 1:
+        raise ValueError("tool concurrency must be ≥ 1")
+
+    def wrap(fn: Callable[..., Any]) -> ToolSpec:
+        tool_name = name or fn.__name__
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", tool_name):
+            raise ValueError(f"tool name {tool_name!r}: letters, digits, _ . - only")
+        summary, arg_docs = _parse_docstring(fn.__doc__ or "")
+        params, ctx_param = _schema_of(fn, tool_name, arg_docs)
+        for arg, mode in (paths or {}).items():
+            if arg not in params["properties"] or mode not in ("read", "write"):
+                raise ValueError(f"tool {tool_name}: paths: {arg!r} must be a parameter, mode 'read' or 'write'")
+        return ToolSpec(
+            name=tool_name, fn=fn, description=description or summary, parameters=params,
+            irreversible=irreversible, timeout=float(timeout), concurrency=int(concurrency),
+            paths=dict(paths or {}), ctx_param=ctx_param, module=fn.__module__,
+        )
+
+    return wrap
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """(the first paragraph, {arg: description}) from a Google-style docstring."""
+    text = inspect.cleandoc(doc)
+    paras = re.split(r"\n\s*\n", text, maxsplit=1)
+    summary = " ".join(paras[0].split()) if paras and paras[0] else ""
+    if re.match(r"(Args|Arguments|Parameters):", summary):
+        summary = ""
+    args: dict[str, str] = {}
+    in_args = False
+    current: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if re.fullmatch(r"(Args|Arguments|Parameters):", stripped):
+            in_args, current = True, None
+            continue
+        if not in_args:
+            continue
+        if not stripped:
+            current = None
+            continue
+        if not line.startswith((" ", "\t")) and stripped.endswith(":"):
+            in_args = False  # the next section (Returns:, Raises: …)
+            continue
+        m = re.match(r"(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)", stripped)
+        if m and (current is None or len(line) - len(line.lstrip()) <= _indent_of_args(text)):
+            current = m.group(1).lstrip("*")
+            args[current] = m.group(3).strip()
+        elif current is not None:
+            args[current] = (args[current] + " " + stripped).strip()
+    return summary, args
+
+
+def _indent_of_args(text: str) -> int:
+    """The indentation of the first entry under `Args:` (continuation lines are indented deeper)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"\s*(Args|Arguments|Parameters):\s*", line):
+            for nxt in lines[i + 1:]:
+                if nxt.strip():
+                    return len(nxt) - len(nxt.lstrip())
+    return 0
+
+
+def _type_schema(tp: Any, where: str) -> dict:
+    """JSON schema of one Python type annotation (the subset a model can fill in)."""
+    origin = typing.get_origin(tp)
+    targs = typing.get_args(tp)
+    if tp is str:
+        return {"type": "string"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is dict or origin is dict:
+        return {"type": "object"}
+    if tp is list or origin in (list, tuple) and (origin is list or (len(targs) == 2 and targs[1] is Ellipsis)):
+        item = targs[0] if targs else str
+        return {"type": "array", "items": _type_schema(item, where)}
+    if origin is Literal:
+        values = list(targs)
+        kinds = {type(v) for v in values}
+        if kinds <= {str}:
+            return {"type": "string", "enum": values}
+        if kinds <= {int}:
+            return {"type": "integer", "enum": values}
+        raise TypeError(f"{where}: Literal values must be all strings or all integers")
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in targs if a is not type(None)]
+        if len(rest) == 1 and len(targs) == 2:
+            return {"anyOf": [_type_schema(rest[0], where), {"type": "null"}]}
+        return {"anyOf": [_type_schema(a, where) if a is not type(None) else {"type": "null"} for a in targs]}
+    raise TypeError(f"{where}: unsupported type {tp!r} (str, int, float, bool, list[...], dict, Literal, Optional)")
+
+
+def _schema_of(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str]) -> tuple[dict, str | None]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"tool {tool_name}: cannot read its type hints: {exc}") from None
+    props: dict[str, dict] = {}
+    required: list[str] = []
+    ctx_param: str | None = None
+    for i, (pname, p) in enumerate(inspect.signature(fn).parameters.items()):
+        hint = hints.get(pname, inspect.Parameter.empty)
+        if i == 0 and (hint is ToolContext or pname == "ctx"):
+            ctx_param = pname
+            continue
+        where = f"tool {tool_name}: parameter {pname}"
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise TypeError(f"{where}: *args, **kwargs and positional-only parameters are not supported")
+        if hint is inspect.Parameter.empty:
+            raise TypeError(f"{where}: needs a type hint")
+        schema = _type_schema(hint, where)
+        if arg_docs.get(pname):
+            schema["description"] = arg_docs[pname]
+        if p.default is p.empty:
+            required.append(pname)
+        else:
+            try:
+                json.dumps(p.default)
+                schema["default"] = p.default
+            except (TypeError, ValueError):
+                pass
+        props[pname] = schema
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}, ctx_param
+
+
+# ── validation ──────────────────────────────────────────────────────────────────────────────────────────────
+
+_JSON_TYPE = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+              "array": "a list", "object": "an object", "null": "null"}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _want(schema: dict) -> str:
+    if "anyOf" in schema:
+        return " or ".join(_want(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    t = schema.get("type", "")
+    if t == "array":
+        return f"a list of {_want(schema.get('items', {})).removeprefix('a ').removeprefix('an ')}s"
+    return _JSON_TYPE.get(t, t)
+
+
+def _check(value: Any, schema: dict, where: str) -> Any:
+    """The value if it matches the schema (ints widened to float for numbers), else ValueError(one line)."""
+    if "anyOf" in schema:
+        for alt in schema["anyOf"]:
+            try:
+                return _check(value, alt, where)
+            except ValueError:
+                continue
+        raise ValueError(f"{where}: expected {_want(schema)}, got {_type_name(value)}")
+    t = schema.get("type")
+    ok = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "array": lambda v: isinstance(v, list | tuple),
+        "object": lambda v: isinstance(v, dict),
+        "null": lambda v: v is None,
+    }.get(t or "", lambda v: True)
+    if not ok(value):
+        raise ValueError(f"{where}: expected {_want(schema)}, got {_type_name(value)} {_short(value)}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise ValueError(f"{where}: expected {_want(schema)}, got {_short(value)}")
+    if t == "number":
+        return float(value)
+    if t == "array":
+        items = schema.get("items", {})
+        return [_check(v, items, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate_args(spec: ToolSpec, args: dict[str, Any]) -> dict[str, Any]:
+    """Arguments checked against the tool's schema; ToolError (one line naming the tool) when they do not fit."""
+    props = spec.parameters.get("properties", {})
+    unknown = [k for k in args if k not in props]
+    if unknown:
+        takes = ", ".join(props) or "no arguments"
+        raise ToolError(f"{spec.name}: unknown argument {unknown[0]!r} (takes: {takes})")
+    missing = [k for k in spec.parameters.get("required", []) if k not in args]
+    if missing:
+        raise ToolError(f"{spec.name}: missing argument {missing[0]!r} ({describe_signature(spec)})")
+    out: dict[str, Any] = {}
+    for k, v in args.items():
+        try:
+            out[k] = _check(v, props[k], k)
+        except ValueError as exc:
+            raise ToolError(f"{spec.name}: {exc}") from None
+    return out
+
+
+def type_name(schema: dict) -> str:
+    """A schema's type in a word or two: string, integer, number, boolean, list[string], object, "a"|"b", X|null."""
+    if "anyOf" in schema:
+        return "|".join(type_name(s) for s in schema["anyOf"])
+    if "enum" in schema:
+        return "|".join(json.dumps(v) for v in schema["enum"])
+    t = schema.get("type", "any")
+    if t == "array":
+        return f"list[{type_name(schema.get('items', {}))}]"
+    return str(t)
+
+
+def describe_signature(spec: ToolSpec) -> str:
+    """`name(a: string, b?: integer = 3)`: the schema in one line (for `tools` and error messages)."""
+    props = spec.parameters.get("properties", {})
+    req = set(spec.parameters.get("required", []))
+    parts = []
+    for k, s in props.items():
+        want = type_name(s)
+        text = f"{k}: {want}" if k in req else f"{k}?: {want}"
+        if "default" in s:
+            text += f" = {json.dumps(s['default'])}"
+        parts.append(text)
+    return f"{spec.name}({', '.join(parts)})"
+
+
+# ── the context a tool runs with ────────────────────────────────────────────────────────────────────────────
+
+class ToolContext:
+    """What a running tool knows of its caller; methods are safe to call from the tool's thread."""
+
+    def __init__(self, manager: ToolManager, spec: ToolSpec, pid: int, agent: str, cwd: str,
+                 conversations: list[str]) -> None:
+        self._manager = manager
+        self.tool = spec.name
+        self.pid = pid
+        self.agent = agent
+        self.cwd = os.path.realpath(cwd)
+        self.cancelled = threading.Event()  # set when the call timed out: a long tool may stop early
+        self._conversations = conversations
+        self._checked: set[tuple[str, str]] = set()
+
+    def path(self, path: str, mode: Literal["read", "write"] = "read") -> str:
+        """The real path of `path` inside the working folder, if this agent may `mode` it; else PermissionError.
+
+        Refused: absolute paths, `..` escapes, symlinks (anywhere on the way) that lead outside the folder, and
+        paths the agent's `read:`/`write:` capabilities do not cover. Every answer is audited."""
+        if mode not in ("read", "write"):
+            raise ValueError(f"mode must be 'read' or 'write', not {mode!r}")
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise ToolError(f"{self.tool}: invalid path {path!r}")
+        access = self._manager.kernel.access
+        if os.path.isabs(path) or path.startswith("~"):
+            access.record(self.pid, f"{mode}:{path}", "deny", f"{self.tool}: absolute path")
+            raise PermissionError(f"{self.tool}: {path}: absolute paths are refused (use a path relative to the "
+                                  "working folder)")
+        real = os.path.realpath(os.path.join(self.cwd, path))
+        if real != self.cwd and not real.startswith(self.cwd.rstrip(os.sep) + os.sep):
+            access.record(self.pid, f"{mode}:{path}", "deny", f"{self.tool}: outside the working folder")
+            raise PermissionError(f"{self.tool}: {path}: outside the working folder")
+        if (real, mode) in self._checked:
+            return real
+        if not access.check(self.pid, f"{mode}:{real}", f"{self.tool} {path}"):
+            raise PermissionError(f"{mode}:{path}: {self.agent}[{self.pid}] may not {mode} {path}")
+        self._checked.add((real, mode))
+        return real
+
+    def search_memory(self, query: str, limit: int = 5) -> list:
+        """Full-text search over the calling agent's own memory and messages (SearchHit rows, best first)."""
+        mm = self._manager.kernel.memory
+        if mm.storage.enabled:
+            return mm.storage.search(query, pid=self.pid, conversations=self._conversations, limit=limit)
+        return mm.local_search(self.pid, query, limit)
+
+
+# ── the manager ─────────────────────────────────────────────────────────────────────────────────────────────
+
+class ToolManager:
+    """Looks tools up (through the plugin registry), checks and runs calls. `call` runs on the kernel loop."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._running: dict[str, int] = {}  # threads of each tool that have not ended (timed-out ones included)
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> ToolSpec | None:
+        return self.kernel.agents.tool(name)
+
+    def all(self) -> dict[str, ToolSpec]:
+        return self.kernel.agents.tools()
+
+    def running(self, name: str) -> int:
+        with self._lock:
+            return self._running.get(name, 0)
+
+    async def call(self, ctx: AgentContext, name: str, args: dict[str, Any]) -> Any:
+        """Check, confirm and run one call on behalf of `ctx`'s agent; the result, or ToolError/PermissionError."""
+        spec = self.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise ToolError(f"{name}: no such tool")
+        access = self.kernel.access
+        pid, agent = ctx.pid, ctx._proc.agent
+        if not access.check(pid, f"tool:{name}", _short_args(args)):
+            raise PermissionError(f"tool:{name}: {agent}[{pid}] may not call {name}")
+        clean = validate_args(spec, args)
+        tctx = ToolContext(self, spec, pid, agent, ctx.cwd, self.kernel.context.conversations_of(pid))
+        for arg, mode in spec.paths.items():
+            if clean.get(arg) is not None:
+                tctx.path(clean[arg], mode)  # PermissionError before anyone is asked or anything runs
+        if spec.irreversible:
+            text = f"{agent}[{pid}] wants to run {name}({_short_args(clean, 120)}). Allow?"
+            async with ctx._blocking("user"):
+                yes = await access.confirm(pid, agent, f"tool:{name}", text)
+            if not yes:
+                raise PermissionError(f"tool:{name}: not confirmed ({name} is irreversible)")
+        return await self._run(spec, tctx, clean)
+
+    async def _run(self, spec: ToolSpec, tctx: ToolContext, args: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        sem = self._sems.get(spec.name)
+        if sem is None:
+            sem = self._sems[spec.name] = asyncio.Semaphore(spec.concurrency)
+        deadline = time.monotonic() + spec.timeout
+        kwargs = dict(args)
+        if spec.ctx_param:
+            kwargs[spec.ctx_param] = tctx
+        try:
+            await asyncio.wait_for(sem.acquire(), spec.timeout)
+        except TimeoutError:
+            raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s waiting for a free slot "
+                            f"({self.running(spec.name)} calls still running)") from None
+        if spec.is_async:
+            try:
+                return await asyncio.wait_for(spec.fn(**kwargs), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                tctx.cancelled.set()
+                raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s") from None
+            except PermissionError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a tool's bug is the call's error
+                raise _as_tool_error(spec.name, exc) from None
+            finally:
+                sem.release()
+        fut: asyncio.Future = loop.create_future()
+        with self._lock:
+            self._running[spec.name] = self._running.get(spec.name, 0) + 1
+
+        def done(outcome: tuple[bool, Any]) -> None:  # on the loop
+            sem.release()
+            if not fut.done():
+                fut.set_result(outcome)
+
+        def work() -> None:
+            try:
+                outcome: tuple[bool, Any] = (True, spec.fn(**kwargs))
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                outcome = (False, exc)
+            with self._lock:
+                self._running[spec.name] -= 1
+            try:
+                loop.call_soon_threadsafe(done, outcome)
+            except RuntimeError:  # the kernel loop is gone (shutdown)
+                pass
+
+        try:
+            threading.Thread(target=work, name=f"aiosh-tool-{spec.name}", daemon=True).start()
+        except BaseException:
+            sem.release()
+            with self._lock:
+                self._running[spec.name] -= 1
+            raise
+        try:
+            ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            tctx.cancelled.set()  # the thread is abandoned; it keeps its slot until it really ends
+            raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s") from None
+        if ok:
+            return value
+        if isinstance(value, PermissionError):
+            raise value
+        raise _as_tool_error(spec.name, value)
+
+
+def _as_tool_error(name: str, exc: BaseException) -> ToolError:
+    """One line naming the tool: a ToolError's own message, or the exception's type and message."""
+    msg = " ".join(str(exc).split())
+    if isinstance(exc, ToolError):
+        return ToolError(msg if msg.startswith(f"{name}:") else f"{name}: {msg}")
+    return ToolError(f"{name}: {type(exc).__name__}: {msg}" if msg else f"{name}: {type(exc).__name__}")
+
+
+def _short_args(args: dict[str, Any], limit: int = 160) -> str:
+    parts = [f"{k}={_short(v)}" for k, v in args.items()]
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

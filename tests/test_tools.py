@@ -1,0 +1,458 @@
+"""kernel.tools and the built-in tools: schemas from signatures, validation, confinement to the working folder,
+timeouts and concurrency; then `ctx.tool` from real agents on a kernel (syscall records, errors, a hung tool)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal
+
+import pytest
+
+from kernel.tools import ToolContext, ToolError, describe_signature, tool, validate_args
+from plugins.tools import calculator as calc_mod
+from plugins.tools.calculator import calculator, evaluate
+from plugins.tools.files import delete_file, list_dir, read_file, write_file
+from plugins.tools.sql import sql_query
+
+# --- schemas and validation (no kernel) ---------------------------------------------------------------------------
+
+
+@tool(name="demo", timeout=3, concurrency=2)
+def demo(ctx: ToolContext, text: str, count: int, ratio: float = 0.5, loud: bool = False,
+         tags: list[str] | None = None, mode: Literal["a", "b"] = "a") -> str:
+    """Do a demo thing.
+
+    More words that are not the summary.
+
+    Args:
+        text: the text to use,
+            over two lines
+        count: how many times
+        ratio: a fraction
+    Returns:
+        something
+    """
+    return text * count
+
+
+def test_schema_from_signature_and_docstring():
+    s = demo.parameters
+    assert demo.name == "demo" and demo.description == "Do a demo thing." and demo.ctx_param == "ctx"
+    assert demo.timeout == 3 and demo.concurrency == 2 and not demo.irreversible
+    assert s["required"] == ["text", "count"] and s["additionalProperties"] is False
+    assert s["properties"]["text"] == {"type": "string", "description": "the text to use, over two lines"}
+    assert s["properties"]["count"]["type"] == "integer"
+    assert s["properties"]["ratio"] == {"type": "number", "description": "a fraction", "default": 0.5}
+    assert s["properties"]["loud"] == {"type": "boolean", "default": False}
+    assert s["properties"]["tags"]["anyOf"] == [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+    assert s["properties"]["mode"] == {"type": "string", "enum": ["a", "b"], "default": "a"}
+    assert describe_signature(demo) == ('demo(text: string, count: integer, ratio?: number = 0.5, loud?: boolean '
+                                        '= false, tags?: list[string]|null = null, mode?: "a"|"b" = "a")')
+
+
+def test_validation_errors_are_one_clear_line():
+    assert validate_args(demo, {"text": "x", "count": 2, "ratio": 1}) == {"text": "x", "count": 2, "ratio": 1.0}
+    assert validate_args(demo, {"text": "x", "count": 2, "tags": None})["tags"] is None
+    cases = [
+        ({"count": 2}, "demo: missing argument 'text'"),
+        ({"text": "x", "count": "2"}, "demo: count: expected an integer, got a string \"2\""),
+        ({"text": "x", "count": True}, "demo: count: expected an integer, got a boolean true"),
+        ({"text": "x", "count": 2.5}, "demo: count: expected an integer, got a number 2.5"),
+        ({"text": "x", "count": 1, "bogus": 1}, "demo: unknown argument 'bogus' (takes: text, count, ratio, loud, "
+                                                "tags, mode)"),
+        ({"text": "x", "count": 1, "tags": ["a", 3]}, "demo: tags: expected a list of strings or null, got a list"),
+        ({"text": "x", "count": 1, "mode": "c"}, 'demo: mode: expected one of "a", "b", got "c"'),
+    ]
+    for args, message in cases:
+        with pytest.raises(ToolError) as exc:
+            validate_args(demo, args)
+        assert str(exc.value).startswith(message), str(exc.value)
+        assert "\n" not in str(exc.value)
+
+
+def test_bad_tool_declarations_are_refused():
+    with pytest.raises(TypeError, match="needs a type hint"):
+        tool(name="x")(lambda a: a)
+
+    def takes_set(a: set) -> None:
+        """x"""
+
+    with pytest.raises(TypeError, match="unsupported type"):
+        tool(name="y")(takes_set)
+    with pytest.raises(ValueError, match="paths"):
+        tool(name="z", paths={"nope": "read"})(calculator.fn)
+
+
+# --- calculator ---------------------------------------------------------------------------------------------------
+
+def test_calculator_happy_path():
+    assert calculator("(2 + 3) * 4") == 20
+    assert calculator("7 // 2") == 3 and calculator("7 % 4") == 3 and calculator("-2 ** 2") == -4
+    assert calculator("2^10") == 1024
+    assert calculator("sqrt(16) + abs(-1)") == 5.0
+    assert calculator("max(1, 2.5, 2)") == 2.5
+    assert abs(calculator("pi") - 3.14159) < 1e-4
+    assert calculator(" 1.5e3 / 3 ") == 500.0
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("__import__('os').system('echo hi')", "not allowed"),
+    ("open('x')", "unknown function 'open'"),
+    ("(1).__class__", "not allowed"),
+    ("x + 1", "unknown name 'x'"),
+    ("'a' * 3", "only numbers"),
+    ("1 / 0", "division by zero"),
+    ("2 ** 100000", "exponent too large"),
+    ("9 ** 9999", "result too large"),
+    ("10 ** 5000", "too large"),
+    ("factorial(100000)", "factorial"),
+    ("1 +", "not an arithmetic expression"),
+    ("-" * 100 + "1", "nested too deeply"),
+    ("(" * 300 + "1" + ")" * 300, "not an arithmetic expression|too long|nested"),
+    ("1+" * 400 + "1", "too long"),
+    ("[1, 2]", "not allowed"),
+    ("lambda: 1", "not allowed"),
+    ("True + 1", "only numbers"),
+    ("(-8) ** 0.5", "complex"),
+    ("", "empty"),
+])
+def test_calculator_refuses_what_is_not_arithmetic(expr, message):
+    with pytest.raises(ToolError, match=message):
+        evaluate(expr)
+
+
+def test_calculator_never_calls_eval(monkeypatch):
+    import builtins
+
+    def no(*a, **k):
+        raise AssertionError("eval/exec used")
+
+    monkeypatch.setattr(builtins, "eval", no)
+    monkeypatch.setattr(builtins, "exec", no)
+    assert calc_mod.evaluate("1+2*3") == 7
+
+
+# --- files and sql, on a stub kernel (confinement without the model) ----------------------------------------------
+
+class StubAccess:
+    def __init__(self, allow: bool = True) -> None:
+        self.allow = allow
+        self.rows: list[tuple] = []
+
+    def check(self, pid, capability, detail=""):
+        self.rows.append((pid, capability, "allow" if self.allow else "deny", detail))
+        return self.allow
+
+    def record(self, pid, capability, decision, detail=""):
+        self.rows.append((pid, capability, decision, detail))
+
+
+def tctx(folder: Path, spec=read_file, allow: bool = True) -> ToolContext:
+    kernel = SimpleNamespace(access=StubAccess(allow))
+    return ToolContext(SimpleNamespace(kernel=kernel), spec, 7, "tester", str(folder), [])
+
+
+@pytest.fixture()
+def work(tmp_path):
+    w = tmp_path / "work"
+    (w / "docs").mkdir(parents=True)
+    (w / "docs" / "a.txt").write_text("alpha\nbeta\n")
+    (tmp_path / "secret.txt").write_text("top secret")
+    (w / "docs" / "leak").symlink_to(tmp_path / "secret.txt")
+    (w / "outside").symlink_to(tmp_path)
+    (w / "inner").symlink_to(w / "docs")
+    return w
+
+
+def test_read_and_list_inside_the_folder(work):
+    c = tctx(work)
+    assert read_file(c, "docs/a.txt") == "alpha\nbeta\n"
+    assert read_file(c, "docs/a.txt", max_chars=3) == "alp"
+    assert read_file(c, "inner/a.txt") == "alpha\nbeta\n"  # a symlink that stays inside is fine
+    assert read_file(c, "./docs/../docs/a.txt").startswith("alpha")
+    assert list_dir(c) == ["docs/", "inner/", "outside/"]
+    assert list_dir(c, "docs") == ["a.txt", "leak"]
+    with pytest.raises(ToolError, match="no such file"):
+        read_file(c, "docs/none.txt")
+    with pytest.raises(ToolError, match="is a directory"):
+        read_file(c, "docs")
+    with pytest.raises(ToolError, match="not a folder"):
+        list_dir(c, "docs/a.txt")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../secret.txt", "docs/../../secret.txt", "docs/leak",
+                                  "outside/secret.txt", "~/x", str(Path("/tmp"))])
+def test_escapes_are_refused(work, path):
+    c = tctx(work)
+    with pytest.raises(PermissionError):
+        read_file(c, path)
+    assert c._manager.kernel.access.rows[-1][2] == "deny"
+
+
+def test_write_and_delete_confined(work, tmp_path):
+    c = tctx(work, write_file)
+    assert write_file(c, "out/new.txt", "hello") == "wrote 5 characters to out/new.txt"
+    assert write_file(c, "out/new.txt", "!", append=True) == "appended 1 characters to out/new.txt"
+    assert (work / "out" / "new.txt").read_text() == "hello!"
+    for bad in ("../evil.txt", "/tmp/evil.txt", "outside/evil.txt", "docs/leak"):
+        with pytest.raises(PermissionError):
+            write_file(c, bad, "x")
+    assert not (tmp_path / "evil.txt").exists() and (tmp_path / "secret.txt").read_text() == "top secret"
+    assert delete_file(c, "out/new.txt") == "deleted out/new.txt"
+    with pytest.raises(ToolError, match="no such file"):
+        delete_file(c, "out/new.txt")
+    with pytest.raises(PermissionError):
+        delete_file(c, "docs/leak")
+    assert (tmp_path / "secret.txt").exists()
+
+
+def test_capabilities_are_asked_for_each_path(work):
+    c = tctx(work, allow=False)
+    with pytest.raises(PermissionError, match="may not read docs/a.txt"):
+        read_file(c, "docs/a.txt")
+    pid, cap, decision, detail = c._manager.kernel.access.rows[-1]
+    assert (pid, cap, decision) == (7, f"read:{os.path.realpath(work / 'docs' / 'a.txt')}", "deny")
+    assert detail == "read_file docs/a.txt"
+
+
+def test_sql_query_is_read_only(work):
+    db = work / "data.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("CREATE TABLE t (id INTEGER, name TEXT); INSERT INTO t VALUES (1, 'ann'), (2, 'bob'), "
+                       "(3, 'cy');")
+    conn.commit()
+    conn.close()
+    c = tctx(work, sql_query)
+    got = sql_query(c, "data.db", "SELECT id, name FROM t ORDER BY id")
+    assert got == {"columns": ["id", "name"], "rows": [[1, "ann"], [2, "bob"], [3, "cy"]], "truncated": False}
+    got = sql_query(c, "data.db", "WITH x AS (SELECT count(*) AS n FROM t) SELECT n FROM x;", max_rows=1)
+    assert got["rows"] == [[3]]
+    assert sql_query(c, "data.db", "SELECT id FROM t", max_rows=2)["truncated"] is True
+    for bad, msg in [
+        ("DELETE FROM t", "only a single SELECT"),
+        ("SELECT 1; DROP TABLE t", "one statement"),
+        ("WITH x AS (SELECT 1) DELETE FROM t", "not allowed|readonly|read"),
+        ("PRAGMA table_info(t)", "only a single SELECT"),
+        ("SELECT * FROM nope", "no such table"),
+        ("ATTACH DATABASE 'x.db' AS x", "only a single SELECT"),
+        ("SELECT load_extension('x')", "not authorized|not allowed|no such function"),
+    ]:
+        with pytest.raises(ToolError, match=msg):
+            sql_query(c, "data.db", bad)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
+    conn.close()
+    with pytest.raises(PermissionError):
+        sql_query(c, "../data.db", "SELECT 1")
+    with pytest.raises(ToolError, match="no such file"):
+        sql_query(c, "none.db", "SELECT 1")
+
+
+def test_clock_is_iso():
+    from datetime import datetime
+
+    from plugins.tools.clock import clock
+
+    t = datetime.fromisoformat(clock())
+    assert t.tzinfo is not None and abs(t.timestamp() - time.time()) < 5
+    assert clock(utc=True).endswith("+00:00")
+
+
+def test_builtin_tools_are_discovered():
+    from kernel.plugins import discover
+
+    found = discover()
+    assert {"calculator", "clock", "read_file", "write_file", "list_dir", "delete_file", "sql_query",
+            "memory_search"} <= set(found.tools)
+    assert found.tools["write_file"].irreversible and not found.tools["read_file"].irreversible
+    assert not found.errors
+
+
+# --- ctx.tool on a real kernel ------------------------------------------------------------------------------------
+
+AGENTS = textwrap.dedent('''
+    import asyncio, json
+    from kernel.agent import agent
+    from kernel.tools import ToolError
+
+    @agent("tcall", description="calls one tool: tcall NAME JSON-ARGS")
+    async def tcall(ctx):
+        try:
+            value = await ctx.tool(ctx.argv[0], **json.loads(ctx.argv[1] if len(ctx.argv) > 1 else "{}"))
+        except ToolError as exc:
+            ctx.print("ToolError", exc)
+            return 3
+        except PermissionError as exc:
+            ctx.print("PermissionError", exc)
+            return 4
+        ctx.print("ok", json.dumps(value))
+        return 0
+
+    @agent("tmany", description="calls a tool N times at once: tmany N NAME JSON-ARGS")
+    async def tmany(ctx):
+        n, name, args = int(ctx.argv[0]), ctx.argv[1], json.loads(ctx.argv[2])
+        async def one():
+            try:
+                return "ok " + json.dumps(await ctx.tool(name, **args))
+            except ToolError as exc:
+                return f"ToolError {exc}"
+        for line in await asyncio.gather(*[one() for _ in range(n)]):
+            ctx.print(line)
+        return 0
+''')
+
+TOOLS = textwrap.dedent('''
+    import time
+    from kernel.tools import ToolContext, ToolError, tool
+
+    @tool(name="hang", timeout=0.3, concurrency=2)
+    def hang(ctx: ToolContext, seconds: float = 3.0) -> str:
+        """Sleeps (a hung tool)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not ctx.cancelled.is_set():
+            time.sleep(0.01)
+        return "woke"
+
+    @tool(name="boom")
+    def boom(what: str = "bang") -> str:
+        """Raises."""
+        if what == "tool":
+            raise ToolError("told to fail")
+        raise RuntimeError(what)
+
+    @tool(name="slow1", timeout=5, concurrency=1)
+    def slow1(seconds: float) -> float:
+        """One at a time."""
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        return round(t0, 3)
+
+    @tool(name="aping", timeout=1)
+    async def aping(n: int) -> int:
+        """An async tool."""
+        return n + 1
+''')
+
+
+@pytest.fixture(scope="module")
+def tk(tmp_path_factory):
+    from kernel import Kernel
+    from kernel.config import load_config
+
+    tmp = tmp_path_factory.mktemp("toolk")
+    (tmp / "plugins" / "tools").mkdir(parents=True)
+    (tmp / "plugins" / "tagents.py").write_text(AGENTS)
+    (tmp / "plugins" / "tools" / "ttools.py").write_text(TOOLS)
+    (tmp / "work").mkdir()
+    (tmp / "work" / "hello.txt").write_text("hello from the working folder\n")
+    cfg = load_config(cwd=tmp, overrides={
+        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},
+        "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
+    })
+    k = Kernel(cfg)
+    k.test_cwd = str(tmp / "work")
+    yield k
+    k.shutdown()
+
+
+def run(k, agent: str, *argv: str, timeout: float = 20, **kw) -> tuple[int, str, int]:
+    from kernel.streams import Pipe
+
+    out = Pipe()
+    pid = k.spawn(agent, list(argv), stdout=out, stderr=out, cwd=kw.pop("cwd", k.test_cwd), **kw)
+    got = k.wait(pid, timeout)
+    assert got is not None, f"{agent} {argv} did not end"
+    return got[1], out.read_all(), pid
+
+
+def tool_syscalls(k, pid: int) -> list[dict]:
+    return k.storage.query("SELECT kind, detail, outcome, t_started, t_finished FROM syscalls WHERE run = ? AND "
+                           "pid = ? AND kind = 'tool' ORDER BY id", (k.storage.run, pid))
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_ctx_tool_runs_and_records_a_syscall(tk):
+    status, out, pid = run(tk, "tcall", "calculator", '{"expression": "6 * 7"}')
+    assert (status, out) == (0, "ok 42\n")
+    rows = tool_syscalls(tk, pid)
+    assert len(rows) == 1 and rows[0]["outcome"] == "ok"
+    assert rows[0]["detail"] == 'calculator {"expression": "6 * 7"}' and rows[0]["t_finished"] >= rows[0]["t_started"]
+    status, out, _ = run(tk, "tcall", "read_file", '{"path": "hello.txt"}')
+    assert (status, out) == (0, 'ok "hello from the working folder\\n"\n')
+    status, out, _ = run(tk, "tcall", "list_dir", "{}")
+    assert (status, json.loads(out[3:])) == (0, ["hello.txt"])
+    status, out, _ = run(tk, "tcall", "aping", '{"n": 1}')
+    assert (status, out) == (0, "ok 2\n")
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_ctx_tool_errors(tk):
+    cases = [
+        (("nosuch", "{}"), 3, "ToolError nosuch: no such tool"),
+        (("calculator", "{}"), 3, "ToolError calculator: missing argument 'expression'"),
+        (("calculator", '{"expression": 5}'), 3, "ToolError calculator: expression: expected a string, got an "
+                                                  "integer 5"),
+        (("calculator", '{"expression": "1", "x": 1}'), 3, "ToolError calculator: unknown argument 'x'"),
+        (("calculator", '{"expression": "1/0"}'), 3, "ToolError calculator: division by zero"),
+        (("boom", "{}"), 3, "ToolError boom: RuntimeError: bang"),
+        (("boom", '{"what": "tool"}'), 3, "ToolError boom: told to fail"),
+        (("read_file", '{"path": "../k.db"}'), 4, "PermissionError read_file: ../k.db: outside the working folder"),
+        (("read_file", '{"path": "/etc/passwd"}'), 4, "PermissionError read_file: /etc/passwd: absolute paths"),
+    ]
+    for argv, want_status, want in cases:
+        status, out, pid = run(tk, "tcall", *argv)
+        assert status == want_status and out.startswith(want), (argv, out)
+        assert out.count("\n") == 1
+        outcome = tool_syscalls(tk, pid)[0]["outcome"]
+        assert outcome.startswith("error: " if want_status == 3 else "denied: "), outcome
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_hung_tool_times_out_without_stalling_others(tk):
+    from kernel.streams import Pipe
+
+    t0 = time.monotonic()
+    out = Pipe()
+    hung = tk.spawn("tmany", ["4", "hang", '{"seconds": 3}'], stdout=out, cwd=tk.test_cwd)
+    # meanwhile other agents and tools run normally
+    status, text, _ = run(tk, "tcall", "calculator", '{"expression": "1+1"}')
+    assert (status, text) == (0, "ok 2\n")
+    assert tk.wait(hung, 20) == (hung, 0)
+    lines = out.read_all().splitlines()
+    assert len(lines) == 4 and all(ln.startswith("ToolError hang: timed out after 0.3 s") for ln in lines), lines
+    assert time.monotonic() - t0 < 5  # nobody waited for the 3-second sleeps
+    rows = tool_syscalls(tk, hung)
+    assert len(rows) == 4 and all(r["outcome"].startswith("error: hang: timed out") for r in rows)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_per_tool_concurrency_limit(tk):
+    status, out, _ = run(tk, "tmany", "3", "slow1", '{"seconds": 0.3}')
+    assert status == 0
+    starts = sorted(float(line.split()[1]) for line in out.splitlines())
+    assert len(starts) == 3
+    assert starts[1] - starts[0] >= 0.28 and starts[2] - starts[1] >= 0.28  # one at a time
+
+
+@pytest.mark.model
+def test_tools_builtin_lists_schemas(tk):
+    from aiosh.tool_commands import UsageError, tools
+
+    text = tools(tk, [])
+    assert "calculator(expression: string)" in text and "hang(seconds?: number = 3.0)" in text
+    assert "write_file(path: string, content: string, append?: boolean = false)  [irreversible]" in text
+    one = tools(tk, ["read_file"])
+    assert one.startswith("read_file(path: string, max_chars?: integer = 20000)\n  Read a text file")
+    assert '"additionalProperties": false' in one and "from plugins.tools.files" in one
+    with pytest.raises(UsageError, match="nope: no such tool"):
+        tools(tk, ["nope"])
