@@ -128,7 +128,7 @@ def audit(kernel: Any, args: list[str]) -> str:
 
 
 def register(registry: Any, kernel_getter: Callable[[], Any]) -> None:
-    """Add `tools` (and `audit`, once the kernel keeps an audit log in RAM) to a shell's builtin registry."""
+    """Add `tools` and `audit` to a shell's builtin registry; `kernel_getter` returns the running Kernel."""
 
     def wrap(fn: Callable[[Any, list[str]], str]) -> Callable[[Any], int]:
         def builtin(ctx: Any) -> int:
@@ -141,5 +141,4 @@ def register(registry: Any, kernel_getter: Callable[[], Any]) -> None:
         return builtin
 
     registry.register("tools", wrap(tools), *HELP["tools"])
-    if hasattr(kernel_getter().access, "recent"):
-        registry.register("audit", wrap(audit), *HELP["audit"])
+    registry.register("audit", wrap(audit), *HELP["audit"])

@@ -55,20 +55,25 @@ class AgentSpec:
     description: str = ""
     usage: str = ""
     sched_class: str = "normal"  # the class it asks for (interactive | normal | batch | idle)
-    needs: tuple[str, ...] = ()  # capabilities it declares (used by the access manager)
+    # Capabilities it declares (tool:calculator, read:./, spawn …); None = undeclared: what the policy allows.
+    needs: tuple[str, ...] | None = None
     module: str = ""
 
 
 def agent(
-    name: str, *, description: str = "", usage: str = "", sched_class: str = "normal", needs: tuple[str, ...] = ()
+    name: str, *, description: str = "", usage: str = "", sched_class: str = "normal",
+    needs: tuple[str, ...] | list[str] | None = None,
 ) -> Callable[[AgentMain], AgentSpec]:
-    """Decorator: turn `async def main(ctx)` into an AgentSpec that plugin discovery finds."""
+    """Decorator: turn `async def main(ctx)` into an AgentSpec that plugin discovery finds.
+
+    `needs` declares the capabilities the agent uses (least privilege: it never gets more, whatever the policy
+    and the run allow); left out, it gets what the policy and the run allow."""
 
     def wrap(fn: AgentMain) -> AgentSpec:
         doc = (fn.__doc__ or "").strip().splitlines()
         return AgentSpec(
             name=name, main=fn, description=description or (doc[0] if doc else ""), usage=usage,
-            sched_class=sched_class, needs=tuple(needs), module=fn.__module__,
+            sched_class=sched_class, needs=None if needs is None else tuple(needs), module=fn.__module__,
         )
 
     return wrap
@@ -310,21 +315,39 @@ class AgentContext:
         self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | str | None = None,
         die_with_parent: bool = False, nice: int | None = None, options: dict | None = None,
     ) -> Child:
-        """Start a child agent in this agent's process group; its stdout/stderr are pipes the parent reads."""
+        """Start a child agent in this agent's process group; its stdout/stderr are pipes the parent reads.
+
+        Needs the `spawn` capability (and `nice.lower` for a nice below its own); the child's capabilities are
+        at most this agent's. `options` are the child's run options (seed, temperature, max_tokens, allow, deny).
+        PermissionError when refused."""
         await self._gate()
         rec = self._record("spawn", " ".join([agent, *(argv or [])]))
         rec.t_started = rec.t_queued
+        access = self._kernel.access
+        if not access.check(self.pid, "spawn", " ".join([agent, *(argv or [])])[:200]):
+            self._finish(rec, "denied: spawn")
+            raise PermissionError(f"spawn: {self._proc.agent}[{self.pid}] may not start agents")
+        if nice is not None and nice < self._proc.sched.nice and not access.check(
+                self.pid, "nice.lower", f"{agent} at nice {nice} (own {self._proc.sched.nice})"):
+            self._finish(rec, "denied: nice.lower")
+            raise PermissionError(f"nice.lower: {self._proc.agent}[{self.pid}] may not start a child at nice "
+                                  f"{nice} (its own is {self._proc.sched.nice})")
         if isinstance(stdin, str):
             text, stdin = stdin, Pipe("child stdin")
             stdin.write(text)
             stdin.close()
         out, err = Pipe(f"{agent} stdout"), Pipe(f"{agent} stderr")
-        pid = self._kernel.spawn(
-            agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=self._proc.pgid,
-            nice=self._proc.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
-            options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")}, **(options or {})},
-            cwd=self.cwd, env=self.env, sched_class=None,
-        )
+        try:
+            pid = self._kernel.spawn(
+                agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=self._proc.pgid,
+                nice=self._proc.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
+                options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")},
+                         **(options or {})},
+                cwd=self.cwd, env=self.env, sched_class=None,
+            )
+        except Exception as exc:
+            self._finish(rec, f"error: {exc}")
+            raise
         self._finish(rec, f"ok: pid {pid}")
         return Child(pid=pid, stdout=out, stderr=err)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
-    "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
+    "AccessSettings", "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
     "PluginsSettings", "SamplingSettings", "SchedulerSettings", "Setting", "ShellSettings", "StorageSettings",
     "SECTIONS", "default_config", "load_config", "render_default_toml", "settings", "user_config_dir",
     "user_data_dir",
@@ -117,6 +117,23 @@ DB_PATH = Rule('a path (a string), or ":memory:"', _is_path,
 PATHS = Rule("a list of paths (strings)",
              lambda v: isinstance(v, list | tuple) and all(_is_path(x) for x in v),
              lambda v, base: tuple(_resolve(x, base) for x in v))
+
+
+def _capabilities_ok(v: Any) -> bool:
+    from kernel.access import parse_capability
+
+    if not isinstance(v, list | tuple):
+        return False
+    try:
+        for x in v:
+            parse_capability(x)
+    except ValueError:
+        return False
+    return True
+
+
+CAPS = Rule("a list of capabilities (tool:NAME, tool:*, read:PATH/, write:PATH/, spawn, memory.read_other, "
+            "nice.lower, *)", _capabilities_ok, lambda v, base: tuple(str(x).strip() for x in v))
 
 
 def setting(default: Any, rule: Rule, doc: str) -> Any:
@@ -257,6 +274,24 @@ class MemorySettings:
                                   "full: truncate drops the oldest turns, summarize condenses them.")
 
 
+DEFAULT_ALLOW = (
+    "tool:calculator", "tool:clock", "tool:read_file", "tool:list_dir", "tool:sql_query", "tool:memory_search",
+    "tool:write_file", "read:./", "write:./", "spawn",
+)
+
+
+@dataclass(frozen=True)
+class AccessSettings:
+    """What agents may do: declared needs ∩ allow ∩ the run's --allow ∩ the parent's, less deny (paths: relative to the agent's working folder)."""  # noqa: E501
+
+    allow: tuple[str, ...] = setting(DEFAULT_ALLOW, CAPS, "Capabilities an agent may have at most. Irreversible "
+                                     "tools (write_file) still ask first, see confirm_irreversible.")
+    deny: tuple[str, ...] = setting((), CAPS, "Capabilities no agent gets, whatever else allows them.")
+    confirm_irreversible: bool = setting(True, BOOL, "Ask the user y/N before an irreversible action (writing, "
+                                         "deleting); without a terminal to ask (scripts, -c) it is refused "
+                                         "unless the run has --yes. false = never ask.")
+
+
 @dataclass(frozen=True)
 class Config:
     """All settings, one attribute per section (`cfg.model.n_ctx`); `source` = the files that were read."""
@@ -270,6 +305,7 @@ class Config:
     plugins: PluginsSettings = field(default_factory=PluginsSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     source: tuple[Path, ...] = ()
 
 

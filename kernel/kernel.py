@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from kernel import signals as sig
-from kernel.access import AccessManager
+from kernel.access import AccessManager, Question, parse_capabilities
 from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
 from kernel.config import Config, load_config
 from kernel.context import ContextManager
@@ -89,7 +89,8 @@ class Kernel:
             self.storage.close()
             raise
         self.storage.set_run_info(model=self.model.info.path)
-        self.access = AccessManager(audit=self.storage.audit)
+        self.access = AccessManager(audit=self.storage.audit, allow=c.access.allow, deny=c.access.deny,
+                                    confirm_irreversible=c.access.confirm_irreversible)
         self.memory = MemoryManager(
             self.storage, per_agent_tokens=c.memory.per_agent_tokens, total_tokens=c.memory.total_tokens,
             count_tokens=lambda text: len(self.model.tokenize(text, special=False)), access=self.access,
@@ -168,6 +169,10 @@ class Kernel:
         if klass not in SCHED_CLASSES:
             raise ValueError(f"unknown scheduling class '{klass}' (one of {', '.join(SCHED_CLASSES)})")
         lim = limits or Limits(self.config.limits.max_tokens, self.config.limits.max_time, self.config.limits.max_kv)
+        opts = options or {}
+        for key in ("allow", "deny"):
+            if opts.get(key) is not None:
+                parse_capabilities(opts[key])  # ValueError now, before a pid is handed out
         with self._lock:
             if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")
@@ -179,6 +184,8 @@ class Kernel:
                 sched=SchedInfo(owner=pid, group=group, nice=_clamp_nice(nice), sched_class=klass),
                 limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0),
             )
+            self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
+                              deny=opts.get("deny"), yes=bool(opts.get("yes")), parent=ppid)
             self._procs[pid] = proc
             self._owner_acc[pid] = [0, 0, 0.0]
         out = stdout or Pipe(f"{agent}[{pid}] stdout")
@@ -216,6 +223,10 @@ class Kernel:
         except LLMError as exc:
             _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}: llm: {exc}\n")
             status = 1
+        except PermissionError as exc:  # a denied capability the agent did not handle: "cannot run"
+            msg = " ".join(str(exc).split()) or "permission denied"
+            _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}[{proc.pid}]: permission denied: {msg}\n")
+            status = 126
         except Exception:  # noqa: BLE001 - an agent's bug ends that agent only
             _safe_write(ctx.stderr.pipe, traceback.format_exc())
             status = 1
@@ -408,6 +419,33 @@ class Kernel:
         if isinstance(ctx, AgentContext):
             ctx.stdout.pipe.close()
             ctx.stderr.pipe.close()
+
+    # --- confirmations of irreversible actions ---------------------------------------------------------------
+    @property
+    def interactive_confirmations(self) -> bool:
+        """True while a front end (the REPL) answers `questions()`; False (batch mode): irreversible actions
+        are refused unless the policy or the run's --yes allows them."""
+        return self.access.interactive
+
+    @interactive_confirmations.setter
+    def interactive_confirmations(self, value: bool) -> None:
+        self.access.interactive = bool(value)
+
+    def questions(self) -> list[Question]:
+        """y/N questions waiting for the user, oldest first (each agent waits in state S, wchan "user")."""
+        return self.access.questions()
+
+    def answer(self, qid: int, yes: bool) -> bool:
+        """Answer a question; False if it is no longer waiting (answered already, or its agent ended)."""
+        return self.access.answer(qid, yes)
+
+    def add_question_listener(self, fn: Callable[[Question], None]) -> None:
+        """fn(question) is called on the kernel's loop thread when an agent asks; keep it short."""
+        self.access.add_question_listener(fn)
+
+    def capabilities(self, pid: int) -> list[str]:
+        """What a live process may do (its capabilities and grants; path capabilities absolute)."""
+        return self.access.capabilities(pid)
 
     # --- waiting ----------------------------------------------------------------------------------------------
     def wait(self, pid: int | None = None, timeout: float | None = None) -> tuple[int, int] | None:

@@ -354,6 +354,7 @@ def tk(tmp_path_factory):
     cfg = load_config(cwd=tmp, overrides={
         "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
+        "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"]},
     })
     k = Kernel(cfg)
     k.test_cwd = str(tmp / "work")

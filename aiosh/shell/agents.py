@@ -43,7 +43,8 @@ class AgentHost(Protocol):
 
         argv holds the agent's arguments only (not its name), as `Kernel.spawn` takes them. stdout/stderr are
         Pipes made for this agent alone (the host may close them at exit); stdin is None or such a Pipe.
-        options: max_tokens, seed, temperature, nice, sched_class, max_time, max_kv (only those given).
+        options: max_tokens, seed, temperature, nice, sched_class, max_time, max_kv, allow and deny (lists of
+        capability strings), yes (True) — only those given.
         Raises LookupError for an unknown agent, ValueError for a bad option value.
         """
         ...
@@ -88,6 +89,8 @@ class OptionSpec:
     key: str
     parse: Callable[[str], object]
     what: str
+    takes_value: bool = True
+    accumulate: bool = False  # a list: each use adds to it (--allow a --allow b)
 
 
 def _int(text: str) -> int:
@@ -111,6 +114,21 @@ def _class(text: str) -> str:
     return text
 
 
+def _caps(text: str) -> list[str]:
+    """`tool:calculator,read:docs/,spawn` → ["tool:calculator", "read:docs/", "spawn"], each checked."""
+    from kernel.access import parse_capability
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(text)
+    for p in parts:
+        try:
+            parse_capability(p)
+        except ValueError:
+            raise ValueError(p) from None
+    return parts
+
+
 OPTIONS = {
     spec.flag: spec
     for spec in (
@@ -121,6 +139,9 @@ OPTIONS = {
         OptionSpec("--class", "sched_class", _class, "invalid scheduling class"),
         OptionSpec("--max-time", "max_time", _float, "invalid number"),
         OptionSpec("--max-kv", "max_kv", _int, "invalid number"),
+        OptionSpec("--allow", "allow", _caps, "invalid capability", accumulate=True),
+        OptionSpec("--deny", "deny", _caps, "invalid capability", accumulate=True),
+        OptionSpec("--yes", "yes", lambda _text: True, "", takes_value=False),
     )
 }
 
@@ -141,6 +162,12 @@ def parse_options(name: str, args: list[str], options: dict | None = None) -> tu
         spec = OPTIONS.get(flag)
         if spec is None:
             break
+        if not spec.takes_value:
+            if eq:
+                raise ShellError(f"{name}: {flag}: takes no value", 2)
+            opts[spec.key] = spec.parse("")
+            i += 1
+            continue
         if eq:
             value = inline
             i += 1
@@ -150,8 +177,11 @@ def parse_options(name: str, args: list[str], options: dict | None = None) -> tu
             value = args[i + 1]
             i += 2
         try:
-            opts[spec.key] = spec.parse(value)
-        except ValueError:
+            parsed = spec.parse(value)
+            opts[spec.key] = [*opts.get(spec.key, []), *parsed] if spec.accumulate else parsed  # type: ignore
+        except ValueError as exc:
+            if spec.accumulate and exc.args and exc.args[0] != value:
+                raise ShellError(f"{name}: {flag}: {spec.what} '{exc.args[0]}'", 2) from None
             raise ShellError(f"{name}: {flag}: {spec.what} '{value}'", 2) from None
     return opts, args[i:]
 
