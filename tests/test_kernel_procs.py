@@ -262,6 +262,7 @@ def test_watchdog_names_an_agent_that_blocks_the_loop(k):
 
 def test_renice_and_snapshot(k):
     pid = k.spawn("sleep", ["30"])
+    assert wait_state(k, pid, "S") == "S"  # in its timer, not just started
     assert k.renice(pid, 5) == 5
     assert k.renice(pid, 99) == 19  # clamped, as renice does
     snap = k.snapshot()
