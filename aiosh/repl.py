@@ -8,9 +8,11 @@ suspend the kernel with every agent. At the prompt, prompt-toolkit reads them as
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Iterable
 
 from prompt_toolkit import PromptSession
@@ -112,6 +114,67 @@ class StoredHistory(History):
             pass
 
 
+def _is_yes(text: str) -> bool:
+    return text.strip().lower() in ("y", "yes")
+
+
+class Confirmations:
+    """y/N questions of agents about irreversible actions.
+
+    A background agent's question waits and is asked before the next prompt; while a foreground command runs (the
+    terminal is in cooked mode and nobody else reads it), a question is asked at once by this thread.
+    """
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        self.prompting = threading.Event()
+        self._wake = threading.Event()
+        kernel.interactive_confirmations = True
+        kernel.add_question_listener(lambda _q: self._wake.set())
+        threading.Thread(target=self._run, name="aiosh-confirm", daemon=True).start()
+
+    def _pending(self):
+        return [q for q in self.kernel.questions()]
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self.prompting.is_set():
+                continue
+            for q in self._pending():
+                if self.prompting.is_set():
+                    break
+                self._ask_on_terminal(q)
+
+    def _ask_on_terminal(self, q) -> None:
+        sys.stderr.write(f"aiosh: {q.agent}[{q.pid}]: {q.text} [y/N] ")
+        sys.stderr.flush()
+        line = ""
+        while "\n" not in line and not self.prompting.is_set():
+            if q.id not in {x.id for x in self.kernel.questions()}:
+                sys.stderr.write("(no longer asked)\n")
+                return
+            ready, _, _ = select.select([0], [], [], 0.2)
+            if ready:
+                data = os.read(0, 1024)
+                if not data:
+                    break
+                line += data.decode("utf-8", "replace")
+        if "\n" in line or not line:
+            self.kernel.answer(q.id, _is_yes(line))
+
+    def ask_at_prompt(self, session: PromptSession) -> None:
+        """Before a prompt: every waiting question, one by one."""
+        for q in self._pending():
+            try:
+                with patch_stdout(raw=True):
+                    reply = session.prompt(f"aiosh: {q.agent}[{q.pid}]: {q.text} [y/N] ")
+            except (KeyboardInterrupt, EOFError):
+                reply = "n"
+            self.kernel.answer(q.id, _is_yes(reply))
+
+
 class Repl:
     """Reads lines, runs them in the shell, prints job notices before each prompt."""
 
@@ -122,6 +185,7 @@ class Repl:
         self.session: PromptSession = PromptSession(
             history=StoredHistory(kernel), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
         )
+        self.confirm = Confirmations(kernel) if hasattr(kernel, "questions") else None
 
     def prompt_text(self) -> str:
         running = len(self.shell.jobs.running())
@@ -141,7 +205,11 @@ class Repl:
                 self._flush_notices()
                 for p in self.pumps:
                     p.set_line_mode(True)
+                if self.confirm is not None:
+                    self.confirm.prompting.set()
                 try:
+                    if self.confirm is not None:
+                        self.confirm.ask_at_prompt(self.session)
                     line = self._read_command()
                 except KeyboardInterrupt:
                     continue
@@ -151,6 +219,8 @@ class Repl:
                 finally:
                     for p in self.pumps:
                         p.set_line_mode(False)
+                    if self.confirm is not None:
+                        self.confirm.prompting.clear()
                 try:
                     status = self.shell.run_line(line)
                 except Exception as exc:  # noqa: BLE001 - nothing typed may crash the shell or its agents

@@ -122,3 +122,38 @@ def test_monitor_flag_runs_a_script_with_its_output_in_the_log_panel(tmp_path):
     child.expect(pexpect.EOF, timeout=30)
     child.close()
     assert child.exitstatus == 3
+
+
+def _pty_with_agents(tmp_path):
+    env = dict(os.environ)
+    env.update(XDG_CONFIG_HOME=str(tmp_path / "c"), XDG_DATA_HOME=str(tmp_path / "d"), TERM="xterm",
+               PROMPT_TOOLKIT_NO_CPR="1")
+    agents = os.path.join(os.path.dirname(__file__), "agents")
+    (tmp_path / "aiosh.toml").write_text(f'[plugins]\npaths = ["{agents}"]\n[access]\nallow = ["tool:write_file", "write:./"]\n')
+    child = pexpect.spawn(sys.executable, ["-m", "aiosh.cli"], env=env, cwd=str(tmp_path), encoding="utf-8",
+                          timeout=60, dimensions=(40, 160))
+    child.expect(PROMPT)
+    return child
+
+
+def test_yes_no_confirmation_of_an_irreversible_action(tmp_path):
+    sh = _pty_with_agents(tmp_path)
+    try:
+        sh.sendline("writer a.txt hello")  # foreground: asked at once
+        sh.expect(r"\[y/N\]")
+        sh.sendline("y")
+        sh.expect("written")
+        assert (tmp_path / "a.txt").read_text() == "hello"
+        sh.sendline("writer b.txt nope &")  # background: asked before the next prompt
+        sh.expect(r"\[1\] \d+")
+        import time
+
+        time.sleep(2)
+        sh.sendline("")
+        sh.expect(r"\[y/N\]")
+        sh.sendline("n")
+        sh.expect(r"\[1\]\+\s+(Done|Exit 126)")
+        assert not (tmp_path / "b.txt").exists()
+    finally:
+        sh.sendline("exit")
+        sh.expect(pexpect.EOF, timeout=30)

@@ -57,3 +57,16 @@ async def after_kill(ctx: AgentContext) -> int:
             await ctx.sleep(0.05)
         except asyncio.CancelledError:
             continue
+
+
+@agent("writer", description="writes a file through the write_file tool (an irreversible action)",
+       needs=("tool:write_file", "write:./"))
+async def writer(ctx: AgentContext) -> int:
+    path, text = ctx.argv[0], ctx.argv[1]
+    try:
+        await ctx.tool("write_file", path=path, content=text)
+    except PermissionError as exc:
+        ctx.stderr.write(f"writer: {exc}\n")
+        return 126
+    ctx.print("written")
+    return 0
