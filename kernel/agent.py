@@ -21,7 +21,7 @@ from kernel.memory import AgentMemory
 from kernel.proc import Process, SyscallRecord
 from kernel.requests import GenRequest, GenResult, SamplingParams
 from kernel.streams import Pipe
-from kernel.tools import ToolError
+from kernel.tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
 
 if TYPE_CHECKING:
     from kernel.kernel import Kernel
@@ -164,6 +164,41 @@ class LLM:
 
     def stream(self, prompt: str, **opts: object) -> AsyncIterator[str]:
         return self._ctx._llm_call(GenRequest(prompt=prompt), opts)
+
+    async def call_tool(
+        self, messages: list[dict[str, str]] | str, tools: list[str] | None = None, *, answer: bool = True,
+        max_string: int = 200, max_answer: int = 300, **opts: object,
+    ) -> ToolChoice:
+        """Ask the model to pick a tool call or answer, with its reply constrained by a grammar.
+
+        The grammar (GBNF, from the tools' JSON schemas through llama.cpp's converter, strings capped at
+        `max_string`/`max_answer` characters) admits only `{"tool": NAME, "args": {...}}` for one of `tools`
+        (default: every tool this agent may call; tools it may not call are left out) or, with `answer`,
+        `{"answer": "..."}`; a system message listing the tools is put first. Returns a ToolChoice (`.tool`,
+        `.args`, `.answer`, `.raw`); run the call with `ctx.tool(choice.tool, **choice.args)`. ToolError for an
+        unknown tool name or a reply cut off by max_tokens. `opts` go to `chat` (temperature, seed, conversation…).
+        """
+        ctx = self._ctx
+        kernel = ctx._kernel
+        known = kernel.tools.all()
+        names = sorted(known) if tools is None else list(tools)
+        for n in names:
+            if n not in known:
+                raise ToolError(f"{n}: no such tool")
+        specs = [known[n] for n in names if kernel.access.permits(ctx.pid, f"tool:{n}")]
+        grammar = choice_grammar(specs, max_string=max_string, max_answer=max_answer, answer=answer)
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        msgs = [dict(m) for m in messages]
+        guide = tools_prompt(specs, answer=answer or not specs)
+        if msgs and msgs[0].get("role") == "system":
+            msgs[0]["content"] = f"{msgs[0]['content']}\n\n{guide}"
+        else:
+            msgs.insert(0, {"role": "system", "content": guide})
+        if "max_tokens" not in opts and not ctx.options.get("max_tokens"):
+            opts["max_tokens"] = 384
+        text = await self.chat(msgs, grammar=grammar, **opts)
+        return parse_choice(text, [s.name for s in specs])
 
     async def history(self, session: str) -> list[dict[str, str]]:
         """The messages to continue a stored session with (send them + the new turn with `session=`)."""

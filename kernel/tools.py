@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from kernel.agent import AgentContext
     from kernel.kernel import Kernel
 
-__all__ = ["ToolContext", "ToolError", "ToolManager", "ToolSpec", "describe_signature", "tool", "type_name",
-           "validate_args"]
+__all__ = ["ToolChoice", "ToolContext", "ToolError", "ToolManager", "ToolSpec", "choice_grammar", "choice_schema",
+           "describe_signature", "parse_choice", "tool", "tools_prompt", "type_name", "validate_args"]
 
 MAX_STRING = 4000  # maxLength of a string argument in the grammar the model samples with (see call_tool)
 
@@ -346,6 +346,94 @@ def describe_signature(spec: ToolSpec) -> str:
             text += f" = {json.dumps(s['default'])}"
         parts.append(text)
     return f"{spec.name}({', '.join(parts)})"
+
+
+# ── tool calls by the model: a grammar over the allowed tools' schemas ────────────────────────────────────
+
+MAX_ARG_STRING = 200  # maxLength of a string argument the model may write (keeps replies short and bounded)
+MAX_ANSWER = 300  # maxLength of a final answer
+
+
+@dataclass
+class ToolChoice:
+    """What the model chose (from `ctx.llm.call_tool`): a tool call (`tool`, `args`) or an `answer`."""
+
+    tool: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+    raw: str = ""  # the model's JSON as it wrote it (to append as its turn)
+
+    @property
+    def is_answer(self) -> bool:
+        return self.tool is None
+
+
+def _capped(schema: dict, max_string: int) -> dict:
+    """A schema for the grammar: descriptions and defaults dropped, every free string given a maxLength."""
+    out: dict = {}
+    for k, v in schema.items():
+        if k in ("description", "default", "title"):
+            continue
+        if k in ("properties",):
+            out[k] = {name: _capped(sub, max_string) for name, sub in v.items()}
+        elif k in ("items",):
+            out[k] = _capped(v, max_string)
+        elif k in ("anyOf", "oneOf"):
+            out[k] = [_capped(sub, max_string) for sub in v]
+        else:
+            out[k] = v
+    if out.get("type") == "string" and "enum" not in out:
+        out["maxLength"] = min(int(out.get("maxLength", max_string)), max_string)
+    if out.get("type") == "array":
+        out.setdefault("maxItems", 16)
+    return out
+
+
+def choice_schema(specs: list[ToolSpec], *, max_string: int = MAX_ARG_STRING, max_answer: int = MAX_ANSWER,
+                  answer: bool = True) -> dict:
+    """The JSON schema of one reply: `{"tool": NAME, "args": {...}}` for one of `specs`, or `{"answer": "..."}`."""
+    alts = [{"type": "object", "properties": {"tool": {"const": s.name},
+                                              "args": _capped(s.parameters, max_string)},
+             "required": ["tool", "args"], "additionalProperties": False} for s in specs]
+    if answer or not alts:
+        alts.append({"type": "object", "properties": {"answer": {"type": "string", "maxLength": max_answer}},
+                     "required": ["answer"], "additionalProperties": False})
+    return alts[0] if len(alts) == 1 else {"oneOf": alts}
+
+
+def choice_grammar(specs: list[ToolSpec], **kw: Any) -> str:
+    """GBNF for `choice_schema` (through llama.cpp's own JSON-schema converter)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return json_schema_to_gbnf(json.dumps(choice_schema(specs, **kw)), prop_order=["tool", "args", "answer"])
+
+
+def tools_prompt(specs: list[ToolSpec], answer: bool = True) -> str:
+    """The system text that tells the model which tools it has and how to call them."""
+    lines = ["You can use tools. Reply with one JSON object and nothing else."]
+    if specs:
+        lines.append('To call a tool: {"tool": "NAME", "args": {...}}')
+    if answer:
+        lines.append('When you know the answer: {"answer": "..."}')
+    if specs:
+        lines.append("Tools:")
+        for s in specs:
+            lines.append(f"- {describe_signature(s)}: {s.description}")
+    return "\n".join(lines)
+
+
+def parse_choice(text: str, offered: list[str]) -> ToolChoice:
+    """The model's reply as a ToolChoice; ToolError when it is not one (cut off by max_tokens, say)."""
+    try:
+        data = json.loads(text, strict=False)
+    except ValueError:
+        raise ToolError(f"call_tool: the model's reply is not complete JSON ({len(text)} characters): "
+                        f"{_short(text)}") from None
+    if isinstance(data, dict) and isinstance(data.get("answer"), str) and "tool" not in data:
+        return ToolChoice(answer=data["answer"], raw=text.strip())
+    if isinstance(data, dict) and data.get("tool") in offered and isinstance(data.get("args", {}), dict):
+        return ToolChoice(tool=data["tool"], args=dict(data.get("args") or {}), raw=text.strip())
+    raise ToolError(f"call_tool: the model's reply is neither a tool call nor an answer: {_short(text)}")
 
 
 # ── the context a tool runs with ────────────────────────────────────────────────────────────────────────────

@@ -157,7 +157,7 @@ def ak(tmp_path_factory):
     (work / "docs" / "a.txt").write_text("in docs\n")
     (work / "top.txt").write_text("at the top\n")
     cfg = load_config(cwd=tmp, overrides={
-        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},
+        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512, "n_threads": 1},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
     })
     k = Kernel(cfg)

@@ -89,6 +89,41 @@ def test_bad_tool_declarations_are_refused():
         tool(name="z", paths={"nope": "read"})(calculator.fn)
 
 
+# --- the grammar for tool calls by the model ----------------------------------------------------------------------
+
+def test_choice_schema_and_parse():
+    from kernel.tools import choice_schema, parse_choice
+
+    s = choice_schema([calculator, demo], max_string=50, max_answer=80)
+    alts = s["oneOf"]
+    assert [a["properties"].get("tool", {}).get("const") for a in alts] == ["calculator", "demo", None]
+    assert alts[0]["properties"]["args"]["properties"]["expression"] == {"type": "string", "maxLength": 50}
+    assert alts[1]["properties"]["args"]["properties"]["mode"] == {"type": "string", "enum": ["a", "b"]}
+    assert alts[2]["properties"]["answer"] == {"type": "string", "maxLength": 80}
+    assert choice_schema([calculator], answer=False)["properties"]["tool"] == {"const": "calculator"}
+    assert choice_schema([])["required"] == ["answer"]
+    got = parse_choice('{ "tool": "calculator", "args": {"expression": "1+1"} }', ["calculator"])
+    assert (got.tool, got.args, got.is_answer) == ("calculator", {"expression": "1+1"}, False)
+    assert parse_choice('{"answer": "Paris"}', ["calculator"]).answer == "Paris"
+    with pytest.raises(ToolError, match="not complete JSON"):
+        parse_choice('{"answer": "Par', [])
+    with pytest.raises(ToolError, match="neither"):
+        parse_choice('{"tool": "rm", "args": {}}', ["calculator"])
+
+
+@pytest.mark.model
+def test_choice_grammar_is_valid_gbnf(model):
+    from kernel.plugins import discover
+    from kernel.sampling import check_grammar
+    from kernel.tools import choice_grammar
+
+    specs = list(discover().tools.values())
+    for kw in ({}, {"answer": False}, {"max_string": 5}):
+        check_grammar(model.vocab, choice_grammar(specs, **kw))
+    g = choice_grammar([demo])
+    assert "maxLength" not in g and "root ::=" in g  # converted to GBNF, not passed through
+
+
 # --- calculator ---------------------------------------------------------------------------------------------------
 
 def test_calculator_happy_path():
@@ -294,6 +329,14 @@ AGENTS = textwrap.dedent('''
         ctx.print("ok", json.dumps(value))
         return 0
 
+    @agent("choose", description="asks the model to pick: choose TOOLS|- ANSWER-ALLOWED QUESTION")
+    async def choose(ctx):
+        tools = None if ctx.argv[0] == "-" else [t for t in ctx.argv[0].split(",") if t]
+        choice = await ctx.llm.call_tool([{"role": "user", "content": ctx.argv[2]}], tools=tools,
+                                         answer=ctx.argv[1] == "yes", temperature=0, max_tokens=120)
+        ctx.print(json.dumps({"tool": choice.tool, "args": choice.args, "answer": choice.answer, "raw": choice.raw}))
+        return 0
+
     @agent("tmany", description="calls a tool N times at once: tmany N NAME JSON-ARGS")
     async def tmany(ctx):
         n, name, args = int(ctx.argv[0]), ctx.argv[1], json.loads(ctx.argv[2])
@@ -352,7 +395,7 @@ def tk(tmp_path_factory):
     (tmp / "work").mkdir()
     (tmp / "work" / "hello.txt").write_text("hello from the working folder\n")
     cfg = load_config(cwd=tmp, overrides={
-        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},
+        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512, "n_threads": 1},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
         "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"]},
     })
@@ -443,6 +486,27 @@ def test_per_tool_concurrency_limit(tk):
     starts = sorted(float(line.split()[1]) for line in out.splitlines())
     assert len(starts) == 3
     assert starts[1] - starts[0] >= 0.28 and starts[2] - starts[1] >= 0.28  # one at a time
+
+
+@pytest.mark.model
+@pytest.mark.timeout(90)
+def test_call_tool_constrains_the_model(tk):
+    # only the calculator, no answer allowed: even the 135M model must write a well-formed calculator call
+    status, out, pid = run(tk, "choose", "calculator", "no", "What is 12 times 7?", timeout=60)
+    assert status == 0, out
+    got = json.loads(out)
+    assert got["tool"] == "calculator" and set(got["args"]) == {"expression"}
+    assert isinstance(got["args"]["expression"], str) and len(got["args"]["expression"]) <= 200
+    assert json.loads(got["raw"]) == {"tool": "calculator", "args": got["args"]}
+    llm = tk.storage.query("SELECT outcome, tokens_out FROM syscalls WHERE run = ? AND pid = ? AND kind = 'llm'",
+                           (tk.storage.run, pid))
+    assert llm[0]["outcome"] == "ok" and 0 < llm[0]["tokens_out"] <= 120
+    # the default is every tool the agent may call, plus an answer
+    status, out, _ = run(tk, "choose", "-", "yes", "What is the capital of France?", timeout=60)
+    got = json.loads(out)
+    assert status == 0 and (got["answer"] is not None) != (got["tool"] is not None)
+    with pytest.raises(AssertionError):
+        assert run(tk, "choose", "nosuch", "yes", "x")[0] == 0
 
 
 @pytest.mark.model
