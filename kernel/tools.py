@@ -74,6 +74,7 @@ class ToolSpec:
     timeout: float = 10.0
     concurrency: int = 4  # calls of this tool running at once (over all agents)
     paths: dict[str, str] = field(default_factory=dict)  # argument -> "read" | "write": checked before running
+    example: dict[str, Any] | None = None  # arguments of a typical call, shown to the model
     ctx_param: str | None = None  # the parameter that receives the ToolContext
     module: str = ""
 
@@ -89,11 +90,14 @@ class ToolSpec:
 def tool(
     name: str | Callable[..., Any] | None = None, *, description: str = "", irreversible: bool = False,
     timeout: float = 10.0, concurrency: int = 4, paths: dict[str, str] | None = None,
+    example: dict[str, Any] | None = None,
 ) -> Any:
     """Decorator: turn a typed function into a ToolSpec that plugin discovery finds.
 
     `@tool` alone names the tool after the function; `@tool(name="x", irreversible=True, timeout=5,
-    concurrency=1, paths={"path": "write"})` sets the rest.
+    concurrency=1, paths={"path": "write"}, example={"path": "notes.txt"})` sets the rest. A parameter annotated
+    `Annotated[str, {"pattern": "^[0-9+*/ ()-]+$"}]` adds JSON-schema constraints (pattern, minLength, maxLength,
+    minimum, maximum): checked on every call, and the grammar the model samples with follows them.
     """
     if callable(name):
         return tool()(name)
@@ -111,11 +115,17 @@ def tool(
         for arg, mode in (paths or {}).items():
             if arg not in params["properties"] or mode not in ("read", "write"):
                 raise ValueError(f"tool {tool_name}: paths: {arg!r} must be a parameter, mode 'read' or 'write'")
-        return ToolSpec(
+        spec = ToolSpec(
             name=tool_name, fn=fn, description=description or summary, parameters=params,
             irreversible=irreversible, timeout=float(timeout), concurrency=int(concurrency),
             paths=dict(paths or {}), ctx_param=ctx_param, module=fn.__module__,
         )
+        if example is not None:
+            try:
+                spec.example = validate_args(spec, dict(example))
+            except ToolError as exc:
+                raise ValueError(f"tool {tool_name}: example: {exc}") from None
+        return spec
 
     return wrap
 
@@ -167,6 +177,17 @@ def _type_schema(tp: Any, where: str) -> dict:
     """JSON schema of one Python type annotation (the subset a model can fill in)."""
     origin = typing.get_origin(tp)
     targs = typing.get_args(tp)
+    if origin is typing.Annotated:
+        schema = _type_schema(targs[0], where)
+        for extra in targs[1:]:
+            if isinstance(extra, dict):
+                schema.update(extra)
+        pattern = schema.get("pattern")
+        if pattern is not None:
+            if not (isinstance(pattern, str) and pattern.startswith("^") and pattern.endswith("$")):
+                raise TypeError(f"{where}: a pattern must be a string anchored with ^ and $")
+            re.compile(pattern)
+        return schema
     if tp is str:
         return {"type": "string"}
     if tp is bool:
@@ -198,7 +219,7 @@ def _type_schema(tp: Any, where: str) -> dict:
 
 def _schema_of(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str]) -> tuple[dict, str | None]:
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
     except Exception as exc:  # noqa: BLE001
         raise TypeError(f"tool {tool_name}: cannot read its type hints: {exc}") from None
     props: dict[str, dict] = {}
@@ -206,7 +227,8 @@ def _schema_of(fn: Callable[..., Any], tool_name: str, arg_docs: dict[str, str])
     ctx_param: str | None = None
     for i, (pname, p) in enumerate(inspect.signature(fn).parameters.items()):
         hint = hints.get(pname, inspect.Parameter.empty)
-        if i == 0 and (hint is ToolContext or pname == "ctx"):
+        if i == 0 and (hint is ToolContext or pname == "ctx" or typing.get_origin(hint) is typing.Annotated
+                       and typing.get_args(hint)[0] is ToolContext):
             ctx_param = pname
             continue
         where = f"tool {tool_name}: parameter {pname}"
@@ -287,6 +309,18 @@ def _check(value: Any, schema: dict, where: str) -> Any:
         raise ValueError(f"{where}: expected {_want(schema)}, got {_type_name(value)} {_short(value)}")
     if "enum" in schema and value not in schema["enum"]:
         raise ValueError(f"{where}: expected {_want(schema)}, got {_short(value)}")
+    if t == "string":
+        if len(value) < schema.get("minLength", 0):
+            raise ValueError(f"{where}: at least {schema['minLength']} characters, got {len(value)}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise ValueError(f"{where}: at most {schema['maxLength']} characters, got {len(value)}")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            raise ValueError(f"{where}: {_short(value)} does not match {schema['pattern']}")
+    if t in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise ValueError(f"{where}: at least {schema['minimum']}, got {value}")
+        if "maximum" in schema and value > schema["maximum"]:
+            raise ValueError(f"{where}: at most {schema['maximum']}, got {value}")
     if t == "number":
         return float(value)
     if t == "array":
@@ -368,22 +402,26 @@ class ToolChoice:
         return self.tool is None
 
 
-def _capped(schema: dict, max_string: int) -> dict:
-    """A schema for the grammar: descriptions and defaults dropped, every free string given a maxLength."""
+def _capped(schema: dict, max_string: int, required: bool = False) -> dict:
+    """A schema for the grammar: descriptions and defaults dropped, every free string given a maxLength (and a
+    minLength of 1 when it is a required argument: a small model otherwise closes the quotes at once)."""
     out: dict = {}
     for k, v in schema.items():
         if k in ("description", "default", "title"):
             continue
         if k in ("properties",):
-            out[k] = {name: _capped(sub, max_string) for name, sub in v.items()}
+            need = set(schema.get("required", ()))
+            out[k] = {name: _capped(sub, max_string, name in need) for name, sub in v.items()}
         elif k in ("items",):
             out[k] = _capped(v, max_string)
         elif k in ("anyOf", "oneOf"):
             out[k] = [_capped(sub, max_string) for sub in v]
         else:
             out[k] = v
-    if out.get("type") == "string" and "enum" not in out:
+    if out.get("type") == "string" and "enum" not in out and "pattern" not in out:
         out["maxLength"] = min(int(out.get("maxLength", max_string)), max_string)
+        if required:
+            out.setdefault("minLength", 1)
     if out.get("type") == "array":
         out.setdefault("maxItems", 16)
     return out
@@ -396,7 +434,8 @@ def choice_schema(specs: list[ToolSpec], *, max_string: int = MAX_ARG_STRING, ma
                                               "args": _capped(s.parameters, max_string)},
              "required": ["tool", "args"], "additionalProperties": False} for s in specs]
     if answer or not alts:
-        alts.append({"type": "object", "properties": {"answer": {"type": "string", "maxLength": max_answer}},
+        alts.append({"type": "object", "properties": {"answer": {"type": "string", "minLength": 1,
+                                                                 "maxLength": max_answer}},
                      "required": ["answer"], "additionalProperties": False})
     return alts[0] if len(alts) == 1 else {"oneOf": alts}
 
@@ -405,7 +444,10 @@ def choice_grammar(specs: list[ToolSpec], **kw: Any) -> str:
     """GBNF for `choice_schema` (through llama.cpp's own JSON-schema converter)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return json_schema_to_gbnf(json.dumps(choice_schema(specs, **kw)), prop_order=["tool", "args", "answer"])
+    gbnf = json_schema_to_gbnf(json.dumps(choice_schema(specs, **kw)), prop_order=["tool", "args", "answer"])
+    # JSON strings hold no raw control characters (llama.cpp's C++ converter says so too; this Python port lets
+    # them through, and a small model then fills a string with newlines and chatter).
+    return gbnf.replace(r'char ::= [^"\\]', r'char ::= [^"\\\x7F\x00-\x1F]', 1)
 
 
 def tools_prompt(specs: list[ToolSpec], answer: bool = True) -> str:
@@ -419,6 +461,8 @@ def tools_prompt(specs: list[ToolSpec], answer: bool = True) -> str:
         lines.append("Tools:")
         for s in specs:
             lines.append(f"- {describe_signature(s)}: {s.description}")
+            if s.example is not None:
+                lines.append("  Example: " + json.dumps({"tool": s.name, "args": s.example}, ensure_ascii=False))
     return "\n".join(lines)
 
 

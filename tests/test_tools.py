@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 
@@ -97,9 +97,12 @@ def test_choice_schema_and_parse():
     s = choice_schema([calculator, demo], max_string=50, max_answer=80)
     alts = s["oneOf"]
     assert [a["properties"].get("tool", {}).get("const") for a in alts] == ["calculator", "demo", None]
-    assert alts[0]["properties"]["args"]["properties"]["expression"] == {"type": "string", "maxLength": 50}
+    assert alts[0]["properties"]["args"]["properties"]["expression"] == {  # its pattern bounds it
+        "type": "string", "pattern": "^[0-9a-z(-][0-9a-z ().,+*/%^-]{0,199}$"}
+    assert alts[1]["properties"]["args"]["properties"]["text"] == {"type": "string", "maxLength": 50,
+                                                                   "minLength": 1}  # required
     assert alts[1]["properties"]["args"]["properties"]["mode"] == {"type": "string", "enum": ["a", "b"]}
-    assert alts[2]["properties"]["answer"] == {"type": "string", "maxLength": 80}
+    assert alts[2]["properties"]["answer"] == {"type": "string", "minLength": 1, "maxLength": 80}
     assert choice_schema([calculator], answer=False)["properties"]["tool"] == {"const": "calculator"}
     assert choice_schema([])["required"] == ["answer"]
     got = parse_choice('{ "tool": "calculator", "args": {"expression": "1+1"} }', ["calculator"])
@@ -122,6 +125,32 @@ def test_choice_grammar_is_valid_gbnf(model):
         check_grammar(model.vocab, choice_grammar(specs, **kw))
     g = choice_grammar([demo])
     assert "maxLength" not in g and "root ::=" in g  # converted to GBNF, not passed through
+    assert r'char ::= [^"\\\x7F\x00-\x1F]' in g  # no raw newlines or control characters inside strings
+
+
+def test_annotated_constraints_and_examples():
+    from kernel.tools import tools_prompt
+
+    @tool(name="pick", example={"word": "ab", "n": 2})
+    def pick(word: Annotated[str, {"pattern": "^[ab]+$", "maxLength": 4}], n: Annotated[int, {"minimum": 1}]) -> str:
+        """Pick."""
+        return word * n
+
+    assert pick.parameters["properties"]["word"] == {"type": "string", "pattern": "^[ab]+$", "maxLength": 4}
+    assert validate_args(pick, {"word": "abba", "n": 1}) == {"word": "abba", "n": 1}
+    for args, msg in [({"word": "abc", "n": 1}, "does not match"), ({"word": "ababa", "n": 1}, "at most 4"),
+                      ({"word": "a", "n": 0}, "n: at least 1")]:
+        with pytest.raises(ToolError, match=msg):
+            validate_args(pick, args)
+    assert 'Example: {"tool": "pick", "args": {"word": "ab", "n": 2}}' in tools_prompt([pick])
+    with pytest.raises(ValueError, match="example"):
+        tool(name="bad", example={"word": "c", "n": 1})(pick.fn)
+
+    def unanchored(w: Annotated[str, {"pattern": "[ab]+"}]) -> str:
+        """x"""
+
+    with pytest.raises(TypeError, match="anchored"):
+        tool(name="bad3")(unanchored)
 
 
 # --- calculator ---------------------------------------------------------------------------------------------------

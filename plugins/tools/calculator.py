@@ -6,6 +6,7 @@ import ast
 import math
 import operator
 from collections.abc import Callable
+from typing import Annotated
 
 from kernel.tools import ToolError, tool
 
@@ -108,8 +109,12 @@ def evaluate(expression: str) -> int | float:
         raise ToolError("result too large") from None
 
 
-@tool(name="calculator", timeout=5, concurrency=4)
-def calculator(expression: str) -> int | float:
+# What an expression may contain: the grammar keeps a model's call to these characters.
+EXPRESSION = {"pattern": r"^[0-9a-z(-][0-9a-z ().,+*/%^-]{0,199}$"}
+
+
+@tool(name="calculator", timeout=5, concurrency=4, example={"expression": "(2 + 3) * 4"})
+def calculator(expression: Annotated[str, EXPRESSION]) -> int | float:
     """Evaluate an arithmetic expression: + - * / // % ** (or ^), parentheses, numbers, pi, e, and sqrt, exp,
     log, log10, log2, sin, cos, tan, asin, acos, atan, floor, ceil, abs, round, min, max, factorial, hypot.
 
