@@ -170,9 +170,9 @@ class Kernel:
             raise ValueError(f"unknown scheduling class '{klass}' (one of {', '.join(SCHED_CLASSES)})")
         lim = limits or Limits(self.config.limits.max_tokens, self.config.limits.max_time, self.config.limits.max_kv)
         opts = options or {}
-        for key in ("allow", "deny"):
-            if opts.get(key) is not None:
-                parse_capabilities(opts[key])  # ValueError now, before a pid is handed out
+        for caps in (opts.get("allow"), opts.get("deny"), spec.needs):
+            if caps is not None:
+                parse_capabilities(caps)  # ValueError now, before a pid is handed out
         with self._lock:
             if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")

@@ -328,6 +328,30 @@ def test_clock_is_iso():
     assert clock(utc=True).endswith("+00:00")
 
 
+def test_tools_from_entry_points(monkeypatch):
+    import kernel.plugins as kp
+
+    class EP:
+        def __init__(self, name, obj):
+            self.name, self._obj = name, obj
+
+        def load(self):
+            if isinstance(self._obj, Exception):
+                raise self._obj
+            return self._obj
+
+    @tool(name="ep_tool")
+    def ep_tool(x: int) -> int:
+        """From an entry point."""
+        return x
+
+    monkeypatch.setattr(kp.importlib.metadata, "entry_points",
+                        lambda group: [EP("good", ep_tool), EP("broken", ImportError("no module"))])
+    found = kp.discover()
+    assert found.tools["ep_tool"] is ep_tool and found.tool_origins["ep_tool"] == "entry point good"
+    assert found.errors == ["entry point broken: ImportError: no module"]
+
+
 def test_builtin_tools_are_discovered():
     from kernel.plugins import discover
 
@@ -364,6 +388,15 @@ AGENTS = textwrap.dedent('''
         choice = await ctx.llm.call_tool([{"role": "user", "content": ctx.argv[2]}], tools=tools,
                                          answer=ctx.argv[1] == "yes", temperature=0, max_tokens=120)
         ctx.print(json.dumps({"tool": choice.tool, "args": choice.args, "answer": choice.answer, "raw": choice.raw}))
+        return 0
+
+    @agent("memtool", description="keeps two facts, then searches its memory with the memory_search tool")
+    async def memtool(ctx):
+        await ctx.memory.set("harbour", "the boats in Quillby harbour are painted violet")
+        await ctx.memory.note("the lighthouse keeper is called Ada")
+        for q in ("violet boats", "lighthouse keeper", "zebra"):
+            hits = await ctx.tool("memory_search", query=q)
+            ctx.print(q, "->", json.dumps([h["label"] for h in hits]))
         return 0
 
     @agent("tmany", description="calls a tool N times at once: tmany N NAME JSON-ARGS")
@@ -486,6 +519,36 @@ def test_ctx_tool_errors(tk):
         assert out.count("\n") == 1
         outcome = tool_syscalls(tk, pid)[0]["outcome"]
         assert outcome.startswith("error: " if want_status == 3 else "denied: "), outcome
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_memory_search_tool_finds_the_agents_own_entries(tk):
+    status, out, pid = run(tk, "memtool")
+    assert status == 0, out
+    assert out.splitlines() == ['violet boats -> ["harbour"]', 'lighthouse keeper -> ["note:1"]', "zebra -> []"]
+    # another agent's search does not see them
+    status, out, _ = run(tk, "tcall", "memory_search", '{"query": "violet boats"}')
+    assert (status, out) == (0, "ok []\n")
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_tool_dropped_into_a_plugin_folder_is_found(tk):
+    folder = Path(tk.config.plugins.paths[0]) / "tools"
+    (folder / "late.py").write_text(textwrap.dedent('''
+        from kernel.tools import tool
+
+        @tool(name="late_tool")
+        def late_tool(x: int) -> int:
+            """Added while the kernel runs."""
+            return x * 2
+    '''))
+    try:
+        status, out, _ = run(tk, "tcall", "late_tool", '{"x": 21}')
+        assert (status, out) == (0, "ok 42\n")
+    finally:
+        (folder / "late.py").unlink()
 
 
 @pytest.mark.model
