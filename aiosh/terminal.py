@@ -58,13 +58,7 @@ class Pump:
                 text, self._held = text[:cut], text[cut:]
             else:
                 self._held = ""
-            if text:
-                out = self._target()
-                try:
-                    out.write(text)
-                    out.flush()
-                except (OSError, ValueError):
-                    pass
+            self._write(text)
 
     def set_line_mode(self, on: bool) -> None:
         """Line mode on while the prompt shows; turning it off releases a held partial line."""
@@ -85,13 +79,17 @@ class Pump:
             if self.holding:
                 return
             text, self._held = self._held, ""
-        if text:
-            out = self._target()
-            try:
-                out.write(text)
-                out.flush()
-            except (OSError, ValueError):
-                pass
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return
+        out = self._target()
+        try:
+            out.write(text)
+            out.flush()
+        except (OSError, ValueError):  # the terminal went away: nothing to show it on
+            pass
 
     def drain(self, timeout: float = 1.0) -> None:
         """Wait until what was written to the pipe so far has been copied out."""

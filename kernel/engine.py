@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 import queue
 import threading
 import time
@@ -184,8 +185,6 @@ class Engine:
     # --- set-up -----------------------------------------------------------------------------------------------
     def _init_context(self) -> None:
         s = self.settings
-        import os
-
         cp = ll.llama_context_default_params()
         cp.n_ctx = s.effective_kv_cells if s.unified_kv else s.n_ctx * s.n_slots
         cp.n_batch = max(s.batch_tokens + s.n_slots, 64)
@@ -224,6 +223,7 @@ class Engine:
             self._thread = None
         for act in list(self._actives.values()):
             self._finish(act, "cancelled", "engine shut down")
+        self._fail_queued("engine shut down")
         if getattr(self, "batch", None) is not None:
             ll.llama_batch_free(self.batch)
             self.batch = None
@@ -265,6 +265,8 @@ class Engine:
 
     def call(self, fn: Callable[[], object], timeout: float | None = 30) -> object:
         """Run fn on the engine thread between steps (for things that touch the context) and return its value."""
+        if self._thread is None or self._stopping or self.error is not None:
+            raise EngineError(f"engine is not running ({self.error or 'shut down'})")
         done = threading.Event()
         box: dict[str, object] = {}
 
@@ -509,15 +511,8 @@ class Engine:
         decoded_rids = {d[1] for d in decoded}
         for act in members:
             self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in decoded_rids else 0)
-        # Deliver text once per step.
-        for act in list(members):
-            if act.out:
-                act.handle.pipe.write("".join(act.out))
-                act.out.clear()
-            act.handle.n_generated = len(act.generated)
-        for act in list(members):
-            if act.seq.state == "finished":
-                self._retire(act)
+        # Account the step first (listeners: the kernel's per-process counters), so that a request's last tokens
+        # are counted before its handle finishes and its agent can exit and be collected.
         self._totals["steps"] += 1
         self._totals["prompt"] += n_prefill
         self._totals["generated"] += len(sampled)
@@ -528,6 +523,15 @@ class Engine:
                 fn(rec)
             except Exception:  # noqa: BLE001 - a listener must not stop the engine
                 pass
+        # Deliver text once per step.
+        for act in list(members):
+            if act.out:
+                act.handle.pipe.write("".join(act.out))
+                act.out.clear()
+            act.handle.n_generated = len(act.generated)
+        for act in list(members):
+            if act.seq.state == "finished":
+                self._finish(act, act.result.finish_reason, None)
         self._publish_stats(last_batch=n)
 
     def _batch_add(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
@@ -669,9 +673,10 @@ class Engine:
         else:
             keep = min(keep, limit)
             self._truncate(slot, keep)
-        act.result.cached_tokens = keep
         act.seq.n_prefilled = keep
-        self._totals["cached"] += keep
+        if not act.result.t_admit:  # a re-admission after a recompute is not a cache hit of the request
+            act.result.cached_tokens = keep
+            self._totals["cached"] += keep
 
     def _truncate(self, slot: _Slot, keep: int) -> None:
         """Drop this sequence's KV from position keep on (the cells stay while another sequence shares them)."""
@@ -705,8 +710,8 @@ class Engine:
             if extra > 0:
                 ll.llama_memory_seq_rm(self.mem, act.slot.seq, len(act.slot.cells), -1)
                 del act.slot.tokens[len(act.slot.cells) :]
-                if act.batch_index >= 0 or act.pending_token is None:
-                    act.result.evaluated_tokens -= extra if act.pending_token is None else 0
+                if act.pending_token is None:  # a prompt chunk that was not evaluated after all
+                    act.result.evaluated_tokens -= extra
             act.batch_index = -1
         if rc == 1:  # no KV space: the scheduler names a victim (stopped agents first) to swap out
             victim = self.scheduler.kv_victim([a.seq for a in self._actives.values()])
@@ -780,11 +785,6 @@ class Engine:
         act.seq.n_prefilled = act.seq.prompt_len
 
     # --- ending requests --------------------------------------------------------------------------------------
-    def _retire(self, act: _Active) -> None:
-        res = act.result
-        reason = res.finish_reason
-        self._finish(act, reason, None)
-
     def _finish(self, act: _Active, reason: str, error: str | None) -> None:
         """End a request: result to the caller, slot back to the pool (its KV kept as an idle cache)."""
         if act.seq.rid not in self._actives:
