@@ -303,3 +303,31 @@ def test_agent_pipeline_shares_one_process_group(term: Term) -> None:
     groups = {p.pgid for p in term.host.started}
     assert groups == {100}
     term("kill %1")
+
+
+def test_background_output_is_passed_on_whole_lines():
+    """Two background writers on one terminal never interleave inside a line."""
+    import threading as _t
+
+    from aiosh.shell import plumbing
+    from kernel.streams import Pipe
+
+    dst, a, b = Pipe("tty"), Pipe("a"), Pipe("b")
+    pumps = [plumbing.pump_pipe(src, dst, close_dst=False, whole_lines=True) for src in (a, b)]
+
+    def write(p: Pipe, word: str) -> None:
+        for _ in range(50):
+            for ch in word + "\n":
+                p.write(ch)
+        p.close()
+
+    writers = [_t.Thread(target=write, args=(a, "alpha-alpha")), _t.Thread(target=write, args=(b, "beta-beta"))]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    for p in pumps:
+        p.join(5)
+    dst.close()
+    lines = dst.read_all().splitlines()
+    assert sorted(set(lines)) == ["alpha-alpha", "beta-beta"] and len(lines) == 100

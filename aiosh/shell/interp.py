@@ -319,6 +319,7 @@ class Interp(LaunchMixin, RedirectMixin):
     def start_background(self, ao: AndOr, io: IO) -> int:
         """`list &`: a job of its own; agents/programs run directly, shell code on a thread."""
         job = Job(ao.render(), self.state.cwd, pipefail=self.state.pipefail)
+        job.background = True
         bg_io = io.copy()
         bg_io.fds[0] = plumbing.closed_pipe(name="bg-stdin")
         if not ao.rest and not ao.first.negate:

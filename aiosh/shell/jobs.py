@@ -43,6 +43,7 @@ class Job:
         self.agent_pgid: int | None = None
         self.reported = "running"  # the state last shown to the user
         self.foreground = False
+        self.background = False  # started with `&`: its agents' output goes to the terminal line by line
         self.nohup = False  # `disown -h`: not sent SIGHUP when the shell exits
 
     @property

@@ -149,9 +149,10 @@ class LaunchMixin:
         options = with_limits(options, self.state.limits)
         out = Pipe(f"{name}.stdout")
         err = out if io.stderr is io.stdout else Pipe(f"{name}.stderr")
-        pumps = [plumbing.pump_pipe(out, io.stdout, close_dst=False)]
+        lines = job.background  # background output reaches the terminal line by line
+        pumps = [plumbing.pump_pipe(out, io.stdout, close_dst=False, whole_lines=lines)]
         if err is not out:
-            pumps.append(plumbing.pump_pipe(err, io.stderr, close_dst=False))
+            pumps.append(plumbing.pump_pipe(err, io.stderr, close_dst=False, whole_lines=lines))
         stop = threading.Event()
         stdin = None
         if io.stdin is not None:

@@ -75,10 +75,16 @@ def safe_write(dst: Pipe, text: str) -> bool:
     return not dst.reader_gone
 
 
-def pump_pipe(src: Pipe, dst: Pipe, *, close_dst: bool, stop: threading.Event | None = None) -> threading.Thread:
-    """Copy src to dst until src ends (or `stop` is set and src is drained)."""
+def pump_pipe(
+    src: Pipe, dst: Pipe, *, close_dst: bool, stop: threading.Event | None = None, whole_lines: bool = False
+) -> threading.Thread:
+    """Copy src to dst until src ends (or `stop` is set and src is drained).
+
+    whole_lines: pass text on a line at a time (the rest at the end), so that several background agents writing
+    to one terminal never interleave in the middle of a line."""
 
     def run() -> None:
+        held = ""
         try:
             while True:
                 chunk = reader.read(src, POLL)
@@ -88,10 +94,18 @@ def pump_pipe(src: Pipe, dst: Pipe, *, close_dst: bool, stop: threading.Event | 
                     if stop is not None and stop.is_set():
                         break
                     continue
+                if whole_lines:
+                    held += chunk
+                    cut = held.rfind("\n") + 1
+                    chunk, held = held[:cut], held[cut:]
+                    if not chunk:
+                        continue
                 if not safe_write(dst, chunk):
                     src.close_reader()
                     break
         finally:
+            if held:
+                safe_write(dst, held)
             if close_dst:
                 dst.close()
 
