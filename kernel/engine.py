@@ -511,6 +511,8 @@ class Engine:
         decoded_rids = {d[1] for d in decoded}
         for act in members:
             self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in decoded_rids else 0)
+        if decoded and not prefilled:
+            self.scheduler.observe_step(len(decoded), now - t0)
         # Account the step first (listeners: the kernel's per-process counters), so that a request's last tokens
         # are counted before its handle finishes and its agent can exit and be collected.
         self._totals["steps"] += 1

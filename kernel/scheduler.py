@@ -62,6 +62,9 @@ ENTRY_POINT_GROUP = "aiosh.plugins"
 _SERVED = "sched.boost_served"  # SeqState.extra key: a boosted sequence got tokens
 
 
+INTERACTIVE_SLOWDOWN = 1.8  # an interactive agent's step may cost at most this many one-sequence steps
+
+
 def nice_weight(nice: int) -> int:
     return NICE_TO_WEIGHT[max(-20, min(19, int(nice))) + 20]
 
@@ -352,7 +355,8 @@ class Scheduler:
         self.max_batch = max_batch
         self.token_budget = token_budget
         self.boost_after_s = boost_after_s
-        self.interactive_batch = interactive_batch  # 0 = a quarter of max_batch (see _interactive_batch)
+        self.interactive_batch = interactive_batch  # 0 = from measured step times (see _interactive_batch)
+        self._step_s: dict[int, float] = {}  # decode-only step seconds by batch width (moving average)
         self.steps = 0  # plans made so far: the clock of minimum residency
         self._now = 0.0
         self._was_runnable: dict[int, bool] = {}
@@ -491,16 +495,39 @@ class Scheduler:
 
     # --- interactive -----------------------------------------------------------------------------------------
     def _interactive_batch(self, max_batch: int, n_interactive: int = 1) -> int:
-        """While an interactive sequence runs, the batch shrinks to a quarter of max_batch (rounded up;
-        `interactive_batch` overrides the quarter), and never below the number of interactive sequences.
+        """While an interactive sequence runs, the batch shrinks so that its steps stay short (latency over
+        throughput), never below the number of interactive sequences.
 
-        Why: on CPU a decode step costs about 7 ms at batch 1 and 56 ms at batch 16, roughly 7 + 3.3*(b-1) ms,
-        and an interactive agent's per-token latency is the step time. At 16 -> 4 a step takes ~17 ms instead of
-        ~56 (3x faster tokens for the interactive agent) while the step still carries 4 sequences, which keeps
-        most of the aggregate throughput (~235 against ~285 tok/s): the best latency per throughput lost. The
-        batch grows back at the first step with no interactive sequence runnable."""
-        cap = self.interactive_batch or math.ceil(max_batch / 4)
+        How far: `interactive_batch` if set; else the widest batch whose measured step costs at most
+        INTERACTIVE_SLOWDOWN one-sequence steps (on this 2-core CPU a 4-wide step costs ~3x a single one, so the
+        interactive agent decodes nearly alone; on a GPU the batch barely shrinks); before any measurement, a
+        quarter of max_batch. The batch grows back at the first step with no interactive sequence runnable."""
+        cap = self.interactive_batch or self._measured_interactive_cap(max_batch) or math.ceil(max_batch / 4)
         return max(1, min(max_batch, max(n_interactive, cap)))
+
+    def observe_step(self, width: int, seconds: float) -> None:
+        """The engine reports each decode-only step: how long a step of this many sequences takes here."""
+        prev = self._step_s.get(width)
+        self._step_s[width] = seconds if prev is None else 0.8 * prev + 0.2 * seconds
+
+    def _measured_interactive_cap(self, max_batch: int) -> int | None:
+        """The widest batch whose step (measured, or interpolated between measured widths) costs at most
+        INTERACTIVE_SLOWDOWN x a one-sequence step, so an interactive agent keeps over half its solo speed on
+        this machine: on a GPU wide batches are nearly free, on a small CPU they are not. None until a
+        one-sequence step and a wider one have been seen (then the quarter rule applies)."""
+        t1 = self._step_s.get(1)
+        known = sorted(self._step_s.items())
+        if t1 is None or len(known) < 2:
+            return None
+        best = 1
+        for w in range(2, max_batch + 1):
+            lo = max((k for k in known if k[0] <= w), key=lambda k: k[0])
+            hi = min((k for k in known if k[0] >= w), key=lambda k: k[0], default=known[-1])
+            est = lo[1] if hi[0] == lo[0] else lo[1] + (hi[1] - lo[1]) * (w - lo[0]) / (hi[0] - lo[0])
+            if est > INTERACTIVE_SLOWDOWN * t1:
+                break
+            best = w
+        return best
 
     def _interactive_budget(self, run: list[SeqState]) -> int:
         """While an interactive sequence runs, other sequences' prompt chunks could stretch its step far more
