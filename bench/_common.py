@@ -185,3 +185,40 @@ def logit_bias_overhead_ms(n_vocab: int, bias: dict[int, float], reps: int = 200
         for tid, b in bias.items():
             new[tid] = b + scores[tid]
     return (time.perf_counter() - t0) / reps * 1e3
+
+
+# Distinct, realistic user prompts shared by the benches (the same text on every side of a comparison).
+USER_PROMPTS = [
+    "Write a short poem about a lighthouse keeper.",
+    "Explain what a hash table is to a new programmer.",
+    "List three tips for writing clear commit messages.",
+    "Describe the water cycle in simple terms.",
+    "What are the benefits of regular exercise?",
+    "Summarise the plot of a heist story in a few sentences.",
+    "Give me a recipe idea that uses lentils and spinach.",
+    "How does a bicycle stay upright while moving?",
+    "Write a friendly reminder email about a team meeting.",
+    "Explain the difference between weather and climate.",
+    "Suggest a name for a coffee shop by the sea and explain it.",
+    "What should I pack for a two-day hiking trip?",
+    "Describe how a refrigerator keeps food cold.",
+    "Write a limerick about a forgetful robot.",
+    "Why do leaves change colour in autumn?",
+    "Give three ideas for a rainy afternoon with children.",
+    "Explain recursion with an everyday example.",
+    "What makes a good password?",
+    "Describe the sound of a city at night.",
+    "How do vaccines train the immune system?",
+    "Write an opening line for a mystery novel.",
+    "What is the difference between a virus and a bacterium?",
+    "Give advice for someone starting to learn the guitar.",
+    "Explain why the sky is blue.",
+    "Describe a market in a small mountain town.",
+    "What are the main parts of a computer?",
+    "Write a thank-you note to a neighbour who watered the plants.",
+    "How do bees make honey?",
+    "Explain compound interest with a simple example.",
+    "What should a good README file contain?",
+    "Describe the first snowfall of winter.",
+    "Give three reasons to keep a journal.",
+]

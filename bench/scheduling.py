@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, whatever th
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if it is not installed
 
 import llama_cpp as ll  # noqa: E402
-from _common import emit, loadavg, log, percentile, rnd, sampling, setup_info  # noqa: E402
+from _common import USER_PROMPTS, emit, loadavg, log, percentile, rnd, sampling, setup_info  # noqa: E402
 
 from kernel.engine import Engine, EngineSettings  # noqa: E402
 from kernel.model import Model  # noqa: E402
@@ -757,40 +757,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Stand-alone requests, different topics, short (the same list as engine_throughput.py's).
-USER_PROMPTS = [
-    "Write a short poem about a lighthouse keeper.",
-    "Explain what a hash table is to a new programmer.",
-    "List three tips for writing clear commit messages.",
-    "Describe the water cycle in simple terms.",
-    "What are the benefits of regular exercise?",
-    "Summarise the plot of a heist story in a few sentences.",
-    "Give me a recipe idea that uses lentils and spinach.",
-    "How does a bicycle stay upright while moving?",
-    "Write a friendly reminder email about a team meeting.",
-    "Explain the difference between weather and climate.",
-    "Suggest a name for a coffee shop by the sea and explain it.",
-    "What should I pack for a two-day hiking trip?",
-    "Describe how a refrigerator keeps food cold.",
-    "Write a limerick about a forgetful robot.",
-    "Why do leaves change colour in autumn?",
-    "Give three ideas for a rainy afternoon with children.",
-    "Explain recursion with an everyday example.",
-    "What makes a good password?",
-    "Describe the sound of a city at night.",
-    "How do vaccines train the immune system?",
-    "Write an opening line for a mystery novel.",
-    "What is the difference between a virus and a bacterium?",
-    "Give advice for someone starting to learn the guitar.",
-    "Explain why the sky is blue.",
-    "Describe a market in a small mountain town.",
-    "What are the main parts of a computer?",
-    "Write a thank-you note to a neighbour who watered the plants.",
-    "How do bees make honey?",
-    "Explain compound interest with a simple example.",
-    "What should a good README file contain?",
-    "Describe the first snowfall of winter.",
-    "Give three reasons to keep a journal.",
-]
 
 
 if __name__ == "__main__":
