@@ -24,6 +24,7 @@ from .errors import (
     Cancelled,
     ContinueLoop,
     ExitShell,
+    LoopControl,
     ReturnFromFunction,
     ShellError,
     ShellSyntaxError,
@@ -481,13 +482,11 @@ class Interp(LaunchMixin, RedirectMixin):
                 try:
                     status = self.run_list(node.body, io)
                 except BreakLoop as exc:
-                    if exc.levels > 1:
-                        raise BreakLoop(exc.levels - 1) from None
+                    _pass_outer_levels(exc)
                     status = 0
                     break
                 except ContinueLoop as exc:
-                    if exc.levels > 1:
-                        raise ContinueLoop(exc.levels - 1) from None
+                    _pass_outer_levels(exc)
                     status = 0
                     continue
         finally:
@@ -521,13 +520,11 @@ class Interp(LaunchMixin, RedirectMixin):
                         break
                     status = self.run_list(node.body, io)
                 except BreakLoop as exc:
-                    if exc.levels > 1:
-                        raise BreakLoop(exc.levels - 1) from None
+                    _pass_outer_levels(exc)
                     status = 0
                     break
                 except ContinueLoop as exc:
-                    if exc.levels > 1:
-                        raise ContinueLoop(exc.levels - 1) from None
+                    _pass_outer_levels(exc)
                     status = 0
                     continue
         finally:
@@ -653,3 +650,9 @@ class Interp(LaunchMixin, RedirectMixin):
                     st.vars[name] = old
             self.func_depth -= 1
             st.positional = saved_args
+
+
+def _pass_outer_levels(exc: LoopControl) -> None:
+    """A loop caught `break N` / `continue N`: one level is its own; with more, the rest go to the enclosing loop."""
+    if exc.levels > 1:
+        raise type(exc)(exc.levels - 1) from None

@@ -150,10 +150,7 @@ def file_writer(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
         except OSError:
             pipe.close_reader()
         finally:
-            try:
-                f.close()
-            except OSError:
-                pass
+            _close_quietly(f)
 
     return pipe, _thread(run, f"write:{name}")
 
@@ -175,10 +172,7 @@ def stream_to_pipe(f: IO[bytes], dst: Pipe) -> threading.Thread:
         except (OSError, ValueError):
             pass
         finally:
-            try:
-                f.close()
-            except OSError:
-                pass
+            _close_quietly(f)
 
     return _thread(run, f"proc->{dst.name}")
 
@@ -203,9 +197,14 @@ def pipe_to_stream(src: Pipe, f: IO[bytes], stop: threading.Event) -> threading.
         except (OSError, ValueError):
             pass
         finally:
-            try:
-                f.close()
-            except OSError:
-                pass
+            _close_quietly(f)
 
     return _thread(run, f"{src.name}->proc")
+
+
+def _close_quietly(f: IO[bytes]) -> None:
+    """Close a host process's pipe end; one the process already closed is not an error here."""
+    try:
+        f.close()
+    except OSError:
+        pass
