@@ -8,6 +8,7 @@ from typing import Any
 
 from kernel.config import Config, ConfigError, load_config
 from kernel.model import ModelError
+from kernel.remote import BackendError
 from kernel.requests import EngineError
 from kernel.storage import StorageError
 
@@ -35,17 +36,23 @@ def start_kernel(config: Config, *, verbose: bool = False, show_progress: bool |
         show_progress = sys.stderr.isatty()
     try:
         if not show_progress:
-            return Kernel(config, verbose=verbose)
-        from rich.progress import BarColumn, Progress, TextColumn
+            kernel = Kernel(config, verbose=verbose)
+        else:
+            from rich.progress import BarColumn, Progress, TextColumn
 
-        with Progress(TextColumn("loading model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      transient=True, console=_stderr_console()) as bar:
-            task = bar.add_task("load", total=1.0)
-            return Kernel(config, verbose=verbose, progress=lambda v: bar.update(task, completed=v))
-    except (ModelError, EngineError, StorageError) as exc:
+            with Progress(TextColumn("loading model"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                          transient=True, console=_stderr_console()) as bar:
+                task = bar.add_task("load", total=1.0)
+                kernel = Kernel(config, verbose=verbose, progress=lambda v: bar.update(task, completed=v))
+    except ConfigError as exc:  # found only when starting (e.g. a backend's key variable is not set)
+        raise BootError(str(exc), 2) from None
+    except (ModelError, EngineError, StorageError, BackendError) as exc:
         raise BootError(str(exc), 1) from None
     except ValueError as exc:  # e.g. an unknown scheduling policy named in the config
         raise BootError(f"scheduler.policy: {exc}", 2) from None
+    for line in kernel.warnings:
+        print(f"aiosh: warning: {line}", file=sys.stderr)
+    return kernel
 
 
 def _stderr_console():

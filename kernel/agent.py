@@ -315,7 +315,7 @@ class AgentContext:
         # fits the messages into the window, compacting them if they grew too long.
         turn = await kernel.context.prepare(self, req, o)
         rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
-        handle = kernel.engine.submit(req)
+        handle = kernel.backends.submit(req, proc.backend)
         proc.current_llm = handle
         got: list[str] = []
         async with self._blocking("llm"):
@@ -377,7 +377,7 @@ class AgentContext:
                 agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=self._proc.pgid,
                 nice=self._proc.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
                 options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")},
-                         **(options or {})},
+                         "backend": self._proc.backend, **(options or {})},
                 cwd=self.cwd, env=self.env, sched_class=None,
             )
         except Exception as exc:

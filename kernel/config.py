@@ -18,13 +18,14 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
-    "AccessSettings", "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
+    "AccessSettings", "BackendSettings", "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
     "PluginsSettings", "SamplingSettings", "SchedulerSettings", "Setting", "ShellSettings", "StorageSettings",
     "SECTIONS", "default_config", "load_config", "render_default_toml", "settings", "user_config_dir",
     "user_data_dir",
@@ -132,6 +133,23 @@ def _capabilities_ok(v: Any) -> bool:
     return True
 
 
+def _url_ok(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    if v == "":
+        return True  # unset (a backend then reports base_url as required)
+    try:
+        parts = urllib.parse.urlsplit(v)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
+URL = Rule("an http:// or https:// URL with a host (e.g. \"http://gpu1:8080/v1\")", _url_ok,
+           lambda v, base: v.rstrip("/"))
+ENV_NAME = Rule('an environment variable name, or "" for none',
+                lambda v: isinstance(v, str) and re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", v) is not None)
 CAPS = Rule("a list of capabilities (tool:NAME, tool:*, read:PATH/, write:PATH/, spawn, memory.read_other, "
             "nice.lower, *)", _capabilities_ok, lambda v, base: tuple(str(x).strip() for x in v))
 
@@ -187,6 +205,8 @@ class KernelSettings:
                                "prompt prefix).")
     watchdog_ms: int = setting(500, integer(10), "Name an agent that blocks the kernel loop longer than this "
                                "many milliseconds.")
+    backend: str = setting("local", NAME, 'Where agents\' LLM calls go unless an agent names one (--backend): '
+                           '"local" (the in-process engine), a [backends.NAME] entry, or the model of such entries.')
 
     @property
     def effective_kv_cells(self) -> int:
@@ -293,6 +313,31 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """One OpenAI-compatible inference server (llama.cpp's llama-server, vLLM, SGLang, Ollama), one table each: [backends.NAME]. Entries with the same model are replicas of one pool: a request goes to the least-loaded healthy one."""  # noqa: E501
+
+    type: str = setting("openai", one_of("openai"), "The protocol: the OpenAI chat/completions API with "
+                        "server-sent events.")
+    base_url: str = setting("", URL, "The API root, up to and including /v1 (required).")
+    model: str = setting("", STRING, "The model name sent with each request (required); entries with the same "
+                         "model are replicas.")
+    api_key_env: str = setting("", ENV_NAME, "Environment variable holding the API key; it must be set at start-up. "
+                               '"" = no key.')
+    max_concurrent: int = setting(4, integer(1, 4096), "Requests this server runs at once (its slots).")
+    timeout_s: float = setting(60.0, number(0, lo_open=True), "Seconds to wait for the first token, or between "
+                               "two tokens, before the attempt fails.")
+    connect_timeout_s: float = setting(5.0, number(0, lo_open=True), "Seconds to wait for a connection.")
+    retries: int = setting(2, integer(0, 20), "Attempts after the first for a request that failed before its "
+                           "first token (refused, timed out, 5xx, malformed stream).")
+    backoff_s: float = setting(0.5, number(0), "Wait before the first retry; it doubles at each retry.")
+    health_interval_s: float = setting(2.0, number(0, lo_open=True), "Seconds between health checks (GET "
+                                       "/models) of a server that failed; it takes requests again once one passes.")
+    n_ctx: int = setting(0, integer(0), "The server's context window in tokens, for fitting long conversations; "
+                         "0 = [model] n_ctx.")
+    origin: str = field(default="", compare=False)  # the file that defined the entry (for start-up errors)
+
+
+@dataclass(frozen=True)
 class Config:
     """All settings, one attribute per section (`cfg.model.n_ctx`); `source` = the files that were read."""
 
@@ -306,11 +351,18 @@ class Config:
     storage: StorageSettings = field(default_factory=StorageSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    backends: Mapping[str, BackendSettings] = field(default_factory=dict)  # [backends.NAME] tables
     source: tuple[Path, ...] = ()
 
 
+BACKENDS = "backends"  # the section of named tables
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config)  # type: ignore[misc]
-                             if f.default_factory is not MISSING}
+                             if f.default_factory is not MISSING and f.name != BACKENDS}
+
+
+def _schema(cls: type) -> list:
+    """The fields of a settings class that are settings (have a rule)."""
+    return [f for f in fields(cls) if "rule" in f.metadata]
 
 
 class Setting(NamedTuple):
@@ -328,6 +380,8 @@ def settings() -> Iterator[Setting]:
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             yield Setting(section, f.name, f.default, f.metadata["rule"], f.metadata["doc"])
+    for f in _schema(BackendSettings):
+        yield Setting(f"{BACKENDS}.NAME", f.name, f.default, f.metadata["rule"], f.metadata["doc"])
 
 
 # ── loading ─────────────────────────────────────────────────────────────────────────────────────────────────
@@ -353,6 +407,7 @@ def load_config(explicit: str | os.PathLike | None = None, *, cwd: Path | None =
             raise ConfigError(path, "not a file")
         files.append(path)
     values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    values[BACKENDS] = {}  # name -> {key: value, "origin": file}
     read: list[Path] = []
     seen: set[Path] = set()
     for path in files:
@@ -364,7 +419,53 @@ def load_config(explicit: str | os.PathLike | None = None, *, cwd: Path | None =
     if overrides:
         _apply(values, overrides, "<overrides>", cwd)
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
-    return Config(**sections, source=tuple(read))
+    backends = _backends(values[BACKENDS])
+    _check_default_backend(sections["kernel"].backend, backends, read)
+    return Config(**sections, backends=backends, source=tuple(read))
+
+
+def _backends(tables: dict[str, dict[str, Any]]) -> dict[str, BackendSettings]:
+    out = {}
+    for name, vals in tables.items():
+        origin = vals.pop("origin")
+        for key in ("base_url", "model"):
+            if not vals.get(key):
+                raise ConfigError(origin, "required (a remote backend needs base_url and model)",
+                                  f"{BACKENDS}.{name}", key)
+        out[name] = BackendSettings(**vals, origin=origin)
+    return out
+
+
+def _check_default_backend(name: str, backends: Mapping[str, BackendSettings], read: list[Path]) -> None:
+    known = ["local", *backends, *sorted({b.model for b in backends.values()} - set(backends))]
+    if name not in known:
+        origin = str(read[-1]) if read else "<defaults>"
+        raise ConfigError(origin, f"no such backend {name!r} (known: {', '.join(known)})", "kernel", "backend")
+
+
+def _apply_backends(values: dict[str, dict[str, Any]], table: Any, origin: str, base: Path) -> None:
+    """[backends.NAME] tables: each NAME a table of BackendSettings keys, merged key by key across layers."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(origin, f"must be tables [backends.NAME], got {_show(table)}", BACKENDS)
+    rows = {f.name: f.metadata["rule"] for f in _schema(BackendSettings)}
+    for name, entry in table.items():
+        section = f"{BACKENDS}.{name}"
+        if not NAME.ok(name):
+            raise ConfigError(origin, f"a backend's name must be {NAME.desc}", section)
+        if name == "local":
+            raise ConfigError(origin, "'local' is the in-process engine; give a remote backend another name",
+                              section)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(origin, f"must be a table, got {_show(entry)}", section)
+        vals = values[BACKENDS].setdefault(name, {})
+        vals["origin"] = origin
+        for key, value in entry.items():
+            rule = rows.get(key)
+            if rule is None:
+                raise ConfigError(origin, "unknown key" + _did_you_mean(key, list(rows)), section, key)
+            if not rule.ok(value):
+                raise ConfigError(origin, f"must be {rule.desc}, got {_show(value)}", section, key)
+            vals[key] = rule.convert(value, base)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -393,12 +494,15 @@ def _show(value: Any) -> str:
 def _apply(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: str, base: Path) -> None:
     """Validate one layer and write its keys over `values`."""
     for section, table in data.items():
+        if section == BACKENDS:
+            _apply_backends(values, table, origin, base)
+            continue
         if section not in SECTIONS:
             if not isinstance(table, Mapping):
                 owners = [s.section for s in settings() if s.key == section]
                 hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
                 raise ConfigError(origin, f"a setting outside any section{hint}", key=section)
-            raise ConfigError(origin, "unknown section" + _did_you_mean(section, list(SECTIONS)), section)
+            raise ConfigError(origin, "unknown section" + _did_you_mean(section, [*SECTIONS, BACKENDS]), section)
         if not isinstance(table, Mapping):
             raise ConfigError(origin, f"must be a table, got {_show(table)}", section)
         rows = {f.name: f.metadata["rule"] for f in fields(SECTIONS[section])}
@@ -447,4 +551,8 @@ def render_default_toml() -> str:
         for f in fields(cls):
             value = f"{f.name} = {_toml(f.default)}"
             out.append(f"# {f.metadata['doc']}\n# {value:<30} # {f.metadata['rule'].desc}\n\n")
+    out.append(f"\n# {(BackendSettings.__doc__ or '').strip()}\n# [{BACKENDS}.NAME]\n")
+    for f in _schema(BackendSettings):
+        value = f"{f.name} = {_toml(f.default)}"
+        out.append(f"# {f.metadata['doc']}\n# {value:<30} # {f.metadata['rule'].desc}\n\n")
     return "".join(out).rstrip("\n") + "\n"

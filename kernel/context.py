@@ -163,6 +163,9 @@ class ContextManager:
 
     def window(self, ctx: AgentContext, opts: dict) -> int:
         w = self.kernel.engine.settings.n_ctx
+        backend = self.kernel.backends.resolve(ctx._proc.backend)
+        if getattr(backend, "n_ctx", 0):  # a remote server's own window, when the config gives it
+            w = backend.n_ctx  # type: ignore[attr-defined]
         if ctx._proc.limits.max_kv:
             w = min(w, ctx._proc.limits.max_kv)
         if opts.get("context_window"):
@@ -331,7 +334,7 @@ class ContextManager:
         req = GenRequest(messages=messages, max_tokens=max_tokens, sched=proc.sched,
                          sampling=SamplingParams(temperature=0.0, repeat_penalty=1.1))
         try:
-            handle = kernel.engine.submit(req)
+            handle = kernel.backends.submit(req, proc.backend)
         except EngineError as exc:
             ctx._finish(rec, f"error: {exc}")
             return None

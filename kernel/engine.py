@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import llama_cpp as ll
 
 from kernel.model import Model
-from kernel.requests import EngineError, GenRequest, GenResult, RequestHandle
+from kernel.requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from kernel.sampling import Sampler, check_grammar
 from kernel.scheduler import Policy, Scheduler, SeqState
 from kernel.textstream import TextStream
@@ -85,6 +85,7 @@ class SeqStats:
     switches: int
     boosted: bool
     service: float
+    backend: str = "local"  # the server running it ("local", a remote entry's name, or its pool while queued)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,6 @@ class Engine:
             policy or Policy(), settings.n_slots, settings.effective_max_batch, settings.batch_tokens
         )
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._ids = itertools.count(1)
         self._actives: dict[int, _Active] = {}
         self._conversations: dict[str, _Conversation] = {}
         self._conv_lock = threading.Lock()
@@ -236,7 +236,7 @@ class Engine:
         """Queue a request; it joins the running batch at the next step. Bad requests fail their own handle."""
         if self.error is not None or self._stopping:
             raise EngineError(f"engine is not running ({self.error or 'shut down'})")
-        rid = next(self._ids)
+        rid = next(REQUEST_IDS)
         handle = RequestHandle(rid, req, self.cancel)
         now = time.monotonic()
         result = GenResult(t_submit=now)

@@ -20,14 +20,16 @@ from dataclasses import dataclass, replace
 from kernel import signals as sig
 from kernel.access import AccessManager, Question, parse_capabilities
 from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
+from kernel.backend import BackendStats, LocalBackend
 from kernel.config import Config, load_config
 from kernel.context import ContextManager
-from kernel.engine import Engine, EngineSettings, EngineStats, StepRecord
+from kernel.engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
 from kernel.memory import MemoryManager
 from kernel.model import Model, ModelInfo
 from kernel.plugins import AgentRegistry
 from kernel.proc import Limits, Process, ProcInfo, SyscallRecord
-from kernel.requests import SchedInfo
+from kernel.requests import GenRequest, SchedInfo
+from kernel.routing import Backends, RemotePool, make_pools, probe_pools
 from kernel.scheduler import Policy, load_policy
 from kernel.storage import Storage, open_storage
 from kernel.streams import Pipe
@@ -62,6 +64,7 @@ class KernelSnapshot:
     model: ModelInfo
     n_threads: int
     n_gpu_layers: int
+    backends: tuple[BackendStats, ...] = ()
 
 
 class Kernel:
@@ -73,19 +76,30 @@ class Kernel:
     ) -> None:
         self.config = config or load_config()
         c = self.config
-        # Storage first: a bad database path is a one-line StorageError before the model is loaded.
+        # Storage first: a bad database path is a one-line StorageError before the model is loaded; then the remote
+        # servers (a missing key variable or a server that does not answer is one line before the model loads).
         self.storage: Storage = open_storage(c.storage)
+        self.policy_params = {"quantum": c.scheduler.quantum, "prompt_weight": c.scheduler.prompt_weight}
+        pools: list[RemotePool] = []
+        self.warnings: list[str] = []  # one line each, for the front end to show at start-up
         try:
+            make_policy = self._policy_factory(c.scheduler.policy)
+            pools = make_pools(c.backends, make_policy, boost_after_s=c.scheduler.boost_after_s,
+                               count_prompt=self._count_prompt)
+            for pool in pools:
+                pool.start()
+            self.warnings = probe_pools(pools)
             self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
                                progress=progress, chat_template=c.model.chat_template)
-            self.policy_params = {"quantum": c.scheduler.quantum, "prompt_weight": c.scheduler.prompt_weight}
-            policy = load_policy(c.scheduler.policy, self.policy_params, extra_paths=list(c.plugins.paths))
             self.engine = Engine(self.model, EngineSettings(
                 n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells,
                 max_batch=c.kernel.max_batch, batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads,
                 unified_kv=c.kernel.unified_kv,
-            ), policy)
+            ), make_policy())
+            self.backends = Backends(LocalBackend(self.engine), pools, c.kernel.backend)
         except BaseException:
+            for pool in pools:
+                pool.close()
             self.storage.close()
             raise
         self.storage.set_run_info(model=self.model.info.path)
@@ -97,7 +111,8 @@ class Kernel:
         )
         self.context = ContextManager(self)
         self.engine.scheduler.boost_after_s = c.scheduler.boost_after_s
-        self.engine.add_step_listener(self._on_step)
+        self._acc_lock = threading.Lock()  # backends account from their own threads
+        self.backends.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
         self.tools = ToolManager(self)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
@@ -142,7 +157,7 @@ class Kernel:
         time.sleep(0.05)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=5)
-        self.engine.close()
+        self.backends.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.storage.close()
 
@@ -173,6 +188,7 @@ class Kernel:
         for caps in (opts.get("allow"), opts.get("deny"), spec.needs):
             if caps is not None:
                 parse_capabilities(caps)  # ValueError now, before a pid is handed out
+        backend = self.backends.resolve(opts.get("backend"))  # ValueError for an unknown name
         with self._lock:
             if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")
@@ -183,6 +199,7 @@ class Kernel:
                 pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
                 sched=SchedInfo(owner=pid, group=group, nice=_clamp_nice(nice), sched_class=klass),
                 limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0),
+                backend=backend.name, remote=backend.kind != "local",
             )
             self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
                               deny=opts.get("deny"), yes=bool(opts.get("yes")), parent=ppid)
@@ -380,7 +397,7 @@ class Kernel:
                 p.sched.stopped = True
                 p.resumed.clear()
                 p.stopped.set()
-                self.engine.wake()
+                self.backends.wake()
                 self._persist(p)
                 self._notify(pid, "stopped", 128 + num)
             return
@@ -400,7 +417,7 @@ class Kernel:
             p.sched.stopped = False
             p.stopped.clear()
             p.resumed.set()
-            self.engine.wake()
+            self.backends.wake()
             self._persist(p)
             self._notify(p.pid, "continued", None)
 
@@ -523,10 +540,25 @@ class Kernel:
 
     def set_policy(self, name: str, **params: float) -> Policy:
         """Switch the scheduling policy at run time; running agents keep their slots and KV."""
-        policy = load_policy(name, {**self.policy_params, **params}, extra_paths=list(self.config.plugins.paths))
-        self.engine.set_policy(policy)
+        make = self._policy_factory(name, params)
+        self.backends.set_policy(make)
         self.engine.call(lambda: None)  # returns once the engine has switched
-        return policy
+        return self.engine.scheduler.policy
+
+    def _policy_factory(self, name: str, params: dict | None = None) -> Callable[[], Policy]:
+        """A maker of fresh instances of one policy (each backend's queue has its own); ValueError now if the name
+        or a parameter is wrong."""
+        values = {**self.policy_params, **(params or {})}
+        paths = list(self.config.plugins.paths)
+        load_policy(name, values, extra_paths=paths)
+        return lambda: load_policy(name, values, extra_paths=paths)
+
+    def _count_prompt(self, req: GenRequest) -> int:
+        """Prompt tokens of a request as the local model counts them: a remote server's own count replaces this
+        estimate when it reports usage."""
+        if req.messages is not None:
+            return self.context.count(req.messages)
+        return len(self.model.tokenize(req.prompt or ""))
 
     @property
     def policy(self) -> Policy:
@@ -537,7 +569,7 @@ class Kernel:
         """A state change (spawn, stop, continue, exit): the whole process record, one committed write."""
         if self.storage.enabled:
             with self._lock:
-                self.storage.save_process(self._info(proc, self.engine.stats))
+                self.storage.save_process(self._info(proc, self.backends.seqs()))
 
     def history_add(self, line: str) -> None:
         """Append a command line to the shell history (kept across runs in storage)."""
@@ -556,21 +588,21 @@ class Kernel:
         return self.agents.tools()
 
     def ps(self) -> list[ProcInfo]:
-        stats = self.engine.stats
+        seqs = self.backends.seqs()
         with self._lock:
-            return [self._info(p, stats) for p in sorted(self._procs.values(), key=lambda p: p.pid)]
+            return [self._info(p, seqs) for p in sorted(self._procs.values(), key=lambda p: p.pid)]
 
     def proc(self, pid: int) -> ProcInfo:
         with self._lock:
             p = self._procs.get(pid)
             if p is None:
                 raise NoSuchProcess(f"({pid}) - No such process")
-            return self._info(p, self.engine.stats)
+            return self._info(p, self.backends.seqs())
 
     def state(self, pid: int) -> str | None:
         with self._lock:
             p = self._procs.get(pid)
-            return None if p is None else self._state_of(p, self.engine.stats)
+            return None if p is None else self._state_of(p, self.backends.seqs())
 
     def syscalls(self, pid: int) -> list[SyscallRecord]:
         with self._lock:
@@ -581,12 +613,14 @@ class Kernel:
 
     def snapshot(self, steps: int = 200) -> KernelSnapshot:
         stats = self.engine.stats
+        seqs = self.backends.seqs()
         with self._lock:
-            procs = tuple(self._info(p, stats) for p in sorted(self._procs.values(), key=lambda p: p.pid))
+            procs = tuple(self._info(p, seqs) for p in sorted(self._procs.values(), key=lambda p: p.pid))
         return KernelSnapshot(
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.engine.steps(steps)), policy=self.policy.describe(), model=self.model.info,
             n_threads=self.engine.settings.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
+            backends=self.backends.stats(),
         )
 
     def add_listener(self, fn: Listener) -> None:
@@ -602,37 +636,44 @@ class Kernel:
     def _state_changed(self, proc: Process) -> None:
         """Hook for activity changes (the monitor reads states from snapshots; nothing to push yet)."""
 
-    def _state_of(self, p: Process, stats: EngineStats) -> str:
+    def _state_of(self, p: Process, seqs: tuple[SeqStats, ...]) -> str:
         if p.status is not None:
             return "Z"
         if p.sched.stopped:
             return "T"
         if p.activity == "llm":
-            for s in stats.seqs:
+            for s in seqs:
                 if s.owner == p.pid and s.slot is not None and s.state in ("prefill", "decode"):
                     return "R"
             return "S"
         return "R" if p.activity in ("run", "tool") else "S"
 
-    def _info(self, p: Process, stats: EngineStats) -> ProcInfo:
+    def _info(self, p: Process, seqs: tuple[SeqStats, ...]) -> ProcInfo:
         acc = self._owner_acc.get(p.pid) or [p.tokens_in, p.tokens_out, p.decode_s]
-        kv = sum(s.kv_tokens for s in stats.seqs if s.owner == p.pid)
-        swapped = sum(s.swapped_bytes for s in stats.seqs if s.owner == p.pid)
-        live_switches = sum(s.switches for s in stats.seqs if s.owner == p.pid)
-        boosted = any(s.boosted for s in stats.seqs if s.owner == p.pid)
-        state = self._state_of(p, stats)
+        mine = [s for s in seqs if s.owner == p.pid]
+        kv: int | None = None if p.remote else sum(s.kv_tokens for s in mine)
+        swapped = sum(s.swapped_bytes for s in mine)
+        live_switches = sum(s.switches for s in mine)
+        boosted = any(s.boosted for s in mine)
+        state = self._state_of(p, seqs)
         wchan = "" if state in ("R", "Z", "T") else ("slot" if p.activity == "llm" else p.wchan)
         return ProcInfo(
             pid=p.pid, ppid=p.ppid, pgid=p.pgid, agent=p.agent, argv=tuple(p.argv), state=state, wchan=wchan,
             nice=p.sched.nice, sched_class=p.sched.sched_class, pri=20 + p.sched.nice - (10 if boosted else 0),
             boosted=boosted, created=p.created, started=p.started, ended=p.ended, decode_s=float(acc[2]),
-            tokens_in=int(acc[0]), tokens_out=int(acc[1]), kv_tokens=kv, kv_bytes=kv * stats.kv_bytes_per_token,
+            tokens_in=int(acc[0]), tokens_out=int(acc[1]), kv_tokens=kv,
+            kv_bytes=None if kv is None else kv * self.model.info.kv_bytes_per_token,
             swapped_bytes=swapped, switches=p.switches + live_switches, syscalls=p.syscall_count,
             status=p.status, limits=p.limits, recent_output=p.recent_output(),
+            backend=mine[0].backend if mine else p.backend,
         )
 
     # --- accounting (engine thread) ---------------------------------------------------------------------------
     def _on_step(self, rec: StepRecord) -> None:
+        with self._acc_lock:
+            self._account(rec)
+
+    def _account(self, rec: StepRecord) -> None:
         units = rec.n_tokens or 1
         share = rec.duration / units
         acc = self._owner_acc

@@ -77,14 +77,15 @@ class ProcInfo:
     decode_s: float
     tokens_in: int
     tokens_out: int
-    kv_tokens: int
-    kv_bytes: int
+    kv_tokens: int | None  # None: unknown (a remote backend's KV is the server's own)
+    kv_bytes: int | None
     swapped_bytes: int
     switches: int
     syscalls: int
     status: int | None
     limits: Limits
     recent_output: str
+    backend: str = "local"  # where its LLM calls go: the server of the call in flight, else its backend's name
 
     @property
     def cmd(self) -> str:
@@ -128,6 +129,8 @@ class Process:
     recent_len: int = 0
     syscalls: deque[SyscallRecord] = field(default_factory=lambda: deque(maxlen=200))
     current_llm: object | None = None  # the RequestHandle of the llm call in flight
+    backend: str = "local"  # the backend its LLM calls go to (--backend, inherited by its children)
+    remote: bool = False  # that backend is a remote one (KV figures unknown)
     llm_tokens: int = 0  # generated tokens of finished LLM calls (what the token limit counts)
     limit_hit: str = ""  # set when a limit ended the process: the one-line reason
     child_event: asyncio.Event | None = None  # set when one of its children exits

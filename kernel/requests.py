@@ -8,11 +8,14 @@ waiting time and turnaround (the AIOS paper's metrics) are computed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from kernel.streams import Pipe
+
+REQUEST_IDS = itertools.count(1)  # request ids, unique across every backend of the process
 
 
 class EngineError(Exception):
@@ -71,6 +74,8 @@ class GenResult:
     t_first: float = 0.0  # first generated token
     t_end: float = 0.0
     preemptions: int = 0
+    backend: str = ""  # the server that answered ("local", or a [backends.NAME] entry)
+    usage_estimated: bool = False  # a remote server reported no usage: prompt tokens counted by the local tokenizer
 
     @property
     def ttft(self) -> float:
@@ -98,7 +103,9 @@ class RequestHandle:
         self._done = threading.Event()
         self._cancel = canceller
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._callbacks: list[Callable[[GenResult], None]] = []
         self._lock = threading.Lock()
+        self.backend = ""  # set by the backend that runs it (a replica's name once one is chosen)
 
     # engine side
     def _finish(self, result: GenResult) -> None:
@@ -106,9 +113,21 @@ class RequestHandle:
             self.result = result
             self._done.set()
             waiters, self._async_waiters = self._async_waiters, []
+            callbacks, self._callbacks = self._callbacks, []
         self.pipe.close()
+        for fn in callbacks:
+            fn(result)
         for loop, fut in waiters:
             loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+
+    def add_done_callback(self, fn: Callable[[GenResult], None]) -> None:
+        """fn(result) once the request ends, on the thread that ends it (at once if it already has)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        assert self.result is not None
+        fn(self.result)
 
     # caller side
     @property

@@ -43,8 +43,8 @@ class AgentHost(Protocol):
 
         argv holds the agent's arguments only (not its name), as `Kernel.spawn` takes them. stdout/stderr are
         Pipes made for this agent alone (the host may close them at exit); stdin is None or such a Pipe.
-        options: max_tokens, seed, temperature, nice, sched_class, max_time, max_kv, allow and deny (lists of
-        capability strings), yes (True) — only those given.
+        options: max_tokens, seed, temperature, nice, sched_class, max_time, max_kv, backend, allow and deny
+        (lists of capability strings), yes (True) — only those given.
         Raises LookupError for an unknown agent, ValueError for a bad option value.
         """
         ...
@@ -114,6 +114,13 @@ def _class(text: str) -> str:
     return text
 
 
+def _backend(text: str) -> str:
+    """A backend's name; whether one of that name exists is the kernel's to say."""
+    if not text or not all(c.isalnum() or c in "_.-:/" for c in text):
+        raise ValueError(text)
+    return text
+
+
 def _caps(text: str) -> list[str]:
     """`tool:calculator,read:docs/,spawn` → ["tool:calculator", "read:docs/", "spawn"], each checked."""
     from kernel.access import parse_capability
@@ -139,6 +146,7 @@ OPTIONS = {
         OptionSpec("--class", "sched_class", _class, "invalid scheduling class"),
         OptionSpec("--max-time", "max_time", _float, "invalid number"),
         OptionSpec("--max-kv", "max_kv", _int, "invalid number"),
+        OptionSpec("--backend", "backend", _backend, "invalid backend name"),
         OptionSpec("--allow", "allow", _caps, "invalid capability", accumulate=True),
         OptionSpec("--deny", "deny", _caps, "invalid capability", accumulate=True),
         OptionSpec("--yes", "yes", lambda _text: True, "", takes_value=False),
