@@ -60,10 +60,6 @@ class _Replica:
     def load(self) -> float:
         return self.in_flight / self.settings.max_concurrent
 
-    @property
-    def free(self) -> bool:
-        return self.healthy and self.in_flight < self.settings.max_concurrent
-
 
 @dataclass
 class _Call:
@@ -118,6 +114,7 @@ class RemotePool:
         self._count_prompt = count_prompt
         self._pending: list[_Call] = []
         self._running: dict[int, _Call] = {}
+        self._parked: list[tuple[_Call, str, str | None, int | None]] = []  # ended while their agent was stopped
         self._listeners: list[Callable[[StepRecord], None]] = []
         self._steps = itertools.count(1)
         self._seqs: tuple[SeqStats, ...] = ()
@@ -193,6 +190,9 @@ class RemotePool:
                 call.cancelled = True
                 if call.task is not None:
                     call.task.cancel()
+            for parked in self._parked:
+                self._finish(*parked)
+            self._parked.clear()
             done.set()
 
         self._loop.call_soon_threadsafe(stop)
@@ -304,6 +304,11 @@ class RemotePool:
                 self._end(call, "cancelled", None)
                 self._publish()
                 return
+        for parked in self._parked:
+            if parked[0].seq.rid == rid:
+                self._parked.remove(parked)
+                self._finish(parked[0], "cancelled", None, None)
+                return
         call = self._running.get(rid)
         if call is not None and call.task is not None:
             call.cancelled = True
@@ -314,44 +319,32 @@ class RemotePool:
             if call.held and not call.req.sched.stopped:
                 call.handle.pipe.write("".join(call.held))
                 call.held.clear()
+        for parked in [p for p in self._parked if not p[0].req.sched.stopped or self._closed]:
+            self._parked.remove(parked)
+            self._finish(*parked)
         self._dispatch()
 
     def _dispatch(self) -> None:
-        """Admit queued requests into free replica slots, in the scheduler's order."""
+        """Admit queued requests into free replica slots, in the scheduler's order. Unhealthy replicas are
+        skipped while a healthy one exists; when none is, requests still make their (bounded) attempts on them."""
         if self._closed:
             return
         now = time.monotonic()
         ready = [c for c in self._pending if c.retry_at <= now]
-        healthy = [r for r in self.replicas if r.healthy]
-        if not healthy:
-            for call in ready:
-                self._no_server(call, now)
-            self._publish()
-            return
-        cap = sum(r.settings.max_concurrent for r in healthy)
+        usable = [r for r in self.replicas if r.healthy] or list(self.replicas)
+        cap = sum(r.settings.max_concurrent for r in usable)
         self.scheduler.n_slots = self.scheduler.max_batch = cap
         by_rid = {c.seq.rid: c for c in ready}
         plan = self.scheduler.plan([c.seq for c in (*self._running.values(), *ready)], now)
         for seq in plan.admit:  # a plan's preemptions are not followed: a server cannot give a slot back
             call = by_rid.get(seq.rid)
-            free = [r for r in healthy if r.free]
             if call is None:
                 continue
+            free = [r for r in usable if r.in_flight < r.settings.max_concurrent]
             if not free:
                 break
-            self._start(call, min(free, key=lambda r: (r.load, r.in_flight)), now)
+            self._start(call, min(free, key=lambda r: (r.load, r.in_flight, r.next_check)), now)
         self._publish()
-
-    def _no_server(self, call: _Call, now: float) -> None:
-        """No healthy replica: this counts as a failed attempt; past the retries the request fails."""
-        last = "; ".join(f"{r.name}: {r.last_error}" for r in self.replicas if r.last_error)
-        call.attempts += 1
-        if call.attempts > self.retries:
-            self._pending.remove(call)
-            self._end(call, "error", f"backend {self.name}: no healthy server after {call.attempts} attempts"
-                                     + (f" ({last})" if last else ""))
-            return
-        self._retry_later(call, now)
 
     def _retry_later(self, call: _Call, now: float) -> None:
         delay = self.backoff_s * 2 ** (call.attempts - 1)
@@ -412,7 +405,8 @@ class RemotePool:
         if req.grammar:
             extra["grammar"] = req.grammar  # llama.cpp servers; others ignore it
         if req.ignore_eos:
-            extra["ignore_eos"] = True
+            extra["ignore_eos"] = True  # vLLM, SGLang
+            extra["min_tokens"] = req.max_tokens  # llama-cpp-python's server and vLLM: no end before max_tokens
         kwargs: dict[str, object] = dict(
             model=self.model, max_tokens=req.max_tokens, temperature=sp.temperature, top_p=sp.top_p, stream=True,
             stream_options={"include_usage": True}, extra_body=extra,
@@ -433,6 +427,7 @@ class RemotePool:
             res.t_first = now
         call.chunks += 1
         call.text.append(text)
+        replica.healthy = True  # it streams: whatever failed before, it answers now
         seq.state = "decode"
         seq.generated += 1
         seq.last_ran = now
@@ -454,6 +449,7 @@ class RemotePool:
             self._publish()
 
     def _complete(self, call: _Call, replica: _Replica, usage: object) -> None:
+        replica.healthy = True
         res, owner = call.result, (call.req.sched.owner, call.seq.rid)
         now = time.monotonic()
         prompt = getattr(usage, "prompt_tokens", None)
@@ -494,14 +490,22 @@ class RemotePool:
         r.next_check = now + r.settings.health_interval_s
 
     def _end(self, call: _Call, reason: str, error: str | None, completion: int | None = None) -> None:
+        """The request is over. An agent stopped now gets neither its held text nor the end until it continues
+        (it would act on them while stopped); a cancelled request ends at once."""
+        call.seq.state, call.seq.has_slot = "finished", False
+        if reason != "cancelled" and call.req.sched.stopped and not self._closed:
+            self._parked.append((call, reason, error, completion))
+            return
+        self._finish(call, reason, error, completion)
+
+    def _finish(self, call: _Call, reason: str, error: str | None, completion: int | None) -> None:
         res = call.result
         res.finish_reason, res.error = reason, error
         res.text = "".join(call.text)
         res.completion_tokens = call.chunks if completion is None else completion
         res.t_end = time.monotonic()
-        call.seq.state, call.seq.has_slot = "finished", False
-        if call.held and reason not in ("cancelled", "error"):
-            call.handle.pipe.write("".join(call.held))  # an agent stopped at the very end still gets its text
+        if call.held and reason != "cancelled":
+            call.handle.pipe.write("".join(call.held))
         call.held.clear()
         if call.replica is not None:
             call.replica.tracker.finished(res)

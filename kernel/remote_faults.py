@@ -9,6 +9,7 @@ module does not depend on which transport the `openai` package was built with.
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,17 @@ def _cause_text(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
     text = str(seen) or type(seen).__name__
     return " ".join(text.split())[:200]
+
+
+def _refused(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == errno.ECONNREFUSED:
+            return True
+        if "refused" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _server_message(exc: Any) -> str:
@@ -67,10 +79,9 @@ def classify(exc: BaseException, timeout_s: float = 0.0) -> Fault:
             return Fault(text, True, False)  # busy or rate limited: try again later, the server is fine
         return Fault(text, False, False)  # the request itself is wrong (bad key, unknown model, too long)
     if isinstance(exc, openai.APIConnectionError) or "ConnectError" in names:
-        cause = _cause_text(exc)
-        if "refused" in cause.lower():
+        if _refused(exc):
             return Fault("connection refused", True, True)
-        return Fault(f"cannot connect: {cause}", True, True)
+        return Fault(f"cannot connect: {_cause_text(exc)}", True, True)
     if "RemoteProtocolError" in names or "ReadError" in names or "NetworkError" in names \
             or "TransportError" in names:
         return Fault(f"connection lost: {_cause_text(exc)}", True, True)
