@@ -41,8 +41,8 @@ class LlamaServer:
             "--interrupt_requests", "False", "--n_ctx", "2048", "--n_threads", str(n_threads),
             "--n_threads_batch", str(n_threads), "--verbose", "False",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, timeout: float = 90) -> LlamaServer:
         deadline = time.monotonic() + timeout

@@ -16,7 +16,14 @@ from kernel.remote import RemotePool, api_key_for
 from kernel.requests import GenRequest, SchedInfo
 from kernel.scheduler import load_policy
 from tests.servers import (
-    ALIAS, ScriptedServer, chunk, free_port, send_error, send_event, start_events, stream_words,
+    ALIAS,
+    ScriptedServer,
+    chunk,
+    free_port,
+    send_error,
+    send_event,
+    start_events,
+    stream_words,
 )
 
 pytestmark = [pytest.mark.timeout(60)]
