@@ -26,28 +26,30 @@ class Fault:
     server_fault: bool  # the server is unwell: skip it until a health check passes
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in out:
+        out.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return out
+
+
 def _names(exc: BaseException) -> set[str]:
-    return {c.__name__ for c in type(exc).__mro__}
+    """Class names of the exception and of everything in its chain (the client wraps transport errors)."""
+    return {c.__name__ for e in _chain(exc) for c in type(e).__mro__}
 
 
 def _cause_text(exc: BaseException) -> str:
     """The most specific message in the exception's chain ("[Errno 111] Connection refused")."""
-    seen = exc
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    seen = _chain(exc)[-1]
     text = str(seen) or type(seen).__name__
     return " ".join(text.split())[:200]
 
 
 def _refused(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == errno.ECONNREFUSED:
-            return True
-        if "refused" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED
+               or "connection refused" in str(e).lower() for e in _chain(exc))
 
 
 def _server_message(exc: Any) -> str:
@@ -78,13 +80,12 @@ def classify(exc: BaseException, timeout_s: float = 0.0) -> Fault:
         if code in (408, 409, 429):
             return Fault(text, True, False)  # busy or rate limited: try again later, the server is fine
         return Fault(text, False, False)  # the request itself is wrong (bad key, unknown model, too long)
-    if isinstance(exc, openai.APIConnectionError) or "ConnectError" in names:
-        if _refused(exc):
-            return Fault("connection refused", True, True)
-        return Fault(f"cannot connect: {_cause_text(exc)}", True, True)
-    if "RemoteProtocolError" in names or "ReadError" in names or "NetworkError" in names \
-            or "TransportError" in names:
+    if _refused(exc):
+        return Fault("connection refused", True, True)
+    if names & {"RemoteProtocolError", "ReadError", "WriteError", "ProtocolError", "IncompleteRead"}:
         return Fault(f"connection lost: {_cause_text(exc)}", True, True)
+    if isinstance(exc, openai.APIConnectionError) or names & {"ConnectError", "NetworkError", "TransportError"}:
+        return Fault(f"cannot connect: {_cause_text(exc)}", True, True)
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return Fault(f"malformed stream: {' '.join(str(exc).split())[:120]}", True, True)
     if isinstance(exc, openai.APIError):

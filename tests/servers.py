@@ -42,7 +42,8 @@ class LlamaServer:
             "--n_threads_batch", str(n_threads), "--verbose", "False",
         ]
         with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def wait_ready(self, timeout: float = 90) -> LlamaServer:
         deadline = time.monotonic() + timeout
