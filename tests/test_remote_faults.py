@@ -252,3 +252,40 @@ def test_a_stopped_agents_tokens_are_held_until_it_continues(servers, pools):
     pool.wake()
     rest = "".join(h)
     assert first + rest == "".join(f"w{i} " for i in range(6))
+
+
+def test_an_unhealthy_replica_is_skipped_until_a_health_check_passes(servers, pools):
+    sick = {"on": True}
+
+    def flaky(h, body):
+        if sick["on"]:
+            send_error(h, 502, "bad gateway")
+        else:
+            stream_words(["back"])(h, body)
+
+    bad = servers(flaky)
+    good = servers(stream_words(["good"]))
+    pool = pools({"bad": settings(bad.url, max_concurrent=4), "good": settings(good.url, max_concurrent=1)})
+    first = pool.submit(ask(pool)).wait(10)  # least loaded is "bad" (4 slots): 502, retried on "good"
+    assert (first.error, first.text, first.backend) == (None, "good", "good")
+    bad.health_ok = False
+    n_bad = len(bad.requests)
+    for _ in range(3):
+        assert pool.submit(ask(pool)).wait(10).backend == "good"
+    assert len(bad.requests) == n_bad  # skipped, though it has more free slots
+    time.sleep(0.4)  # health checks every 0.1 s: they fail
+    row = {r.name: r for r in pool.backend_stats()}["bad"]
+    assert not row.healthy and row.last_error == "HTTP 503: unhealthy" and row.checked > 0
+    sick["on"], bad.health_ok = False, True
+    deadline = time.monotonic() + 5
+    while not pool.backend_stats()[0].healthy and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pool.backend_stats()[0].healthy
+    assert pool.submit(ask(pool)).wait(10).backend == "bad"  # back in rotation, and the least loaded
+
+
+def test_switching_the_policy_reaches_the_pool(servers, pools):
+    pool = pools({"a": settings(servers(stream_words(["x"])).url)})
+    pool.set_policy(load_policy("rr"))
+    assert pool.submit(ask(pool)).wait(10).error is None
+    assert pool.scheduler.policy.name == "rr"
