@@ -343,7 +343,7 @@ class RemotePool:
             free = [r for r in usable if r.in_flight < r.settings.max_concurrent]
             if not free:
                 break
-            self._start(call, min(free, key=lambda r: (r.load, r.in_flight, r.next_check)), now)
+            self._start(call, min(free, key=lambda r: (r.load, r.in_flight, -r.settings.max_concurrent)), now)
         self._publish()
 
     def _retry_later(self, call: _Call, now: float) -> None:
