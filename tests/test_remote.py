@@ -106,6 +106,16 @@ def test_agents_run_on_both_replicas_with_counts_and_timings(k):
     assert rows["local"].requests == 0
 
 
+def test_a_grammar_constrained_tool_call_on_the_server(k):
+    """react's tool choice is constrained by a GBNF grammar, which llama.cpp servers take in the request."""
+    pid, out, err = spawn(k, "react", ["--tools", "calculator", "What is 12 times 7?"], backend="a", seed=1)
+    assert wait_state(k, pid, "Z")
+    tools = [r for r in k.syscalls(pid) if r.kind == "tool"]
+    assert k.wait(pid, 60) == (pid, 0), err.read_all()
+    assert tools and tools[0].outcome == "ok" and tools[0].detail.startswith('calculator {"expression": ')
+    assert out.read_all().strip()
+
+
 def test_the_default_backend_and_children_inherit_it(servers, tmp_path):
     a, _ = servers
     kern = make_kernel(tmp_path, {"a": backend(a.url)}, default="a")
