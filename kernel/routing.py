@@ -37,6 +37,7 @@ class Backends:
                 self._by_name[r.name] = pool
         for pool in pools:
             self._by_name.setdefault(pool.model, pool)
+        self.default = LOCAL
         self.default = self.resolve(default).name
 
     @property
@@ -48,15 +49,10 @@ class Backends:
 
     def resolve(self, name: str | None) -> Backend:
         """The backend for a name (None = the default); ValueError naming the known ones."""
-        if name is None:
-            name = getattr(self, "default", LOCAL)
-        b = self._by_name.get(name)
+        b = self._by_name.get(self.default if name is None else name)
         if b is None:
             raise ValueError(f"--backend: no such backend '{name}' (known: {', '.join(self._by_name)})")
         return b
-
-    def is_remote(self, name: str | None) -> bool:
-        return self.resolve(name).kind != LOCAL
 
     def submit(self, req: GenRequest, name: str | None = None) -> RequestHandle:
         return self.resolve(name).submit(req)
