@@ -12,6 +12,7 @@ from dataclasses import asdict
 
 from kernel.proc import ProcInfo
 
+UNKNOWN = "?"  # a figure the kernel cannot know (the KV a remote server holds): never shown as 0
 COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
     # name: (header, value, alignment)
     "pid": ("PID", lambda p: p.pid, ">"),
@@ -25,21 +26,25 @@ COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
     "tokens": ("TOKENS", lambda p: p.tokens_in + p.tokens_out, ">"),
     "tin": ("TIN", lambda p: p.tokens_in, ">"),
     "tout": ("TOUT", lambda p: p.tokens_out, ">"),
-    "kv": ("KV", lambda p: p.kv_tokens, ">"),
-    "kvmb": ("KVMIB", lambda p: f"{p.kv_bytes / 2**20:.1f}", ">"),
+    "kv": ("KV", lambda p: UNKNOWN if p.kv_tokens is None else p.kv_tokens, ">"),
+    "kvmb": ("KVMIB", lambda p: UNKNOWN if p.kv_bytes is None else f"{p.kv_bytes / 2**20:.1f}", ">"),
     "swap": ("SWAP", lambda p: _bytes(p.swapped_bytes), ">"),
     "sw": ("CSW", lambda p: p.switches, ">"),
     "sys": ("SYSC", lambda p: p.syscalls, ">"),
     "time": ("TIME", lambda p: _clock(p.decode_s, frac=True), ">"),
     "elapsed": ("ELAPSED", lambda p: _clock(p.elapsed), ">"),
     "status": ("STATUS", lambda p: "-" if p.status is None else p.status, ">"),
+    "backend": ("BACKEND", lambda p: p.backend, "<"),
     "cmd": ("CMD", lambda p: p.cmd, "<"),
 }
 DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "tokens", "kv", "time", "elapsed", "cmd"]
+REMOTE_DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "tokens", "kv", "time", "elapsed", "backend", "cmd"]
+# A key of None is unknown (KV of an agent on a remote backend): such rows sort last in either direction.
 SORT_KEYS: dict[str, Callable[[ProcInfo], object]] = {
     "pid": lambda p: p.pid, "ppid": lambda p: p.ppid, "ni": lambda p: p.nice, "pri": lambda p: p.pri,
     "tokens": lambda p: p.tokens_in + p.tokens_out, "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
     "elapsed": lambda p: p.elapsed, "stat": lambda p: p.state, "cmd": lambda p: p.cmd, "swap": lambda p: p.swapped_bytes,
+    "backend": lambda p: p.backend,
 }
 
 
@@ -71,9 +76,24 @@ def _table(rows: list[list[str]], aligns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _remote_pools(kernel) -> list:
+    """The kernel's remote backends (pools of OpenAI-compatible servers); [] for a local-only kernel."""
+    backends = getattr(kernel, "backends", None)
+    return list(getattr(backends, "pools", None) or ())
+
+
+def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], object], reverse: bool) -> list[ProcInfo]:
+    known = [p for p in procs if key(p) is not None]
+    unknown = [p for p in procs if key(p) is None]
+    return sorted(known, key=key, reverse=reverse) + unknown  # type: ignore[arg-type]
+
+
 def ps(kernel, argv: list[str]) -> str:
-    """`ps [-f] [-o COLS] [--sort [-]COL] [-p PID[,PID]] [--json]`: the process table."""
-    cols = list(DEFAULT_COLUMNS)
+    """`ps [-f] [-o COLS] [--sort [-]COL] [-p PID[,PID]] [--json]`: the process table.
+
+    The default columns gain BACKEND when the kernel has remote backends; KV is "?" for an agent on a remote
+    backend (the server holds its KV)."""
+    cols = list(REMOTE_DEFAULT_COLUMNS if _remote_pools(kernel) else DEFAULT_COLUMNS)
     tree = as_json = False
     sort: str | None = None
     pids: set[int] | None = None
@@ -108,8 +128,7 @@ def ps(kernel, argv: list[str]) -> str:
     if pids is not None:
         procs = [p for p in procs if p.pid in pids]
     if sort:
-        key = SORT_KEYS[sort.lstrip("-+").lower()]
-        procs.sort(key=key, reverse=sort.startswith("-"))
+        procs = _sorted(procs, SORT_KEYS[sort.lstrip("-+").lower()], sort.startswith("-"))
     if as_json:
         return json.dumps([_jsonable(p) for p in procs]) + "\n"
     if tree:
@@ -189,7 +208,26 @@ def sched(kernel, argv: list[str]) -> str:
     return (f"policy: {name}{(' ' + extra) if extra else ''} ({d.get('description', '')})\n"
             f"slots: {st.slots_busy}/{st.slots} busy  max_batch: {kernel.engine.scheduler.max_batch}  "
             f"batch_tokens: {kernel.engine.scheduler.token_budget}\n"
-            f"preemptions: {st.preemptions} (swapped out {st.swaps_out}, in {st.swaps_in}, recomputed {st.recomputes})\n")
+            f"preemptions: {st.preemptions} (swapped out {st.swaps_out}, in {st.swaps_in}, recomputed {st.recomputes})\n"
+            + (_backends_table(kernel) if _remote_pools(kernel) else ""))
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}ms"
+
+
+def _backends_table(kernel) -> str:
+    """One row per server (the local engine first): health, its pool's queue, requests in flight, TTFT, tok/s."""
+    rows = list(kernel.backends.stats())
+    errors = any(not b.healthy and b.last_error for b in rows)
+    table = [["NAME", "POOL", "HEALTH", "QUEUE", "RUN", "TTFT", "TOK/S", "REQS", "ERRS", *(["ERROR"] if errors else [])]]
+    for b in rows:
+        table.append([
+            b.name, b.pool, "ok" if b.healthy else "DOWN", str(b.queued), f"{b.in_flight}/{b.max_concurrent}",
+            _ms(b.ttft_s), f"{b.tokens_per_s:.1f}", str(b.requests), str(b.errors),
+            *([b.last_error.replace("\n", " ") if not b.healthy else ""] if errors else []),
+        ])
+    return "backends:\n" + _table(table, ["<", "<", "<", ">", ">", ">", ">", ">", ">", *(["<"] if errors else [])])
 
 
 def free(kernel, argv: list[str]) -> str:
@@ -210,7 +248,12 @@ def free(kernel, argv: list[str]) -> str:
             ["swapped", "-", fmt(st.swapped_bytes), "-", "-"],
             ["model", "-", fmt(kernel.model.info.size_bytes), "-", "-"],
             ["process", "-", fmt(rss) if rss else "?", "-", "-"]]
-    return _table(rows, ["<", ">", ">", ">", ">"])
+    out = _table(rows, ["<", ">", ">", ">", ">"])
+    if _remote_pools(kernel):
+        for b in kernel.backends.stats():
+            if b.kind != "local":
+                out += f"remote {b.name} ({b.model} at {b.url}): KV unknown (held by the server)\n"
+    return out
 
 
 def _rss_bytes() -> int:

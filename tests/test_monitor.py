@@ -18,6 +18,7 @@ import pytest
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.agents_table import arrange
 from aiosh.monitor.collector import Collector
+from kernel.backend import BackendStats
 from kernel.engine import EngineStats, SeqStats, StepRecord
 from kernel.kernel import KernelSnapshot
 from kernel.model import ModelInfo
@@ -137,6 +138,11 @@ def fake_snapshot(i: int) -> KernelSnapshot:
     return KernelSnapshot(
         t=t, uptime=elapsed_total + 3600 + 754, procs=tuple(procs), engine=engine, steps=_steps(i, t),
         policy=POLICY, model=MODEL, n_threads=2, n_gpu_layers=0,
+        backends=(BackendStats(
+            name="local", kind="local", pool="local", model=MODEL.description, url=MODEL.path, healthy=True,
+            queued=1, in_flight=4, max_concurrent=4, requests=40 + 2 * i, errors=0, retries=0, ttft_s=0.182,
+            tokens_per_s=32.0 + i % 3,
+        ),),
     )
 
 

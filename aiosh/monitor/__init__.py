@@ -1,4 +1,4 @@
-"""The monitor: a live Textual pane of the kernel — scheduler queues, agents, timeline, memory, throughput.
+"""The monitor: a live Textual pane of the kernel — scheduler queues, memory, throughput, backends, timeline, agents.
 
     from aiosh.monitor import run_monitor, MonitorApp
     run_monitor(kernel)                      # full screen until q; the kernel keeps running on its threads

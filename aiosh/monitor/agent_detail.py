@@ -36,9 +36,12 @@ def describe(d: AgentDetail | None, pid: int) -> Text:
         state += f" exit {p.status}"
     t.append(f"\nstate {state} · ppid {p.ppid} · pgid {p.pgid} · nice {p.nice} · pri {p.pri} · {p.sched_class}",
              style="")
-    t.append(f"\ntokens {p.tokens_in} prompt / {p.tokens_out} generated · KV {p.kv_tokens} "
-             f"({fmt_bytes(p.kv_bytes)}) · swapped {fmt_bytes(p.swapped_bytes)} · time {fmt_time(p.decode_s)} · "
-             f"switches {p.switches} · syscalls {p.syscalls}", style="dim")
+    t.append(" · backend ", style="")
+    t.append(getattr(p, "backend", "local") or "local", style="bold")
+    kv = (f"KV {p.kv_tokens} ({fmt_bytes(p.kv_bytes or 0)})" if p.kv_tokens is not None
+          else "KV ? (held by the server)")
+    t.append(f"\ntokens {p.tokens_in} prompt / {p.tokens_out} generated · {kv} · swapped {fmt_bytes(p.swapped_bytes)}"
+             f" · time {fmt_time(p.decode_s)} · switches {p.switches} · syscalls {p.syscalls}", style="dim")
     lim = p.limits
     if lim.max_tokens or lim.max_time or lim.max_kv:
         t.append(f" · limits tokens {lim.max_tokens or '-'} time {lim.max_time or '-'} kv {lim.max_kv or '-'}",

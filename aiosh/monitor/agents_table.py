@@ -47,7 +47,16 @@ class Column:
 
 
 def _kv(row: AgentRow) -> str:
-    return f"{row.kv_tokens} {fmt_bytes(row.kv_bytes)}" if row.kv_tokens else "0"
+    if row.kv_tokens is None:
+        return "?"  # on a remote backend: the server holds its KV, unknown here (never shown as 0)
+    return f"{row.kv_tokens} {fmt_bytes(row.kv_bytes or 0)}" if row.kv_tokens else "0"
+
+
+def _kv_sort(row: AgentRow) -> tuple[int, int]:
+    """Unknown KV sorts below every known figure (last when largest first)."""
+    if row.kv_tokens is None:
+        return (-1, -1)
+    return (row.kv_tokens, row.kv_bytes or 0)
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -63,8 +72,8 @@ COLUMNS: tuple[Column, ...] = (
            help="share of the tokens evaluated in the last interval (top's %CPU)"),
     Column("tok_s", "TOK/S", 6, "R", True, lambda r: r.tok_s, True, help="generated tokens per second"),
     Column("tokens", "TOKENS", 7, "O", True, lambda r: r.tokens, True, help="generated tokens, total"),
-    Column("kv", "KV", 11, "M", True, lambda r: (r.kv_tokens, r.kv_bytes), True,
-           help="KV cache held: tokens and bytes"),
+    Column("kv", "KV", 11, "M", True, _kv_sort, True,
+           help="KV cache held: tokens and bytes (? on a remote backend: the server holds it)"),
     Column("swap", "SWAP", 6, "W", True, lambda r: r.swapped_bytes, True, help="KV swapped out to RAM"),
     Column("time", "TIME", 8, "T", True, lambda r: r.decode_s, True, help="decode time charged to it"),
     Column("elapsed", "ELAPSED", 8, "E", True, lambda r: r.elapsed, True, help="wall time since spawn"),
@@ -139,7 +148,7 @@ def cells(row: AgentRow, prefix: str = "", cmd_width: int = CMD_MAX) -> tuple[Te
         num(f"{row.tok_pct:.1f}", "bold cyan" if row.tok_pct >= 0.05 else "dim"),
         num(fmt_rate(row.tok_s), "" if row.tok_s > 0 else "dim"),
         num(fmt_count(row.tokens)),
-        num(_kv(row), "" if row.kv_tokens else "dim"),
+        num(_kv(row), "" if row.kv_tokens else "dim"),  # 0 and ? (unknown) both dim
         num(fmt_bytes(row.swapped_bytes) if row.swapped_bytes else "0", "yellow" if row.swapped_bytes else "dim"),
         num(fmt_time(row.decode_s)),
         num(fmt_elapsed(row.elapsed)),

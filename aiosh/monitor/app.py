@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer
 
 from aiosh.monitor.agent_detail import AgentScreen
 from aiosh.monitor.agents_table import COLUMN_BY_KEY, COLUMNS, AgentsTable
+from aiosh.monitor.backends_panel import BackendsPanel
 from aiosh.monitor.collector import AgentRow, Collector, MonitorData
 from aiosh.monitor.filter_bar import FilterBar
 from aiosh.monitor.header import HeaderBar
@@ -60,7 +61,7 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
 
 
 class MonitorApp(App[None]):
-    """A live pane of the kernel: scheduler queues, agents, timeline, memory, throughput (and a log)."""
+    """A live pane of the kernel: scheduler queues, memory, throughput, backends, timeline, agents (and a log)."""
 
     TITLE = "aiosh monitor"
     ENABLE_COMMAND_PALETTE = False
@@ -106,6 +107,7 @@ class MonitorApp(App[None]):
         self.scheduler_panel = SchedulerPanel(id="scheduler")
         self.memory_panel = MemoryPanel(id="memory")
         self.throughput_panel = ThroughputPanel(id="throughput")
+        self.backends_panel = BackendsPanel(id="backends")
         self.timeline = Timeline(id="timeline")
         self.table = AgentsTable(id="agents")
         self.filter_bar = FilterBar(id="filter")
@@ -117,6 +119,7 @@ class MonitorApp(App[None]):
             yield self.scheduler_panel
             yield self.memory_panel
             yield self.throughput_panel
+        yield self.backends_panel
         yield self.timeline
         yield self.table
         yield self.filter_bar
@@ -180,6 +183,7 @@ class MonitorApp(App[None]):
         self.scheduler_panel.show(data.scheduler)
         self.memory_panel.show(data.memory)
         self.throughput_panel.show(data.throughput)
+        self.backends_panel.show(data.backends)
         self.timeline.show(data.timeline)
         self.table.show(data.agents)
         screen = self._top()

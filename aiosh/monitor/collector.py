@@ -46,8 +46,8 @@ class AgentRow:
     tok_s: float  # generated tokens per second in the last interval
     tokens: int  # generated tokens, total
     tokens_in: int  # prompt tokens evaluated, total
-    kv_tokens: int
-    kv_bytes: int
+    kv_tokens: int | None  # None: unknown (an agent on a remote backend: the server holds its KV)
+    kv_bytes: int | None
     swapped_bytes: int
     decode_s: float  # TIME: its share of decode time
     elapsed: float
@@ -57,6 +57,7 @@ class AgentRow:
     boosted: bool
     switches: int
     syscalls: int
+    backend: str = "local"  # the server of its LLM call in flight, else its backend's name
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,10 @@ class TimelineView:
 class AgentMemory:
     pid: int
     label: str
-    kv_tokens: int
-    kv_bytes: int
+    kv_tokens: int | None  # None: held by a remote server, unknown here
+    kv_bytes: int | None
     swapped_bytes: int
+    backend: str = "local"
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,42 @@ class ThroughputView:
     generated_tokens: int
     prompt_tokens: int
     cached_tokens: int
+
+
+@dataclass(frozen=True)
+class BackendRow:
+    """One server, as the backends panel shows it (the kernel's BackendStats, without importing the kernel)."""
+
+    name: str  # "local", or a [backends.NAME] entry
+    kind: str  # local | openai
+    pool: str  # the name agents route by: "local", or the model a remote pool's replicas share
+    model: str
+    url: str
+    healthy: bool
+    queued: int  # the pool's queue (replicas of one model show the same number)
+    in_flight: int
+    max_concurrent: int
+    requests: int
+    errors: int
+    retries: int
+    ttft_s: float | None  # mean time to first token over recent requests (None: none yet)
+    tokens_per_s: float
+    last_error: str = ""
+
+    @property
+    def remote(self) -> bool:
+        return self.kind != "local"
+
+
+def backend_row(b: Any) -> BackendRow:
+    """A BackendRow from a kernel BackendStats (read by attribute, so any object with those fields will do)."""
+    return BackendRow(
+        name=str(b.name), kind=str(b.kind), pool=str(b.pool), model=str(b.model), url=str(b.url),
+        healthy=bool(b.healthy), queued=int(b.queued), in_flight=int(b.in_flight),
+        max_concurrent=int(b.max_concurrent), requests=int(b.requests), errors=int(b.errors),
+        retries=int(b.retries), ttft_s=None if b.ttft_s is None else float(b.ttft_s),
+        tokens_per_s=float(b.tokens_per_s), last_error=str(getattr(b, "last_error", "") or ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -166,6 +204,7 @@ class MonitorData:
     timeline: TimelineView
     memory: MemoryView
     throughput: ThroughputView
+    backends: tuple[BackendRow, ...] = ()
     detail: AgentDetail | None = None
 
     def agent(self, pid: int) -> AgentRow | None:
@@ -274,7 +313,7 @@ class Collector:
         return MonitorData(
             t=snap.t, seq=self._count, header=header, agents=agents, scheduler=self._scheduler(snap),
             timeline=self._timeline(snap), memory=self._memory(snap), throughput=self._throughput(snap),
-            detail=detail,
+            backends=tuple(backend_row(b) for b in getattr(snap, "backends", ())), detail=detail,
         )
 
     def _row(self, p: ProcInfo, now: float) -> AgentRow:
@@ -285,7 +324,7 @@ class Collector:
             sched_class=p.sched_class, tok_pct=pct, tok_s=rate, tokens=p.tokens_out, tokens_in=p.tokens_in,
             kv_tokens=p.kv_tokens, kv_bytes=p.kv_bytes, swapped_bytes=p.swapped_bytes, decode_s=p.decode_s,
             elapsed=max(0.0, (p.ended or now) - p.created), cmd=p.cmd, agent=p.agent, status=p.status,
-            boosted=p.boosted, switches=p.switches, syscalls=p.syscalls,
+            boosted=p.boosted, switches=p.switches, syscalls=p.syscalls, backend=getattr(p, "backend", "local"),
         )
 
     def _scheduler(self, snap: KernelSnapshot) -> SchedulerView:
@@ -343,10 +382,13 @@ class Collector:
 
     def _memory(self, snap: KernelSnapshot) -> MemoryView:
         e = snap.engine
+        # Agents holding KV here, largest first; then live agents on remote backends (their KV is the server's,
+        # unknown here: listed, never counted as 0).
         agents = sorted(
-            (AgentMemory(p.pid, p.agent, p.kv_tokens, p.kv_bytes, p.swapped_bytes)
-             for p in snap.procs if p.kv_tokens or p.swapped_bytes),
-            key=lambda m: (-m.kv_tokens, -m.swapped_bytes, m.pid),
+            (AgentMemory(p.pid, p.agent, p.kv_tokens, p.kv_bytes, p.swapped_bytes, getattr(p, "backend", "local"))
+             for p in snap.procs
+             if p.kv_tokens or p.swapped_bytes or (p.kv_tokens is None and p.state != "Z")),
+            key=lambda m: (m.kv_tokens is None, -(m.kv_tokens or 0), -m.swapped_bytes, m.pid),
         )
         short_term = None
         if self.memory_hook is not None:

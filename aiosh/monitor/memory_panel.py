@@ -1,5 +1,7 @@
 """The memory panel: the KV cache against its capacity, each agent's share, swap, the process's RSS, the model.
 
+Agents on a remote backend are listed after those holding local KV, with "?": their KV is the server's.
+
 Per-agent short-term memory has a row reserved: it is filled by `Collector.memory_hook` once the kernel's
 memory manager exists (a later issue).
 """
@@ -59,6 +61,10 @@ def render_memory(v: MemoryView | None, width: int) -> Text:
         t.append("  none held", style="dim")
     bar_w = max(4, width - 30)
     for a in v.agents[:MAX_AGENTS]:
+        if a.kv_tokens is None:  # on a remote backend: the server holds its KV; unknown, never 0
+            t.append(f"\n{a.pid:>5} {a.label[:8]:<8} ")
+            t.append(f"{'?':>6} held by {a.backend}", style="dim")
+            continue
         share = a.kv_tokens / cap
         t.append(f"\n{a.pid:>5} {a.label[:8]:<8} {a.kv_tokens:>6} {100 * share:>3.0f}% ")
         t.append_text(bar(bar_w, [(share, "█", "green")], empty=" ", empty_style=""))
