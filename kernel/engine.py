@@ -191,6 +191,7 @@ class Engine:
         cp.n_ubatch = cp.n_batch
         cp.n_seq_max = s.n_slots
         threads = s.n_threads or os.cpu_count() or 1
+        self.n_threads = threads  # in force (settings say 0 for "all cores")
         cp.n_threads = threads
         cp.n_threads_batch = threads
         cp.kv_unified = s.unified_kv
@@ -207,6 +208,7 @@ class Engine:
         self.batch_cap = cp.n_batch
         self.batch = ll.llama_batch_init(self.batch_cap, 0, 1)
         self.slots = [_Slot(seq=i) for i in range(s.n_slots)]
+        self._publish_stats()  # slots and KV capacity are known before the first step
 
     def start(self) -> Engine:
         if self._thread is None:

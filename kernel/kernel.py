@@ -619,7 +619,7 @@ class Kernel:
         return KernelSnapshot(
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.engine.steps(steps)), policy=self.policy.describe(), model=self.model.info,
-            n_threads=self.engine.settings.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
+            n_threads=self.engine.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
             backends=self.backends.stats(),
         )
 
