@@ -1,6 +1,6 @@
 """OpenAI-compatible servers on loopback for the benches: `python -m llama_cpp.server` on the embedded model.
 
-A bench-side copy of what the tests use (bench/ does not import tests/). Request interruption is off: with it on,
+The tests start their servers with this too (tests/servers.py). Request interruption is off: with it on,
 llama-cpp-python's server ends the stream in flight (with [DONE] and no finish reason) when a new request comes.
 The server runs one request at a time (a lock around its single `Llama`), so a [backends.NAME] entry for it gets
 `max_concurrent = 1`.
@@ -31,7 +31,7 @@ def free_port() -> int:
 class LlamaServer:
     """One `llama_cpp.server` process (its own session, so that stop() reaches any child it forks)."""
 
-    def __init__(self, log_dir: Path, name: str, n_threads: int, n_ctx: int = 2048) -> None:
+    def __init__(self, log_dir: Path, name: str, n_threads: int = 1, n_ctx: int = 2048) -> None:
         self.name = name
         self.n_threads = n_threads
         self.port = free_port()
@@ -44,7 +44,8 @@ class LlamaServer:
             "--n_threads_batch", str(n_threads), "--verbose", "False",
         ]
         with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its log, as it happens
 
     def wait_ready(self, timeout: float = 120) -> LlamaServer:
         deadline = time.monotonic() + timeout
@@ -73,6 +74,12 @@ class LlamaServer:
         except OSError:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies mid-stream, as a crashed replica does."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
     def stop(self) -> None:
         """SIGTERM to its process group, SIGKILL after 10 s."""

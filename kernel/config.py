@@ -459,13 +459,7 @@ def _apply_backends(values: dict[str, dict[str, Any]], table: Any, origin: str, 
             raise ConfigError(origin, f"must be a table, got {_show(entry)}", section)
         vals = values[BACKENDS].setdefault(name, {})
         vals["origin"] = origin
-        for key, value in entry.items():
-            rule = rows.get(key)
-            if rule is None:
-                raise ConfigError(origin, "unknown key" + _did_you_mean(key, list(rows)), section, key)
-            if not rule.ok(value):
-                raise ConfigError(origin, f"must be {rule.desc}, got {_show(value)}", section, key)
-            vals[key] = rule.convert(value, base)
+        _set_keys(vals, entry, rows, origin, section, base)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -506,13 +500,19 @@ def _apply(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: s
         if not isinstance(table, Mapping):
             raise ConfigError(origin, f"must be a table, got {_show(table)}", section)
         rows = {f.name: f.metadata["rule"] for f in fields(SECTIONS[section])}
-        for key, value in table.items():
-            rule = rows.get(key)
-            if rule is None:
-                raise ConfigError(origin, "unknown key" + _did_you_mean(key, list(rows)), section, key)
-            if not rule.ok(value):
-                raise ConfigError(origin, f"must be {rule.desc}, got {_show(value)}", section, key)
-            values[section][key] = rule.convert(value, base)
+        _set_keys(values[section], table, rows, origin, section, base)
+
+
+def _set_keys(dest: dict[str, Any], table: Mapping[str, Any], rows: dict[str, Rule], origin: str, section: str,
+              base: Path) -> None:
+    """Check each key of one table against its rule and write the converted value into `dest`."""
+    for key, value in table.items():
+        rule = rows.get(key)
+        if rule is None:
+            raise ConfigError(origin, "unknown key" + _did_you_mean(key, list(rows)), section, key)
+        if not rule.ok(value):
+            raise ConfigError(origin, f"must be {rule.desc}, got {_show(value)}", section, key)
+        dest[key] = rule.convert(value, base)
 
 
 # ── documentation ───────────────────────────────────────────────────────────────────────────────────────────

@@ -1,76 +1,18 @@
-"""Real OpenAI-compatible servers on loopback for the remote-backend tests: `python -m llama_cpp.server` on the
-embedded model, and a scripted server that misbehaves on purpose (for faults a healthy server never shows)."""
+"""OpenAI-compatible servers on loopback for the remote-backend tests: `python -m llama_cpp.server` on the
+embedded model (the launcher the benches use), and a scripted server that misbehaves on purpose (for faults a
+healthy server never shows)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-from kernel.model import find_embedded_model
+from bench._servers import ALIAS, LlamaServer, free_port
 
-ALIAS = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LlamaServer:
-    """llama-cpp-python's server on the embedded model. Request interruption is off: by default a new request
-    silently ends the stream in flight (with [DONE] and no finish reason)."""
-
-    def __init__(self, log_dir: Path, name: str = "server", n_threads: int = 1) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log = log_dir / f"{name}.log"
-        cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(find_embedded_model()),
-            "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
-            "--interrupt_requests", "False", "--n_ctx", "2048", "--n_threads", str(n_threads),
-            "--n_threads_batch", str(n_threads), "--verbose", "False",
-        ]
-        with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def wait_ready(self, timeout: float = 90) -> LlamaServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"llama_cpp.server not ready after {timeout}s: {self.log.read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: the server dies mid-stream, as a crashed replica does."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+__all__ = ["ALIAS", "LlamaServer", "ScriptedServer", "free_port"]
 
 
 Behaviour = Callable[[BaseHTTPRequestHandler, dict], None]
