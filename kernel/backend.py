@@ -65,6 +65,10 @@ class Backend(Protocol):
     def seqs(self) -> tuple[SeqStats, ...]:
         """Live requests (waiting and running); kv fields are 0 where a backend cannot know them."""
 
+    @property
+    def n_ctx(self) -> int:
+        """One conversation's window in tokens, for fitting long ones; 0 = not known (use the local model's)."""
+
     def backend_stats(self) -> list[BackendStats]:
         """One row per server."""
 
@@ -123,7 +127,6 @@ class LocalBackend:
 
     def submit(self, req: GenRequest) -> RequestHandle:
         handle = self.engine.submit(req)
-        handle.backend = LOCAL
         handle.add_done_callback(self._finished)
         return handle
 
@@ -143,13 +146,17 @@ class LocalBackend:
     def seqs(self) -> tuple[SeqStats, ...]:
         return self.engine.stats.seqs
 
+    @property
+    def n_ctx(self) -> int:
+        return self.engine.settings.n_ctx
+
     def backend_stats(self) -> list[BackendStats]:
         st = self.engine.stats
         waiting = sum(1 for s in st.seqs if s.slot is None)
         return [BackendStats(
             name=LOCAL, kind=LOCAL, pool=LOCAL, model=self.engine.model.info.description,
-            url=self.engine.model.info.path, healthy=self.engine.error is None, queued=waiting, in_flight=len(st.seqs) - waiting,
-            max_concurrent=st.slots, requests=self.tracker.requests, errors=self.tracker.errors, retries=0,
+            url=self.engine.model.info.path, healthy=self.engine.error is None, queued=waiting,
+            in_flight=len(st.seqs) - waiting, max_concurrent=st.slots, requests=self.tracker.requests, errors=self.tracker.errors, retries=0,
             ttft_s=self.tracker.ttft(), tokens_per_s=self.tracker.rate(), last_error=str(self.engine.error or ""),
         )]
 

@@ -162,10 +162,7 @@ class ContextManager:
         return len(self.model.tokenize(m.get("content", ""), special=False)) + self._overhead
 
     def window(self, ctx: AgentContext, opts: dict) -> int:
-        w = self.kernel.engine.settings.n_ctx
-        backend = self.kernel.backends.resolve(ctx._proc.backend)
-        if getattr(backend, "n_ctx", 0):  # a remote server's own window, when the config gives it
-            w = backend.n_ctx  # type: ignore[attr-defined]
+        w = self.kernel.backends.resolve(ctx._proc.backend).n_ctx or self.kernel.engine.settings.n_ctx
         if ctx._proc.limits.max_kv:
             w = min(w, ctx._proc.limits.max_kv)
         if opts.get("context_window"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from kernel import signals as sig
 from kernel.access import AccessManager, Question, parse_capabilities
 from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
-from kernel.backend import BackendStats, LocalBackend
+from kernel.backend import LOCAL, BackendStats, LocalBackend
 from kernel.config import Config, load_config
 from kernel.context import ContextManager
 from kernel.engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
@@ -199,7 +199,7 @@ class Kernel:
                 pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
                 sched=SchedInfo(owner=pid, group=group, nice=_clamp_nice(nice), sched_class=klass),
                 limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0),
-                backend=backend.name, remote=backend.kind != "local",
+                backend=backend.name,
             )
             self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
                               deny=opts.get("deny"), yes=bool(opts.get("yes")), parent=ppid)
@@ -651,7 +651,8 @@ class Kernel:
     def _info(self, p: Process, seqs: tuple[SeqStats, ...]) -> ProcInfo:
         acc = self._owner_acc.get(p.pid) or [p.tokens_in, p.tokens_out, p.decode_s]
         mine = [s for s in seqs if s.owner == p.pid]
-        kv: int | None = None if p.remote else sum(s.kv_tokens for s in mine)
+        remote = self.backends.resolve(p.backend).kind != LOCAL  # its KV is the server's: unknown here
+        kv: int | None = None if remote else sum(s.kv_tokens for s in mine)
         swapped = sum(s.swapped_bytes for s in mine)
         live_switches = sum(s.switches for s in mine)
         boosted = any(s.boosted for s in mine)

@@ -130,7 +130,6 @@ class Process:
     syscalls: deque[SyscallRecord] = field(default_factory=lambda: deque(maxlen=200))
     current_llm: object | None = None  # the RequestHandle of the llm call in flight
     backend: str = "local"  # the backend its LLM calls go to (--backend, inherited by its children)
-    remote: bool = False  # that backend is a remote one (KV figures unknown)
     llm_tokens: int = 0  # generated tokens of finished LLM calls (what the token limit counts)
     limit_hit: str = ""  # set when a limit ended the process: the one-line reason
     child_event: asyncio.Event | None = None  # set when one of its children exits

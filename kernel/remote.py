@@ -22,6 +22,7 @@ import itertools
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,7 +78,6 @@ class _Call:
     last_t: float = 0.0
     finish: str | None = None
     cancelled: bool = False
-    last_error: str = ""
 
 
 def api_key_for(name: str, settings: BackendSettings) -> str:
@@ -104,13 +104,12 @@ class RemotePool:
         self.name = model
         self.model = model
         self.replicas = [_Replica(n, s, api_key_for(n, s)) for n, s in entries.items()]
-        first = self.replicas[0].settings
         self.retries = max(r.settings.retries for r in self.replicas)
         self.backoff_s = max(r.settings.backoff_s for r in self.replicas)
         cap = sum(r.settings.max_concurrent for r in self.replicas)
         self.scheduler = Scheduler(policy, n_slots=cap, max_batch=cap, token_budget=1 << 30,
                                    boost_after_s=boost_after_s)
-        self.n_ctx = first.n_ctx
+        self.n_ctx = self.replicas[0].settings.n_ctx  # the window to fit conversations into (0 = the local model's)
         self._count_prompt = count_prompt
         self._pending: list[_Call] = []
         self._running: dict[int, _Call] = {}
@@ -356,7 +355,6 @@ class RemotePool:
         self._running[call.seq.rid] = call
         replica.in_flight += 1
         call.replica = replica
-        call.handle.backend = replica.name
         call.result.backend = replica.name
         seq = call.seq
         seq.has_slot, seq.state, seq.waiting_since = True, "prefill", 0.0
@@ -518,8 +516,6 @@ class RemotePool:
             try:
                 fn(rec)
             except Exception:  # noqa: BLE001 - a listener's bug must not break the stream
-                import traceback
-
                 traceback.print_exc()
 
     def _publish(self) -> None:

@@ -105,7 +105,6 @@ class RequestHandle:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._callbacks: list[Callable[[GenResult], None]] = []
         self._lock = threading.Lock()
-        self.backend = ""  # set by the backend that runs it (a replica's name once one is chosen)
 
     # engine side
     def _finish(self, result: GenResult) -> None:
