@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 __all__ = [
     "AccessSettings", "BackendSettings", "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
     "PluginsSettings", "SamplingSettings", "SchedulerSettings", "Setting", "ShellSettings", "StorageSettings",
-    "SECTIONS", "default_config", "load_config", "render_default_toml", "settings", "user_config_dir",
+    "SECTIONS", "backend_names", "default_config", "load_config", "render_default_toml", "settings", "user_config_dir",
     "user_data_dir",
 ]
 
@@ -436,8 +436,17 @@ def _backends(tables: dict[str, dict[str, Any]]) -> dict[str, BackendSettings]:
     return out
 
 
+def backend_names(backends: Mapping[str, BackendSettings]) -> list[str]:
+    """The names an agent may route by: "local", each entry, then each model not already an entry's name."""
+    names = ["local", *backends]
+    for b in backends.values():
+        if b.model not in names:
+            names.append(b.model)
+    return names
+
+
 def _check_default_backend(name: str, backends: Mapping[str, BackendSettings], read: list[Path]) -> None:
-    known = ["local", *backends, *sorted({b.model for b in backends.values()} - set(backends))]
+    known = backend_names(backends)
     if name not in known:
         origin = str(read[-1]) if read else "<defaults>"
         raise ConfigError(origin, f"no such backend {name!r} (known: {', '.join(known)})", "kernel", "backend")
@@ -548,11 +557,14 @@ def render_default_toml() -> str:
     out = [_HEADER]
     for section, cls in SECTIONS.items():
         out.append(f"\n# {(cls.__doc__ or '').strip()}\n[{section}]\n")
-        for f in fields(cls):
-            value = f"{f.name} = {_toml(f.default)}"
-            out.append(f"# {f.metadata['doc']}\n# {value:<30} # {f.metadata['rule'].desc}\n\n")
+        out.extend(_documented_keys(cls))
     out.append(f"\n# {(BackendSettings.__doc__ or '').strip()}\n# [{BACKENDS}.NAME]\n")
-    for f in _schema(BackendSettings):
-        value = f"{f.name} = {_toml(f.default)}"
-        out.append(f"# {f.metadata['doc']}\n# {value:<30} # {f.metadata['rule'].desc}\n\n")
+    out.extend(_documented_keys(BackendSettings))
     return "".join(out).rstrip("\n") + "\n"
+
+
+def _documented_keys(cls: type) -> Iterator[str]:
+    """Each key of a settings class, commented out with its default, after its doc line."""
+    for f in _schema(cls):
+        value = f"{f.name} = {_toml(f.default)}"
+        yield f"# {f.metadata['doc']}\n# {value:<30} # {f.metadata['rule'].desc}\n\n"

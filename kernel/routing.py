@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from kernel.backend import LOCAL, Backend, BackendStats, LocalBackend
-from kernel.config import BackendSettings
+from kernel.config import BackendSettings, backend_names
 from kernel.engine import SeqStats, StepRecord
 from kernel.remote import BackendError, RemotePool
 from kernel.requests import GenRequest, RequestHandle
@@ -31,21 +31,16 @@ class Backends:
     def __init__(self, local: LocalBackend, pools: list[RemotePool], default: str) -> None:
         self.local = local
         self.pools = pools
+        by_model = {p.model: p for p in pools}
+        entries = {r.name: r.settings for p in pools for r in p.replicas}
         self._by_name: dict[str, Backend] = {LOCAL: local}
-        for pool in pools:
-            for r in pool.replicas:
-                self._by_name[r.name] = pool
-        for pool in pools:
-            self._by_name.setdefault(pool.model, pool)
-        self.default = LOCAL
+        for name in backend_names(entries)[1:]:  # an entry stands for its model's pool
+            self._by_name[name] = by_model[entries[name].model if name in entries else name]
         self.default = self.resolve(default).name
 
     @property
     def all(self) -> list[Backend]:
         return [self.local, *self.pools]
-
-    def names(self) -> list[str]:
-        return list(self._by_name)
 
     def resolve(self, name: str | None) -> Backend:
         """The backend for a name (None = the default); ValueError naming the known ones."""
