@@ -313,7 +313,7 @@ class Collector:
         return MonitorData(
             t=snap.t, seq=self._count, header=header, agents=agents, scheduler=self._scheduler(snap),
             timeline=self._timeline(snap), memory=self._memory(snap), throughput=self._throughput(snap),
-            backends=tuple(backend_row(b) for b in getattr(snap, "backends", ())), detail=detail,
+            backends=tuple(backend_row(b) for b in snap.backends), detail=detail,
         )
 
     def _row(self, p: ProcInfo, now: float) -> AgentRow:
@@ -324,7 +324,7 @@ class Collector:
             sched_class=p.sched_class, tok_pct=pct, tok_s=rate, tokens=p.tokens_out, tokens_in=p.tokens_in,
             kv_tokens=p.kv_tokens, kv_bytes=p.kv_bytes, swapped_bytes=p.swapped_bytes, decode_s=p.decode_s,
             elapsed=max(0.0, (p.ended or now) - p.created), cmd=p.cmd, agent=p.agent, status=p.status,
-            boosted=p.boosted, switches=p.switches, syscalls=p.syscalls, backend=getattr(p, "backend", "local"),
+            boosted=p.boosted, switches=p.switches, syscalls=p.syscalls, backend=p.backend,
         )
 
     def _scheduler(self, snap: KernelSnapshot) -> SchedulerView:
@@ -385,7 +385,7 @@ class Collector:
         # Agents holding KV here, largest first; then live agents on remote backends (their KV is the server's,
         # unknown here: listed, never counted as 0).
         agents = sorted(
-            (AgentMemory(p.pid, p.agent, p.kv_tokens, p.kv_bytes, p.swapped_bytes, getattr(p, "backend", "local"))
+            (AgentMemory(p.pid, p.agent, p.kv_tokens, p.kv_bytes, p.swapped_bytes, p.backend)
              for p in snap.procs
              if p.kv_tokens or p.swapped_bytes or (p.kv_tokens is None and p.state != "Z")),
             key=lambda m: (m.kv_tokens is None, -(m.kv_tokens or 0), -m.swapped_bytes, m.pid),
