@@ -209,6 +209,7 @@ def sched(kernel, argv: list[str]) -> str:
             f"slots: {st.slots_busy}/{st.slots} busy  max_batch: {kernel.engine.scheduler.max_batch}  "
             f"batch_tokens: {kernel.engine.scheduler.token_budget}\n"
             f"preemptions: {st.preemptions} (swapped out {st.swaps_out}, in {st.swaps_in}, recomputed {st.recomputes})\n"
+            f"extra buffer types: {kernel.model.extra_buffers.describe()}\n"
             + (_backends_table(kernel) if _remote_pools(kernel) else ""))
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 
+import _safe_llama as safe_llama  # bench/ is on sys.path for every bench script
 import llama_cpp as ll
 
 from kernel.requests import SamplingParams
@@ -168,6 +169,7 @@ class CountingLlama(ll.Llama):
 
 
 def make_llama(model, threads: int, n_ctx: int = 2048, n_batch: int = 512) -> CountingLlama:
+    safe_llama.apply()  # the same extra-buffer decision as the kernel's (AMX CPUs crash without it)
     return CountingLlama(
         model_path=str(model.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
         n_batch=n_batch, verbose=False,

