@@ -6,11 +6,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kernel.config import Config, ConfigError, load_config
-from kernel.model import ModelError
-from kernel.remote import BackendError
-from kernel.requests import EngineError
-from kernel.storage import StorageError
+from aiosh.kernel.config import Config, ConfigError, load_config
+from aiosh.kernel.model import ModelError
+from aiosh.kernel.remote import BackendError
+from aiosh.kernel.requests import EngineError
+from aiosh.kernel.storage import StorageError
 
 
 class BootError(Exception):
@@ -30,7 +30,7 @@ def read_config(path: str | None, overrides: Mapping[str, Mapping[str, Any]] | N
 
 def start_kernel(config: Config, *, verbose: bool = False, show_progress: bool | None = None):
     """Load the model and start the kernel; a rich progress bar while loading, only on a terminal."""
-    from kernel import Kernel
+    from aiosh.kernel import Kernel
 
     if show_progress is None:
         show_progress = sys.stderr.isatty()

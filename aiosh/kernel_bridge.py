@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kernel import Kernel, NoSuchProcess, UnknownAgent
-from kernel.proc import Limits
-from kernel.streams import Pipe
+from aiosh.kernel import Kernel, NoSuchProcess, UnknownAgent
+from aiosh.kernel.proc import Limits
+from aiosh.kernel.streams import Pipe
 
 
 class KernelAgentHost:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict
 
-from kernel.proc import ProcInfo
+from aiosh.kernel.proc import ProcInfo
 
 UNKNOWN = "?"  # a figure the kernel cannot know (the KV a remote server holds): never shown as 0
 COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
@@ -182,7 +182,7 @@ def _depths(procs: list[ProcInfo]) -> dict[int, int]:
 
 def sched(kernel, argv: list[str]) -> str:
     """`sched` shows the policy; `sched POLICY [key=value …]` switches it; `sched -l` lists policies."""
-    from kernel.scheduler import available_policies
+    from aiosh.kernel.scheduler import available_policies
 
     if argv and argv[0] in ("-l", "--list"):
         pols = available_policies(extra_paths=list(kernel.config.plugins.paths))

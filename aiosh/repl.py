@@ -21,8 +21,8 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 
+from aiosh.kernel import signals as sig
 from aiosh.terminal import Pump
-from kernel import signals as sig
 
 COMMAND_POSITION_AFTER = {"|", "||", "&&", ";", "&", "then", "do", "else", "elif", "if", "while", "!", "time", "nice"}
 PID_COMMANDS = {"kill", "renice", "wait", "fg", "bg", "disown", "logs"}

@@ -14,11 +14,11 @@ import sys
 import threading
 
 from aiosh import observe, storage_commands, tool_commands
+from aiosh.kernel.config import Config
+from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
 from aiosh.terminal import Pump
-from kernel.config import Config
-from kernel.streams import Pipe
 
 
 class _Terminated(Exception):

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kernel.signals import signal_name
-from kernel.storage import StorageError
-from kernel.streams import Pipe
+from aiosh.kernel.signals import signal_name
+from aiosh.kernel.storage import StorageError
+from aiosh.kernel.streams import Pipe
 
 __all__ = ["COMMANDS", "USAGE", "history", "last", "logs", "memsearch"]
 

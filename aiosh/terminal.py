@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import TextIO
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 
 class Pump:

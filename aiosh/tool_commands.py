@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kernel.tools import describe_signature
+from aiosh.kernel.tools import describe_signature
 
 __all__ = ["HELP", "UsageError", "audit", "register", "tools"]
 

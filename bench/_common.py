@@ -17,8 +17,7 @@ from importlib import metadata
 
 import _safe_llama as safe_llama  # bench/ is on sys.path for every bench script
 import llama_cpp as ll
-
-from kernel.requests import SamplingParams
+from aiosh.kernel.requests import SamplingParams
 
 # One sampling setting for both sides of every comparison (engine and llama_cpp.Llama).
 TEMPERATURE = 0.8

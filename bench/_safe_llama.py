@@ -12,8 +12,7 @@ import runpy
 import sys
 
 import llama_cpp.llama_cpp as _lc
-
-from kernel.cpu import decide_extra_buffers
+from aiosh.kernel.cpu import decide_extra_buffers
 
 _patched = False
 

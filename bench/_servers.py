@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kernel.model import find_embedded_model
+from aiosh.kernel.model import find_embedded_model
 
 ALIAS = "smollm2"
 

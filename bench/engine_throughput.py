@@ -41,10 +41,9 @@ from _common import (  # noqa: E402
     setup_info,
     summary,
 )
-
-from kernel.engine import Engine, EngineSettings  # noqa: E402
-from kernel.model import Model  # noqa: E402
-from kernel.requests import GenRequest, GenResult  # noqa: E402
+from aiosh.kernel.engine import Engine, EngineSettings  # noqa: E402
+from aiosh.kernel.model import Model  # noqa: E402
+from aiosh.kernel.requests import GenRequest, GenResult  # noqa: E402
 
 TARGETS = {"decode16": 2.0, "agents8x4": 1.5}
 WAIT_S = 900

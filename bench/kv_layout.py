@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, whatever th
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if it is not installed
 
 from _common import emit, log, rnd, sampling, setup_info  # noqa: E402
-
-from kernel.engine import Engine, EngineSettings  # noqa: E402
-from kernel.model import Model  # noqa: E402
-from kernel.requests import GenRequest  # noqa: E402
+from aiosh.kernel.engine import Engine, EngineSettings  # noqa: E402
+from aiosh.kernel.model import Model  # noqa: E402
+from aiosh.kernel.requests import GenRequest  # noqa: E402
 
 WAIT_S = 900
 

@@ -32,16 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, whatever th
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if it is not installed
 
 from _common import emit, log, rnd, setup_info  # noqa: E402
-
-from kernel import Kernel  # noqa: E402
-from kernel.config import load_config  # noqa: E402
-from kernel.streams import Pipe  # noqa: E402
+from aiosh.kernel import Kernel  # noqa: E402
+from aiosh.kernel.config import load_config  # noqa: E402
+from aiosh.kernel.streams import Pipe  # noqa: E402
 
 TARGET_SLOWDOWN_PCT = 5.0
 WAIT_S = 600
 
 AGENTS = textwrap.dedent('''
-    from kernel.agent import agent
+    from aiosh.kernel.agent import agent
 
     SYSTEM = ("You are one of many small agents in a benchmark. Keep answers short and factual. Never ask "
               "questions back. Use plain words. This system prompt is shared by every agent of the run.")

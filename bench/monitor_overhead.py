@@ -30,10 +30,11 @@ from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project, if it is not installed
 
+from aiosh.kernel import Kernel  # noqa: E402
+from aiosh.kernel.config import load_config  # noqa: E402
+from aiosh.kernel.streams import Pipe  # noqa: E402
+
 from aiosh.monitor import MonitorApp  # noqa: E402
-from kernel import Kernel  # noqa: E402
-from kernel.config import load_config  # noqa: E402
-from kernel.streams import Pipe  # noqa: E402
 
 TOPICS = ("a lighthouse", "a dragon", "the sea", "a robot", "a city", "a garden", "the moon", "a train", "a river",
           "a clock", "a violin", "a desert", "a forest", "a ship", "a mountain", "a library")

@@ -36,10 +36,9 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if 
 
 from _common import USER_PROMPTS, emit, loadavg, log, percentile, rnd, setup_info, version  # noqa: E402
 from _servers import ALIAS, LlamaServer  # noqa: E402
-
-from kernel.config import load_config  # noqa: E402
-from kernel.kernel import Kernel  # noqa: E402
-from kernel.streams import Pipe  # noqa: E402
+from aiosh.kernel.config import load_config  # noqa: E402
+from aiosh.kernel.kernel import Kernel  # noqa: E402
+from aiosh.kernel.streams import Pipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["local", "remote1", "remote2"]

@@ -32,11 +32,10 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if 
 
 import llama_cpp as ll  # noqa: E402
 from _common import USER_PROMPTS, emit, loadavg, log, percentile, rnd, sampling, setup_info  # noqa: E402
-
-from kernel.engine import Engine, EngineSettings  # noqa: E402
-from kernel.model import Model  # noqa: E402
-from kernel.requests import GenRequest, GenResult, RequestHandle, SchedInfo  # noqa: E402
-from kernel.scheduler import NICE_0_WEIGHT, load_policy, nice_weight  # noqa: E402
+from aiosh.kernel.engine import Engine, EngineSettings  # noqa: E402
+from aiosh.kernel.model import Model  # noqa: E402
+from aiosh.kernel.requests import GenRequest, GenResult, RequestHandle, SchedInfo  # noqa: E402
+from aiosh.kernel.scheduler import NICE_0_WEIGHT, load_policy, nice_weight  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 900
@@ -499,8 +498,8 @@ def bench_interactive(model: Model, threads: int, tokens: int, n_batch: int, rou
 
 # --- agents16 through the Kernel -------------------------------------------------------------------------------------
 def bench_agents16(threads: int, n_agents: int, tokens: int, order: list[str]) -> dict:
-    from kernel.config import load_config
-    from kernel.kernel import Kernel
+    from aiosh.kernel.config import load_config
+    from aiosh.kernel.kernel import Kernel
 
     cfg = load_config(cwd=ROOT, overrides={
         "kernel": {"slots": n_agents}, "model": {"n_threads": threads},

@@ -9,14 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel, KernelError, KernelSnapshot, NoSuchProcess, UnknownAgent
+    from .kernel import Kernel, KernelError, KernelSnapshot, NoSuchProcess, UnknownAgent
 
 __all__ = ["Kernel", "KernelError", "KernelSnapshot", "NoSuchProcess", "UnknownAgent"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from kernel import kernel as _k
+        from . import kernel as _k
 
         return getattr(_k, name)
     raise AttributeError(name)

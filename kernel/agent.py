@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kernel.memory import AgentMemory
-from kernel.proc import Process, SyscallRecord
-from kernel.requests import GenRequest, GenResult, SamplingParams
-from kernel.streams import Pipe
-from kernel.tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
+from .memory import AgentMemory
+from .proc import Process, SyscallRecord
+from .requests import GenRequest, GenResult, SamplingParams
+from .streams import Pipe
+from .tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
+    from .kernel import Kernel
 
 AgentMain = Callable[["AgentContext"], Awaitable[int | None]]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from kernel.engine import Engine, SeqStats, StepRecord
-from kernel.requests import GenRequest, GenResult, RequestHandle
-from kernel.scheduler import Policy
+from .engine import Engine, SeqStats, StepRecord
+from .requests import GenRequest, GenResult, RequestHandle
+from .scheduler import Policy
 
 LOCAL = "local"
 

@@ -122,7 +122,7 @@ PATHS = Rule("a list of paths (strings)",
 
 
 def _capabilities_ok(v: Any) -> bool:
-    from kernel.access import parse_capability
+    from .access import parse_capability
 
     if not isinstance(v, list | tuple):
         return False

@@ -30,12 +30,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kernel.agent import LLMError
-from kernel.requests import EngineError, GenRequest, GenResult, SamplingParams
+from .agent import LLMError
+from .requests import EngineError, GenRequest, GenResult, SamplingParams
 
 if TYPE_CHECKING:
-    from kernel.agent import AgentContext
-    from kernel.kernel import Kernel
+    from .agent import AgentContext
+    from .kernel import Kernel
 
 __all__ = ["ContextManager", "ConvState", "POLICIES", "SUMMARY_PREFIX", "Turn"]
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import llama_cpp as ll
 
-from kernel.model import Model
-from kernel.requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
-from kernel.sampling import Sampler, check_grammar
-from kernel.scheduler import Policy, Scheduler, SeqState
-from kernel.textstream import TextStream
+from .model import Model
+from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
+from .sampling import Sampler, check_grammar
+from .scheduler import Policy, Scheduler, SeqState
+from .textstream import TextStream
 
 MIN_SHARED_PREFIX = 8  # below this, copying a prefix between slots is not worth evicting anything
 

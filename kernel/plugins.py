@@ -9,22 +9,19 @@ takes the kernel down.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import importlib.util
-import pkgutil
 import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from types import ModuleType
 
-from kernel.agent import AgentSpec
-from kernel.tools import ToolSpec
+from .agent import AgentSpec
+from .entrypoints import builtin_entry_points, third_party_entry_points
+from .tools import ToolSpec
 
-ENTRY_POINT_GROUP = "aiosh.plugins"
-BUILTIN_PACKAGES = ("plugins.agents", "plugins.tools")
 USER_SUBFOLDERS = ("agents", "tools")
 
 
@@ -72,30 +69,7 @@ def _user_files(paths: Iterable[str]) -> list[Path]:
     return files
 
 
-def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
-    """Everything findable now. Built-ins win over user plugins of the same name, user over entry points."""
-    found = PluginSet()
-    for pkg_name in BUILTIN_PACKAGES:
-        try:
-            pkg = importlib.import_module(pkg_name)
-        except Exception as exc:  # noqa: BLE001
-            found.errors.append(f"{pkg_name}: {exc}")
-            continue
-        for info in pkgutil.iter_modules(pkg.__path__):
-            mod_name = f"{pkg_name}.{info.name}"
-            try:
-                _collect(importlib.import_module(mod_name), found, mod_name)
-            except Exception as exc:  # noqa: BLE001
-                found.errors.append(f"{mod_name}: {type(exc).__name__}: {exc}")
-    for path in _user_files(extra_paths):
-        try:
-            _collect(_import_file(path), found, str(path))
-        except Exception as exc:  # noqa: BLE001
-            found.errors.append(f"{path}: {type(exc).__name__}: {exc}")
-    try:
-        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    except Exception:  # noqa: BLE001
-        eps = ()
+def _collect_entry_points(eps: Iterable[EntryPoint], found: PluginSet) -> None:
     for ep in eps:
         try:
             obj = ep.load()
@@ -103,9 +77,21 @@ def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
             found.errors.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
             continue
         if isinstance(obj, ModuleType):
-            _collect(obj, found, f"entry point {ep.name}")
+            _collect(obj, found, obj.__name__)
         else:
             _add(obj, found, f"entry point {ep.name}")
+
+
+def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
+    """Everything findable now. Built-ins win over user plugins of the same name, user over entry points."""
+    found = PluginSet()
+    _collect_entry_points(builtin_entry_points(), found)
+    for path in _user_files(extra_paths):
+        try:
+            _collect(_import_file(path), found, str(path))
+        except Exception as exc:  # noqa: BLE001
+            found.errors.append(f"{path}: {type(exc).__name__}: {exc}")
+    _collect_entry_points(third_party_entry_points(), found)
     return found
 
 

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from kernel.requests import SchedInfo
+from .requests import SchedInfo
 
 STATE_DOC = {
     "R": "decoding or in a tool call",

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.backend import BackendStats, RequestTracker
-from kernel.config import BackendSettings, ConfigError
-from kernel.engine import SeqStats, StepRecord
-from kernel.remote_faults import Fault, StreamTruncated, classify
-from kernel.requests import REQUEST_IDS, GenRequest, GenResult, RequestHandle
-from kernel.scheduler import Policy, Scheduler, SeqState
+from .backend import BackendStats, RequestTracker
+from .config import BackendSettings, ConfigError
+from .engine import SeqStats, StepRecord
+from .remote_faults import Fault, StreamTruncated, classify
+from .requests import REQUEST_IDS, GenRequest, GenResult, RequestHandle
+from .scheduler import Policy, Scheduler, SeqState
 
 NO_KEY = "no-key"  # the openai client insists on a key; servers without auth ignore it
 HEALTH_TICK_S = 0.1

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from kernel.streams import Pipe
+from .streams import Pipe
 
 REQUEST_IDS = itertools.count(1)  # request ids, unique across every backend of the process
 

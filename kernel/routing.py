@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from kernel.backend import LOCAL, Backend, BackendStats, LocalBackend
-from kernel.config import BackendSettings, backend_names
-from kernel.engine import SeqStats, StepRecord
-from kernel.remote import BackendError, RemotePool
-from kernel.requests import GenRequest, RequestHandle
-from kernel.scheduler import Policy
+from .backend import LOCAL, Backend, BackendStats, LocalBackend
+from .config import BackendSettings, backend_names
+from .engine import SeqStats, StepRecord
+from .remote import BackendError, RemotePool
+from .requests import GenRequest, RequestHandle
+from .scheduler import Policy
 
 
 def group_replicas(entries: Mapping[str, BackendSettings]) -> dict[str, dict[str, BackendSettings]]:

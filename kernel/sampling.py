@@ -19,7 +19,7 @@ import threading
 import llama_cpp as ll
 import numpy as np
 
-from kernel.requests import EngineError, SamplingParams
+from .requests import EngineError, SamplingParams
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 assert _TOKEN_DATA.itemsize == ctypes.sizeof(ll.llama_token_data)

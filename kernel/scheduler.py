@@ -26,21 +26,20 @@ counted by the engine when it preempts, not here.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import math
-import pkgutil
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
 
-from kernel.requests import SchedInfo
+from .entrypoints import builtin_entry_points, third_party_entry_points
+from .requests import SchedInfo
 
 # Linux CFS's weight for each nice level (kernel/sched/core.c, sched_prio_to_weight): each step is ~1.25x.
 NICE_TO_WEIGHT = [
@@ -57,8 +56,6 @@ CLASS_RANK = {name: i for i, name in enumerate(SCHED_CLASSES)}
 
 PROMPT_WEIGHT = 0.25  # service of one prompt token against one generated token, for policies that do not say
 
-POLICY_PACKAGE = "plugins.policies"
-ENTRY_POINT_GROUP = "aiosh.plugins"
 _SERVED = "sched.boost_served"  # SeqState.extra key: a boosted sequence got tokens
 
 
@@ -273,9 +270,9 @@ def _plugin_files(extra_paths: Iterable[str]) -> list[Path]:
 def available_policies(
     extra_paths: Iterable[str] = (), *, errors: list[str] | None = None
 ) -> dict[str, type[Policy]]:
-    """Every policy findable now, by name: the built-in `plugins.policies` package, then the .py files of the
-    extra plugin folders (and their `policies/` subfolders), then the `aiosh.plugins` entry points (one may name a
-    Policy subclass or a module holding some). The first found of a name wins. A plugin that fails to import is
+    """Every policy findable now, by name: aiosh's own `aiosh.plugins` entry points, then the .py files of the
+    extra plugin folders (and their `policies/` subfolders), then other distributions' entry points (one may name
+    a Policy subclass or a module holding some). The first found of a name wins. A plugin that fails to import is
     skipped; its one-line reason is appended to `errors` when given."""
     errs: list[str] = errors if errors is not None else []
     found: dict[str, type[Policy]] = {}
@@ -284,30 +281,20 @@ def available_policies(
         for cls in _policies_in(obj):
             found.setdefault(cls.name, cls)
 
-    try:
-        pkg = importlib.import_module(POLICY_PACKAGE)
-        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-            mod_name = f"{POLICY_PACKAGE}.{info.name}"
+    def add_entry_points(eps: Iterable[EntryPoint]) -> None:
+        for ep in eps:
             try:
-                add(importlib.import_module(mod_name))
+                add(ep.load())
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the kernel down
-                errs.append(f"{mod_name}: {type(exc).__name__}: {exc}")
-    except Exception as exc:  # noqa: BLE001
-        errs.append(f"{POLICY_PACKAGE}: {type(exc).__name__}: {exc}")
+                errs.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
+
+    add_entry_points(builtin_entry_points())
     for path in _plugin_files(extra_paths):
         try:
             add(_import_file(path))
         except Exception as exc:  # noqa: BLE001
             errs.append(f"{path}: {type(exc).__name__}: {exc}")
-    try:
-        eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    except Exception:  # noqa: BLE001
-        eps = []
-    for ep in eps:
-        try:
-            add(ep.load())
-        except Exception as exc:  # noqa: BLE001
-            errs.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
+    add_entry_points(third_party_entry_points())
     return dict(sorted(found.items()))
 
 

@@ -2,7 +2,7 @@
 
 A tool is a function with type hints and a docstring, registered with `@tool(...)`:
 
-    from kernel.tools import ToolContext, tool
+    from .tools import ToolContext, tool
 
     @tool(name="read_file", timeout=5, paths={"path": "read"})
     def read_file(ctx: ToolContext, path: str, max_chars: int = 20000) -> str:
@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from kernel.agent import AgentContext
-    from kernel.kernel import Kernel
+    from .agent import AgentContext
+    from .kernel import Kernel
 
 __all__ = ["ToolChoice", "ToolContext", "ToolError", "ToolManager", "ToolSpec", "choice_grammar", "choice_schema",
            "describe_signature", "parse_choice", "tool", "tools_prompt", "type_name", "validate_args"]

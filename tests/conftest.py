@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from kernel.engine import Engine, EngineSettings
-from kernel.model import Model
+from aiosh.kernel.engine import Engine, EngineSettings
+from aiosh.kernel.model import Model
 
 
 @pytest.fixture(autouse=True, scope="session")

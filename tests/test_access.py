@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from aiosh.kernel.access import AccessManager, Cap, intersect, meet, parse_capabilities, parse_capability
+from aiosh.kernel.streams import Pipe
 
 from aiosh.shell.agents import parse_options
 from aiosh.shell.errors import ShellError
-from kernel.access import AccessManager, Cap, intersect, meet, parse_capabilities, parse_capability
-from kernel.streams import Pipe
 
 # --- the capability algebra (no kernel) ---------------------------------------------------------------------------
 
@@ -99,8 +99,8 @@ def test_shell_run_options():
 
 AGENTS = textwrap.dedent('''
     import json
-    from kernel.agent import agent
-    from kernel.tools import ToolError
+    from aiosh.kernel.agent import agent
+    from aiosh.kernel.tools import ToolError
 
     @agent("acall", description="calls one tool: acall NAME JSON-ARGS")
     async def acall(ctx):
@@ -146,8 +146,8 @@ AGENTS = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def ak(tmp_path_factory):
-    from kernel import Kernel
-    from kernel.config import load_config
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("accessk")
     (tmp / "plugins").mkdir()

@@ -11,14 +11,13 @@ import textwrap
 import time
 
 import pytest
-
-from kernel.streams import Pipe
-from plugins.agents.summarize import _chunks
+from aiosh.kernel.streams import Pipe
+from aiosh.plugins.agents.summarize import _chunks
 
 pytestmark = [pytest.mark.timeout(120)]
 
 AGENTS = textwrap.dedent('''
-    from kernel.agent import agent
+    from aiosh.kernel.agent import agent
 
     @agent("say", description="say N WORD: waits (0.5 - N/10) s, then prints WORD; fails for WORD 'bad'")
     async def say(ctx):
@@ -42,8 +41,8 @@ def test_chunks_cut_at_boundaries():
 
 @pytest.fixture(scope="module")
 def bk(tmp_path_factory):
-    from kernel import Kernel
-    from kernel.config import load_config
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("agentsk")
     (tmp / "plugins").mkdir()
@@ -88,7 +87,7 @@ def test_react_calls_the_calculator_and_the_result_reaches_the_model(bk):
     tools = [c for c in calls if c["kind"] == "tool"]
     assert tools and tools[0]["outcome"] == "ok" and tools[0]["detail"].startswith('calculator {"expression": ')
     expression = json.loads(tools[0]["detail"].split(" ", 1)[1])["expression"]
-    from plugins.tools.calculator import evaluate
+    from aiosh.plugins.tools.calculator import evaluate
 
     result = evaluate(expression)
     assert f"    -> {result}\n" in err

@@ -7,9 +7,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from kernel import config as C
-from kernel.config import ConfigError, default_config, load_config, render_default_toml
+from aiosh.kernel import config as C
+from aiosh.kernel.config import ConfigError, default_config, load_config, render_default_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,17 +7,16 @@ import json
 import textwrap
 
 import pytest
-
-from kernel.config import load_config
-from kernel.context import SUMMARY_PREFIX, rebuild
-from kernel.streams import Pipe
+from aiosh.kernel.config import load_config
+from aiosh.kernel.context import SUMMARY_PREFIX, rebuild
+from aiosh.kernel.streams import Pipe
 
 N_CTX = 512
 TURNS = 30
 
 AGENTS = textwrap.dedent('''
     import json
-    from kernel.agent import agent
+    from aiosh.kernel.agent import agent
 
     SYSTEM = "You are a terse assistant. Answer in a few words."
 
@@ -62,7 +61,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def k(env):
-    from kernel import Kernel
+    from aiosh.kernel import Kernel
 
     kern = Kernel(env)
     yield kern
@@ -177,7 +176,7 @@ def test_continue_and_session_resume_with_kv(k):
 @pytest.mark.model
 @pytest.mark.timeout(300)
 def test_resume_in_a_later_run_from_storage(k, env):
-    from kernel import Kernel
+    from aiosh.kernel import Kernel
 
     if "zed" not in k.context._states:
         pytest.skip("needs test_continue_and_session_resume_with_kv")

@@ -1,9 +1,8 @@
 """The extra-buffer decision from /proc/cpuinfo text, and its effect on a loaded model."""
 
 import pytest
-
-from kernel.config import ConfigError, load_config
-from kernel.cpu import cpu_flags, decide_extra_buffers
+from aiosh.kernel.config import ConfigError, load_config
+from aiosh.kernel.cpu import cpu_flags, decide_extra_buffers
 
 AMX_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

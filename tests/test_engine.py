@@ -11,10 +11,9 @@ import time
 
 import llama_cpp as ll
 import pytest
-
-from kernel.engine import Engine
-from kernel.model import Model
-from kernel.requests import GenRequest, GenResult, SamplingParams, SchedInfo
+from aiosh.kernel.engine import Engine
+from aiosh.kernel.model import Model
+from aiosh.kernel.requests import GenRequest, GenResult, SamplingParams, SchedInfo
 
 pytestmark = pytest.mark.model
 

@@ -6,12 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from kernel import Kernel, NoSuchProcess, UnknownAgent
-from kernel import signals as S
-from kernel.config import load_config
-from kernel.proc import Limits
-from kernel.streams import Pipe
+from aiosh.kernel import Kernel, NoSuchProcess, UnknownAgent
+from aiosh.kernel import signals as S
+from aiosh.kernel.config import load_config
+from aiosh.kernel.proc import Limits
+from aiosh.kernel.streams import Pipe
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 

@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from kernel.access import AccessManager
-from kernel.config import load_config
-from kernel.memory import MemoryManager
-from kernel.storage import Storage
-from kernel.streams import Pipe
+from aiosh.kernel.access import AccessManager
+from aiosh.kernel.config import load_config
+from aiosh.kernel.memory import MemoryManager
+from aiosh.kernel.storage import Storage
+from aiosh.kernel.streams import Pipe
 
 
 def words(text: str) -> int:
@@ -129,7 +128,7 @@ def test_access_default_deny_grant_and_audit(store):
 
 AGENTS = textwrap.dedent('''
     import asyncio
-    from kernel.agent import agent
+    from aiosh.kernel.agent import agent
 
     @agent("memo", description="fills its memory past the quota, then reads and searches it")
     async def memo(ctx):
@@ -169,7 +168,7 @@ def mk(tmp_path_factory):
     mp.setenv("XDG_DATA_HOME", str(tmp / "xdg-data"))
     (tmp / "plugins").mkdir()
     (tmp / "plugins" / "memagents.py").write_text(AGENTS)
-    from kernel import Kernel
+    from aiosh.kernel import Kernel
 
     cfg = load_config(cwd=tmp, overrides={
         "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},

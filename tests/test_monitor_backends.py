@@ -15,6 +15,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from aiosh.kernel.backend import BackendStats
+from aiosh.kernel.engine import EngineStats
+from aiosh.kernel.kernel import KernelSnapshot
+from aiosh.kernel.proc import Limits, ProcInfo
 
 from aiosh import observe
 from aiosh.monitor import MonitorApp
@@ -24,10 +28,6 @@ from aiosh.monitor.backends_panel import fmt_ttft, pool_model, render_backends, 
 from aiosh.monitor.collector import AgentDetail, Collector, backend_row
 from aiosh.monitor.memory_panel import render_memory
 from aiosh.shell import Shell
-from kernel.backend import BackendStats
-from kernel.engine import EngineStats
-from kernel.kernel import KernelSnapshot
-from kernel.proc import Limits, ProcInfo
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_monitor import SIZE, FakeKernel, fake_snapshot, settle  # noqa: E402

@@ -8,12 +8,12 @@ import functools
 import time
 
 import pytest
+from aiosh.kernel import Kernel
+from aiosh.kernel.config import load_config
+from aiosh.kernel.streams import Pipe
 
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.modals import NiceModal, SignalModal
-from kernel import Kernel
-from kernel.config import load_config
-from kernel.streams import Pipe
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(90)]
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from aiosh.kernel.requests import SchedInfo
+from aiosh.kernel.scheduler import nice_weight
 from test_scheduler import FakeEngine
-
-from kernel.requests import SchedInfo
-from kernel.scheduler import nice_weight
 
 
 def decoded_by_owner(eng: FakeEngine, logs=None) -> dict[int, int]:

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from aiosh.kernel import Kernel
+from aiosh.kernel.config import load_config
+from aiosh.kernel.streams import Pipe
 
-from kernel import Kernel
-from kernel.config import load_config
-from kernel.streams import Pipe
 from tests.servers import ALIAS, LlamaServer, free_port
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(180)]

@@ -10,11 +10,11 @@ import threading
 import time
 
 import pytest
+from aiosh.kernel.config import BackendSettings, ConfigError
+from aiosh.kernel.remote import RemotePool, api_key_for
+from aiosh.kernel.requests import GenRequest, SchedInfo
+from aiosh.kernel.scheduler import load_policy
 
-from kernel.config import BackendSettings, ConfigError
-from kernel.remote import RemotePool, api_key_for
-from kernel.requests import GenRequest, SchedInfo
-from kernel.scheduler import load_policy
 from tests.servers import (
     ALIAS,
     ScriptedServer,

@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-
-from kernel.requests import SchedInfo
-from kernel.scheduler import (
+from aiosh.kernel.requests import SchedInfo
+from aiosh.kernel.scheduler import (
     NICE_TO_WEIGHT,
     Plan,
     Policy,
@@ -452,7 +451,7 @@ def test_load_policy_params_and_errors():
 
 
 THIRD_PARTY = '''
-from kernel.scheduler import Policy
+from aiosh.kernel.scheduler import Policy
 
 
 class Lifo(Policy):
@@ -524,7 +523,7 @@ def test_policy_from_entry_point(monkeypatch):
 
 def test_subclass_without_own_name_is_not_registered(tmp_path):
     (tmp_path / "sub.py").write_text(
-        "from plugins.policies.fair import Fair\n\nclass Tweaked(Fair):\n    pass\n"
+        "from aiosh.plugins.policies.fair import Fair\n\nclass Tweaked(Fair):\n    pass\n"
     )
     found = available_policies([str(tmp_path)])
     assert found["fair"].__name__ == "Fair"  # an unnamed subclass does not take over its parent's name

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from kernel.engine import Engine, EngineSettings
-from kernel.requests import GenRequest, SamplingParams, SchedInfo
-from kernel.scheduler import load_policy
+from aiosh.kernel.engine import Engine, EngineSettings
+from aiosh.kernel.requests import GenRequest, SamplingParams, SchedInfo
+from aiosh.kernel.scheduler import load_policy
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(240)]
 GREEDY = SamplingParams(temperature=0.0, repeat_penalty=1.0)

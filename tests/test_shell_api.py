@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from aiosh.kernel.streams import Pipe
 
 from aiosh.shell import Shell
-from kernel.streams import Pipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_shell_fakehost import FakeAgentHost  # noqa: E402
@@ -159,7 +159,7 @@ def test_no_terminal_libraries_or_kernel_internals_imported() -> None:
     code = (
         "import sys, aiosh.shell; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('prompt_toolkit', 'textual', 'llama_cpp') "
-        "or (m.startswith('kernel.') and m != 'kernel.streams')]; "
+        "or (m.startswith('aiosh.kernel.') and m != 'aiosh.kernel.streams')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiosh.kernel.streams import Pipe
 
 from aiosh.shell import BuiltinContext, BuiltinRegistry, Shell, registry
-from kernel.streams import Pipe
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_shell_fakehost import FakeAgentHost  # noqa: E402

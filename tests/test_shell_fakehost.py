@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 STOPPING = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 

@@ -309,8 +309,9 @@ def test_background_output_is_passed_on_whole_lines():
     """Two background writers on one terminal never interleave inside a line."""
     import threading as _t
 
+    from aiosh.kernel.streams import Pipe
+
     from aiosh.shell import plumbing
-    from kernel.streams import Pipe
 
     dst, a, b = Pipe("tty"), Pipe("a"), Pipe("b")
     pumps = [plumbing.pump_pipe(src, dst, close_dst=False, whole_lines=True) for src in (a, b)]

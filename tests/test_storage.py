@@ -15,13 +15,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from aiosh.kernel import storage as S
+from aiosh.kernel.config import load_config
+from aiosh.kernel.proc import Limits, ProcInfo, SyscallRecord
+from aiosh.kernel.storage import Storage, StorageError, open_storage
+from aiosh.kernel.streams import Pipe
 
 from aiosh import storage_commands as cmds
-from kernel import storage as S
-from kernel.config import load_config
-from kernel.proc import Limits, ProcInfo, SyscallRecord
-from kernel.storage import Storage, StorageError, open_storage
-from kernel.streams import Pipe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,7 +120,7 @@ def test_unwritable_paths_are_one_line(tmp_path):
 
 
 def test_kernel_init_raises_storage_error_before_loading_the_model(tmp_path):
-    from kernel import Kernel
+    from aiosh.kernel import Kernel
 
     bad = tmp_path / "garbage.db"
     bad.write_bytes(b"\x00garbage" * 500)
@@ -275,9 +275,9 @@ def test_memsearch_finds_messages_and_memories(filled):
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from kernel import Kernel
-    from kernel.config import load_config
-    from kernel.streams import Pipe
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
+    from aiosh.kernel.streams import Pipe
 
     db, cwd, plugins = sys.argv[1:4]
     cfg = load_config(cwd=Path(cwd), overrides={
@@ -304,7 +304,7 @@ CHILD = textwrap.dedent("""
 """)
 
 LOOPER = textwrap.dedent("""
-    from kernel.agent import agent
+    from aiosh.kernel.agent import agent
 
     @agent("looper", description="chats turn after turn, noting each one")
     async def looper(ctx):

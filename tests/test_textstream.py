@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from aiosh.kernel.textstream import TextStream
 from hypothesis import given
 from hypothesis import strategies as st
-
-from kernel.textstream import TextStream
 
 
 def run(pieces: list[bytes], stop: list[str]) -> tuple[list[str], str, TextStream]:

@@ -13,12 +13,11 @@ from types import SimpleNamespace
 from typing import Annotated, Literal
 
 import pytest
-
-from kernel.tools import ToolContext, ToolError, describe_signature, tool, validate_args
-from plugins.tools import calculator as calc_mod
-from plugins.tools.calculator import calculator, evaluate
-from plugins.tools.files import delete_file, list_dir, read_file, write_file
-from plugins.tools.sql import sql_query
+from aiosh.kernel.tools import ToolContext, ToolError, describe_signature, tool, validate_args
+from aiosh.plugins.tools import calculator as calc_mod
+from aiosh.plugins.tools.calculator import calculator, evaluate
+from aiosh.plugins.tools.files import delete_file, list_dir, read_file, write_file
+from aiosh.plugins.tools.sql import sql_query
 
 # --- schemas and validation (no kernel) ---------------------------------------------------------------------------
 
@@ -92,7 +91,7 @@ def test_bad_tool_declarations_are_refused():
 # --- the grammar for tool calls by the model ----------------------------------------------------------------------
 
 def test_choice_schema_and_parse():
-    from kernel.tools import choice_schema, parse_choice
+    from aiosh.kernel.tools import choice_schema, parse_choice
 
     s = choice_schema([calculator, demo], max_string=50, max_answer=80)
     alts = s["oneOf"]
@@ -116,9 +115,9 @@ def test_choice_schema_and_parse():
 
 @pytest.mark.model
 def test_choice_grammar_is_valid_gbnf(model):
-    from kernel.plugins import discover
-    from kernel.sampling import check_grammar
-    from kernel.tools import choice_grammar
+    from aiosh.kernel.plugins import discover
+    from aiosh.kernel.sampling import check_grammar
+    from aiosh.kernel.tools import choice_grammar
 
     specs = list(discover().tools.values())
     for kw in ({}, {"answer": False}, {"max_string": 5}):
@@ -129,7 +128,7 @@ def test_choice_grammar_is_valid_gbnf(model):
 
 
 def test_annotated_constraints_and_examples():
-    from kernel.tools import tools_prompt
+    from aiosh.kernel.tools import tools_prompt
 
     @tool(name="pick", example={"word": "ab", "n": 2})
     def pick(word: Annotated[str, {"pattern": "^[ab]+$", "maxLength": 4}], n: Annotated[int, {"minimum": 1}]) -> str:
@@ -321,7 +320,7 @@ def test_sql_query_is_read_only(work):
 def test_clock_is_iso():
     from datetime import datetime
 
-    from plugins.tools.clock import clock
+    from aiosh.plugins.tools.clock import clock
 
     t = datetime.fromisoformat(clock())
     assert t.tzinfo is not None and abs(t.timestamp() - time.time()) < 5
@@ -329,7 +328,9 @@ def test_clock_is_iso():
 
 
 def test_tools_from_entry_points(monkeypatch):
-    import kernel.plugins as kp
+    import importlib.metadata as md
+
+    import aiosh.kernel.plugins as kp
 
     class EP:
         def __init__(self, name, obj):
@@ -345,7 +346,7 @@ def test_tools_from_entry_points(monkeypatch):
         """From an entry point."""
         return x
 
-    monkeypatch.setattr(kp.importlib.metadata, "entry_points",
+    monkeypatch.setattr(md, "entry_points",
                         lambda group: [EP("good", ep_tool), EP("broken", ImportError("no module"))])
     found = kp.discover()
     assert found.tools["ep_tool"] is ep_tool and found.tool_origins["ep_tool"] == "entry point good"
@@ -353,7 +354,7 @@ def test_tools_from_entry_points(monkeypatch):
 
 
 def test_builtin_tools_are_discovered():
-    from kernel.plugins import discover
+    from aiosh.kernel.plugins import discover
 
     found = discover()
     assert {"calculator", "clock", "read_file", "write_file", "list_dir", "delete_file", "sql_query",
@@ -366,8 +367,8 @@ def test_builtin_tools_are_discovered():
 
 AGENTS = textwrap.dedent('''
     import asyncio, json
-    from kernel.agent import agent
-    from kernel.tools import ToolError
+    from aiosh.kernel.agent import agent
+    from aiosh.kernel.tools import ToolError
 
     @agent("tcall", description="calls one tool: tcall NAME JSON-ARGS")
     async def tcall(ctx):
@@ -414,7 +415,7 @@ AGENTS = textwrap.dedent('''
 
 TOOLS = textwrap.dedent('''
     import time
-    from kernel.tools import ToolContext, ToolError, tool
+    from aiosh.kernel.tools import ToolContext, ToolError, tool
 
     @tool(name="hang", timeout=0.3, concurrency=2)
     def hang(ctx: ToolContext, seconds: float = 3.0) -> str:
@@ -447,8 +448,8 @@ TOOLS = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def tk(tmp_path_factory):
-    from kernel import Kernel
-    from kernel.config import load_config
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("toolk")
     (tmp / "plugins" / "tools").mkdir(parents=True)
@@ -468,7 +469,7 @@ def tk(tmp_path_factory):
 
 
 def run(k, agent: str, *argv: str, timeout: float = 20, **kw) -> tuple[int, str, int]:
-    from kernel.streams import Pipe
+    from aiosh.kernel.streams import Pipe
 
     out = Pipe()
     pid = k.spawn(agent, list(argv), stdout=out, stderr=out, cwd=kw.pop("cwd", k.test_cwd), **kw)
@@ -537,7 +538,7 @@ def test_memory_search_tool_finds_the_agents_own_entries(tk):
 def test_a_tool_dropped_into_a_plugin_folder_is_found(tk):
     folder = Path(tk.config.plugins.paths[0]) / "tools"
     (folder / "late.py").write_text(textwrap.dedent('''
-        from kernel.tools import tool
+        from aiosh.kernel.tools import tool
 
         @tool(name="late_tool")
         def late_tool(x: int) -> int:
@@ -554,7 +555,7 @@ def test_a_tool_dropped_into_a_plugin_folder_is_found(tk):
 @pytest.mark.model
 @pytest.mark.timeout(60)
 def test_a_hung_tool_times_out_without_stalling_others(tk):
-    from kernel.streams import Pipe
+    from aiosh.kernel.streams import Pipe
 
     t0 = time.monotonic()
     out = Pipe()
@@ -610,6 +611,6 @@ def test_tools_builtin_lists_schemas(tk):
     assert "write_file(path: string, content: string, append?: boolean = false)  [irreversible]" in text
     one = tools(tk, ["read_file"])
     assert one.startswith("read_file(path: string, max_chars?: integer = 20000)\n  Read a text file")
-    assert '"additionalProperties": false' in one and "from plugins.tools.files" in one
+    assert '"additionalProperties": false' in one and "from aiosh.plugins.tools.files" in one
     with pytest.raises(UsageError, match="nope: no such tool"):
         tools(tk, ["nope"])

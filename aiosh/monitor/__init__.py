@@ -17,8 +17,8 @@ from aiosh.monitor.app import KEY_HELP, MonitorApp
 from aiosh.monitor.collector import Collector, MonitorData
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.streams import Pipe
+    from aiosh.kernel.kernel import Kernel
+    from aiosh.kernel.streams import Pipe
 
 __all__ = ["KEY_HELP", "Collector", "MonitorApp", "MonitorData", "run_monitor"]
 

@@ -34,8 +34,8 @@ from aiosh.monitor.throughput import ThroughputPanel
 from aiosh.monitor.timeline import Timeline
 
 if TYPE_CHECKING:
-    from kernel.kernel import Kernel
-    from kernel.streams import Pipe
+    from aiosh.kernel.kernel import Kernel
+    from aiosh.kernel.streams import Pipe
 
 INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 SIGSTOP, SIGCONT = 19, 18

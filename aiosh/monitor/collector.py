@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the monitor needs only the kernel's public API, and at run time no import of it at all
-    from kernel.kernel import KernelSnapshot
-    from kernel.proc import ProcInfo, SyscallRecord
+    from aiosh.kernel.kernel import KernelSnapshot
+    from aiosh.kernel.proc import ProcInfo, SyscallRecord
 
 HISTORY_S = 60.0  # the throughput sparkline's window
 HISTORY_BUCKETS = 60  # one value per second of that window

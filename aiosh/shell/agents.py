@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from .errors import ShellError
 
@@ -123,7 +123,7 @@ def _backend(text: str) -> str:
 
 def _caps(text: str) -> list[str]:
     """`tool:calculator,read:docs/,spawn` → ["tool:calculator", "read:docs/", "spawn"], each checked."""
-    from kernel.access import parse_capability
+    from aiosh.kernel.access import parse_capability
 
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from . import patterns, plumbing
 from .builtins import BuiltinContext

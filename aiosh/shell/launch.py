@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from . import plumbing
 from .agents import parse_options, with_limits

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import IO
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from . import reader
 

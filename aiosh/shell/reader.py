@@ -10,7 +10,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 _pushback: weakref.WeakKeyDictionary[Pipe, str] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()

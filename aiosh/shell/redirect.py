@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from . import plumbing
 from .errors import ShellError

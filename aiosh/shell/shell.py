@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from . import plumbing
 from .agents import AgentHost

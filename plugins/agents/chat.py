@@ -9,7 +9,7 @@ that one, in this run or a later one; while its KV is still resident the engine 
 
 from __future__ import annotations
 
-from kernel.agent import AgentContext, agent
+from aiosh.api import AgentContext, agent
 
 USAGE = "chat [--system TEXT] [-c|--continue] [-s|--session NAME] [PROMPT...]"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kernel.agent import AgentContext, agent
+from aiosh.api import AgentContext, agent
 
 USAGE = "map [-j N] AGENT [ARGS...] < LINES"
 

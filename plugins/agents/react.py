@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 
-from kernel.agent import AgentContext, agent
-from kernel.tools import ToolError
+from aiosh.api import AgentContext, ToolError, agent
 
 USAGE = "react [--max-steps N] [--tools NAME,...] QUESTION..."
 SYSTEM = ("You answer the user's question. Use a tool when it helps: call it, read its result, then answer "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernel.agent import AgentContext, agent
+from aiosh.api import AgentContext, agent
 
 
 @agent("sleep", description="wait SECONDS (fractions allowed), using no model", usage="sleep SECONDS...",

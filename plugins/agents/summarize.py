@@ -6,7 +6,7 @@ summary (streamed) is written from those notes (map-reduce), so nothing is silen
 
 from __future__ import annotations
 
-from kernel.agent import AgentContext, agent
+from aiosh.api import AgentContext, agent
 
 USAGE = "summarize [--words N] [INSTRUCTIONS...] < TEXT"
 CHUNK_CHARS = 3000  # about 750 tokens: a chunk, the instructions and the reply fit a 2048-token window

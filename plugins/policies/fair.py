@@ -15,7 +15,7 @@ places; when everyone fits, everyone runs."""
 
 import heapq
 
-from kernel.scheduler import NICE_0_WEIGHT, Policy, SeqState, nice_weight
+from aiosh.api import NICE_0_WEIGHT, Policy, SeqState, nice_weight
 
 MAX_REMEMBERED = 4096  # agents and jobs whose virtual service is kept while they are inactive
 

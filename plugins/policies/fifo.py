@@ -1,6 +1,6 @@
 """fifo: first come, first admitted into free slots, all batched together, never preempted (llama.cpp's server)."""
 
-from kernel.scheduler import Policy, SeqState
+from aiosh.api import Policy, SeqState
 
 
 class Fifo(Policy):

@@ -2,7 +2,7 @@
 sequence that waits gains one nice level every `aging_s` seconds of waiting, so a nice 19 agent behind busy
 nice 0 ones gets through after about 19 * aging_s seconds; it drops back to its own level once it has run."""
 
-from kernel.scheduler import Policy, SeqState
+from aiosh.api import Policy, SeqState
 
 
 class Priority(Policy):

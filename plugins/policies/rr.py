@@ -4,7 +4,7 @@ in a step's batch (or in the slots): then places change hands on quantum boundar
 
 import itertools
 
-from kernel.scheduler import Policy, SeqState
+from aiosh.api import Policy, SeqState
 
 TURN = "rr.turn"
 

@@ -1,6 +1,6 @@
 """serial: one request at a time, to completion, in arrival order: what AIOS's FIFO scheduler does. The baseline."""
 
-from kernel.scheduler import Policy
+from aiosh.api import Policy
 
 
 class Serial(Policy):

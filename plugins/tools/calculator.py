@@ -8,7 +8,7 @@ import operator
 from collections.abc import Callable
 from typing import Annotated
 
-from kernel.tools import ToolError, tool
+from aiosh.api import ToolError, tool
 
 MAX_EXPRESSION = 500  # characters
 MAX_DEPTH = 40  # nesting of the expression tree

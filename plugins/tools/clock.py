@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from kernel.tools import tool
+from aiosh.api import tool
 
 
 @tool(name="clock", timeout=2)

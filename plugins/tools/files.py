@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from kernel.tools import ToolContext, ToolError, tool
+from aiosh.api import ToolContext, ToolError, tool
 
 MAX_WRITE = 1_000_000  # characters one write_file call may write
 MAX_ENTRIES = 1000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernel.tools import ToolContext, tool
+from aiosh.api import ToolContext, tool
 
 
 @tool(name="memory_search", timeout=10, concurrency=4)

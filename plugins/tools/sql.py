@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from kernel.tools import ToolContext, ToolError, tool
+from aiosh.api import ToolContext, ToolError, tool
 
 _ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                     getattr(sqlite3, "SQLITE_RECURSIVE", 33)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kernel.agent import AgentContext, agent
+from aiosh.kernel.agent import AgentContext, agent
 
 
 @agent("raiser", description="raises at once (a buggy agent)")

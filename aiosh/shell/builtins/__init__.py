@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kernel.streams import Pipe
+from aiosh.kernel.streams import Pipe
 
 from .. import reader
 from ..errors import Cancelled

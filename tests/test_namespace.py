@@ -1,0 +1,49 @@
+"""One namespace: the kernel and the plugins install as aiosh.kernel and aiosh.plugins, built-ins come through the
+same `aiosh.plugins` entry points as third parties', and plugins import only aiosh.api."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from aiosh.kernel.entrypoints import builtin_entry_points
+from aiosh.kernel.plugins import discover
+from aiosh.kernel.scheduler import available_policies
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_generic_top_level_package_outside_the_checkout(tmp_path):
+    code = ("import importlib.util, sys; "
+            "print([n for n in ('kernel', 'plugins') if importlib.util.find_spec(n)]); "
+            "import aiosh.kernel, aiosh.plugins.agents")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_builtins_are_registered_as_entry_points():
+    names = {ep.name for ep in builtin_entry_points()}
+    assert {"agents.chat", "tools.files", "policies.fair"} <= names
+    found = discover()
+    assert found.origins["chat"] == "aiosh.plugins.agents.chat"
+    assert found.tool_origins["read_file"] == "aiosh.plugins.tools.files"
+    assert {"fair", "fifo", "priority", "rr", "serial"} <= set(available_policies())
+
+
+def test_the_kernel_names_no_plugin_module():
+    for path in (ROOT / "kernel").glob("*.py"):
+        assert "plugins." not in "".join(
+            node.value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and node.value.startswith(("plugins.", "aiosh.plugins."))
+        ), path
+
+
+def test_plugins_import_only_the_public_api():
+    for path in (ROOT / "plugins").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aiosh"):
+                assert node.module == "aiosh.api", f"{path}: imports {node.module}"
