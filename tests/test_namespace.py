@@ -47,3 +47,34 @@ def test_plugins_import_only_the_public_api():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("aiosh"):
                 assert node.module == "aiosh.api", f"{path}: imports {node.module}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a file imports (relative imports inside the kernel resolved to aiosh.kernel)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("aiosh.kernel" + (f".{node.module}" if node.module else ""))
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def _violations(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [f"{path.relative_to(ROOT)} imports {name}"
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for name in sorted(_imports(path))
+            if any(name == f or name.startswith(f + ".") for f in forbidden)]
+
+
+def test_layers_aiosh_to_kernel_from_plugins():
+    """aiosh → kernel ← plugins: the kernel imports no front end, no plugin and no terminal library."""
+    assert _violations("kernel", ("aiosh.shell", "aiosh.monitor", "aiosh.repl", "aiosh.cli", "aiosh.plugins",
+                                  "aiosh.api", "aiosh.commands", "textual", "prompt_toolkit")) == []
+
+
+def test_the_shell_library_imports_no_terminal_library():
+    assert _violations("aiosh/shell", ("textual", "prompt_toolkit", "aiosh.monitor", "aiosh.plugins")) == []
