@@ -159,6 +159,7 @@ class Kernel:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=5)
         self.backends.close()
+        self.tools.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.storage.close()
 
