@@ -103,12 +103,14 @@ def parse_capabilities(items: Iterable[str] | str) -> list[Cap]:
     return out
 
 
-def _resolve(cap: Cap, cwd: str) -> Cap:
-    """Path capabilities made absolute against the agent's working folder (symlinks resolved)."""
+def _resolve(cap: Cap, cwd: str, follow: bool = True) -> Cap:
+    """Path capabilities made absolute against the agent's working folder (symlinks resolved, unless `follow` is
+    False: a path a tool asks about was already walked by the tool, and its last component may be a symbolic
+    link that is itself the object, as for delete_file)."""
     if cap.kind not in ("read", "write"):
         return cap
-    path = os.path.expanduser(cap.arg)
-    return Cap(cap.kind, os.path.realpath(os.path.join(cwd, path)))
+    path = os.path.join(cwd, os.path.expanduser(cap.arg))
+    return Cap(cap.kind, os.path.realpath(path) if follow else os.path.normpath(path))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -268,7 +270,7 @@ class AccessManager:
             pa = self._procs.get(pid)
             grants = list(self._grants.get(pid, ()))
         if pa is not None:
-            want = _resolve(want, pa.cwd)
+            want = _resolve(want, pa.cwd, follow=not os.path.isabs(want.arg))
             if covers(pa.denied, want):
                 return False
         granted = []

@@ -103,6 +103,8 @@ def resolve(root_fd: int, root_real: str, path: str, *, follow_last: bool = True
     follow_last: a symbolic link as the last component is followed (read, write) or kept (delete: the link
     itself is what goes). create_dirs: missing folders on the way are created (mkdirat), else they are listed
     in `missing`. OSError (ENOTDIR, ELOOP …) for a path that cannot be walked."""
+    if path.startswith("/"):
+        raise Outside(errno.EACCES, "absolute path")
     stack = [os.dup(root_fd)]  # stack[i + 1] is the open folder names[i]; stack[0] the working folder
     names: list[str] = []
     todo = deque(split(path))

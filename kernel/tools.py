@@ -808,7 +808,9 @@ class ToolManager:
                 self._running[spec.name] -= 1
             raise
         try:
-            ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+            # an isolated call is bounded by its worker's own timeout (which kills the process): a moment's grace
+            grace = 1.0 if spec.isolated else 0.0
+            ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline + grace - time.monotonic()))
         except TimeoutError:
             tctx.cancelled.set()  # the thread is abandoned; it keeps its slot until it really ends
             raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s") from None

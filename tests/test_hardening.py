@@ -1,0 +1,463 @@
+"""Attacks on the tools, each tried as an attacker would (issue 14): hard links, symbolic links on delete, FIFOs and
+devices, a folder swapped for a symbolic link while tools run, CPU- and memory-hungry tool calls, SQLite tricks.
+
+Hostile trees are built in tmp_path; the tools run through a real kernel (ctx.tool: access checks, timeouts,
+worker processes) where the attack goes through the kernel, and called directly where volume is the point (the
+race). Property tests: any relative path resolves inside the folder or is refused; any expression is computed
+within its limits or refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from aiosh.kernel import safepath
+from aiosh.kernel.tools import ToolContext, ToolError
+from aiosh.plugins.tools.calculator import MAX_INT_BITS, evaluate
+from aiosh.plugins.tools.files import read_file, write_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+AGENTS = textwrap.dedent('''
+    import asyncio, json, time
+    from aiosh.api import agent, ToolError
+
+    @agent("tcall", description="calls one tool: tcall NAME JSON-ARGS")
+    async def tcall(ctx):
+        t0 = time.monotonic()
+        try:
+            value = await ctx.tool(ctx.argv[0], **json.loads(ctx.argv[1] if len(ctx.argv) > 1 else "{}"))
+        except ToolError as exc:
+            ctx.print("ToolError", exc)
+            return 3
+        except PermissionError as exc:
+            ctx.print("PermissionError", exc)
+            return 4
+        ctx.print("ok", json.dumps(value))
+        return 0
+
+    @agent("tloop", description="calls one tool N times in a row: tloop N NAME JSON-ARGS; prints each outcome")
+    async def tloop(ctx):
+        n, name, args = int(ctx.argv[0]), ctx.argv[1], json.loads(ctx.argv[2])
+        for _ in range(n):
+            try:
+                ctx.print("ok", json.dumps(await ctx.tool(name, **args)))
+            except (ToolError, PermissionError) as exc:
+                ctx.print("err", type(exc).__name__, exc)
+        return 0
+
+    @agent("napper", description="sleeps: napper SECONDS; prints how long it took")
+    async def napper(ctx):
+        t0 = time.monotonic()
+        await ctx.sleep(float(ctx.argv[0]))
+        ctx.print(f"{time.monotonic() - t0:.3f}")
+        return 0
+''')
+
+TOOLS = textwrap.dedent('''
+    from aiosh.api import tool
+
+    @tool(name="spin", timeout=1.5, isolated=True, cpu_s=10)
+    def spin(seconds: float = 60.0) -> str:
+        """Burns CPU in pure Python (holds the GIL wherever it runs)."""
+        x = 0
+        while True:
+            x += 1
+
+    @tool(name="hog", timeout=20, isolated=True, cpu_s=10, memory_mb=200)
+    def hog(megabytes: int) -> int:
+        """Allocates memory."""
+        return len(bytearray(megabytes * 1024 * 1024))
+''')
+
+
+@pytest.fixture(scope="module")
+def hk(tmp_path_factory):
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
+
+    tmp = tmp_path_factory.mktemp("hardk")
+    (tmp / "plugins" / "tools").mkdir(parents=True)
+    (tmp / "plugins" / "hagents.py").write_text(AGENTS)
+    (tmp / "plugins" / "tools" / "htools.py").write_text(TOOLS)
+    work = tmp / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("inside\n")
+    cfg = load_config(cwd=tmp, overrides={
+        "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512, "n_threads": 1},
+        "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
+        "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"], "confirm_irreversible": False},
+    })
+    k = Kernel(cfg)
+    k.test_tmp = tmp
+    k.test_cwd = str(work)
+    yield k
+    k.shutdown()
+
+
+def run(k, agent: str, *argv: str, timeout: float = 30, **kw) -> tuple[int, str]:
+    from aiosh.kernel.streams import Pipe
+
+    out = Pipe()
+    pid = k.spawn(agent, list(argv), stdout=out, stderr=out, cwd=kw.pop("cwd", k.test_cwd), **kw)
+    got = k.wait(pid, timeout)
+    assert got is not None, f"{agent} {argv} did not end"
+    return got[1], out.read_all()
+
+
+def call(k, name: str, **args) -> tuple[int, str]:
+    return run(k, "tcall", name, json.dumps(args))
+
+
+# --- file tools through the kernel ------------------------------------------------------------------------------
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_hard_link_to_an_outside_file_is_neither_read_nor_written(hk):
+    secret = hk.test_tmp / "secret.txt"
+    secret.write_text("top secret")
+    os.link(secret, Path(hk.test_cwd) / "hard")
+    try:
+        status, out = call(hk, "read_file", path="hard")
+        assert status == 4 and "hard links" in out and "top secret" not in out, out
+        status, out = call(hk, "write_file", path="hard", content="pwned")
+        assert status == 4 and "hard links" in out, out
+        status, out = call(hk, "sql_query", database="hard", query="SELECT 1")
+        assert status == 3 or status == 4, out
+        assert secret.read_text() == "top secret"
+    finally:
+        os.unlink(Path(hk.test_cwd) / "hard")
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_delete_file_removes_the_link_itself_and_says_so(hk):
+    outside = hk.test_tmp / "keep.txt"
+    outside.write_text("keep me")
+    link = Path(hk.test_cwd) / "link"
+    link.symlink_to(outside)
+    asked: list[str] = []
+
+    def yes(q):
+        asked.append(q.text)
+        hk.answer(q.id, True)
+
+    hk.add_question_listener(yes)
+    hk.access.confirm_irreversible = True
+    hk.interactive_confirmations = True
+    try:
+        status, out = call(hk, "delete_file", path="link")
+    finally:
+        hk.interactive_confirmations = False
+        hk.access.confirm_irreversible = False
+    assert status == 0 and "deleted the symbolic link link" in out, out
+    assert not os.path.lexists(link) and outside.read_text() == "keep me"
+    assert len(asked) == 1 and "removes the symbolic link link itself" in asked[0] and str(outside) in asked[0]
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_fifo_is_refused_at_once_and_never_exhausts_the_slots(hk):
+    fifo = Path(hk.test_cwd) / "pipe"
+    os.mkfifo(fifo)
+    try:
+        t0 = time.monotonic()
+        status, out = run(hk, "tloop", "6", "read_file", json.dumps({"path": "pipe"}))
+        lines = out.splitlines()
+        assert status == 0 and len(lines) == 6
+        assert all("not a regular file (a FIFO)" in ln and "ToolError" in ln for ln in lines), lines
+        status, out = call(hk, "write_file", path="pipe", content="x")
+        assert status == 3 and "FIFO" in out, out
+        assert time.monotonic() - t0 < 8  # each refused at once, not after a 10 s timeout
+        status, out = call(hk, "read_file", path="notes.txt")  # the slots are all free
+        assert (status, out) == (0, 'ok "inside\\n"\n')
+    finally:
+        fifo.unlink()
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_device_file_is_refused(hk):
+    dev = Path(hk.test_cwd) / "zero"
+    try:
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 5))  # what /dev/zero is
+    except PermissionError:
+        pytest.skip("mknod needs root")
+    try:
+        status, out = call(hk, "read_file", path="zero", max_chars=200000)
+        assert status == 3 and "not a regular file (a character device)" in out, out
+        assert out.count("\n") == 1
+    finally:
+        dev.unlink()
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_read_and_list_bounds(hk):
+    status, out = call(hk, "read_file", path="notes.txt", max_chars=10**9)
+    assert status == 3 and "max_chars: at most" in out
+    status, out = call(hk, "sql_query", database="notes.txt", query="SELECT 1", max_rows=10**6)
+    assert status == 3 and "max_rows: at most" in out
+    many = Path(hk.test_cwd) / "many"
+    many.mkdir()
+    for i in range(1200):
+        (many / f"f{i:04d}").touch()
+    status, out = call(hk, "list_dir", path="many")
+    got = json.loads(out[3:])
+    assert status == 0 and len(got) == 1001 and got[-1] == "... (200 more)"
+    status, out = call(hk, "list_dir", path="many", max_entries=5)
+    assert json.loads(out[3:])[-1] == "... (1195 more)"
+
+
+# --- a folder swapped for a symbolic link while tools run ----------------------------------------------------------
+
+SWAPPER = textwrap.dedent('''
+    import os, sys, time
+    work, outside, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    sub, real, link = os.path.join(work, "sub"), os.path.join(work, "sub.real"), os.path.join(work, "sub.link")
+
+    def move(a, b):
+        try:
+            os.rename(a, b)
+            return True
+        except OSError:  # write_file made a fresh "sub" folder while it was away: put that aside
+            if os.path.isdir(b) and not os.path.islink(b):
+                os.rename(b, os.path.join(work, f"junk{time.monotonic_ns()}"))
+            return False
+
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        if move(link, sub):  # sub is now a symbolic link to the outside
+            move(sub, link)
+        if move(real, sub):  # sub is the real folder again
+            move(sub, real)
+        n += 1
+    print(n)
+''')
+
+
+def _race_tree(tmp_path: Path) -> tuple[Path, Path]:
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    (work / "sub.real").mkdir(parents=True)
+    outside.mkdir()
+    (work / "sub.real" / "f.txt").write_text("inside")
+    (outside / "f.txt").write_text("SECRET")
+    (work / "sub.link").symlink_to(outside)
+    return work, outside
+
+
+def _swapper(work: Path, outside: Path, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SWAPPER, str(work), str(outside), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+class _Access:
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def check(self, pid, capability, detail=""):
+        self.rows.append((pid, capability, "allow", detail))
+        return True
+
+    def record(self, pid, capability, decision, detail=""):
+        self.rows.append((pid, capability, decision, detail))
+
+
+def _tctx(folder: Path, spec) -> ToolContext:
+    return ToolContext(SimpleNamespace(kernel=SimpleNamespace(access=_Access())), spec, 7, "tester", str(folder), [])
+
+
+@pytest.mark.timeout(60)
+def test_a_racing_swap_never_leads_a_tool_outside(tmp_path):
+    """A second process swaps a folder on the path for a symbolic link to the outside, as fast as it can, while
+    read_file and write_file run (the old realpath-then-open check leaked here)."""
+    work, outside = _race_tree(tmp_path)
+    proc = _swapper(work, outside, 4.0)
+    reads = writes = refused = 0
+    leaks: list[str] = []
+    end = time.monotonic() + 3.5
+    while time.monotonic() < end:
+        c = _tctx(work, read_file)
+        try:
+            if "SECRET" in read_file(c, "sub/f.txt"):
+                leaks.append("read")
+            reads += 1
+        except (ToolError, PermissionError):
+            refused += 1
+        c = _tctx(work, write_file)
+        try:
+            write_file(c, "sub/f.txt", "inside")
+            writes += 1
+        except (ToolError, PermissionError):
+            refused += 1
+        rows = c._manager.kernel.access.rows
+        assert all(cap.split(":", 1)[1].startswith(str(work)) for _, cap, d, _ in rows if d == "allow")
+    swaps = int(proc.communicate(timeout=20)[0])
+    assert (outside / "f.txt").read_text() == "SECRET", "write_file wrote outside"
+    assert not leaks, f"{len(leaks)} reads returned the outside file"
+    assert swaps > 100 and reads + writes > 100 and refused > 0, (swaps, reads, writes, refused)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(90)
+def test_a_racing_swap_through_the_kernel(hk, tmp_path):
+    work, outside = _race_tree(tmp_path)
+    proc = _swapper(work, outside, 6.0)
+    status, out = run(hk, "tloop", "300", "read_file", json.dumps({"path": "sub/f.txt"}), cwd=str(work), timeout=60)
+    status2, out2 = run(hk, "tloop", "200", "write_file", json.dumps({"path": "sub/f.txt", "content": "in"}),
+                        cwd=str(work), timeout=60)
+    proc.communicate(timeout=30)
+    assert status == 0 and status2 == 0
+    assert "SECRET" not in out and (outside / "f.txt").read_text() == "SECRET"
+    assert len(out.splitlines()) == 300 and len(out2.splitlines()) == 200
+    audit = hk.storage.query("SELECT capability FROM audit WHERE decision = 'allow' AND capability LIKE 'write:%'"
+                             " AND detail LIKE 'write_file sub/f.txt'")
+    assert audit and all(r["capability"].startswith(f"write:{os.path.realpath(work)}/") for r in audit)
+
+
+# --- property: any relative path resolves inside the folder or is refused ------------------------------------------
+
+@pytest.fixture(scope="module")
+def hostile_tree(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hostile")
+    work = base / "work"
+    (work / "a" / "b").mkdir(parents=True)
+    (work / "a" / "f").write_text("x")
+    (base / "out").mkdir()
+    (base / "out" / "f").write_text("outside")
+    (work / "up").symlink_to("..")
+    (work / "a" / "upup").symlink_to("../..")
+    (work / "abs_in").symlink_to(work / "a")
+    (work / "abs_out").symlink_to(base / "out")
+    (work / "a" / "b" / "rel_in").symlink_to("../f")
+    (work / "loop").symlink_to("loop")
+    (work / "dangling").symlink_to("nowhere/x")
+    return work
+
+
+COMPONENTS = st.sampled_from(["a", "b", "f", "..", ".", "up", "upup", "abs_in", "abs_out", "rel_in", "loop",
+                              "dangling", "new", ""])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(COMPONENTS, min_size=1, max_size=8), follow=st.booleans())
+def test_any_relative_path_resolves_inside_or_is_refused(hostile_tree, parts, follow):
+    root_real = os.path.realpath(hostile_tree)
+    path = "/".join(parts) or "."
+    root = safepath.open_root(root_real)
+    try:
+        try:
+            res = safepath.resolve(root, root_real, path, follow_last=follow)
+        except (PermissionError, OSError):
+            return  # refused
+        with res:
+            where = os.readlink(f"/proc/self/fd/{res.dirfd}")  # where the descriptor really is
+            assert where == root_real or where.startswith(root_real + "/"), (path, where)
+            assert res.real == root_real or res.real.startswith(root_real + "/")
+            if res.name and not res.missing:
+                st_ = res.lstat()
+                if follow:
+                    assert not stat.S_ISLNK(st_.st_mode)
+                    opened = os.path.realpath(os.path.join(where, res.name))
+                    assert opened == root_real or opened.startswith(root_real + "/"), (path, opened)
+    finally:
+        os.close(root)
+
+
+# --- tools cannot freeze the kernel ------------------------------------------------------------------------------
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_cpu_bound_tool_does_not_freeze_the_kernel(hk):
+    from aiosh.kernel.streams import Pipe
+
+    call(hk, "calculator", expression="1+1")  # a worker is up
+    out = Pipe()
+    spinner = hk.spawn("tcall", ["spin", "{}"], stdout=out, stderr=out, cwd=hk.test_cwd)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    status, slept = run(hk, "napper", "0.5")
+    wall = time.monotonic() - t0
+    assert status == 0 and float(slept) < 1.2 and wall < 2.5, (slept, wall)  # 6.2 s when it ran in a thread
+    got = hk.wait(spinner, 20)
+    text = out.read_all()
+    assert got is not None and got[1] == 3 and "spin: timed out after 1.5 s (its process was killed)" in text, text
+    status, out2 = call(hk, "calculator", expression="round(7, -10000000)")
+    assert status == 3 and "round: the digits must be" in out2
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_memory_hungry_tool_meets_its_limit(hk):
+    status, out = call(hk, "hog", megabytes=1000)
+    assert status == 3 and "memory" in out.lower(), out
+    assert call(hk, "hog", megabytes=10) == (0, "ok 10485760\n")  # the pool carries on
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_sql_query_bounded_through_the_kernel(hk):
+    import sqlite3
+
+    db = Path(hk.test_cwd) / "t.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (name TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(f"n{i}",) for i in range(60)] + [("a--b",)])
+    conn.commit()
+    conn.close()
+    t0 = time.monotonic()
+    status, out = call(hk, "sql_query", database="t.db", query="SELECT zeroblob(900000000) FROM t")
+    assert status == 3 and "not allowed" in out and time.monotonic() - t0 < 8, out
+    status, out = call(hk, "sql_query", database="t.db", query="SELECT name FROM t WHERE name = 'a--b'")
+    assert status == 0 and json.loads(out[3:])["rows"] == [["a--b"]], out  # no comment stripping breaks it
+    status, out = call(hk, "sql_query", database="t.db", query="SELECT fts3_tokenizer('simple')")
+    assert status == 3 and "not allowed" in out, out
+    status, out = call(hk, "sql_query", database="t.db", query="SELECT group_concat(name || name) FROM "
+                       "(WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r LIMIT 200000) "
+                       "SELECT printf('%0500d', n) AS name FROM r)")
+    assert status == 3 and "too big" in out, out
+
+
+# --- property: any expression is computed within its limits, or refused -------------------------------------------
+
+_ATOMS = st.one_of(st.integers(-10**30, 10**30).map(str), st.floats(allow_nan=False, allow_infinity=False,
+                                                                       width=32).map(repr),
+                   st.sampled_from(["pi", "e", "9" * 300, "2", "7", "0", "-1"]))
+
+
+def _expr(children):
+    ops = st.sampled_from(["+", "-", "*", "/", "//", "%", "**", "^"])
+    fns = st.sampled_from(["sqrt", "exp", "log", "factorial", "round", "abs", "max", "min", "floor", "hypot", "sin"])
+    return st.one_of(
+        st.tuples(children, ops, children).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(fns, children).map(lambda t: f"{t[0]}({t[1]})"),
+        st.tuples(children, children).map(lambda t: f"round({t[0]}, {t[1]})"),
+        children.map(lambda c: f"-{c}"),
+    )
+
+
+EXPRESSIONS = st.recursive(_ATOMS, _expr, max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EXPRESSIONS)
+def test_any_expression_returns_within_limits_or_is_refused(expression):
+    t0 = time.process_time()
+    try:
+        value = evaluate(expression)
+    except ToolError as exc:
+        assert "\n" not in str(exc)
+        value = None
+    assert time.process_time() - t0 < 0.5, expression
+    if isinstance(value, int):
+        assert value.bit_length() <= MAX_INT_BITS
