@@ -210,18 +210,25 @@ class AccessManager:
         caps = intersect(caps, {_resolve(c, base) for c in run_caps})
         denied = {_resolve(c, base) for c in (*self.policy_deny, *run_deny)}
         auto_yes = bool(yes)
+        lost: list[str] = []
         with self._lock:
             pa = self._procs.get(parent) if parent else None
         if parent:
             if pa is None:  # a parent the access manager never admitted (cannot happen through Kernel.spawn)
                 caps, auto_yes = frozenset(), False
             else:
+                asked = caps
                 caps = intersect(caps, pa.allowed)
                 denied |= pa.denied
                 auto_yes = pa.yes  # the user's --yes covers the whole family, and a child cannot add it
+                if needs is not None or allow is not None:  # it asked for something: say what it did not get
+                    lost = sorted(str(c) for c in asked if not covers(caps, c))
         entry = ProcAccess(allowed=caps, denied=frozenset(denied), yes=auto_yes, cwd=base, agent=agent)
         with self._lock:
             self._procs[pid] = entry
+        for cap in lost:
+            self._record(pid, cap, "narrow", f"{agent}[{pid}] asked for {cap}; its parent [{parent}] does not "
+                         "have it")
         return entry
 
     def capabilities(self, pid: int) -> list[str]:

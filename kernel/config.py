@@ -272,6 +272,8 @@ class LimitsSettings:
     max_tokens: int = setting(0, integer(0), "Tokens an agent may generate in all; 0 = no limit.")
     max_time: float = setting(0.0, number(0), "Wall-clock seconds an agent may run; 0 = no limit.")
     max_kv: int = setting(0, integer(0), "KV cache tokens an agent may hold; 0 = no limit.")
+    max_procs: int = setting(4096, integer(0), "Agent processes alive at once (like ulimit -u): a spawn beyond "
+                             "it is refused with one line; 0 = no limit.")
 
 
 @dataclass(frozen=True)

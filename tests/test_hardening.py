@@ -55,6 +55,35 @@ AGENTS = textwrap.dedent('''
                 ctx.print("err", type(exc).__name__, exc)
         return 0
 
+    @agent("spawner", description="spawner [--detached] JSON-OPTIONS AGENT ARGS...: starts one child, waits")
+    async def spawner(ctx):
+        args = list(ctx.argv)
+        detached = args[0] == "--detached"
+        if detached:
+            args.pop(0)
+        opts = json.loads(args[0])
+        child = await ctx.spawn(args[1], args[2:], options=opts, detached=detached)
+        ctx.print("child", child.pid)
+        out, (_pid, status) = await asyncio.gather(child.stdout.aread_all(), ctx.wait(child.pid))
+        ctx.stdout.write(out)
+        ctx.print("status", status)
+        return 0
+
+    @agent("probe", description="prints what it was given: options, class, nice, limits")
+    async def probe(ctx):
+        info = ctx._kernel.proc(ctx.pid)
+        ctx.print(json.dumps({"max_tokens": ctx.options.get("max_tokens"), "class": info.sched_class,
+                              "nice": info.nice, "max_time": info.limits.max_time}))
+        return 0
+
+    @agent("bomb", description="spawns two copies of itself, forever (a fork bomb)")
+    async def bomb(ctx):
+        a = await ctx.spawn("bomb", die_with_parent=True)
+        b = await ctx.spawn("bomb", die_with_parent=True)
+        await ctx.wait(a.pid)
+        await ctx.wait(b.pid)
+        return 0
+
     @agent("napper", description="sleeps: napper SECONDS; prints how long it took")
     async def napper(ctx):
         t0 = time.monotonic()
@@ -606,3 +635,124 @@ def test_a_damaged_database_is_reported_at_start(tmp_path):
     msg = str(exc.value)
     assert "damaged" in msg or "malformed" in msg, msg
     assert "\n" not in msg and str(path) in msg
+
+
+# --- limits, options and classes pass to children ---------------------------------------------------------------
+
+@pytest.mark.model
+@pytest.mark.timeout(120)
+def test_map_children_inherit_max_tokens_and_class(hk):
+    from aiosh.kernel.streams import Pipe
+
+    inp = Pipe()
+    inp.write("Tell me a long story about a dragon.\nDescribe the sea at length.\n")
+    inp.close()
+    out = Pipe()
+    pid = hk.spawn("map", ["chat"], stdin=inp, stdout=out, stderr=out, cwd=hk.test_cwd, sched_class="idle",
+                   options={"max_tokens": 2})
+    assert hk.wait(pid, 90) == (pid, 0), out.read_all()
+    hk.storage.flush()
+    kids = hk.storage.query("SELECT pid, class FROM processes WHERE run = ? AND ppid = ?", (hk.storage.run, pid))
+    assert len(kids) == 2 and all(k["class"] == "idle" for k in kids), kids  # chat asks for normal: never more
+    for kid in kids:
+        calls = hk.storage.query("SELECT tokens_out FROM syscalls WHERE run = ? AND pid = ? AND kind = 'llm'",
+                                 (hk.storage.run, kid["pid"]))
+        assert calls and all(0 < c["tokens_out"] <= 2 for c in calls), calls  # it generated 8 before
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_child_gets_at_most_its_parents_limits_options_and_class(hk):
+    from aiosh.kernel.proc import Limits
+
+    status, out = run(hk, "spawner", json.dumps({"max_tokens": 50}), "probe", sched_class="batch",
+                      options={"max_tokens": 7}, limits=Limits(0, 30.0, 0))
+    got = json.loads(out.splitlines()[1])
+    assert status == 0 and got == {"max_tokens": 7, "class": "batch", "nice": 0, "max_time": 30.0}, out
+    status, out = run(hk, "spawner", json.dumps({"max_tokens": 3}), "probe", options={"max_tokens": 7})
+    assert json.loads(out.splitlines()[1])["max_tokens"] == 3  # asking for less is fine
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_parent_ended_by_a_limit_takes_its_children(hk):
+    from aiosh.kernel.proc import Limits
+    from aiosh.kernel.streams import Pipe
+
+    for detached in (False, True):
+        out = Pipe()
+        argv = ["--detached"] if detached else []
+        t0 = time.monotonic()
+        pid = hk.spawn("spawner", [*argv, "{}", "sleep", "4"], stdout=out, stderr=out, cwd=hk.test_cwd,
+                       limits=Limits(0, 1.0, 0))
+        assert hk.wait(pid, 20) == (pid, 152)
+        child = int(out.read_all().split()[1])
+        deadline = time.monotonic() + 5
+        while hk.state(child) not in (None, "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.monotonic() - t0 < 3.5  # nobody slept its 4 s: the child inherited the 1 s limit too
+        hk.storage.flush()
+        row = hk.storage.query("SELECT status FROM processes WHERE run = ? AND pid = ?", (hk.storage.run, child))
+        # taken by its parent (KILL), or, detached, ended a moment later by the limit it inherited
+        assert row and row[0]["status"] == (152 if detached else 137), (detached, row)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_childs_narrowed_capabilities_are_audited(hk):
+    status, out = run(hk, "spawner", json.dumps({"allow": ["tool:*", "write:./"]}), "probe",
+                      options={"allow": ["tool:calculator", "spawn"]})
+    assert status == 0, out
+    child = int(out.split()[1])
+    hk.storage.flush()
+    rows = hk.storage.query("SELECT capability, detail FROM audit WHERE run = ? AND pid = ? AND decision = 'narrow'",
+                            (hk.storage.run, child))
+    assert sorted(r["capability"] for r in rows) == ["tool:*", f"write:{os.path.realpath(hk.test_cwd)}/"], rows
+
+
+def test_negative_max_tokens_is_a_usage_error_before_the_run():
+    from aiosh.kernel.agent import check_run_options
+
+    from aiosh.shell.agents import parse_options
+    from aiosh.shell.errors import ShellError
+
+    with pytest.raises(ShellError) as exc:
+        parse_options("chat", ["--max-tokens", "-5", "hi"])
+    assert exc.value.args[0] == "chat: --max-tokens: invalid number '-5'" and exc.value.status == 2
+    assert parse_options("chat", ["--max-tokens", "5", "hi"]) == ({"max_tokens": 5}, ["hi"])
+    with pytest.raises(ValueError, match="max-tokens: invalid number '-5'"):
+        check_run_options({"max_tokens": -5})
+
+
+@pytest.mark.model
+@pytest.mark.timeout(60)
+def test_a_fork_bomb_meets_the_process_limit(hk):
+    from dataclasses import replace
+
+    from aiosh.kernel.kernel import TooManyProcesses
+    from aiosh.kernel.streams import Pipe
+
+    saved = hk.config
+    hk.config = replace(saved, limits=replace(saved.limits, max_procs=40))
+    try:
+        err = Pipe()
+        pid = hk.spawn("bomb", [], stdout=Pipe(), stderr=err, cwd=hk.test_cwd)
+        deadline = time.monotonic() + 20
+        while len([p for p in hk.ps() if p.state != "Z"]) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len([p for p in hk.ps() if p.state != "Z"]) <= 40
+        with pytest.raises(TooManyProcesses, match="fork: retry: Resource temporarily unavailable"):
+            hk.spawn("napper", ["0"], cwd=hk.test_cwd)
+        t0 = time.monotonic()
+        assert hk.signal(-pid, 9)  # kill -- -PGID cleans the family up
+        got = hk.wait(pid, 10)
+        assert got is not None and time.monotonic() - t0 < 10
+        deadline = time.monotonic() + 10
+        while any(p.pgid == pid and p.state != "Z" for p in hk.ps()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(p.pgid == pid and p.state != "Z" for p in hk.ps())
+        assert run(hk, "napper", "0")[0] == 0  # room again
+        lines = [ln for ln in err.read_all().splitlines() if ln]
+        assert all("Traceback" not in ln for ln in lines)
+    finally:
+        hk.config = saved
