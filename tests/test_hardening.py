@@ -756,3 +756,40 @@ def test_a_fork_bomb_meets_the_process_limit(hk):
         assert all("Traceback" not in ln for ln in lines)
     finally:
         hk.config = saved
+
+
+@pytest.mark.timeout(120)
+def test_runaway_shell_threads_meet_the_limit(tmp_path, monkeypatch):
+    """A recursion that forks two background copies of itself at every level (a fork bomb that ends): past the
+    limit a start is refused with one line, the shell never holds more threads than the limit, and it answers."""
+    import threading as th
+
+    from aiosh.shell import procs
+    from aiosh.shell.shell import Shell
+
+    monkeypatch.setattr(procs, "MAX_THREAD_PROCS", 30)
+    out: list[str] = []
+    err: list[str] = []
+    sh = Shell(stdout=out.append, stderr=err.append, cwd=str(tmp_path))
+    peak = 0
+    done = th.Event()
+
+    def watch():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, procs.live_thread_procs())
+            time.sleep(0.001)
+
+    watcher = th.Thread(target=watch, daemon=True)
+    watcher.start()
+    status = sh.run_source('f(){ if [ "$1" -gt 0 ]; then f $(($1-1)) & f $(($1-1)) & wait; fi; }; f 7; echo alive')
+    done.set()
+    watcher.join()
+    text = "".join(err)
+    assert status == 0 and "".join(out) == "alive\n", (out, text[-300:])
+    assert "fork: retry: Resource temporarily unavailable" in text and "Traceback" not in text
+    assert peak <= 30
+    deadline = time.monotonic() + 10
+    while procs.live_thread_procs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert procs.live_thread_procs() == 0
