@@ -12,13 +12,15 @@ A tool is a function with type hints and a docstring, registered with `@tool(...
             path: the file, relative to the working folder
             max_chars: return at most this many characters
         '''
-        with open(ctx.path(path, "read"), encoding="utf-8", errors="replace") as f:
+        with open(ctx.open(path, "read"), encoding="utf-8", errors="replace") as f:  # a checked descriptor
             return f.read(max_chars)
 
 Its JSON schema comes from the signature (str, int, float, bool, list[X], dict, Literal[...], Optional[X];
 a parameter with a default is not required) and the docstring (the first paragraph describes the tool, an
 `Args:` section its parameters). A first parameter annotated `ToolContext` (or named `ctx`) receives the call's
-context: the calling agent's pid and working folder, `ctx.path(p, mode)` to confine and access-check a path,
+context: the calling agent's pid and working folder, `ctx.open(p, mode)` (a descriptor of a regular file inside
+the folder, walked without following links out and access-checked; `ctx.resolve` for the folder and name,
+`ctx.path` for the name only — never do I/O on a path string, it can be raced),
 `ctx.search_memory(...)`, and `ctx.cancelled` (set when the call timed out).
 
 An agent calls `await ctx.tool(name, **args)`. The kernel checks the `tool:NAME` capability, validates the

@@ -6,7 +6,8 @@ tables and an allow-list of functions and denies everything else (writes, PRAGMA
 `fts3_tokenizer` …). The database is read from the descriptor the kernel opened and checked (never by its path
 again) into memory (`deserialize`): nothing the query does can reach the file. SQLite's own limits bound what
 one value may be (`SQLITE_LIMIT_LENGTH`: `zeroblob(900000000)` fails at once instead of filling RAM), and the
-result is capped in rows and in bytes.
+result is capped in rows and in bytes. A trade-off of reading from the descriptor: a database in WAL mode is read
+as its main file, so changes that are still only in its `-wal` file (not yet checkpointed) are not seen.
 """
 
 from __future__ import annotations
