@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import safepath
 from .safepath import Resolved
-from .toolworker import WorkerCrashed, WorkerPool, WorkerTimeout
+from .toolworker import STARTUP_S, WorkerCrashed, WorkerPool, WorkerTimeout
 
 if TYPE_CHECKING:
     from .agent import AgentContext
@@ -680,14 +680,9 @@ class ToolManager:
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._running: dict[str, int] = {}  # threads of each tool that have not ended (timed-out ones included)
         self._lock = threading.Lock()
-        self.workers = WorkerPool()  # processes for isolated tools (calculator, sql_query …)
-        threading.Thread(target=self._prestart, name="aiosh-tool-worker-start", daemon=True).start()
-
-    def _prestart(self) -> None:
-        try:
-            self.workers.prestart()
-        except Exception:  # noqa: BLE001 - the first isolated call starts one instead
-            pass
+        # Processes for isolated tools (calculator, sql_query …), started at the first such call: a worker's
+        # start-up (its imports) does not count against the call's timeout.
+        self.workers = WorkerPool()
 
     def get(self, name: str) -> ToolSpec | None:
         return self.kernel.agents.tool(name)
@@ -696,7 +691,7 @@ class ToolManager:
         """Stop the worker processes of isolated tools."""
         self.workers.close()
 
-    def _isolated(self, spec: ToolSpec, tctx: ToolContext, args: dict[str, Any], deadline: float) -> Any:
+    def _isolated(self, spec: ToolSpec, tctx: ToolContext, args: dict[str, Any]) -> Any:
         """One call of an isolated tool (on its thread): its paths opened and checked here, the call in a worker
         process under CPU and memory limits, killed when the timeout passes."""
         fds: dict[str, int] = {}
@@ -708,7 +703,7 @@ class ToolManager:
             module = sys.modules.get(spec.module)
             try:
                 return self.workers.call(
-                    spec.module, spec.name, args, timeout=max(0.05, deadline - time.monotonic()),
+                    spec.module, spec.name, args, timeout=spec.timeout,
                     cpu_s=spec.cpu_s, memory_mb=spec.memory_mb, fds=fds,
                     origin=str(getattr(module, "__file__", "") or ""))
             except WorkerTimeout:
@@ -791,7 +786,7 @@ class ToolManager:
 
         def work() -> None:
             try:
-                value = self._isolated(spec, tctx, args, deadline) if spec.isolated else spec.fn(**kwargs)
+                value = self._isolated(spec, tctx, args) if spec.isolated else spec.fn(**kwargs)
                 outcome: tuple[bool, Any] = (True, value)
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 outcome = (False, exc)
@@ -811,7 +806,7 @@ class ToolManager:
             raise
         try:
             # an isolated call is bounded by its worker's own timeout (which kills the process): a moment's grace
-            grace = 1.0 if spec.isolated else 0.0
+            grace = STARTUP_S + 1.0 if spec.isolated else 0.0
             ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline + grace - time.monotonic()))
         except TimeoutError:
             tctx.cancelled.set()  # the thread is abandoned; it keeps its slot until it really ends
