@@ -16,6 +16,15 @@ def _version() -> str:
         return "unknown"
 
 
+def decode_script(data: bytes) -> str:
+    """A script's text: UTF-8, or, for a file that is not valid UTF-8, each byte as its Latin-1 character (bash
+    runs such files byte by byte; a stray byte in a comment must not stop the script)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aiosh",
@@ -44,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         source = None
         if ns.script is not None and ns.command is None:
             try:
-                with open(ns.script, encoding="utf-8") as fh:
-                    source = fh.read()
+                with open(ns.script, "rb") as fh:
+                    source = decode_script(fh.read())
             except OSError as exc:
                 print(f"aiosh: {ns.script}: {exc.strerror or exc}", file=sys.stderr)
                 return 127 if isinstance(exc, FileNotFoundError) else 126

@@ -103,12 +103,14 @@ def parse_capabilities(items: Iterable[str] | str) -> list[Cap]:
     return out
 
 
-def _resolve(cap: Cap, cwd: str) -> Cap:
-    """Path capabilities made absolute against the agent's working folder (symlinks resolved)."""
+def _resolve(cap: Cap, cwd: str, follow: bool = True) -> Cap:
+    """Path capabilities made absolute against the agent's working folder (symlinks resolved, unless `follow` is
+    False: a path a tool asks about was already walked by the tool, and its last component may be a symbolic
+    link that is itself the object, as for delete_file)."""
     if cap.kind not in ("read", "write"):
         return cap
-    path = os.path.expanduser(cap.arg)
-    return Cap(cap.kind, os.path.realpath(os.path.join(cwd, path)))
+    path = os.path.join(cwd, os.path.expanduser(cap.arg))
+    return Cap(cap.kind, os.path.realpath(path) if follow else os.path.normpath(path))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -208,18 +210,25 @@ class AccessManager:
         caps = intersect(caps, {_resolve(c, base) for c in run_caps})
         denied = {_resolve(c, base) for c in (*self.policy_deny, *run_deny)}
         auto_yes = bool(yes)
+        lost: list[str] = []
         with self._lock:
             pa = self._procs.get(parent) if parent else None
         if parent:
             if pa is None:  # a parent the access manager never admitted (cannot happen through Kernel.spawn)
                 caps, auto_yes = frozenset(), False
             else:
+                asked = caps
                 caps = intersect(caps, pa.allowed)
                 denied |= pa.denied
                 auto_yes = pa.yes  # the user's --yes covers the whole family, and a child cannot add it
+                if needs is not None or allow is not None:  # it asked for something: say what it did not get
+                    lost = sorted(str(c) for c in asked if not covers(caps, c))
         entry = ProcAccess(allowed=caps, denied=frozenset(denied), yes=auto_yes, cwd=base, agent=agent)
         with self._lock:
             self._procs[pid] = entry
+        for cap in lost:
+            self._record(pid, cap, "narrow", f"{agent}[{pid}] asked for {cap}; its parent [{parent}] does not "
+                         "have it")
         return entry
 
     def capabilities(self, pid: int) -> list[str]:
@@ -268,7 +277,7 @@ class AccessManager:
             pa = self._procs.get(pid)
             grants = list(self._grants.get(pid, ()))
         if pa is not None:
-            want = _resolve(want, pa.cwd)
+            want = _resolve(want, pa.cwd, follow=not os.path.isabs(want.arg))
             if covers(pa.denied, want):
                 return False
         granted = []

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .memory import AgentMemory
-from .proc import Process, SyscallRecord
+from .proc import Limits, Process, SyscallRecord
 from .requests import GenRequest, GenResult, SamplingParams
 from .streams import Pipe
 from .tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
@@ -27,6 +27,41 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 AgentMain = Callable[["AgentContext"], Awaitable[int | None]]
+
+
+CLASS_ORDER = ("interactive", "normal", "batch", "idle")  # most favoured first
+INHERITED_OPTIONS = ("seed", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
+
+
+def least_favoured(a: str, b: str) -> str:
+    """Of two scheduling classes, the one the scheduler favours less (a child never outranks its parent)."""
+    rank = {c: i for i, c in enumerate(CLASS_ORDER)}
+    return a if rank.get(a, 1) >= rank.get(b, 1) else b
+
+
+def inherit_options(parent: dict, asked: dict, backend: str) -> dict:
+    """A child's run options: its parent's per-call options and backend, overridden by what the child asks —
+    except `max_tokens`, which may only go down."""
+    out = {k: v for k, v in parent.items() if k in INHERITED_OPTIONS}
+    out["backend"] = backend
+    out.update(asked)
+    cap = parent.get("max_tokens")
+    if cap:
+        out["max_tokens"] = min(int(cap), int(asked.get("max_tokens") or cap))
+    return out
+
+
+def check_run_options(options: dict) -> None:
+    """ValueError (one line) for a run option that could only fail later, inside the run."""
+    for key in ("max_tokens", "seed", "top_k"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or (value < 0 and key != "seed")):
+            raise ValueError(f"{key.replace('_', '-')}: invalid number '{value}'")
+    for key in ("temperature", "top_p", "min_p", "repeat_penalty"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ValueError(f"{key.replace('_', '-')}: invalid number '{value}'")
 
 
 class ProcessKilled(Exception):
@@ -296,6 +331,8 @@ class AgentContext:
         kernel, proc = self._kernel, self._proc
         o = {**self.options, **opts}
         req.max_tokens = int(o.get("max_tokens") or kernel.config.sampling.max_tokens)
+        if self.options.get("max_tokens"):  # the run's --max-tokens caps every call, whatever the call asks
+            req.max_tokens = min(req.max_tokens, int(self.options["max_tokens"]))
         remaining = kernel._tokens_left(proc)
         if remaining is not None:
             req.max_tokens = max(1, min(req.max_tokens, remaining))
@@ -349,12 +386,16 @@ class AgentContext:
     async def spawn(
         self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | str | None = None,
         die_with_parent: bool = False, nice: int | None = None, options: dict | None = None,
+        sched_class: str | None = None, limits: Limits | None = None, detached: bool = False,
     ) -> Child:
         """Start a child agent in this agent's process group; its stdout/stderr are pipes the parent reads.
 
         Needs the `spawn` capability (and `nice.lower` for a nice below its own); the child's capabilities are
-        at most this agent's. `options` are the child's run options (seed, temperature, max_tokens, allow, deny).
-        PermissionError when refused."""
+        at most this agent's (a narrowing is audited). `options` are the child's run options (seed, temperature,
+        max_tokens, allow, deny). A child inherits this agent's limits, class, nice and per-call options unless it
+        asks for less — never more: its `max_tokens` and `limits` are at most this agent's, its class
+        (`sched_class`, else its agent type's) at most as favoured. When a limit ends this agent its children end
+        with it, unless started `detached`. PermissionError when refused."""
         await self._gate()
         rec = self._record("spawn", " ".join([agent, *(argv or [])]))
         rec.t_started = rec.t_queued
@@ -372,13 +413,18 @@ class AgentContext:
             stdin.write(text)
             stdin.close()
         out, err = Pipe(f"{agent} stdout"), Pipe(f"{agent} stderr")
+        parent = self._proc
+        spec = self._kernel.agents.get(agent)
+        klass = least_favoured(parent.sched.sched_class, sched_class or (spec.sched_class if spec else "normal"))
+        cfg = self._kernel.config.limits
+        own = limits or Limits(cfg.max_tokens, cfg.max_time, cfg.max_kv)
         try:
             pid = self._kernel.spawn(
-                agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=self._proc.pgid,
-                nice=self._proc.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
-                options={**{k: v for k, v in self.options.items() if k in ("seed", "temperature")},
-                         "backend": self._proc.backend, **(options or {})},
-                cwd=self.cwd, env=self.env, sched_class=None,
+                agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=parent.pgid,
+                nice=parent.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
+                options=inherit_options(self.options, options or {}, parent.backend),
+                cwd=self.cwd, env=self.env, sched_class=klass, limits=own.inherited(parent.limits),
+                detached=detached,
             )
         except Exception as exc:
             self._finish(rec, f"error: {exc}")

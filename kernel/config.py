@@ -116,6 +116,23 @@ NAME = Rule("a name (letters, digits, _ . -)",
 PATH = Rule("a path (a string)", _is_path, _resolve)
 DB_PATH = Rule('a path (a string), or ":memory:"', _is_path,
                lambda v, base: v if os.fspath(v) == ":memory:" else _resolve(v, base))
+def _template(value: str, _base: Path) -> str:
+    """A chat template must compile (a syntax error is one line here, not a traceback when the model loads)."""
+    if value:
+        from jinja2 import TemplateSyntaxError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        try:
+            ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).parse(value)
+        except TemplateSyntaxError as exc:
+            raise ValueError(f"invalid Jinja template: {' '.join(str(exc.message).split())} (line {exc.lineno})"
+                             ) from None
+        except RecursionError:
+            raise ValueError("invalid Jinja template: nested too deeply") from None
+    return value
+
+
+TEMPLATE = Rule("a Jinja chat template (a string)", lambda v: isinstance(v, str), _template)
 PATHS = Rule("a list of paths (strings)",
              lambda v: isinstance(v, list | tuple) and all(_is_path(x) for x in v),
              lambda v, base: tuple(_resolve(x, base) for x in v))
@@ -189,7 +206,7 @@ class ModelSettings:
     n_threads: int = setting(0, integer(0), "CPU threads for decoding; 0 = all cores.")
     n_gpu_layers: int = setting(0, integer(-1), "Layers offloaded to a GPU; -1 = all. Needs a CUDA or Metal "
                                 "build of llama-cpp-python.")
-    chat_template: str = setting("", STRING, "Jinja chat template overriding the GGUF's own; \"\" = the "
+    chat_template: str = setting("", TEMPLATE, "Jinja chat template overriding the GGUF's own; \"\" = the "
                                  "model's.")
     extra_buffers: str | bool = setting("auto", AUTO_BOOL, "llama.cpp's extra buffer types (weights repacked "
                                         "for AMX and other CPU kernels); \"auto\" = off on CPUs that report "
@@ -255,6 +272,8 @@ class LimitsSettings:
     max_tokens: int = setting(0, integer(0), "Tokens an agent may generate in all; 0 = no limit.")
     max_time: float = setting(0.0, number(0), "Wall-clock seconds an agent may run; 0 = no limit.")
     max_kv: int = setting(0, integer(0), "KV cache tokens an agent may hold; 0 = no limit.")
+    max_procs: int = setting(4096, integer(0), "Agent processes alive at once (like ulimit -u): a spawn beyond "
+                             "it is refused with one line; 0 = no limit.")
 
 
 @dataclass(frozen=True)
@@ -481,6 +500,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, f"invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(path, "invalid TOML: arrays or tables nested too deeply") from None
     except UnicodeDecodeError:
         raise ConfigError(path, "invalid TOML: not UTF-8 text") from None
     except OSError as e:
@@ -525,7 +546,10 @@ def _set_keys(dest: dict[str, Any], table: Mapping[str, Any], rows: dict[str, Ru
             raise ConfigError(origin, "unknown key" + _did_you_mean(key, list(rows)), section, key)
         if not rule.ok(value):
             raise ConfigError(origin, f"must be {rule.desc}, got {_show(value)}", section, key)
-        dest[key] = rule.convert(value, base)
+        try:
+            dest[key] = rule.convert(value, base)
+        except ValueError as exc:  # a value of the right type that is still wrong (a template that won't compile)
+            raise ConfigError(origin, str(exc), section, key) from None
 
 
 # ── documentation ───────────────────────────────────────────────────────────────────────────────────────────

@@ -43,6 +43,7 @@ POLICIES = ("truncate", "summarize")
 LOW_WATER = 0.7  # compact down to this fraction of the budget, so the next turns fit without compacting again
 MAX_SESSIONS = 64  # sessions remembered in RAM (and kept in the engine); older ones are rebuilt from storage
 SAFETY_TOKENS = 8  # re-rendered text may tokenise a little differently from the tokens the engine holds
+FALLBACK_OVERHEAD = 8  # tokens a message adds around its content when the template cannot be rendered to measure it
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
 SUMMARIZE_ASK = ("Write a short summary of the conversation below: keep names, facts, numbers, decisions and "
                  "open questions. Reply with the summary only.")
@@ -146,19 +147,29 @@ class ContextManager:
     # --- counting ---------------------------------------------------------------------------------------------
     def count(self, messages: list[Message]) -> int:
         """Prompt tokens of these messages as the engine will render them (template, generation prompt, BOS)."""
-        tpl = self.model.template
-        try:
-            text = tpl.render(messages, add_generation_prompt=True)
-        except Exception:  # noqa: BLE001 - the engine reports template errors; here an estimate will do
+        counted = self._rendered(messages)
+        if counted is None:  # the engine reports template errors; here an estimate will do
             return sum(self.cost(m) for m in messages) + 8
-        return len(self.model.tokenize(text, add_bos=not text.startswith(tpl.bos_token or "\0")))
+        return counted
+
+    def _rendered(self, messages: list[Message]) -> int | None:
+        """Tokens of the messages through the template (contents as plain text), None if it cannot render."""
+        try:
+            return len(self.model.chat_tokens(messages))
+        except Exception:  # noqa: BLE001 - raise_exception(), a syntax it cannot run, an unsupported order
+            return None
 
     def cost(self, m: Message) -> int:
         """Estimated tokens one message adds to a rendered conversation."""
         if self._overhead is None:
+            # Never through count(): a template that always raises would send count and cost round forever.
             a = [{"role": "system", "content": "x"}]
             b = [*a, {"role": "user", "content": "y"}]
-            self._overhead = max(1, self.count(b) - self.count(a) - len(self.model.tokenize("y")))
+            na, nb = self._rendered(a), self._rendered(b)
+            if na is None or nb is None:
+                self._overhead = FALLBACK_OVERHEAD
+            else:
+                self._overhead = max(1, nb - na - len(self.model.tokenize("y", special=False)))
         return len(self.model.tokenize(m.get("content", ""), special=False)) + self._overhead
 
     def window(self, ctx: AgentContext, opts: dict) -> int:

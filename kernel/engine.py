@@ -348,19 +348,21 @@ class Engine:
                 if full.startswith(before):
                     # A new turn appends tokens; the earlier ones (the model's own replies included) are kept as
                     # they were generated, so their KV stays valid and nothing is re-tokenised.
-                    return conv.tokens + m.tokenize(full[len(before) :]), messages
+                    return conv.tokens + self._chat_tokens(messages, skip_chars=len(before)), messages
             return self._render(messages), messages
         except Exception:
             self._release_conversation(req.conversation)
             raise
 
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        return self._chat_tokens(messages)
+
+    def _chat_tokens(self, messages: list[dict[str, str]], **kw: object) -> list[int]:
+        """The template rendered and tokenised, message contents as plain text (model.chat_tokens)."""
         try:
-            text = self.model.template.render(messages, add_generation_prompt=True)
+            return self.model.chat_tokens(messages, **kw)  # type: ignore[arg-type]
         except Exception as exc:  # a template may raise on message orders it does not support
-            raise EngineError(f"chat template: {exc}") from None
-        add_bos = not text.startswith(self.model.template.bos_token or "\0")
-        return self.model.tokenize(text, add_bos=add_bos)
+            raise EngineError(f"chat template: {' '.join(str(exc).split())}") from None
 
     def _release_conversation(self, key: str) -> None:
         with self._conv_lock:
@@ -852,8 +854,7 @@ class Engine:
             conv.tokens = tokens
 
     def _render_closed(self, msgs: list[dict[str, str]]) -> list[int]:
-        text = self.model.template.render(msgs, add_generation_prompt=False)
-        return self.model.tokenize(text, add_bos=not text.startswith(self.model.template.bos_token or "\0"))
+        return self.model.chat_tokens(msgs, add_generation_prompt=False)
 
     # --- statistics -------------------------------------------------------------------------------------------
     def _publish_stats(self, last_batch: int = 0) -> None:

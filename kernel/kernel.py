@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from . import signals as sig
 from .access import AccessManager, Question, parse_capabilities
-from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled
+from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled, check_run_options
 from .backend import LOCAL, BackendStats, LocalBackend
 from .config import Config, load_config
 from .context import ContextManager
@@ -49,6 +49,10 @@ class NoSuchProcess(KernelError, LookupError):
 
 class UnknownAgent(KernelError, LookupError):
     pass
+
+
+class TooManyProcesses(KernelError):
+    """`limits.max_procs` agent processes are alive: a runaway spawner meets this instead of exhausting the host."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,7 @@ class Kernel:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=5)
         self.backends.close()
+        self.tools.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.storage.close()
 
@@ -173,11 +178,15 @@ class Kernel:
         self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | None = None, stdout: Pipe | None = None,
         stderr: Pipe | None = None, nice: int = 0, sched_class: str | None = None, ppid: int = 0,
         pgid: int | None = None, limits: Limits | None = None, die_with_parent: bool = False,
-        options: dict | None = None, cwd: str = ".", env: dict[str, str] | None = None,
+        options: dict | None = None, cwd: str = ".", env: dict[str, str] | None = None, detached: bool = False,
     ) -> int:
-        """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments."""
+        """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments; TooManyProcesses
+        when `limits.max_procs` processes are alive already.
+
+        `detached`: a child that outlives a parent ended by a limit (otherwise such a parent takes its children)."""
         if self._closing:
             raise KernelError("kernel is shutting down")
+        check_run_options(options or {})
         spec = self.agents.get(agent)
         if spec is None:
             raise UnknownAgent(f"{agent}: no such agent")
@@ -193,13 +202,17 @@ class Kernel:
         with self._lock:
             if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")
+            max_procs = self.config.limits.max_procs
+            if max_procs and sum(1 for p in self._procs.values() if p.status is None) >= max_procs:
+                raise TooManyProcesses(f"fork: retry: Resource temporarily unavailable ({max_procs} agent processes "
+                                       "alive: limits.max_procs)")
             pid = next(self._pids)
             self._last_pid = pid
             group = pgid if pgid is not None else pid
             proc = Process(
                 pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
                 sched=SchedInfo(owner=pid, group=group, nice=_clamp_nice(nice), sched_class=klass),
-                limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0),
+                limits=lim, die_with_parent=die_with_parent, from_shell=(ppid == 0), detached=detached,
                 backend=backend.name,
             )
             self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
@@ -234,12 +247,16 @@ class Kernel:
         except asyncio.CancelledError:
             status = self._status_for_cancel(proc, ctx)
         except LimitExceeded as exc:
+            proc.limit_hit = proc.limit_hit or str(exc)
             self._limit_message(proc, ctx, str(exc))
             status = 128 + sig.SIGXCPU
         except ProcessKilled:
             status = 128 + sig.SIGKILL
         except LLMError as exc:
             _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}: llm: {exc}\n")
+            status = 1
+        except KernelError as exc:  # the kernel refused a request (a spawn past limits.max_procs …): one line
+            _safe_write(ctx.stderr.pipe, f"aiosh: {proc.agent}[{proc.pid}]: {' '.join(str(exc).split())}\n")
             status = 1
         except PermissionError as exc:  # a denied capability the agent did not handle: "cannot run"
             msg = " ".join(str(exc).split()) or "permission denied"
@@ -289,7 +306,8 @@ class Kernel:
             orphans_to_kill = []
             for child in self._procs.values():
                 if child.ppid == proc.pid:
-                    if child.die_with_parent and child.status is None:
+                    # a parent ended by a limit takes its children with it, unless they were started detached
+                    if child.status is None and (child.die_with_parent or (proc.limit_hit and not child.detached)):
                         orphans_to_kill.append(child.pid)
                     child.ppid = 0
                     child.from_shell = False

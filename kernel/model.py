@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import re
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,13 +51,22 @@ def find_embedded_model() -> Path:
 
 
 def check_gguf(path: Path) -> None:
-    """Fail early, in one line, on a path that llama.cpp would reject with pages of log."""
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file")
-    if path.is_dir():
-        raise ModelError(f"{path}: is a directory, not a GGUF model file")
+    """Fail early, in one line, on a path that llama.cpp would reject with pages of log (or hang on: a FIFO)."""
     try:
-        with path.open("rb") as fh:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelError(f"{path}: is a directory, not a GGUF model file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{path}: not a regular file (a FIFO, a device or a socket), not a GGUF model file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # replaced by a FIFO since the stat: no hang
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ModelError(f"{path}: not a regular file, not a GGUF model file")
             magic = fh.read(4)
     except OSError as exc:
         raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
@@ -183,6 +194,34 @@ class Model:
             n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_bos and self.add_bos, special)
         return list(buf[:n])
 
+    # --- chats -> tokens: only the template's own markers are special ---------------------------------------
+    def chat_tokens(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
+                    skip_chars: int = 0, add_bos: bool | None = None) -> list[int]:
+        """The tokens of a chat as the template renders it, with message contents tokenised as plain text.
+
+        A message that contains `<|im_end|>\\n<|im_start|>system` must not become real role markers (that
+        turns any text an agent reads into a prompt injection): the template's literal text is tokenised with
+        special-token parsing, every message's content without it. `skip_chars` drops that many characters of
+        the rendered text first (a new turn appended to tokens already held). `add_bos` None = when the
+        rendered text does not begin with the BOS text itself. ValueError when the template's output cannot be
+        split into its own text and the contents (then nothing is tokenised that could inject)."""
+        spans, text = self.template.spans(messages, add_generation_prompt)
+        if add_bos is None:
+            add_bos = skip_chars == 0 and not text.startswith(self.template.bos_token or "\0")
+        out: list[int] = []
+        pos = 0
+        first = True
+        for piece, special in spans:
+            end = pos + len(piece)
+            if end > skip_chars:
+                part = piece[max(0, skip_chars - pos):]
+                out += self.tokenize(part, add_bos=add_bos and first, special=special)
+                first = False
+            pos = end
+        if first and add_bos:
+            out = self.tokenize("", add_bos=True)
+        return out
+
     def piece(self, token: int, special: bool = False) -> bytes:
         """The bytes of one token; may end inside a UTF-8 character (see textstream.py)."""
         buf = ctypes.create_string_buffer(64)
@@ -209,10 +248,14 @@ class Model:
             self.ptr = None
 
 
+_MARK = re.compile("\ue000([0-9]+)\ue001")
+
+
 class ChatTemplate:
     """The model's Jinja chat template, rendered in a sandbox as llama.cpp's server and llama-cpp-python do."""
 
     def __init__(self, source: str, bos_token: str, eos_token: str) -> None:
+        from jinja2 import TemplateSyntaxError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
@@ -222,9 +265,45 @@ class ChatTemplate:
 
         env.globals["raise_exception"] = raise_exception
         self.source = source
-        self._tpl = env.from_string(source)
+        try:
+            self._tpl = env.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise ModelError(f"chat template: invalid Jinja template: {' '.join(str(exc.message).split())} "
+                             f"(line {exc.lineno})") from None
         self.bos_token = bos_token
         self.eos_token = eos_token
+
+    def spans(self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+              ) -> tuple[list[tuple[str, bool]], str]:
+        """The rendered chat cut into (text, is_template_text) pieces, and the rendered text.
+
+        The template is rendered once with a placeholder in place of each message's content, which shows where
+        its own text ends and a content begins; the real rendering must then be exactly those pieces with the
+        contents put back (as they are, or trimmed, as templates that `| trim` do). ValueError when it is not
+        (a template that rewrites contents): then no split could be trusted."""
+        text = self.render(messages, add_generation_prompt)
+        marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+        probe = [{**m, "content": marks[i]} if isinstance(m.get("content"), str) else dict(m)
+                 for i, m in enumerate(messages)]
+        try:
+            shaped = self.render(probe, add_generation_prompt)
+        except Exception:  # noqa: BLE001 - a template that branches on contents: no trusted split
+            shaped = None
+        if shaped is not None:
+            for trim in (False, True):
+                pieces: list[tuple[str, bool]] = []
+                for k, part in enumerate(_MARK.split(shaped)):
+                    if k % 2 == 0:
+                        if part:
+                            pieces.append((part, True))
+                    else:
+                        content = messages[int(part)].get("content", "")
+                        content = content.strip() if trim else content
+                        if content:
+                            pieces.append((content, False))
+                if "".join(p for p, _ in pieces) == text:
+                    return pieces, text
+        raise ValueError("chat template: cannot tell the message contents from the template's own text")
 
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self._tpl.render(

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from .requests import SchedInfo
 
@@ -29,6 +30,21 @@ class Limits:
     max_tokens: int = 0  # generated tokens over the agent's life
     max_time: float = 0.0  # wall seconds
     max_kv: int = 0  # KV tokens held by one of its sequences
+
+
+    def inherited(self, parent: Limits) -> Limits:
+        """A child's limits: its own, but never more than its parent's (0 = none, so a parent's limit applies)."""
+        return Limits(_least(self.max_tokens, parent.max_tokens), _least(self.max_time, parent.max_time),
+                      _least(self.max_kv, parent.max_kv))
+
+
+def _least(a: float, b: float) -> Any:
+    """The tighter of two limits where 0 means none."""
+    if not a:
+        return b
+    if not b:
+        return a
+    return min(a, b)
 
 
 @dataclass
@@ -106,6 +122,7 @@ class Process:
     sched: SchedInfo
     limits: Limits
     die_with_parent: bool = False
+    detached: bool = False  # outlives a parent ended by a limit (other children end with such a parent)
     from_shell: bool = True  # spawned by the shell (pid 0's own child), so the shell's job table collects it
     created: float = field(default_factory=time.time)
     started: float = 0.0

@@ -16,6 +16,8 @@ The schema is versioned (`meta.schema_version`) and grows by the `MIGRATIONS` li
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -25,7 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from sqlite_utils import Database
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Storage", "StorageError", "fts_query", "open_storage"]
 
 BUSY_TIMEOUT_S = 5.0
+SETUP_LOCK_S = 30.0  # how long a start waits for another aiosh that is setting the same database up
 BARRIER_TIMEOUT_S = 5.0
 
 
@@ -160,27 +163,68 @@ class Storage:
                 p.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"{where}: cannot create its folder: {exc.strerror or exc}") from None
-        try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{where}: cannot open database: {exc}") from None
-        try:
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: garbage fails here
-            if not self.memory_db:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode is {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            db = Database(conn, execute_plugins=False)
-            self._migrate(db, conn)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StorageError(f"{where}: cannot use database: {exc}") from None
-        except StorageError:
-            conn.close()
-            raise
+        with self._setup_lock():
+            try:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+            except sqlite3.Error as exc:
+                raise StorageError(f"{where}: cannot open database: {exc}") from None
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: garbage fails
+                self._quick_check(conn)
+                if not self.memory_db:
+                    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode is {mode})")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                db = Database(conn, execute_plugins=False)
+                self._migrate(db, conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StorageError(f"{where}: cannot use database: {exc}") from None
+            except StorageError:
+                conn.close()
+                raise
         return conn
+
+    @contextlib.contextmanager
+    def _setup_lock(self) -> Iterator[None]:
+        """Two aiosh processes starting together on one data folder take turns to set the database up (WAL,
+        schema migrations): SQLite's busy timeout covers ordinary writes, not a schema being created twice at
+        once (`CREATE VIRTUAL TABLE … fts5` by both: "already exists", or "database is locked")."""
+        if self.memory_db:
+            yield
+            return
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # a read-only folder: go ahead without the lock (the open reports what is wrong)
+            yield
+            return
+        try:
+            deadline = time.monotonic() + SETUP_LOCK_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StorageError(f"{self.path}: another aiosh has been setting this database up for "
+                                           f"more than {SETUP_LOCK_S:g} s") from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        """A damaged database is reported at start-up (PRAGMA quick_check), never used silently."""
+        if self.memory_db:
+            return
+        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(20)").fetchall()]
+        if rows != ["ok"]:
+            more = f" (and {len(rows) - 1} more problems)" if len(rows) > 1 else ""
+            raise StorageError(f"{self.path}: the database is damaged: {' '.join(rows[0].split())}{more}; move "
+                               "it away (aiosh starts a new one) or recover it with: sqlite3 FILE .recover")
 
     def _migrate(self, db: Database, conn: sqlite3.Connection) -> None:
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)

@@ -12,13 +12,15 @@ A tool is a function with type hints and a docstring, registered with `@tool(...
             path: the file, relative to the working folder
             max_chars: return at most this many characters
         '''
-        with open(ctx.path(path, "read"), encoding="utf-8", errors="replace") as f:
+        with open(ctx.open(path, "read"), encoding="utf-8", errors="replace") as f:  # a checked descriptor
             return f.read(max_chars)
 
 Its JSON schema comes from the signature (str, int, float, bool, list[X], dict, Literal[...], Optional[X];
 a parameter with a default is not required) and the docstring (the first paragraph describes the tool, an
 `Args:` section its parameters). A first parameter annotated `ToolContext` (or named `ctx`) receives the call's
-context: the calling agent's pid and working folder, `ctx.path(p, mode)` to confine and access-check a path,
+context: the calling agent's pid and working folder, `ctx.open(p, mode)` (a descriptor of a regular file inside
+the folder, walked without following links out and access-checked; `ctx.resolve` for the folder and name,
+`ctx.path` for the name only — never do I/O on a path string, it can be raced),
 `ctx.search_memory(...)`, and `ctx.cancelled` (set when the call timed out).
 
 An agent calls `await ctx.tool(name, **args)`. The kernel checks the `tool:NAME` capability, validates the
@@ -34,10 +36,13 @@ capability, a path outside the working folder) reaches the agent as `PermissionE
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import json
 import os
 import re
+import stat
+import sys
 import threading
 import time
 import types
@@ -45,6 +50,10 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+
+from . import safepath
+from .safepath import Resolved
+from .toolworker import STARTUP_S, WorkerCrashed, WorkerPool, WorkerTimeout
 
 if TYPE_CHECKING:
     from .agent import AgentContext
@@ -73,10 +82,15 @@ class ToolSpec:
     irreversible: bool = False  # asks the user (y/N) before each call
     timeout: float = 10.0
     concurrency: int = 4  # calls of this tool running at once (over all agents)
-    paths: dict[str, str] = field(default_factory=dict)  # argument -> "read" | "write": checked before running
+    paths: dict[str, str] = field(default_factory=dict)  # argument -> "read" | "write" | "delete": checked first
     example: dict[str, Any] | None = None  # arguments of a typical call, shown to the model
     ctx_param: str | None = None  # the parameter that receives the ToolContext
     module: str = ""
+    # Runs in a worker process under CPU and memory limits, killed on timeout (tools that can burn CPU or memory)
+    isolated: bool = False
+    cpu_s: float = 5.0  # CPU seconds of one isolated call
+    memory_mb: int = 512  # address space an isolated call may add
+    confirm: Callable[[Any, dict], str] | None = None  # (ctx, args) -> what the y/N question should say it does
 
     @property
     def is_async(self) -> bool:
@@ -90,12 +104,16 @@ class ToolSpec:
 def tool(
     name: str | Callable[..., Any] | None = None, *, description: str = "", irreversible: bool = False,
     timeout: float = 10.0, concurrency: int = 4, paths: dict[str, str] | None = None,
-    example: dict[str, Any] | None = None,
+    example: dict[str, Any] | None = None, isolated: bool = False, cpu_s: float | None = None,
+    memory_mb: int | None = None, confirm: Callable[[Any, dict], str] | None = None,
 ) -> Any:
     """Decorator: turn a typed function into a ToolSpec that plugin discovery finds.
 
     `@tool` alone names the tool after the function; `@tool(name="x", irreversible=True, timeout=5,
-    concurrency=1, paths={"path": "write"}, example={"path": "notes.txt"})` sets the rest. A parameter annotated
+    concurrency=1, paths={"path": "write"}, example={"path": "notes.txt"})` sets the rest. `isolated=True` runs
+    it in a worker process under `cpu_s` CPU seconds and `memory_mb` more address space, killed on timeout (for
+    tools that can burn CPU or memory; their `paths` must be "read": the kernel opens them and hands the worker
+    the descriptors). `confirm(ctx, args)` says in the y/N question of an irreversible tool what it will do. A parameter annotated
     `Annotated[str, {"pattern": "^[0-9+*/ ()-]+$"}]` adds JSON-schema constraints (pattern, minLength, maxLength,
     minimum, maximum): checked on every call, and the grammar the model samples with follows them.
     """
@@ -113,13 +131,20 @@ def tool(
         summary, arg_docs = _parse_docstring(fn.__doc__ or "")
         params, ctx_param = _schema_of(fn, tool_name, arg_docs)
         for arg, mode in (paths or {}).items():
-            if arg not in params["properties"] or mode not in ("read", "write"):
-                raise ValueError(f"tool {tool_name}: paths: {arg!r} must be a parameter, mode 'read' or 'write'")
+            if arg not in params["properties"] or mode not in ("read", "write", "delete"):
+                raise ValueError(f"tool {tool_name}: paths: {arg!r} must be a parameter, mode 'read', 'write' "
+                                 "or 'delete'")
+            if isolated and mode != "read":
+                raise ValueError(f"tool {tool_name}: an isolated tool may only read its paths")
         spec = ToolSpec(
             name=tool_name, fn=fn, description=description or summary, parameters=params,
             irreversible=irreversible, timeout=float(timeout), concurrency=int(concurrency),
-            paths=dict(paths or {}), ctx_param=ctx_param, module=fn.__module__,
+            paths=dict(paths or {}), ctx_param=ctx_param, module=fn.__module__, isolated=bool(isolated),
+            cpu_s=float(cpu_s if cpu_s is not None else min(float(timeout), 5.0)),
+            memory_mb=int(memory_mb if memory_mb is not None else 512), confirm=confirm,
         )
+        if spec.is_async and isolated:
+            raise ValueError(f"tool {tool_name}: an isolated tool must be a plain (not async) function")
         if example is not None:
             try:
                 spec.example = validate_args(spec, dict(example))
@@ -496,11 +521,16 @@ class ToolContext:
         self._conversations = conversations
         self._checked: set[tuple[str, str]] = set()
 
-    def path(self, path: str, mode: Literal["read", "write"] = "read") -> str:
-        """The real path of `path` inside the working folder, if this agent may `mode` it; else PermissionError.
+    def resolve(self, path: str, mode: Literal["read", "write"] = "read", *, follow: bool = True,
+                create_dirs: bool = False) -> Resolved:
+        """Where `path` leads inside the working folder, as an open folder and a name in it (see safepath.py),
+        if this agent may `mode` it; else PermissionError. Close the result (it is a context manager).
 
-        Refused: absolute paths, `..` escapes, symlinks (anywhere on the way) that lead outside the folder, and
-        paths the agent's `read:`/`write:` capabilities do not cover. Every answer is audited."""
+        The path is walked from a descriptor of the working folder, one component at a time, never through a
+        symbolic link that leads out; `follow=False` keeps a symbolic link as the last component (to delete the
+        link itself). `create_dirs` creates missing folders on the way, after the capability check. Refused:
+        absolute paths, `..` above the folder, links out of it, and paths the agent's `read:`/`write:`
+        capabilities do not cover. Every answer is audited, naming where the path really leads."""
         if mode not in ("read", "write"):
             raise ValueError(f"mode must be 'read' or 'write', not {mode!r}")
         if not isinstance(path, str) or not path or "\0" in path:
@@ -510,16 +540,97 @@ class ToolContext:
             access.record(self.pid, f"{mode}:{path}", "deny", f"{self.tool}: absolute path")
             raise PermissionError(f"{self.tool}: {path}: absolute paths are refused (use a path relative to the "
                                   "working folder)")
-        real = os.path.realpath(os.path.join(self.cwd, path))
-        if real != self.cwd and not real.startswith(self.cwd.rstrip(os.sep) + os.sep):
-            access.record(self.pid, f"{mode}:{path}", "deny", f"{self.tool}: outside the working folder")
-            raise PermissionError(f"{self.tool}: {path}: outside the working folder")
+        res = self._walk(path, mode, follow, False)
+        try:
+            self._check(res.real, mode, path)
+            if create_dirs and len(res.missing) > 1:
+                res.close()
+                res = self._walk(path, mode, follow, True)
+                self._check(res.real, mode, path)
+        except BaseException:
+            res.close()
+            raise
+        return res
+
+    def _walk(self, path: str, mode: str, follow: bool, create: bool) -> Resolved:
+        try:
+            root = safepath.open_root(self.cwd)
+        except OSError as exc:
+            raise ToolError(f"{self.tool}: working folder {self.cwd}: {exc.strerror or exc}") from None
+        try:
+            return safepath.resolve(root, self.cwd, path, follow_last=follow, create_dirs=create)
+        except safepath.Outside:
+            self._manager.kernel.access.record(self.pid, f"{mode}:{path}", "deny",
+                                               f"{self.tool}: outside the working folder")
+            raise PermissionError(f"{self.tool}: {path}: outside the working folder") from None
+        except OSError as exc:
+            raise ToolError(f"{self.tool}: {path}: {_walk_error(exc)}") from None
+        finally:
+            os.close(root)
+
+    def _check(self, real: str, mode: str, path: str) -> None:
         if (real, mode) in self._checked:
-            return real
-        if not access.check(self.pid, f"{mode}:{real}", f"{self.tool} {path}"):
+            return
+        if not self._manager.kernel.access.check(self.pid, f"{mode}:{real}", f"{self.tool} {path}"):
             raise PermissionError(f"{mode}:{path}: {self.agent}[{self.pid}] may not {mode} {path}")
         self._checked.add((real, mode))
-        return real
+
+    def path(self, path: str, mode: Literal["read", "write"] = "read", *, follow: bool = True) -> str:
+        """The real path `path` leads to inside the working folder, if this agent may `mode` it; else
+        PermissionError. For naming and checking only: a path string can be raced (a folder on it swapped for a
+        symbolic link), so do the I/O on what `open` or `resolve` returns, never on this string."""
+        with self.resolve(path, mode, follow=follow) as res:
+            return res.real
+
+    def open(self, path: str, mode: Literal["read", "write"] = "read", *, append: bool = False,
+             folder: bool = False) -> int:
+        """A descriptor of the regular file (or, with `folder`, the folder) `path` names inside the working
+        folder, checked as `resolve` does; the caller closes it. "write" creates the file (and its folders) and
+        empties it unless `append`. Refused with one line: FIFOs, devices and sockets (opened with O_NONBLOCK, so
+        a FIFO never hangs the call, and checked with fstat), and regular files with more than one hard link (a
+        hard link to a file outside the folder is that file)."""
+        with self.resolve(path, mode, create_dirs=(mode == "write")) as res:
+            if res.missing and (mode == "read" or len(res.missing) > 1):
+                raise ToolError(f"{self.tool}: {path}: no such {'folder' if folder else 'file'}")
+            if not res.missing:
+                self._vet(res.lstat(), path, folder, mode)
+            if folder:
+                flags = os.O_RDONLY | os.O_DIRECTORY
+            elif mode == "read":
+                flags = os.O_RDONLY | os.O_NONBLOCK
+            else:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | (os.O_APPEND if append else 0)
+            try:
+                fd = res.open(flags)
+            except OSError as exc:
+                raise ToolError(f"{self.tool}: {path}: {_open_error(exc, folder)}") from None
+        try:
+            self._vet(os.fstat(fd), path, folder, mode)  # what was opened, whatever happened since the walk
+            if mode == "write" and not append:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _vet(self, st: os.stat_result, path: str, folder: bool, how: str) -> None:
+        mode = st.st_mode
+        if folder:
+            if not stat.S_ISDIR(mode):
+                raise ToolError(f"{self.tool}: {path}: not a folder")
+            return
+        if stat.S_ISDIR(mode):
+            raise ToolError(f"{self.tool}: {path}: is a directory" + (" (use list_dir)" if self.tool == "read_file"
+                                                                       else ""))
+        if stat.S_ISLNK(mode):
+            raise PermissionError(f"{self.tool}: {path}: replaced by a symbolic link while in use")
+        if not stat.S_ISREG(mode):
+            raise ToolError(f"{self.tool}: {path}: not a regular file ({_kind(mode)}): refused")
+        if st.st_nlink > 1:
+            self._manager.kernel.access.record(self.pid, f"{how}:{path}", "deny",
+                                               f"{self.tool}: {st.st_nlink} hard links")
+            raise PermissionError(f"{self.tool}: {path}: has {st.st_nlink} hard links (another name may be "
+                                  "outside the working folder): refused")
 
     def search_memory(self, query: str, limit: int = 5) -> list:
         """Full-text search over the calling agent's own memory and messages (SearchHit rows, best first)."""
@@ -527,6 +638,36 @@ class ToolContext:
         if mm.storage.enabled:
             return mm.storage.search(query, pid=self.pid, conversations=self._conversations, limit=limit)
         return mm.local_search(self.pid, query, limit)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _walk_error(exc: OSError) -> str:
+    if exc.errno == errno.ENOTDIR:
+        return "a component of the path is not a folder"
+    if exc.errno == errno.ELOOP:
+        return "too many levels of symbolic links"
+    if exc.errno == errno.ENOENT:
+        return "no such folder"
+    return exc.strerror or str(exc)
+
+
+def _open_error(exc: OSError, folder: bool) -> str:
+    if exc.errno == errno.ENOENT:
+        return f"no such {'folder' if folder else 'file'}"
+    if exc.errno == errno.ELOOP:
+        return "replaced by a symbolic link while in use: refused"
+    if exc.errno == errno.ENOTDIR:
+        return "not a folder"
+    if exc.errno == errno.ENXIO:
+        return "not a regular file (a FIFO with no reader): refused"
+    return exc.strerror or str(exc)
 
 
 # ── the manager ─────────────────────────────────────────────────────────────────────────────────────────────
@@ -539,9 +680,39 @@ class ToolManager:
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._running: dict[str, int] = {}  # threads of each tool that have not ended (timed-out ones included)
         self._lock = threading.Lock()
+        # Processes for isolated tools (calculator, sql_query …), started at the first such call: a worker's
+        # start-up (its imports) does not count against the call's timeout.
+        self.workers = WorkerPool()
 
     def get(self, name: str) -> ToolSpec | None:
         return self.kernel.agents.tool(name)
+
+    def close(self) -> None:
+        """Stop the worker processes of isolated tools."""
+        self.workers.close()
+
+    def _isolated(self, spec: ToolSpec, tctx: ToolContext, args: dict[str, Any]) -> Any:
+        """One call of an isolated tool (on its thread): its paths opened and checked here, the call in a worker
+        process under CPU and memory limits, killed when the timeout passes."""
+        fds: dict[str, int] = {}
+        try:
+            for arg in spec.paths:
+                p = args.get(arg)
+                if isinstance(p, str) and p not in fds:
+                    fds[p] = tctx.open(p, "read")
+            module = sys.modules.get(spec.module)
+            try:
+                return self.workers.call(
+                    spec.module, spec.name, args, timeout=spec.timeout,
+                    cpu_s=spec.cpu_s, memory_mb=spec.memory_mb, fds=fds,
+                    origin=str(getattr(module, "__file__", "") or ""))
+            except WorkerTimeout:
+                raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s (its process was killed)") from None
+            except WorkerCrashed as exc:
+                raise ToolError(f"{spec.name}: {exc}") from None
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def all(self) -> dict[str, ToolSpec]:
         return self.kernel.agents.tools()
@@ -562,10 +733,16 @@ class ToolManager:
         clean = validate_args(spec, args)
         tctx = ToolContext(self, spec, pid, agent, ctx.cwd, self.kernel.context.conversations_of(pid))
         for arg, mode in spec.paths.items():
-            if clean.get(arg) is not None:
-                tctx.path(clean[arg], mode)  # PermissionError before anyone is asked or anything runs
+            if clean.get(arg) is not None:  # PermissionError before anyone is asked or anything runs
+                tctx.path(clean[arg], "write" if mode == "delete" else mode, follow=mode != "delete")
         if spec.irreversible:
-            text = f"{agent}[{pid}] wants to run {name}({_short_args(clean, 120)}). Allow?"
+            what = ""
+            if spec.confirm is not None:
+                try:
+                    what = " " + " ".join(str(spec.confirm(tctx, clean)).split()).rstrip(".") + "."
+                except Exception:  # noqa: BLE001 - the question is asked anyway, without the detail
+                    what = ""
+            text = f"{agent}[{pid}] wants to run {name}({_short_args(clean, 120)}).{what} Allow?"
             async with ctx._blocking("user"):
                 yes = await access.confirm(pid, agent, f"tool:{name}", text)
             if not yes:
@@ -609,7 +786,8 @@ class ToolManager:
 
         def work() -> None:
             try:
-                outcome: tuple[bool, Any] = (True, spec.fn(**kwargs))
+                value = self._isolated(spec, tctx, args) if spec.isolated else spec.fn(**kwargs)
+                outcome: tuple[bool, Any] = (True, value)
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 outcome = (False, exc)
             with self._lock:
@@ -627,7 +805,9 @@ class ToolManager:
                 self._running[spec.name] -= 1
             raise
         try:
-            ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+            # an isolated call is bounded by its worker's own timeout (which kills the process): a moment's grace
+            grace = STARTUP_S + 1.0 if spec.isolated else 0.0
+            ok, value = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline + grace - time.monotonic()))
         except TimeoutError:
             tctx.cancelled.set()  # the thread is abandoned; it keeps its slot until it really ends
             raise ToolError(f"{spec.name}: timed out after {spec.timeout:g} s") from None

@@ -97,6 +97,14 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
+def _count(text: str) -> int:
+    """A count that cannot be negative (--max-tokens -5 is a usage error before the run, not a failure in it)."""
+    value = int(text, 10)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def _nice(text: str) -> int:
     return max(-20, min(19, int(text, 10)))
 
@@ -139,13 +147,13 @@ def _caps(text: str) -> list[str]:
 OPTIONS = {
     spec.flag: spec
     for spec in (
-        OptionSpec("--max-tokens", "max_tokens", _int, "invalid number"),
+        OptionSpec("--max-tokens", "max_tokens", _count, "invalid number"),
         OptionSpec("--seed", "seed", _int, "invalid number"),
         OptionSpec("--temperature", "temperature", _float, "invalid number"),
         OptionSpec("--nice", "nice", _nice, "invalid number"),
         OptionSpec("--class", "sched_class", _class, "invalid scheduling class"),
         OptionSpec("--max-time", "max_time", _float, "invalid number"),
-        OptionSpec("--max-kv", "max_kv", _int, "invalid number"),
+        OptionSpec("--max-kv", "max_kv", _count, "invalid number"),
         OptionSpec("--backend", "backend", _backend, "invalid backend name"),
         OptionSpec("--allow", "allow", _caps, "invalid capability", accumulate=True),
         OptionSpec("--deny", "deny", _caps, "invalid capability", accumulate=True),

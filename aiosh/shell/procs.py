@@ -25,6 +25,17 @@ JOIN_TIMEOUT = 2.0
 
 # Threads get pids above Linux's largest possible pid (2**22), so they never collide with host programs.
 _thread_pids = itertools.count(4_194_305)
+# Shell threads alive at once (subshells, pipeline stages, background shell code), like `ulimit -u`: a fork bomb
+# (`:(){ :|:& };:`) meets this limit with one line per refused start, instead of thousands of "can't start new
+# thread" tracebacks and a shell that no longer answers.
+MAX_THREAD_PROCS = 1024
+_live_threads = 0
+_live_lock = threading.Lock()
+
+
+def live_thread_procs() -> int:
+    """Shell threads running now (for tests and `jobs`)."""
+    return _live_threads
 
 
 class Proc:
@@ -218,9 +229,32 @@ class ThreadProc(Proc):
         self._stderr_write = stderr_write
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name=f"shell:{self.pid}", daemon=True).start()
+        """Run the body on a thread of its own; past MAX_THREAD_PROCS live ones (or when the host refuses a
+        thread) it does not start: one line on stderr and status 1, as bash says when fork fails."""
+        global _live_threads
+        with _live_lock:
+            refused = _live_threads >= MAX_THREAD_PROCS
+            if not refused:
+                _live_threads += 1
+        if not refused:
+            try:
+                threading.Thread(target=self._run, name=f"shell:{self.pid}", daemon=True).start()
+                return
+            except RuntimeError:  # can't start new thread
+                with _live_lock:
+                    _live_threads -= 1
+        _quietly(lambda: self._stderr_write("aiosh: fork: retry: Resource temporarily unavailable\n"))
+        self.finish(1)
 
     def _run(self) -> None:
+        global _live_threads
+        try:
+            self._run_body()
+        finally:
+            with _live_lock:
+                _live_threads -= 1
+
+    def _run_body(self) -> None:
         status = 1
         try:
             status = self.body(self)

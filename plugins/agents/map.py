@@ -3,6 +3,8 @@
 Each child gets ARGS plus the line as its last argument; children run in map's process group (so `kill --
 -PGID` ends the whole family) and die with it. Their outputs are printed in input order once each has ended;
 their error output goes to map's stderr. Exit status 0 if every child succeeded, else 1 (2 for a usage error).
+The children inherit map's run options, limits and class (`map --max-tokens 2 --class idle chat` runs each chat
+with at most 2 tokens a call, as idle), never more than map has.
 """
 
 from __future__ import annotations

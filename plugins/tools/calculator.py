@@ -1,4 +1,10 @@
-"""`calculator`: arithmetic through a small AST evaluator (never `eval`), with bounded sizes."""
+"""`calculator`: arithmetic through a small AST evaluator (never `eval`), with bounded sizes.
+
+Every size that makes Python's integers slow is bounded before the operation runs (exponents, the bits of an
+integer, `round`'s digits, factorial's argument), and the tool runs in a worker process under CPU and memory
+limits (`isolated=True`) that is killed on timeout: a thread cannot stop CPU-bound Python, and one that holds the
+GIL freezes the whole kernel.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ MAX_EXPRESSION = 500  # characters
 MAX_DEPTH = 40  # nesting of the expression tree
 MAX_EXPONENT = 10_000
 MAX_INT_BITS = 4096  # an integer result (or intermediate) larger than this is refused
+MAX_ROUND_DIGITS = 400  # round(x, n): |n| at most this (round(7, -10**7) computes 10**(10**7) first)
 
 _BINARY: dict[type, Callable[[object, object], object]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -84,6 +91,8 @@ def _eval(node: ast.AST, depth: int = 0) -> int | float:
         args = [_eval(a, depth + 1) for a in node.args]
         if fn is math.factorial and args and (not isinstance(args[0], int) or args[0] > 1000):
             raise ToolError("factorial takes an integer up to 1000")
+        if fn is round and len(args) == 2 and (not isinstance(args[1], int) or abs(args[1]) > MAX_ROUND_DIGITS):
+            raise ToolError(f"round: the digits must be an integer from -{MAX_ROUND_DIGITS} to {MAX_ROUND_DIGITS}")
         try:
             return _number(fn(*args))
         except (ValueError, TypeError, OverflowError) as exc:
@@ -113,7 +122,8 @@ def evaluate(expression: str) -> int | float:
 EXPRESSION = {"pattern": r"^[0-9a-z(-][0-9a-z ().,+*/%^-]{0,199}$"}
 
 
-@tool(name="calculator", timeout=5, concurrency=4, example={"expression": "(2 + 3) * 4"})
+@tool(name="calculator", timeout=5, concurrency=4, example={"expression": "(2 + 3) * 4"}, isolated=True, cpu_s=3,
+      memory_mb=256)
 def calculator(expression: Annotated[str, EXPRESSION]) -> int | float:
     """Evaluate an arithmetic expression: + - * / // % ** (or ^), parentheses, numbers, pi, e, and sqrt, exp,
     log, log10, log2, sin, cos, tan, asin, acos, atan, floor, ceil, abs, round, min, max, factorial, hypot.
