@@ -98,8 +98,10 @@ def run(spec: dict) -> dict:
 
     # The measured loop: one llama_decode of one token per sequence, then one sample per sequence.
     step_s: list[float] = []
+    step_cpu: list[float] = []
     for _ in range(steps):
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         for s in range(n):
             add(s, tokens[s], pos[s], s, True)
             pos[s] += 1
@@ -109,6 +111,7 @@ def run(spec: dict) -> dict:
             raise SystemExit(f"bare loop: llama_decode returned {rc}")
         tokens = [ll.llama_sampler_sample(chains[s], ctx, s) for s in range(n)]
         step_s.append(time.perf_counter() - t0)
+        step_cpu.append(time.thread_time() - c0)
     for c in chains:
         ll.llama_sampler_free(c)
     ll.llama_batch_free(batch)
@@ -120,6 +123,7 @@ def run(spec: dict) -> dict:
         "shared_prefix": shared,
         "step_ms_mean": 1e3 * sum(step_s) / len(step_s),
         "step_ms": [round(1e3 * s, 3) for s in step_s],
+        "step_cpu_ms": [round(1e3 * s, 3) for s in step_cpu],  # this thread's CPU (all of it with 1 thread)
         "pid": os.getpid(),
     }
 

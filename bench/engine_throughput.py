@@ -148,7 +148,24 @@ def bench_decode(engine: Engine, model: Model, llm, bias: dict, n: int, max_toke
 
 
 # --- the engine's step against a bare llama.cpp loop ------------------------------------------------------------
-def full_decode_steps(steps: list[StepRecord], t0: float, width: int) -> dict:
+class StepCpuClock:
+    """The engine thread's CPU time at the end of each step (a step listener runs on the engine thread).
+
+    CPU time, unlike wall time, does not grow when other processes share the cores, so on a busy machine it is
+    the steadier measure of the work a step does (with --threads 1 the decode runs wholly on that thread).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.at: dict[int, float] = {}
+        engine.add_step_listener(lambda rec: self.at.__setitem__(rec.step, time.thread_time()))
+
+    def step_ms(self, steps: list[StepRecord]) -> float | None:
+        gaps = [self.at[b.step] - self.at[a.step] for a, b in zip(steps, steps[1:])
+                if b.step == a.step + 1 and a.step in self.at and b.step in self.at]
+        return rnd(1e3 * sum(gaps) / len(gaps), 3) if gaps else None
+
+
+def full_decode_steps(steps: list[StepRecord], t0: float, width: int, cpu: StepCpuClock | None = None) -> dict:
     """Mean time of the engine's steps in which all `width` sequences decoded and nothing was prefilled.
 
     `duration_ms` is StepRecord.duration (plan, batch, decode, sampling, accounting); `interval_ms` is the time
@@ -162,6 +179,7 @@ def full_decode_steps(steps: list[StepRecord], t0: float, width: int) -> dict:
         "steps": len(full),
         "duration_ms": rnd(1e3 * sum(s.duration for s in full) / len(full), 3) if full else None,
         "interval_ms": rnd(1e3 * sum(gaps) / len(gaps), 3) if gaps else None,
+        "cpu_ms": cpu.step_ms(full) if cpu is not None else None,
     }
 
 
@@ -184,11 +202,13 @@ def bare_loop(prompts: list[list[int]], new_tokens: int, settings: EngineSetting
         raise BenchError(f"bare loop failed ({out.returncode}): {out.stderr.strip()[-500:]}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
     steps = res["step_ms"][1:] or res["step_ms"]  # the first step pays for buffers the engine's warm-up paid
-    return {"step_ms": rnd(sum(steps) / len(steps), 3), "steps": len(steps), "shared_prefix": res["shared_prefix"]}
+    cpu = res["step_cpu_ms"][1:] or res["step_cpu_ms"]
+    return {"step_ms": rnd(sum(steps) / len(steps), 3), "steps": len(steps), "shared_prefix": res["shared_prefix"],
+            "cpu_ms": rnd(sum(cpu) / len(cpu), 3)}
 
 
 def engine_vs_bare(engine: Engine, model: Model, settings: EngineSettings, threads: int, width: int,
-                   new_tokens: int, seed0: int) -> dict:
+                   new_tokens: int, seed0: int, cpu: StepCpuClock) -> dict:
     """`width` requests decoding together in the engine, then the same prompts through the bare loop."""
     msgs = [[user(USER_PROMPTS[(seed0 + i) % len(USER_PROMPTS)])] for i in range(width)]
     prompts = [chat_tokens(model, m) for m in msgs]
@@ -199,16 +219,19 @@ def engine_vs_bare(engine: Engine, model: Model, settings: EngineSettings, threa
           for i, m in enumerate(msgs)]
     for i, h in enumerate(hs):
         check_engine_result(h.wait(WAIT_S), new_tokens, f"width {width} request {i}")
-    eng = full_decode_steps(engine.steps(), t0, width)
+    eng = full_decode_steps(engine.steps(), t0, width, cpu)
     engine.call(engine.clear_idle_caches)
     bare = bare_loop(prompts, new_tokens, settings, threads, seeds)
     out = {
         "engine_step_ms": eng["interval_ms"], "engine_step_duration_ms": eng["duration_ms"],
         "engine_steps": eng["steps"], "bare_step_ms": bare["step_ms"], "bare_steps": bare["steps"],
         "engine_vs_bare": rnd(bare["step_ms"] / eng["interval_ms"], 3) if eng["interval_ms"] else None,
+        "engine_step_cpu_ms": eng["cpu_ms"], "bare_step_cpu_ms": bare["cpu_ms"],
+        "engine_vs_bare_cpu": rnd(bare["cpu_ms"] / eng["cpu_ms"], 3) if eng["cpu_ms"] else None,
     }
-    log(f"width {width}: engine step {eng['interval_ms']} ms (duration {eng['duration_ms']}), "
-        f"bare {bare['step_ms']} ms, engine_vs_bare {out['engine_vs_bare']}")
+    log(f"width {width}: engine step {eng['interval_ms']} ms (duration {eng['duration_ms']}, cpu {eng['cpu_ms']}), "
+        f"bare {bare['step_ms']} ms (cpu {bare['cpu_ms']}), engine_vs_bare {out['engine_vs_bare']} "
+        f"(cpu {out['engine_vs_bare_cpu']})")
     return out
 
 
@@ -216,7 +239,8 @@ def bench_steps(engine: Engine, model: Model, settings: EngineSettings, threads:
                 new_tokens: int) -> dict:
     """decode16's step figures: the engine's full-decode step against the bare loop at each width, and the engine
     in its own process against the engine in a thread (at the widest width)."""
-    by_width = {str(w): engine_vs_bare(engine, model, settings, threads, w, new_tokens, 100) for w in widths}
+    cpu = StepCpuClock(engine)
+    by_width = {str(w): engine_vs_bare(engine, model, settings, threads, w, new_tokens, 100, cpu) for w in widths}
     top = by_width[str(widths[-1])]
     pvt = process_vs_thread(engine, model, settings, widths[-1], new_tokens)
     return {
@@ -224,6 +248,9 @@ def bench_steps(engine: Engine, model: Model, settings: EngineSettings, threads:
         "engine_step_ms": top["engine_step_ms"],
         "engine_vs_bare": top["engine_vs_bare"],
         "target_engine_vs_bare": ENGINE_VS_BARE_TARGET,
+        "bare_step_cpu_ms": top["bare_step_cpu_ms"],
+        "engine_step_cpu_ms": top["engine_step_cpu_ms"],
+        "engine_vs_bare_cpu": top["engine_vs_bare_cpu"],
         "step_widths": by_width,
         "process_vs_thread": pvt["process_vs_thread"],
         "target_process_vs_thread": PROCESS_VS_THREAD_TARGET,
@@ -521,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="threads on both sides (default: os.cpu_count())")
     ap.add_argument("--only", choices=["decode16", "steps", "agents8x4", "latency"], action="append",
                     help="run only this section (repeatable; 'steps' = decode16's engine-vs-bare part alone)")
+    ap.add_argument("--widths", type=int, nargs="+", help="sequences decoding together in the step figures "
+                    "(default 1 4 16; the last is the one compared in decode16.engine_vs_bare)")
+    ap.add_argument("--tokens", type=int, help="new tokens per request in decode16 and the step figures")
     args = ap.parse_args(argv)
     threads = args.threads or os.cpu_count() or 1
     if args.quick:
@@ -530,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
         size = dict(n_decode=16, decode_tokens=64, widths=[1, 4, 16], agents=8, turns=4, turn_tokens=32, levels=[1, 4, 16],
                     rounds={1: 8, 4: 4, 16: 1}, latency_tokens=32, llama_c1=4)
     sections = args.only or ["decode16", "agents8x4", "latency"]
+    if args.widths:
+        size["widths"] = args.widths
+    if args.tokens:
+        size["decode_tokens"] = args.tokens
 
     log(f"loading the embedded model; threads={threads}")
     model = Model()
