@@ -7,6 +7,9 @@
 Prints ONE JSON line on stdout (progress goes to stderr). Sections:
   decode16   N requests x T new tokens submitted at once to the engine, against the same prompts one after another
              through `Llama.create_completion` (EOS suppressed there with logit_bias, ignore_eos in the engine).
+             Also (first, and alone with `--only steps`): the engine's full-decode step against a bare llama.cpp
+             loop in a process of its own (bench/_bare_loop.py) at 1, 4 and 16 sequences, and the engine in its
+             own process against the engine in a thread (bare_step_ms, engine_vs_bare, process_vs_thread).
   agents8x4  8 agents x 4 turns sharing a ~600-token system prompt, interleaved as concurrent agents are; the
              engine keeps each agent's conversation in KV (conversation=...), the baseline is one `Llama` serving
              the same turns round robin with full chat prompts, plain and with `LlamaRAMCache`.
