@@ -7,6 +7,9 @@
 Prints ONE JSON line on stdout (progress goes to stderr). Sections:
   decode16   N requests x T new tokens submitted at once to the engine, against the same prompts one after another
              through `Llama.create_completion` (EOS suppressed there with logit_bias, ignore_eos in the engine).
+             Also (first, and alone with `--only steps`): the engine's full-decode step against a bare llama.cpp
+             loop in a process of its own (bench/_bare_loop.py) at 1, 4 and 16 sequences, and the engine in its
+             own process against the engine in a thread (bare_step_ms, engine_vs_bare, process_vs_thread).
   agents8x4  8 agents x 4 turns sharing a ~600-token system prompt, interleaved as concurrent agents are; the
              engine keeps each agent's conversation in KV (conversation=...), the baseline is one `Llama` serving
              the same turns round robin with full chat prompts, plain and with `LlamaRAMCache`.
@@ -17,8 +20,11 @@ See bench/README.md for every key.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +34,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the project, if 
 
 import llama_cpp as ll  # noqa: E402
 from _common import (  # noqa: E402
+    TEMPERATURE,
+    TOP_K,
     USER_PROMPTS,
     chat_tokens,
     emit,
@@ -41,11 +49,13 @@ from _common import (  # noqa: E402
     setup_info,
     summary,
 )
-from aiosh.kernel.engine import Engine, EngineSettings  # noqa: E402
+from aiosh.kernel.engine import Engine, EngineSettings, StepRecord  # noqa: E402
 from aiosh.kernel.model import Model  # noqa: E402
 from aiosh.kernel.requests import GenRequest, GenResult  # noqa: E402
 
 TARGETS = {"decode16": 2.0, "agents8x4": 1.5}
+ENGINE_VS_BARE_TARGET = 0.90  # bare step ms / engine full-decode step ms, at 16 sequences
+PROCESS_VS_THREAD_TARGET = 1.0  # engine step ms in a thread / in its own process
 WAIT_S = 900
 
 
@@ -138,6 +148,177 @@ def bench_decode(engine: Engine, model: Model, llm, bias: dict, n: int, max_toke
         "engine_full_decode_step_ms": rnd(1e3 * sum(s.duration for s in full) / len(full), 2) if full else None,
         "engine_mean_ttft_s": rnd(sum(r.ttft for r in results) / n),
     }
+
+
+# --- the engine's step against a bare llama.cpp loop ------------------------------------------------------------
+class StepCpuClock:
+    """The engine thread's CPU time at the end of each step (a step listener runs on the engine thread).
+
+    CPU time, unlike wall time, does not grow when other processes share the cores, so on a busy machine it is
+    the steadier measure of the work a step does (with --threads 1 the decode runs wholly on that thread).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.at: dict[int, float] = {}
+        engine.add_step_listener(lambda rec: self.at.__setitem__(rec.step, time.thread_time()))
+
+    def step_ms(self, steps: list[StepRecord]) -> float | None:
+        gaps = [self.at[b.step] - self.at[a.step] for a, b in zip(steps, steps[1:])
+                if b.step == a.step + 1 and a.step in self.at and b.step in self.at]
+        return rnd(1e3 * sum(gaps) / len(gaps), 3) if gaps else None
+
+
+def full_decode_steps(steps: list[StepRecord], t0: float, width: int, cpu: StepCpuClock | None = None) -> dict:
+    """Mean time of the engine's steps in which all `width` sequences decoded and nothing was prefilled.
+
+    `duration_ms` is StepRecord.duration (plan, batch, decode, sampling, accounting); `interval_ms` is the time
+    between the ends of two consecutive such steps, so it also holds everything the engine does between steps
+    (delivering text, finishing requests, publishing stats, draining commands): the figure compared with the
+    bare loop.
+    """
+    full = [s for s in steps if s.t >= t0 and len(s.decoded) == width and not s.prefilled]
+    gaps = [b.t - a.t for a, b in zip(full, full[1:]) if b.step == a.step + 1]
+    return {
+        "steps": len(full),
+        "duration_ms": rnd(1e3 * sum(s.duration for s in full) / len(full), 3) if full else None,
+        "interval_ms": rnd(1e3 * sum(gaps) / len(gaps), 3) if gaps else None,
+        "cpu_ms": cpu.step_ms(full) if cpu is not None else None,
+    }
+
+
+def bare_loop(prompts: list[list[int]], new_tokens: int, settings: EngineSettings, threads: int,
+              seeds: list[int]) -> dict:
+    """bench/_bare_loop.py in a process of its own (two llama.cpp contexts in one process slow each other)."""
+    spec = {
+        "prompts": prompts, "new_tokens": new_tokens, "threads": threads, "n_slots": settings.n_slots,
+        "kv_cells": settings.effective_kv_cells, "batch_tokens": settings.batch_tokens,
+        "unified_kv": settings.unified_kv, "top_k": TOP_K, "temperature": TEMPERATURE, "seeds": seeds,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(spec, fh)
+    try:
+        script = Path(__file__).resolve().parent / "_bare_loop.py"
+        out = subprocess.run([sys.executable, str(script), fh.name], capture_output=True, text=True, timeout=WAIT_S)
+    finally:
+        os.unlink(fh.name)
+    if out.returncode != 0:
+        raise BenchError(f"bare loop failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    steps = res["step_ms"][1:] or res["step_ms"]  # the first step pays for buffers the engine's warm-up paid
+    cpu = res["step_cpu_ms"][1:] or res["step_cpu_ms"]
+    return {"step_ms": rnd(sum(steps) / len(steps), 3), "steps": len(steps), "shared_prefix": res["shared_prefix"],
+            "cpu_ms": rnd(sum(cpu) / len(cpu), 3)}
+
+
+def engine_vs_bare(engine: Engine, model: Model, settings: EngineSettings, threads: int, width: int,
+                   new_tokens: int, seed0: int, cpu: StepCpuClock) -> dict:
+    """`width` requests decoding together in the engine, then the same prompts through the bare loop."""
+    msgs = [[user(USER_PROMPTS[(seed0 + i) % len(USER_PROMPTS)])] for i in range(width)]
+    prompts = [chat_tokens(model, m) for m in msgs]
+    seeds = [seed0 + i for i in range(width)]
+    engine.call(engine.clear_idle_caches)
+    t0 = time.monotonic()
+    hs = [engine.submit(GenRequest(messages=m, max_tokens=new_tokens, sampling=sampling(seeds[i]), ignore_eos=True))
+          for i, m in enumerate(msgs)]
+    for i, h in enumerate(hs):
+        check_engine_result(h.wait(WAIT_S), new_tokens, f"width {width} request {i}")
+    eng = full_decode_steps(engine.steps(), t0, width, cpu)
+    engine.call(engine.clear_idle_caches)
+    bare = bare_loop(prompts, new_tokens, settings, threads, seeds)
+    out = {
+        "engine_step_ms": eng["interval_ms"], "engine_step_duration_ms": eng["duration_ms"],
+        "engine_steps": eng["steps"], "bare_step_ms": bare["step_ms"], "bare_steps": bare["steps"],
+        "engine_vs_bare": rnd(bare["step_ms"] / eng["interval_ms"], 3) if eng["interval_ms"] else None,
+        "engine_step_cpu_ms": eng["cpu_ms"], "bare_step_cpu_ms": bare["cpu_ms"],
+        "engine_vs_bare_cpu": rnd(bare["cpu_ms"] / eng["cpu_ms"], 3) if eng["cpu_ms"] else None,
+    }
+    log(f"width {width}: engine step {eng['interval_ms']} ms (duration {eng['duration_ms']}, cpu {eng['cpu_ms']}), "
+        f"bare {bare['step_ms']} ms (cpu {bare['cpu_ms']}), engine_vs_bare {out['engine_vs_bare']} "
+        f"(cpu {out['engine_vs_bare_cpu']})")
+    return out
+
+
+def bench_steps(engine: Engine, model: Model, settings: EngineSettings, threads: int, widths: list[int],
+                new_tokens: int) -> dict:
+    """decode16's step figures: the engine's full-decode step against the bare loop at each width, and the engine
+    in its own process against the engine in a thread (at the widest width)."""
+    cpu = StepCpuClock(engine)
+    by_width = {str(w): engine_vs_bare(engine, model, settings, threads, w, new_tokens, 100, cpu) for w in widths}
+    top = by_width[str(widths[-1])]
+    pvt = process_vs_thread(engine, model, settings, widths[-1], new_tokens)
+    return {
+        "bare_step_ms": top["bare_step_ms"],
+        "engine_step_ms": top["engine_step_ms"],
+        "engine_vs_bare": top["engine_vs_bare"],
+        "target_engine_vs_bare": ENGINE_VS_BARE_TARGET,
+        "bare_step_cpu_ms": top["bare_step_cpu_ms"],
+        "engine_step_cpu_ms": top["engine_step_cpu_ms"],
+        "engine_vs_bare_cpu": top["engine_vs_bare_cpu"],
+        "step_widths": by_width,
+        "process_vs_thread": pvt["process_vs_thread"],
+        "target_process_vs_thread": PROCESS_VS_THREAD_TARGET,
+        "process_vs_thread_detail": pvt,
+    }
+
+
+# --- the engine in its own process against the engine in a thread ---------------------------------------------
+def start_engine(mode: str, model: Model, settings: EngineSettings):
+    """Start the engine in a thread ("thread") or in a child process ("process"); None where that is unavailable.
+
+    HOOK (branch engine-proc): the process mode uses `aiosh.kernel.engine_client.EngineProcess`, which another
+    branch is adding. Until it is merged this returns None and `process_vs_thread` is reported as null. The object
+    returned must offer submit(req) -> handle, steps() -> [StepRecord] and close(), plus clear_idle_caches.
+    """
+    if mode == "thread":
+        return Engine(model, settings).start()
+    try:
+        from aiosh.kernel.engine_client import EngineProcess, EngineSpec  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    spec = EngineSpec(model_path=str(model.path), n_gpu_layers=0, chat_template="",
+                      extra_buffers=model.extra_buffers, settings=settings, policy="fair", policy_params={},
+                      plugin_paths=[], boost_after_s=5.0)
+    proc = EngineProcess(spec, model.info)
+    proc.start(wait=120)
+    return proc
+
+
+def _clear(engine) -> None:
+    if isinstance(engine, Engine):
+        engine.call(engine.clear_idle_caches)
+    else:
+        engine.clear_idle_caches()
+
+
+def decode_step_ms(engine, model: Model, n: int, new_tokens: int, seed0: int) -> float | None:
+    """The full-decode step interval of n requests x new_tokens on any engine (thread or process)."""
+    msgs = [[user(USER_PROMPTS[(seed0 + i) % len(USER_PROMPTS)])] for i in range(n)]
+    _clear(engine)
+    engine.submit(GenRequest(prompt="Hello", max_tokens=4, sampling=sampling(1), ignore_eos=True)).wait(WAIT_S)
+    _clear(engine)
+    t0 = time.monotonic()
+    hs = [engine.submit(GenRequest(messages=m, max_tokens=new_tokens, sampling=sampling(seed0 + i), ignore_eos=True))
+          for i, m in enumerate(msgs)]
+    for i, h in enumerate(hs):
+        check_engine_result(h.wait(WAIT_S), new_tokens, f"process_vs_thread request {i}")
+    return full_decode_steps(engine.steps(), t0, n)["interval_ms"]
+
+
+def process_vs_thread(thread_engine: Engine, model: Model, settings: EngineSettings, n: int, new_tokens: int) -> dict:
+    """The same decode workload on the engine in a thread and in its own process (target ratio >= 1.0)."""
+    thread_ms = decode_step_ms(thread_engine, model, n, new_tokens, 300)
+    proc = start_engine("process", model, settings)
+    if proc is None:
+        log("process_vs_thread: no engine process on this branch (hook in start_engine)")
+        return {"thread_step_ms": thread_ms, "process_step_ms": None, "process_vs_thread": None,
+                "note": "engine process API (aiosh.kernel.engine_client.EngineProcess) not on this branch"}
+    try:
+        proc_ms = decode_step_ms(proc, model, n, new_tokens, 300)
+    finally:
+        proc.close()
+    ratio = rnd(thread_ms / proc_ms, 3) if thread_ms and proc_ms else None
+    log(f"process_vs_thread: thread {thread_ms} ms, process {proc_ms} ms, ratio {ratio}")
+    return {"thread_step_ms": thread_ms, "process_step_ms": proc_ms, "process_vs_thread": ratio}
 
 
 # --- agents8x4 ---------------------------------------------------------------------------------------------------
@@ -368,17 +549,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to validate the script (figures meaningless)")
     ap.add_argument("--threads", type=int, default=0, help="threads on both sides (default: os.cpu_count())")
-    ap.add_argument("--only", choices=["decode16", "agents8x4", "latency"], action="append",
-                    help="run only this section (repeatable)")
+    ap.add_argument("--only", choices=["decode16", "steps", "agents8x4", "latency"], action="append",
+                    help="run only this section (repeatable; 'steps' = decode16's engine-vs-bare part alone)")
+    ap.add_argument("--widths", type=int, nargs="+", help="sequences decoding together in the step figures "
+                    "(default 1 4 16; the last is the one compared in decode16.engine_vs_bare)")
+    ap.add_argument("--tokens", type=int, help="new tokens per request in decode16 and the step figures")
     args = ap.parse_args(argv)
     threads = args.threads or os.cpu_count() or 1
     if args.quick:
-        size = dict(n_decode=4, decode_tokens=16, agents=2, turns=2, turn_tokens=16, levels=[1, 4],
+        size = dict(n_decode=4, decode_tokens=16, widths=[1, 4], agents=2, turns=2, turn_tokens=16, levels=[1, 4],
                     rounds={1: 2, 4: 1}, latency_tokens=8, llama_c1=1)
     else:
-        size = dict(n_decode=16, decode_tokens=64, agents=8, turns=4, turn_tokens=32, levels=[1, 4, 16],
+        size = dict(n_decode=16, decode_tokens=64, widths=[1, 4, 16], agents=8, turns=4, turn_tokens=32, levels=[1, 4, 16],
                     rounds={1: 8, 4: 4, 16: 1}, latency_tokens=32, llama_c1=4)
     sections = args.only or ["decode16", "agents8x4", "latency"]
+    if args.widths:
+        size["widths"] = args.widths
+    if args.tokens:
+        size["decode_tokens"] = args.tokens
 
     log(f"loading the embedded model; threads={threads}")
     model = Model()
@@ -387,17 +575,27 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(model, settings).start()
     eog = eog_tokens(model)
     bias = {t: float("-inf") for t in eog}
-    llm = make_llama(model, threads)
     result: dict = {}
+    llm = None
     try:
-        # Warm-up both sides (first decode allocates buffers), then start cold.
+        # Warm-up (the first decode allocates buffers), then start cold.
         engine.submit(GenRequest(prompt="Hello", max_tokens=4, sampling=sampling(1), ignore_eos=True)).wait(WAIT_S)
         engine.call(engine.clear_idle_caches)
-        llm.create_completion(model.tokenize("Hello"), max_tokens=4, logit_bias=bias, **llama_sampling_kwargs(1))
-        llm.reset()
+        steps = None
+        if "decode16" in sections or "steps" in sections:
+            # Before any Llama is loaded into this process: a second context in the engine's process slows it
+            # (DESIGN.md), and the bare loop runs alone in its own process.
+            steps = bench_steps(engine, model, settings, threads, size["widths"], size["decode_tokens"])
+        if set(sections) & {"decode16", "agents8x4", "latency"}:
+            llm = make_llama(model, threads)
+            llm.create_completion(model.tokenize("Hello"), max_tokens=4, logit_bias=bias, **llama_sampling_kwargs(1))
+            llm.reset()
 
         if "decode16" in sections:
             result["decode16"] = bench_decode(engine, model, llm, bias, size["n_decode"], size["decode_tokens"])
+            result["decode16"].update(steps or {})
+        elif steps is not None:
+            result["decode16"] = steps
         if "agents8x4" in sections:
             llm_cached = make_llama(model, threads)
             llm_cached.create_completion(model.tokenize("Hello"), max_tokens=4, logit_bias=bias,
@@ -414,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                                               size["latency_tokens"], size["llama_c1"])
     finally:
         engine.close()
-        llm.close()
+        if llm is not None:
+            llm.close()
 
     result["setup"] = setup_info(
         model, threads, quick=args.quick, sections=sections,
@@ -425,7 +624,11 @@ def main(argv: list[str] | None = None) -> int:
         logit_bias_processor_ms_per_token=rnd(logit_bias_overhead_ms(model.n_vocab, bias), 3),
         note="timings are indicative when the machine is shared",
     )
-    result["targets_met"] = {k: result[k]["ratio"] >= v for k, v in TARGETS.items() if k in result}
+    result["targets_met"] = {k: result[k]["ratio"] >= v for k, v in TARGETS.items() if "ratio" in result.get(k, {})}
+    if steps is not None:
+        evb, pvt = steps.get("engine_vs_bare"), steps.get("process_vs_thread")
+        result["targets_met"]["decode16.engine_vs_bare"] = evb is not None and evb >= ENGINE_VS_BARE_TARGET
+        result["targets_met"]["decode16.process_vs_thread"] = None if pvt is None else pvt >= PROCESS_VS_THREAD_TARGET
     emit(result)
     return 0
 

@@ -180,6 +180,10 @@ class Engine:
         self._swap_cost_per_byte = 1e-9  # seconds, refined by measurement
         self._prefill_cost_per_token = 1e-3  # seconds, refined by measurement
         self.error: BaseException | None = None
+        # Per-token facts of the vocabulary, filled as tokens are first sampled (saves two ctypes calls and a
+        # buffer per token on the hot path).
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
         self._init_context()
 
     # --- set-up -----------------------------------------------------------------------------------------------
@@ -561,12 +565,17 @@ class Engine:
             act.result.t_first = now
         if act.seq.state != "decode":
             act.seq.state = "decode"
-        eog = self.model.is_eog(token)
+        eog = self._eog.get(token)
+        if eog is None:
+            eog = self._eog[token] = self.model.is_eog(token)
         if eog and not act.req.ignore_eos:
             act.out.append(act.stream.finish())
             self._mark_done(act, "eos")
             return
-        act.out.append(act.stream.feed(self.model.piece(token)))
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self.model.piece(token)
+        act.out.append(act.stream.feed(piece))
         if act.stream.stopped:
             self._mark_done(act, "stop")
             return
@@ -874,14 +883,17 @@ class Engine:
                     switches=a.seq.switches, boosted=a.seq.boosted, service=a.seq.service,
                 )
             )
-        active_cells: set[int] = set()
-        for s in self.slots:
-            if s.active is not None:
-                active_cells.update(s.cells)
         used = len(self._cell_refs)
+        cached_idle = 0
+        if any(s.active is None and s.cells for s in self.slots):  # else every cell in use is an active one's
+            active_cells: set[int] = set()
+            for s in self.slots:
+                if s.active is not None:
+                    active_cells.update(s.cells)
+            cached_idle = used - len(active_cells)
         t = self._totals
         self.stats = EngineStats(
-            kv_capacity=self.n_cells, kv_used=used, kv_cached_idle=used - len(active_cells),
+            kv_capacity=self.n_cells, kv_used=used, kv_cached_idle=cached_idle,
             kv_bytes_per_token=per_tok, swapped_bytes=swapped_total, steps=t["steps"], prompt_tokens=t["prompt"],
             generated_tokens=t["generated"], cached_tokens=t["cached"], preemptions=t["preemptions"],
             swaps_out=t["swaps_out"], swaps_in=t["swaps_in"], recomputes=t["recomputes"],

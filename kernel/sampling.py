@@ -53,10 +53,32 @@ def check_grammar(vocab, grammar: str) -> None:
     raise EngineError(f"invalid grammar: {why[0] if why and why[0] else 'llama.cpp could not parse it'}")
 
 
-class Sampler:
-    """Owns one sequence's sampler chain (and grammar sampler); must be freed on the engine thread."""
+def _penalty_prefilter(params: SamplingParams) -> int:
+    """How many top candidates to keep before the repeat penalty, so that it never scans the whole vocabulary.
 
-    def __init__(self, vocab, n_vocab: int, params: SamplingParams, grammar: str | None = None) -> None:
+    The penalty sampler looks up every candidate in its history (a hash lookup per token: about 0.35 ms a
+    sample over SmolLM2's 49152 tokens, more than all the rest of the chain). A penalty >= 1 only lowers the
+    logits of the at most `repeat_last_n` distinct tokens it has seen, so the `keep` best after the penalty are
+    always among the `keep + repeat_last_n` best before it: cutting to those first changes no result (up to
+    exact ties). `keep` is top_k when sampling, 1 for greedy. 0 = no safe cut (top_k off, a penalty < 1 that
+    raises logits, or a history as long as the context).
+    """
+    if params.repeat_penalty < 1.0 or params.repeat_last_n <= 0:
+        return 0
+    keep = 1 if params.temperature <= 0 else params.top_k
+    return keep + params.repeat_last_n if keep > 0 else 0
+
+
+class Sampler:
+    """Owns one sequence's sampler chain (and grammar sampler); must be freed on the engine thread.
+
+    The chain is penalties, then top-k, top-p, min-p, temperature and a seeded dist (or greedy), as llama.cpp's
+    common sampler orders them; with `prefilter` (the default) a wider top-k runs before the penalties, which
+    gives the same tokens at a fraction of the cost (see `_penalty_prefilter`).
+    """
+
+    def __init__(self, vocab, n_vocab: int, params: SamplingParams, grammar: str | None = None, *,
+                 prefilter: bool = True) -> None:
         self.n_vocab = n_vocab
         self.grammar = None
         if grammar:
@@ -67,6 +89,9 @@ class Sampler:
         self.chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
         add = lambda s: ll.llama_sampler_chain_add(self.chain, s)  # noqa: E731
         if params.repeat_penalty != 1.0:
+            cut = _penalty_prefilter(params) if prefilter else 0
+            if 0 < cut < n_vocab:
+                add(ll.llama_sampler_init_top_k(cut))
             add(ll.llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0, 0.0))
         if params.temperature <= 0:
             add(ll.llama_sampler_init_greedy())

@@ -14,24 +14,36 @@ class TextStream:
     """Incremental detokeniser with stop strings; `feed` returns the text that may be shown now."""
 
     def __init__(self, stop: list[str] | tuple[str, ...] = ()) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         self._stop = [s for s in stop if s]
         self._held = ""
-        self.text = ""  # everything released so far
+        self._parts: list[str] = []  # everything released so far (joined on demand: no quadratic appends)
         self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """Everything released so far."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
 
     def feed(self, piece: bytes) -> str:
         """Add one token's bytes; return newly releasable text ('' while held back or after a stop)."""
         if self.stopped:
             return ""
-        self._held += self._decoder.decode(piece)
+        if not self._stop:  # nothing to hold back but the tail of a UTF-8 character, which the decoder keeps
+            out = self._decode(piece)
+            if out:
+                self._parts.append(out)
+            return out
+        self._held += self._decode(piece)
         return self._release(final=False)
 
     def finish(self) -> str:
         """The sequence ended: flush whatever is held (a partial stop prefix is real text then)."""
         if self.stopped:
             return ""
-        self._held += self._decoder.decode(b"", final=True)
+        self._held += self._decode(b"", final=True)
         return self._release(final=True)
 
     def _release(self, final: bool) -> str:
@@ -44,11 +56,12 @@ class TextStream:
         if cut >= 0:
             self.stopped = True
             out, self._held = held[:cut], ""
-            self.text += out
+            self._parts.append(out)
             return out
         keep = 0 if final else self._longest_stop_prefix_suffix(held)
         out, self._held = held[: len(held) - keep], held[len(held) - keep :]
-        self.text += out
+        if out:
+            self._parts.append(out)
         return out
 
     def _longest_stop_prefix_suffix(self, text: str) -> int:

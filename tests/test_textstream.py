@@ -112,3 +112,20 @@ def test_property_any_byte_split_gives_text_up_to_first_stop(text: str, stop: st
     assert out == ts.text == (text[:i] if i >= 0 else text)
     assert ts.stopped == (i >= 0)
     assert all("\ufffd" not in c for c in chunks)
+
+
+@given(
+    data=st.binary(max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=12),
+)
+def test_property_no_stop_fast_path_is_the_whole_decode(data: bytes, cuts: list[int]):
+    """Without stop strings the stream only decodes: any split of any bytes (invalid ones too) gives exactly
+    what decoding the whole at once gives, and `text` read mid-stream is what was released so far."""
+    bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    ts = TextStream([])
+    released = ""
+    for a, b in zip(bounds, bounds[1:]):
+        released += ts.feed(data[a:b])
+        assert ts.text == released
+    released += ts.finish()
+    assert released == ts.text == data.decode("utf-8", errors="replace")
