@@ -290,7 +290,9 @@ async def test_keys_on_fake_kernel():
         await pilot.press("C")
         assert not table.reverse
         # the mouse: a header click sorts by that column, a row click moves the cursor to that agent
-        await pilot.click("#agents", offset=(48, 1))  # the %TOK header (after the border and PID … CLASS)
+        shown = app.table.shown_columns
+        x = 1 + sum((c.width or 0) + 2 for c in shown[: [c.key for c in shown].index("tok_pct")]) + 2
+        await pilot.click("#agents", offset=(x, 1))  # the %TOK header (after the border and the columns before)
         assert table.sort_key == "tok_pct" and table.reverse  # the same column again: reversed
         await pilot.click("#agents", offset=(20, 1 + 1 + table.shown_pids.index(3)))
         assert table.selected_pid == 3
@@ -584,7 +586,7 @@ async def test_the_agents_come_first_at_any_size(size, mode):
         assert app.layout_mode == mode
         assert visible_pids(app) == list(range(1, 12))  # all eleven agents on screen
         labels = [c.label for c in app.table.shown_columns]
-        assert labels[0] == "PID" and "CMD" in labels and "OUT" in labels and app.table.cmd_width >= 16
+        assert labels[0] == "PID" and "CMD" in labels and "OUT" in labels and app.table.cmd_width >= 22
         assert app.query_one("#panels").display == (mode == "full")
         assert app.summary.display == (mode != "full")
         assert app.timeline.display == (mode != "small")

@@ -86,7 +86,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 FIXED_WIDTH = sum(c.width or 0 for c in COLUMNS) + 2 * len(COLUMNS)  # DataTable pads each cell by 1 each side
-CMD_MIN = 16  # the command line keeps at least this many cells: columns are dropped before it shrinks below
+CMD_MIN = 22  # the command line keeps at least this many cells: columns are dropped before it shrinks below
 
 
 def fitting_columns(width: int) -> tuple[Column, ...]:
