@@ -65,6 +65,11 @@ def test_running_call_shows_live_tokens_and_the_process_is_their_sum(k):
     assert call.t_finished == 0 and call.tokens_in > 0 and call.tokens_out >= 20
     assert call.tokens_in == info.tokens_in and abs(call.tokens_out - info.tokens_out) <= 2
     assert call.t_queued <= call.t_started <= call.t_first
+    # the monitor's detail pane: its header line (the process) and its syscalls table (the call) agree
+    detail = Collector(k, rss_reader=lambda: 1).collect(detail_pid=pid).detail
+    (shown,) = [c for c in detail.syscalls if c.kind == "llm"]
+    assert shown.tokens_in == detail.info.tokens_in and abs(shown.tokens_out - detail.info.tokens_out) <= 2
+    assert shown.tokens_out >= 20
     k.signal(pid, S.SIGKILL)
     k.wait(pid, 10)
 

@@ -23,7 +23,7 @@ from aiosh.kernel.proc import Limits, ProcInfo
 from aiosh import observe
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.agent_detail import describe
-from aiosh.monitor.agents_table import arrange, cells
+from aiosh.monitor.agents_table import COLUMNS, arrange, cells
 from aiosh.monitor.backends_panel import fmt_ttft, pool_model, render_backends, title
 from aiosh.monitor.collector import AgentDetail, Collector, backend_row
 from aiosh.monitor.memory_panel import render_memory
@@ -118,13 +118,16 @@ def test_snapshot_without_backends_gives_none():
     assert "no backends reported" in render_backends(data.backends).plain
 
 
+KV = [c.key for c in COLUMNS].index("kv")
+
+
 def test_agents_table_kv_unknown_is_a_dim_question_mark_and_sorts_last():
     rows = Collector(RemoteFakeKernel(2), rss_reader=lambda: 1).collect().agents
     row5 = next(r for r in rows if r.pid == 5)
-    kv = cells(row5)[9]
+    kv = cells(row5)[KV]
     assert kv.plain == "?" and kv.style == "dim"
-    assert cells(next(r for r in rows if r.pid == 3))[9].plain == "1260 27.7M"
-    assert cells(next(r for r in rows if r.pid == 1))[9].plain == "0"
+    assert cells(next(r for r in rows if r.pid == 3))[KV].plain == "1260 27.7M"
+    assert cells(next(r for r in rows if r.pid == 1))[KV].plain == "0"
     largest_first = [r.pid for r, _ in arrange(rows, "kv", reverse=True)]
     assert largest_first[:3] == [3, 4, 11] and set(largest_first[-3:]) == {5, 7, 10}
     smallest_first = [r.pid for r, _ in arrange(rows, "kv")]
