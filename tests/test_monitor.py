@@ -605,6 +605,24 @@ async def test_the_agents_come_first_at_any_size(size, mode):
 
 
 @sync
+async def test_resizing_changes_the_layout_and_keeps_the_selection():
+    app, fake = fixed_app(3)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot, fake)
+        app.table.move_cursor(row=app.table.get_row_index("9"))
+        assert app.layout_mode == "full" and len(app.table.shown_columns) == len(COLUMNS)
+        await pilot.resize_terminal(80, 24)
+        await until_true(pilot, lambda: app.layout_mode == "small")
+        await until_true(pilot, lambda: "CLASS" not in [c.label for c in app.table.shown_columns])
+        assert app.table.selected_pid == 9 and visible_pids(app) == list(range(1, 12))
+        assert app.summary._last.plain.startswith("Sched")  # drawn at once, not at the next refresh
+        await pilot.resize_terminal(160, 50)
+        await until_true(pilot, lambda: app.layout_mode == "full")
+        await until_true(pilot, lambda: len(app.table.shown_columns) == len(COLUMNS))
+        assert app.table.selected_pid == 9
+
+
+@sync
 async def test_htop_function_keys():
     app, fake = fixed_app(3)
     async with app.run_test(size=(100, 30)) as pilot:

@@ -168,7 +168,8 @@ class MonitorApp(App[None]):
         self.query_one("#panels").display = full
         self.backends_panel.display = full
         self.summary.display = not full
-        self.summary.set_timeline(mode == "small")
+        self.summary.with_timeline = mode == "small"
+        self.summary.show(self.data)
         self.timeline.display = mode != "small"
         self.timeline.set_max_strips(MAX_STRIPS if full else SHORT_STRIPS)
         if self.log_panel is not None:

@@ -146,16 +146,13 @@ class Summary(Widget):
 
     def show(self, data: MonitorData | None) -> None:
         self.data = data
+        if not self.display:  # the full panels are on screen: nothing to draw here (the app calls again)
+            return
         text = render_summary(self.data, self.content_region.width or 80, self.with_timeline)
         if text != self._last:
             layout = text.plain.count("\n") != self._last.plain.count("\n")
             self._last = text
             self.refresh(layout=layout)
-
-    def set_timeline(self, on: bool) -> None:
-        if on != self.with_timeline:
-            self.with_timeline = on
-            self.show(self.data)
 
     def render(self) -> Text:
         return self._last
