@@ -680,13 +680,13 @@ class Kernel:
         units = rec.n_tokens or 1
         share = rec.duration / units
         for owner, rid in rec.decoded:
-            self._charge(owner, rid, 0, 0, share, rec)
+            self._charge(owner, rid, 0, 0, share)
         for owner, rid in rec.sampled:
-            self._charge(owner, rid, 0, 1, 0.0, rec)
+            self._charge(owner, rid, 0, 1, 0.0)
         for owner, rid, n in rec.prefilled:
-            self._charge(owner, rid, n, 0, share * n, rec)
+            self._charge(owner, rid, n, 0, share * n)
 
-    def _charge(self, owner: int, rid: int, tin: int, tout: int, secs: float, rec: StepRecord) -> None:
+    def _charge(self, owner: int, rid: int, tin: int, tout: int, secs: float) -> None:
         p = self._procs.get(owner)
         if p is None:
             return
