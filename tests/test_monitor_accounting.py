@@ -132,3 +132,19 @@ def test_context_switches_are_kept_after_the_call(tmp_path_factory):
             5, "stored switches")
     finally:
         kern.shutdown()
+
+
+def test_a_stopped_agent_is_only_under_stopped_and_the_header_counts_the_queues(k):
+    pid = k.spawn("talker", ["400"], stdout=Pipe())
+    until(lambda: k.proc(pid).tokens_out >= 5, what="decoding")
+    k.signal(pid, S.SIGSTOP)
+    until(lambda: k.state(pid) == "T", 10, "T")
+    c = Collector(k, rss_reader=lambda: 1)
+    for data in (c.collect(), c.collect()):
+        q = {x.key: x.pids for x in data.scheduler.queues}
+        assert q["stopped"] == (pid,)
+        assert [key for key, pids in q.items() if pid in pids] == ["stopped"]  # not also under decoding
+        assert data.header.n_running == len(q["decode"]) + len(q["prefill"]) + len(q["work"])
+        assert data.header.n_stopped == 1
+    k.signal(pid, S.SIGKILL)
+    assert k.wait(pid, 10) == (pid, 137)
