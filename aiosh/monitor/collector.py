@@ -100,7 +100,6 @@ class TimelineView:
     pids: tuple[int, ...]  # the strips, in pid order: every agent that got tokens in these steps
     labels: tuple[tuple[int, str], ...]  # pid → short label (agent name)
     states: tuple[tuple[int, str], ...]  # pid → its state now (R S T Z, '-' once collected)
-    statuses: tuple[tuple[int, int], ...] = ()  # pid → exit status, for those that have exited (when known)
 
 
 @dataclass(frozen=True)
@@ -255,7 +254,6 @@ class Collector:
     _samples: deque[_Sample] = field(default_factory=lambda: deque(maxlen=4096))
     _count: int = 0
     _names: dict[int, str] = field(default_factory=dict)  # pid → agent name, kept after collection
-    _statuses: dict[int, int] = field(default_factory=dict)  # pid → exit status, kept after collection
 
     def collect(self, detail_pid: int | None = None) -> MonitorData:
         snap = self.kernel.snapshot(self.steps)
@@ -386,20 +384,15 @@ class Collector:
         procs = {p.pid: p for p in snap.procs}
         for p in snap.procs:  # remembered, so a strip keeps its name after its agent has been collected
             self._names[p.pid] = p.agent
-            if p.status is not None:
-                self._statuses[p.pid] = p.status
         while len(self._names) > 4096:
             self._names.pop(next(iter(self._names)))
-        while len(self._statuses) > 4096:
-            self._statuses.pop(next(iter(self._statuses)))
         seen = {pid for s in steps for pid in (s.decoded | s.prefilled)}
         # Live agents first (in pid order), then those that have exited: a strip of a live agent is never the one
         # hidden when there are more strips than room.
         pids = sorted(seen, key=lambda pid: (pid not in procs or procs[pid].state == "Z", pid))
         labels = tuple((pid, self._names.get(pid, f"pid {pid}")) for pid in pids)
         states = tuple((pid, procs[pid].state if pid in procs else "-") for pid in pids)
-        statuses = tuple((pid, self._statuses[pid]) for pid in pids if pid in self._statuses)
-        return TimelineView(steps=steps, pids=tuple(pids), labels=labels, states=states, statuses=statuses)
+        return TimelineView(steps=steps, pids=tuple(pids), labels=labels, states=states)
 
     def _memory(self, snap: KernelSnapshot) -> MemoryView:
         e = snap.engine
