@@ -23,9 +23,11 @@ COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
     "pri": ("PRI", lambda p: p.pri, ">"),
     "class": ("CLASS", lambda p: p.sched_class, "<"),
     "wchan": ("WCHAN", lambda p: p.wchan or "-", "<"),
-    "tokens": ("TOKENS", lambda p: p.tokens_in + p.tokens_out, ">"),
-    "tin": ("TIN", lambda p: p.tokens_in, ">"),
-    "tout": ("TOUT", lambda p: p.tokens_out, ">"),
+    # Tokens are two facts, named the same in ps, top and logs: IN (prompt tokens evaluated; a reused prefix
+    # costs nothing and is not counted) and OUT (tokens generated). `tokens` is their sum, headed IN+OUT.
+    "in": ("IN", lambda p: p.tokens_in, ">"),
+    "out": ("OUT", lambda p: p.tokens_out, ">"),
+    "tokens": ("IN+OUT", lambda p: p.tokens_in + p.tokens_out, ">"),
     "kv": ("KV", lambda p: UNKNOWN if p.kv_tokens is None else p.kv_tokens, ">"),
     "kvmb": ("KVMIB", lambda p: UNKNOWN if p.kv_bytes is None else f"{p.kv_bytes / 2**20:.1f}", ">"),
     "swap": ("SWAP", lambda p: _bytes(p.swapped_bytes), ">"),
@@ -37,12 +39,14 @@ COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
     "backend": ("BACKEND", lambda p: p.backend, "<"),
     "cmd": ("CMD", lambda p: p.cmd, "<"),
 }
-DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "tokens", "kv", "time", "elapsed", "cmd"]
-REMOTE_DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "tokens", "kv", "time", "elapsed", "backend", "cmd"]
+DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time", "elapsed", "cmd"]
+REMOTE_DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time", "elapsed", "backend", "cmd"]
+ALIASES = {"tin": "in", "tout": "out"}  # the names these columns had before
 # A key of None is unknown (KV of an agent on a remote backend): such rows sort last in either direction.
 SORT_KEYS: dict[str, Callable[[ProcInfo], object]] = {
     "pid": lambda p: p.pid, "ppid": lambda p: p.ppid, "ni": lambda p: p.nice, "pri": lambda p: p.pri,
-    "tokens": lambda p: p.tokens_in + p.tokens_out, "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
+    "tokens": lambda p: p.tokens_in + p.tokens_out, "in": lambda p: p.tokens_in, "out": lambda p: p.tokens_out,
+    "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
     "elapsed": lambda p: p.elapsed, "stat": lambda p: p.state, "cmd": lambda p: p.cmd, "swap": lambda p: p.swapped_bytes,
     "backend": lambda p: p.backend,
 }
@@ -109,7 +113,7 @@ def ps(kernel, argv: list[str]) -> str:
                 raise UsageError(f"{a}: missing argument")
             val = args.pop(0)
             if a == "-o":
-                cols = [c.strip().lower() for c in val.split(",") if c.strip()]
+                cols = [ALIASES.get(c, c) for c in (c.strip().lower() for c in val.split(",")) if c]
                 bad = [c for c in cols if c not in COLUMNS]
                 if bad:
                     raise UsageError(f"-o: unknown column '{bad[0]}' (known: {', '.join(COLUMNS)})")

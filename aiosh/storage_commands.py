@@ -210,6 +210,7 @@ def logs(kernel: Any, args: list[str]) -> str:
         live = _live_info(kernel, r, pid)
         tin = live.tokens_in if live else p["tokens_in"]
         tout = live.tokens_out if live else p["tokens_out"]
+        switches = live.switches if live else p["switches"]
         state = live.state if live else p["state"]
         ended = live.ended if live else p["ended"]
         status = _status({**p, "status": live.status if live else p["status"]}, storage.run)
@@ -217,7 +218,7 @@ def logs(kernel: Any, args: list[str]) -> str:
         out.append(f"{r}:{pid}  {_cmd(p)}")
         out.append(f"  state {state}  status {status}  ppid {p['ppid']}  nice {p['nice']}  class {p['class']}")
         out.append(f"  started {_when(p['started'] or p['created'])}  ended {_when(ended)}  elapsed {_dur(elapsed)}")
-        out.append(f"  tokens {tin} in / {tout} out  decode {p['decode_s'] or 0:.2f}s  switches {p['switches']}  "
+        out.append(f"  tokens {tin} in / {tout} out  decode {p['decode_s'] or 0:.2f}s  switches {switches}  "
                    f"syscalls {p['syscalls']}")
     if want_msgs:
         out.append("")
@@ -297,13 +298,13 @@ def last(kernel: Any, args: list[str]) -> str:
                          (*params, n))
     if not rows:
         return ""
-    table = [["RUN:PID", "STATUS", "STARTED", "ENDED", "ELAPSED", "TOKENS", "CMD"]]
+    table = [["RUN:PID", "STATUS", "STARTED", "ENDED", "ELAPSED", "IN", "OUT", "CMD"]]
     for r in rows:
         end = r["ended"] or None
         table.append([f"{r['run']}:{r['pid']}", _status(r, storage.run), _when(r["started"] or r["created"]),
                       _when(end, date=False), _dur(end - r["created"]) if end else "-",
-                      f"{r['tokens_in'] or 0}/{r['tokens_out'] or 0}", _one_line(_cmd(r), 60)])
-    return _table(table, {4})
+                      str(r["tokens_in"] or 0), str(r["tokens_out"] or 0), _one_line(_cmd(r), 60)])
+    return _table(table, {4, 5, 6})
 
 
 @_command("history")

@@ -353,6 +353,7 @@ class AgentContext:
         turn = await kernel.context.prepare(self, req, o)
         rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
         handle = kernel.backends.submit(req, proc.backend)
+        kernel.track_call(proc, rec, handle)  # tokens and start time charged to rec step by step
         proc.current_llm = handle
         got: list[str] = []
         async with self._blocking("llm"):
@@ -374,7 +375,8 @@ class AgentContext:
         rec.t_started = (result.t_admit or result.t_end) + wall
         rec.t_first = (result.t_first + wall) if result.t_first else 0.0
         rec.t_queued = result.t_submit + wall
-        rec.tokens_in, rec.tokens_out = result.prompt_tokens, result.completion_tokens
+        # rec.tokens_in/out were charged step by step (prompt tokens evaluated, tokens generated): the same
+        # counts the process and every reader of it have.
         self._finish(rec, "ok" if not result.error else f"error: {result.error}", result.t_end + wall)
         kernel.context.finish(self, turn, result.text, result, rec.outcome)
         if result.finish_reason == "kv_limit":

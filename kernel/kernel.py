@@ -28,7 +28,7 @@ from .memory import MemoryManager
 from .model import Model, ModelInfo
 from .plugins import AgentRegistry
 from .proc import Limits, Process, ProcInfo, SyscallRecord
-from .requests import GenRequest, SchedInfo
+from .requests import GenRequest, GenResult, RequestHandle, SchedInfo
 from .routing import Backends, RemotePool, make_pools, probe_pools
 from .scheduler import Policy, load_policy
 from .storage import Storage, open_storage
@@ -128,7 +128,11 @@ class Kernel:
         self._pids = itertools.count(1)
         self._last_pid = 0
         self._listeners: list[Listener] = []
-        self._owner_acc: dict[int, list[float]] = {}  # pid -> [tokens_in, tokens_out, decode_s]
+        # The LLM call in flight per request id: each step's tokens go to its record and to its Process (the one
+        # place every reader, ps, top, logs and storage, takes them from); `_early` holds a step that came before
+        # the call was tracked.
+        self._calls: dict[int, SyscallRecord] = {}
+        self._early: dict[int, list[float]] = {}
         self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}  # what `time` asks after collection
         self.watchdog_events: list[str] = []
         self.loop = asyncio.new_event_loop()
@@ -218,7 +222,6 @@ class Kernel:
             self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
                               deny=opts.get("deny"), yes=bool(opts.get("yes")), parent=ppid)
             self._procs[pid] = proc
-            self._owner_acc[pid] = [0, 0, 0.0]
         out = stdout or Pipe(f"{agent}[{pid}] stdout")
         err = stderr or Pipe(f"{agent}[{pid}] stderr")
         ctx = AgentContext(self, proc, stdin, out, err, cwd, env or {}, options or {})
@@ -300,9 +303,6 @@ class Kernel:
             proc.ended = time.time()
             proc.state = "Z"
             proc.sched.stopped = False
-            acc = self._owner_acc.get(proc.pid)
-            if acc:
-                proc.tokens_in, proc.tokens_out, proc.decode_s = int(acc[0]), int(acc[1]), acc[2]
             orphans_to_kill = []
             for child in self._procs.values():
                 if child.ppid == proc.pid:
@@ -338,9 +338,8 @@ class Kernel:
 
     def _reap(self, pid: int) -> Process | None:
         proc = self._procs.pop(pid, None)
-        acc = self._owner_acc.pop(pid, None)
-        if acc is not None:
-            self._usage_of_reaped[pid] = (int(acc[0]), int(acc[1]), float(acc[2]))
+        if proc is not None:
+            self._usage_of_reaped[pid] = (proc.tokens_in, proc.tokens_out, proc.decode_s)
             while len(self._usage_of_reaped) > 4096:
                 self._usage_of_reaped.pop(next(iter(self._usage_of_reaped)))
         return proc
@@ -351,8 +350,8 @@ class Kernel:
         dec = 0.0
         with self._lock:
             for pid in pids:
-                acc = self._owner_acc.get(pid)
-                got = (acc[0], acc[1], acc[2]) if acc is not None else self._usage_of_reaped.get(pid)
+                p = self._procs.get(pid)
+                got = (p.tokens_in, p.tokens_out, p.decode_s) if p is not None else self._usage_of_reaped.get(pid)
                 if got:
                     tin, tout, dec = tin + int(got[0]), tout + int(got[1]), dec + float(got[2])
         return tin, tout, dec
@@ -668,20 +667,21 @@ class Kernel:
         return "R" if p.activity in ("run", "tool") else "S"
 
     def _info(self, p: Process, seqs: tuple[SeqStats, ...]) -> ProcInfo:
-        acc = self._owner_acc.get(p.pid) or [p.tokens_in, p.tokens_out, p.decode_s]
         mine = [s for s in seqs if s.owner == p.pid]
         remote = self.backends.resolve(p.backend).kind != LOCAL  # its KV is the server's: unknown here
         kv: int | None = None if remote else sum(s.kv_tokens for s in mine)
         swapped = sum(s.swapped_bytes for s in mine)
-        live_switches = sum(s.switches for s in mine)
+        # Switches of calls still in flight; a finished call's are in p.switches (added when it ended), so a
+        # sequence still in a stale engine picture after its call ended is not counted twice.
+        live_switches = sum(s.switches for s in mine if s.rid in self._calls)
         boosted = any(s.boosted for s in mine)
         state = self._state_of(p, seqs)
         wchan = "" if state in ("R", "Z", "T") else ("slot" if p.activity == "llm" else p.wchan)
         return ProcInfo(
             pid=p.pid, ppid=p.ppid, pgid=p.pgid, agent=p.agent, argv=tuple(p.argv), state=state, wchan=wchan,
             nice=p.sched.nice, sched_class=p.sched.sched_class, pri=20 + p.sched.nice - (10 if boosted else 0),
-            boosted=boosted, created=p.created, started=p.started, ended=p.ended, decode_s=float(acc[2]),
-            tokens_in=int(acc[0]), tokens_out=int(acc[1]), kv_tokens=kv,
+            boosted=boosted, created=p.created, started=p.started, ended=p.ended, decode_s=p.decode_s,
+            tokens_in=p.tokens_in, tokens_out=p.tokens_out, kv_tokens=kv,
             kv_bytes=None if kv is None else kv * self.model.info.kv_bytes_per_token,
             swapped_bytes=swapped, switches=p.switches + live_switches, syscalls=p.syscall_count,
             status=p.status, limits=p.limits, recent_output=p.recent_output(),
@@ -694,22 +694,57 @@ class Kernel:
             self._account(rec)
 
     def _account(self, rec: StepRecord) -> None:
+        """Charge one step to its processes and to their calls' records: a token counted once, read everywhere."""
         units = rec.n_tokens or 1
         share = rec.duration / units
-        acc = self._owner_acc
-        for owner, _rid in rec.decoded:
-            a = acc.get(owner)
-            if a is not None:
-                a[2] += share
-        for owner, _rid in rec.sampled:
-            a = acc.get(owner)
-            if a is not None:
-                a[1] += 1
-        for owner, _rid, n in rec.prefilled:
-            a = acc.get(owner)
-            if a is not None:
-                a[0] += n
-                a[2] += share * n
+        for owner, rid in rec.decoded:
+            self._charge(owner, rid, 0, 0, share)
+        for owner, rid in rec.sampled:
+            self._charge(owner, rid, 0, 1, 0.0)
+        for owner, rid, n in rec.prefilled:
+            self._charge(owner, rid, n, 0, share * n)
+
+    def _charge(self, owner: int, rid: int, tin: int, tout: int, secs: float) -> None:
+        p = self._procs.get(owner)
+        if p is None:
+            return
+        p.tokens_in += tin
+        p.tokens_out += tout
+        p.decode_s += secs
+        call = self._calls.get(rid)
+        if call is None:  # the step came before the agent tracked its call: kept until it does
+            early = self._early.setdefault(rid, [0, 0, 0.0])
+            early[0], early[1] = early[0] + tin, early[1] + tout
+            early[2] = early[2] or time.time()
+            while len(self._early) > 256:
+                self._early.pop(next(iter(self._early)))
+            return
+        call.tokens_in += tin
+        call.tokens_out += tout
+        if not call.t_started:
+            call.t_started = time.time()  # admitted: its first step
+        if tout and not call.t_first:
+            call.t_first = time.time()
+
+    def track_call(self, proc: Process, rec: SyscallRecord, handle: RequestHandle) -> None:
+        """An LLM call in flight: its steps are charged to `rec` live (so a running or cancelled call shows what
+        was done), and when it ends its context switches move into the process's own count."""
+        with self._acc_lock:
+            self._calls[handle.id] = rec
+            early = self._early.pop(handle.id, None)
+            if early is not None:
+                rec.tokens_in += int(early[0])
+                rec.tokens_out += int(early[1])
+                rec.t_started = rec.t_started or early[2]
+
+        def ended(result: GenResult) -> None:
+            with self._acc_lock:
+                self._calls.pop(handle.id, None)
+                proc.switches += result.preemptions
+                if rec.t_finished:  # cancelled: the record was saved at the cancel; now with its last step too
+                    self.storage.save_syscall(rec)
+
+        handle.add_done_callback(ended)
 
     def _tokens_left(self, proc: Process) -> int | None:
         if not proc.limits.max_tokens:

@@ -21,7 +21,7 @@ from aiosh.kernel.model import ModelInfo
 from aiosh.kernel.proc import Limits, ProcInfo, SyscallRecord
 
 from aiosh.monitor import MonitorApp
-from aiosh.monitor.agents_table import arrange
+from aiosh.monitor.agents_table import COLUMNS, arrange
 from aiosh.monitor.collector import Collector
 
 pytestmark = pytest.mark.timeout(60)
@@ -232,8 +232,13 @@ def test_collector_rates_shares_and_queues():
     assert second.agent(7).stat == "SN" and second.agent(10).state == "Z"
     q = {x.key: x.pids for x in second.scheduler.queues}
     assert q["decode"] == (3, 4, 5) and q["prefill"] == (11,) and q["ready"] == (7,)
-    assert q["swapped"] == (6,) and q["stopped"] == (6,) and q["child"] == (1, 2) and q["tool"] == (9,)
-    assert q["timer"] == (8,) and q["zombie"] == (10,)
+    # 6 is stopped with its KV swapped out: listed under "stopped" only
+    assert q["swapped"] == () and q["stopped"] == (6,) and q["child"] == (1, 2) and q["tool"] == (9,)
+    assert q["timer"] == (8,) and q["zombie"] == (10,) and q["work"] == ()
+    listed = [pid for x in second.scheduler.queues for pid in x.pids]
+    assert len(listed) == len(set(listed)) == 11  # every agent in exactly one queue
+    assert second.header.n_running == len(q["decode"]) + len(q["prefill"]) + len(q["work"]) == 4
+    assert second.header.n_stopped == len(q["stopped"]) == 1
     assert second.timeline.pids == (3, 4, 5, 6, 7, 11)
     assert second.memory.agents[0].pid == 3 and second.memory.short_term is None
     third = c.collect()
@@ -285,7 +290,9 @@ async def test_keys_on_fake_kernel():
         await pilot.press("C")
         assert not table.reverse
         # the mouse: a header click sorts by that column, a row click moves the cursor to that agent
-        await pilot.click("#agents", offset=(48, 1))  # the %TOK header (after the border and PID … CLASS)
+        shown = app.table.shown_columns
+        x = 1 + sum((c.width or 0) + 2 for c in shown[: [c.key for c in shown].index("tok_pct")]) + 2
+        await pilot.click("#agents", offset=(x, 1))  # the %TOK header (after the border and the columns before)
         assert table.sort_key == "tok_pct" and table.reverse  # the same column again: reversed
         await pilot.click("#agents", offset=(20, 1 + 1 + table.shown_pids.index(3)))
         assert table.selected_pid == 3
@@ -555,3 +562,154 @@ async def test_docs_screenshot(tmp_path):
 def test_fake_snapshot_is_deterministic():
     assert fake_snapshot(3) == fake_snapshot(3)
     assert replace(fake_snapshot(3), t=0) != replace(fake_snapshot(4), t=0)
+
+
+# --- small terminals, htop's keys, the selection, the timeline (issue 15) ----------------------------------------
+
+LAYOUTS = [((80, 24), "small"), ((100, 30), "medium"), ((160, 50), "full")]
+
+
+def visible_pids(app: MonitorApp) -> list[int]:
+    """Pids on the table's rows as drawn on screen now (not scrolled out of view)."""
+    table = app.table
+    lines = [table.render_line(y).text for y in range(table.size.height)]
+    return [int(w[0]) for w in (line.split() for line in lines[1:]) if w and w[0].isdigit()]
+
+
+@pytest.mark.parametrize(("size", "mode"), LAYOUTS)
+@sync
+async def test_the_agents_come_first_at_any_size(size, mode):
+    """htop's rule: every size shows the agents with their command lines; k acts on a row the user sees."""
+    app, fake = fixed_app(3)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, fake)
+        assert app.layout_mode == mode
+        assert visible_pids(app) == list(range(1, 12))  # all eleven agents on screen
+        labels = [c.label for c in app.table.shown_columns]
+        assert labels[0] == "PID" and "CMD" in labels and "OUT" in labels and app.table.cmd_width >= 22
+        assert app.query_one("#panels").display == (mode == "full")
+        assert app.summary.display == (mode != "full")
+        assert app.timeline.display == (mode != "small")
+        if mode != "full":  # the collapsed panels: one line each
+            text = app.summary._last.plain.splitlines()
+            assert [line.split()[0] for line in text] == ["Sched", "Mem", "Tput", "Back"] + (
+                ["Steps"] if mode == "small" else [])
+            assert "stop 6" in text[0] and "dec 3 4 5" in text[0]
+        header = app.header_bar._last.plain
+        assert "11 agents, 4 running, 1 stopped" in header[: size[0]]
+        await pilot.press("down", "down")
+        assert app.table.selected_pid == 3 and 3 in visible_pids(app)
+        await pilot.press("k")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SignalModal" and app.screen.pid == 3
+
+
+@sync
+async def test_resizing_changes_the_layout_and_keeps_the_selection():
+    app, fake = fixed_app(3)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await settle(pilot, fake)
+        app.table.move_cursor(row=app.table.get_row_index("9"))
+        assert app.layout_mode == "full" and len(app.table.shown_columns) == len(COLUMNS)
+        await pilot.resize_terminal(80, 24)
+        await until_true(pilot, lambda: app.layout_mode == "small")
+        await until_true(pilot, lambda: "CLASS" not in [c.label for c in app.table.shown_columns])
+        assert app.table.selected_pid == 9 and visible_pids(app) == list(range(1, 12))
+        assert app.summary._last.plain.startswith("Sched")  # drawn at once, not at the next refresh
+        await pilot.resize_terminal(160, 50)
+        await until_true(pilot, lambda: app.layout_mode == "full")
+        await until_true(pilot, lambda: len(app.table.shown_columns) == len(COLUMNS))
+        assert app.table.selected_pid == 9
+
+
+@sync
+async def test_htop_function_keys():
+    app, fake = fixed_app(3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot, fake)
+        table = app.table
+        table.move_cursor(row=table.get_row_index("7"))  # nice 10
+        await pilot.press("f9")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SignalModal" and app.screen.pid == 7
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("f7")
+        assert fake.niced[-1] == (7, 9)  # Nice -: one step higher priority
+        await pilot.press("f8")
+        assert fake.niced[-1] == (7, 11)
+        await pilot.press("f6")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SortModal"
+        from textual.widgets import OptionList
+
+        options = app.screen.query_one(OptionList)
+        assert options.highlighted == 0  # PID, the sort in force
+        options.highlighted = [c.key for c in COLUMNS].index("out")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert table.sort_key == "out" and table.reverse and table.selected_pid == 7
+        await pilot.press("f5")
+        assert table.tree_view
+        await pilot.press("f4")
+        await pilot.pause()
+        assert app.filter_bar.has_class("-active")
+        await pilot.press("escape")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("f10")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+@sync
+async def test_selection_follows_its_agent_and_then_a_neighbour():
+    fake = FakeKernel(2)
+    base = fake.snaps[-1]
+    five = next(p for p in base.procs if p.pid == 5)
+    exited = replace(five, state="Z", status=0, ended=base.t)
+    steps = [
+        replace(base, t=base.t + DT, procs=tuple(exited if p.pid == 5 else p for p in base.procs)),
+        replace(base, t=base.t + 2 * DT, procs=tuple(p for p in base.procs if p.pid != 5)),
+    ]
+    app = MonitorApp(fake, interval=0.02)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until_true(pilot, lambda: fake.i >= 2 and 5 in app.table.shown_pids)
+        app.table.move_cursor(row=app.table.get_row_index("5"))
+        fake.snaps.append(steps[0])
+        await until_true(pilot, lambda: any("5 (chat) has exited with status 0" in n for n in app.notices))
+        assert app.table.selected_pid == 5  # htop: the cursor stays on the pid while it is there
+        fake.snaps.append(steps[1])
+        await until_true(pilot, lambda: 5 not in app.table.shown_pids)
+        assert app.table.selected_pid == 6  # the next row
+        await until_true(pilot, lambda: "5 (chat) is gone: selection moved to 6 (chat)" in app.notices[-1])
+
+
+def test_timeline_keeps_names_and_puts_live_agents_first():
+    from aiosh.monitor.timeline import render_timeline
+
+    fake = FakeKernel(2)
+    last = fake.snaps[-1]
+    # 3 exits and is collected while its steps are still in the timeline's window
+    fake.snaps.append(replace(last, t=last.t + DT, procs=tuple(p for p in last.procs if p.pid != 3)))
+    c = Collector(fake, rss_reader=lambda: 1)
+    c.collect()
+    c.collect()
+    view = c.collect().timeline
+    assert view.pids == (4, 5, 6, 7, 11, 3)  # live first, then the one that has exited
+    assert dict(view.labels)[3] == "summarize" and dict(view.states)[3] == "-"
+    text = render_timeline(view, 120, max_strips=8).plain
+    assert "?" not in text and "    3 summarize x" in text
+    short = render_timeline(view, 120, max_strips=3).plain
+    strips = [line.split()[0] for line in short.splitlines()[1:]]
+    # in this window 6 got no tokens; of 4 5 7 11 and 3, three strips: the busiest live ones, never 3 first
+    assert strips == ["4", "5", "7"] and "+2 more (1 live, 1 exited)" in short
+
+
+@pytest.mark.parametrize(("size", "mode"), LAYOUTS)
+def test_snapshot_sizes(snap_compare, size, mode):
+    app, fake = fixed_app()
+    assert snap_compare(app, terminal_size=size, run_before=lambda pilot: settle(pilot, fake))

@@ -23,7 +23,7 @@ from aiosh.kernel.proc import Limits, ProcInfo
 from aiosh import observe
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.agent_detail import describe
-from aiosh.monitor.agents_table import arrange, cells
+from aiosh.monitor.agents_table import COLUMNS, arrange, cells
 from aiosh.monitor.backends_panel import fmt_ttft, pool_model, render_backends, title
 from aiosh.monitor.collector import AgentDetail, Collector, backend_row
 from aiosh.monitor.memory_panel import render_memory
@@ -118,13 +118,16 @@ def test_snapshot_without_backends_gives_none():
     assert "no backends reported" in render_backends(data.backends).plain
 
 
+KV = [c.key for c in COLUMNS].index("kv")
+
+
 def test_agents_table_kv_unknown_is_a_dim_question_mark_and_sorts_last():
     rows = Collector(RemoteFakeKernel(2), rss_reader=lambda: 1).collect().agents
     row5 = next(r for r in rows if r.pid == 5)
-    kv = cells(row5)[9]
+    kv = cells(row5)[KV]
     assert kv.plain == "?" and kv.style == "dim"
-    assert cells(next(r for r in rows if r.pid == 3))[9].plain == "1260 27.7M"
-    assert cells(next(r for r in rows if r.pid == 1))[9].plain == "0"
+    assert cells(next(r for r in rows if r.pid == 3))[KV].plain == "1260 27.7M"
+    assert cells(next(r for r in rows if r.pid == 1))[KV].plain == "0"
     largest_first = [r.pid for r, _ in arrange(rows, "kv", reverse=True)]
     assert largest_first[:3] == [3, 4, 11] and set(largest_first[-3:]) == {5, 7, 10}
     smallest_first = [r.pid for r, _ in arrange(rows, "kv")]
@@ -225,7 +228,8 @@ class ObserveKernel:
                               slots_busy=1, preemptions=3, swaps_out=1, swaps_in=1, recomputes=0),
             scheduler=SimpleNamespace(max_batch=8, token_budget=512))
         self.policy = SimpleNamespace(name="fair", describe=lambda: {"policy": "fair", "description": "fair share"})
-        self.model = SimpleNamespace(info=SimpleNamespace(size_bytes=96 * 2**20))
+        self.model = SimpleNamespace(info=SimpleNamespace(size_bytes=96 * 2**20),
+                                     extra_buffers=SimpleNamespace(describe=lambda: "off"))
 
     def ps(self) -> list[ProcInfo]:
         return list(self.procs)
@@ -279,14 +283,14 @@ def test_ps_backend_through_the_shell(tmp_path):
 
 def test_sched_lists_each_backend():
     local_only = observe.sched(ObserveKernel(PROCS), [])
-    assert "backends" not in local_only and local_only.count("\n") == 3
+    assert "backends" not in local_only and local_only.count("\n") == 4  # policy, slots, preemptions, buffers
     out = observe.sched(ObserveKernel(PROCS, BACKENDS), [])
     lines = out.splitlines()
-    assert lines[:3] == local_only.splitlines() and lines[3] == "backends:"
-    assert lines[4].split() == ["NAME", "POOL", "HEALTH", "QUEUE", "RUN", "TTFT", "TOK/S", "REQS", "ERRS", "ERROR"]
-    assert lines[5].split() == ["local", "local", "ok", "0", "1/4", "42ms", "31.5", "12", "0"]
-    assert lines[6].split() == ["gpu-a", "qwen2.5-7b", "ok", "3", "4/4", "318ms", "212.0", "57", "1"]
-    assert lines[7].split() == ["gpu-b", "qwen2.5-7b", "DOWN", "3", "0/4", "-", "0.0", "9", "5", "connection",
+    assert lines[:4] == local_only.splitlines() and lines[4] == "backends:"
+    assert lines[5].split() == ["NAME", "POOL", "HEALTH", "QUEUE", "RUN", "TTFT", "TOK/S", "REQS", "ERRS", "ERROR"]
+    assert lines[6].split() == ["local", "local", "ok", "0", "1/4", "42ms", "31.5", "12", "0"]
+    assert lines[7].split() == ["gpu-a", "qwen2.5-7b", "ok", "3", "4/4", "318ms", "212.0", "57", "1"]
+    assert lines[8].split() == ["gpu-b", "qwen2.5-7b", "DOWN", "3", "0/4", "-", "0.0", "9", "5", "connection",
                                 "refused"]
     healthy = observe.sched(ObserveKernel(PROCS, (LOCAL, GPU_A)), [])
     assert "ERROR" not in healthy  # no column for errors nobody has

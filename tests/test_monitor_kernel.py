@@ -133,7 +133,7 @@ async def test_sort_filter_and_a_chat_agent_on_the_timeline(k):
             # now the chat agent decodes: it shows on the timeline and its tokens grow
             stdin.close()
             await until(pilot, lambda: chat in app.data.timeline.pids, timeout=30, what="chat on the timeline")
-            await until(pilot, lambda: app.data.agent(chat).tokens > 0 or app.data.agent(chat).state == "Z",
+            await until(pilot, lambda: app.data.agent(chat).tokens_out > 0 or app.data.agent(chat).state == "Z",
                         timeout=30, what="chat's tokens")
             assert app.data.throughput.generated_tokens > 0 and app.data.memory.kv_capacity == 8192
     finally:

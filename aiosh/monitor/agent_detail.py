@@ -40,7 +40,7 @@ def describe(d: AgentDetail | None, pid: int) -> Text:
     t.append(getattr(p, "backend", "local") or "local", style="bold")
     kv = (f"KV {p.kv_tokens} ({fmt_bytes(p.kv_bytes or 0)})" if p.kv_tokens is not None
           else "KV ? (held by the server)")
-    t.append(f"\ntokens {p.tokens_in} prompt / {p.tokens_out} generated · {kv} · swapped {fmt_bytes(p.swapped_bytes)}"
+    t.append(f"\nIN {p.tokens_in} · OUT {p.tokens_out} (tokens, as in ps and logs) · {kv} · swapped {fmt_bytes(p.swapped_bytes)}"
              f" · time {fmt_time(p.decode_s)} · switches {p.switches} · syscalls {p.syscalls}", style="dim")
     lim = p.limits
     if lim.max_tokens or lim.max_time or lim.max_kv:

@@ -27,6 +27,7 @@ from textual.widgets import DataTable
 
 from aiosh.monitor.collector import AgentRow
 from aiosh.monitor.format import fmt_bytes, fmt_count, fmt_elapsed, fmt_rate, fmt_time
+from aiosh.monitor.messages import SelectedExited, SelectionMoved
 
 STATE_RANK = {"R": 0, "S": 1, "T": 2, "Z": 3}
 CLASS_RANK = {"interactive": 0, "normal": 1, "batch": 2, "idle": 3}
@@ -44,6 +45,7 @@ class Column:
     sort_value: Callable[[AgentRow], Any]
     desc_first: bool = False  # the first press sorts largest first (%TOK, KV, TIME …)
     help: str = ""
+    drop: int = 0  # on a narrow terminal columns go in this order (1 first); 0: always shown
 
 
 def _kv(row: AgentRow) -> str:
@@ -61,26 +63,41 @@ def _kv_sort(row: AgentRow) -> tuple[int, int]:
 
 COLUMNS: tuple[Column, ...] = (
     Column("pid", "PID", 5, "P", True, lambda r: r.pid, help="process id"),
-    Column("ppid", "PPID", 5, "U", True, lambda r: r.ppid, help="parent's pid (0 = the shell)"),
+    Column("ppid", "PPID", 5, "U", True, lambda r: r.ppid, help="parent's pid (0 = the shell)", drop=2),
     Column("stat", "STAT", 5, "S", False, lambda r: (STATE_RANK.get(r.state, 9), r.stat),
            help="state R S T Z; < high priority (nice < 0), N low (nice > 0)"),
     Column("ni", "NI", 3, "N", True, lambda r: r.nice, help="nice, -20 … 19"),
-    Column("pri", "PRI", 4, "I", True, lambda r: r.pri, help="priority: 20 + nice, -10 while boosted"),
+    Column("pri", "PRI", 4, "I", True, lambda r: r.pri, help="priority: 20 + nice, -10 while boosted", drop=4),
     Column("class", "CLASS", 11, "L", False, lambda r: (CLASS_RANK.get(r.sched_class, 9), r.sched_class),
-           help="scheduling class"),
+           help="scheduling class", drop=1),
     Column("tok_pct", "%TOK", 5, "C", True, lambda r: r.tok_pct, True,
            help="share of the tokens evaluated in the last interval (top's %CPU)"),
-    Column("tok_s", "TOK/S", 6, "R", True, lambda r: r.tok_s, True, help="generated tokens per second"),
-    Column("tokens", "TOKENS", 7, "O", True, lambda r: r.tokens, True, help="generated tokens, total"),
+    Column("tok_s", "TOK/S", 6, "R", True, lambda r: r.tok_s, True, help="generated tokens per second", drop=7),
+    Column("in", "IN", 6, "V", True, lambda r: r.tokens_in, True,
+           help="prompt tokens evaluated, total (IN in ps and logs too)", drop=8),
+    Column("out", "OUT", 6, "O", True, lambda r: r.tokens_out, True,
+           help="tokens generated, total (OUT in ps and logs too)"),
     Column("kv", "KV", 11, "M", True, _kv_sort, True,
-           help="KV cache held: tokens and bytes (? on a remote backend: the server holds it)"),
-    Column("swap", "SWAP", 6, "W", True, lambda r: r.swapped_bytes, True, help="KV swapped out to RAM"),
+           help="KV cache held: tokens and bytes (? on a remote backend: the server holds it)", drop=6),
+    Column("swap", "SWAP", 6, "W", True, lambda r: r.swapped_bytes, True, help="KV swapped out to RAM", drop=3),
     Column("time", "TIME", 8, "T", True, lambda r: r.decode_s, True, help="decode time charged to it"),
-    Column("elapsed", "ELAPSED", 8, "E", True, lambda r: r.elapsed, True, help="wall time since spawn"),
+    Column("elapsed", "ELAPSED", 8, "E", True, lambda r: r.elapsed, True, help="wall time since spawn", drop=5),
     Column("cmd", "CMD", None, "A", False, lambda r: r.cmd.lower(), help="agent and arguments"),
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 FIXED_WIDTH = sum(c.width or 0 for c in COLUMNS) + 2 * len(COLUMNS)  # DataTable pads each cell by 1 each side
+CMD_MIN = 22  # the command line keeps at least this many cells: columns are dropped before it shrinks below
+
+
+def fitting_columns(width: int) -> tuple[Column, ...]:
+    """The columns shown at this width (htop's rule: the list stays readable): the droppable ones go, least
+    useful first, until the rest and CMD_MIN cells of command line fit."""
+    shown = list(COLUMNS)
+    for col in sorted((c for c in COLUMNS if c.drop), key=lambda c: c.drop):
+        if sum((c.width or 0) + 2 for c in shown) + CMD_MIN <= width:
+            break
+        shown.remove(col)
+    return tuple(shown)
 
 
 def matches(row: AgentRow, text: str) -> bool:
@@ -147,7 +164,8 @@ def cells(row: AgentRow, prefix: str = "", cmd_width: int = CMD_MAX) -> tuple[Te
         Text(row.sched_class),
         num(f"{row.tok_pct:.1f}", "bold cyan" if row.tok_pct >= 0.05 else "dim"),
         num(fmt_rate(row.tok_s), "" if row.tok_s > 0 else "dim"),
-        num(fmt_count(row.tokens)),
+        num(fmt_count(row.tokens_in)),
+        num(fmt_count(row.tokens_out)),
         num(_kv(row), "" if row.kv_tokens else "dim"),  # 0 and ? (unknown) both dim
         num(fmt_bytes(row.swapped_bytes) if row.swapped_bytes else "0", "yellow" if row.swapped_bytes else "dim"),
         num(fmt_time(row.decode_s)),
@@ -160,7 +178,7 @@ class AgentsTable(DataTable):
     """The process list. `show(rows)` on each refresh; `set_sort`, `set_filter`, `toggle_tree` change the view."""
 
     BINDINGS = [
-        Binding("enter", "select_cursor", "Detail"),  # Enter opens the agent (RowSelected)
+        Binding("enter", "select_cursor", "Detail", show=False),  # Enter opens the agent (RowSelected)
         Binding("home", "scroll_top", "First", show=False),  # the first and last agent, as in top
         Binding("end", "scroll_bottom", "Last", show=False),
     ]
@@ -192,6 +210,8 @@ class AgentsTable(DataTable):
         self._strips: dict[int, tuple[tuple, Strip]] = {}  # pid → (cache key, strip)
         self._header: tuple[tuple, Strip] | None = None
         self._epoch = 0  # bumped when the columns are rebuilt
+        self.shown_columns: tuple[Column, ...] = COLUMNS  # those that fit the width (fitting_columns)
+        self._pick: tuple[int, ...] = tuple(range(len(COLUMNS)))  # their indexes in COLUMNS
 
     def on_mount(self) -> None:
         self._build_columns()
@@ -219,10 +239,14 @@ class AgentsTable(DataTable):
         self._render_rows(selected)
 
     def on_resize(self) -> None:
-        """CMD takes the width the other columns leave (no horizontal scrolling)."""
-        width = max(12, self.size.width - FIXED_WIDTH - 2)
-        if width != self.cmd_width:
+        """The columns that fit, and CMD takes the width they leave (no horizontal scrolling)."""
+        inner = self.size.width - 2  # room for the vertical scrollbar
+        shown = fitting_columns(inner)
+        width = max(12, inner - sum((c.width or 0) + 2 for c in shown))
+        if width != self.cmd_width or shown != self.shown_columns:
             self.cmd_width = width
+            self.shown_columns = shown
+            self._pick = tuple(COLUMNS.index(c) for c in shown)
             self._rebuild()
 
     def set_filter(self, text: str) -> None:
@@ -251,11 +275,37 @@ class AgentsTable(DataTable):
 
     # -- rendering -----------------------------------------------------------------------------------------------
     def show(self, rows: Sequence[AgentRow]) -> None:
+        """New rows. The selection stays on its pid (htop); when that agent exits the app is told, and when it
+        is gone from the table the selection moves to its neighbour (the next row, else the previous one) and
+        the app is told that too."""
+        before = {r.pid: r for r in self.agent_rows}
+        selected = self.selected_pid
         self.agent_rows = tuple(rows)
-        self._render_rows(self.selected_pid)
+        now = {r.pid: r for r in self.agent_rows}
+        target = selected
+        if selected is not None and selected not in now:
+            target = self._neighbour(selected, now)
+            old = before.get(selected)
+            self.post_message(SelectionMoved(selected, old.agent if old else "", target,
+                                             now[target].agent if target is not None else ""))
+        elif selected is not None and now[selected].state == "Z" and selected in before \
+                and before[selected].state != "Z":
+            self.post_message(SelectedExited(selected, now[selected].agent, now[selected].status))
+        self._render_rows(target)
+
+    def _neighbour(self, pid: int, now: dict[int, AgentRow]) -> int | None:
+        """The row shown after `pid` (else before it) that is still there."""
+        order = self._order
+        if pid not in order:
+            return None
+        i = order.index(pid)
+        for cand in (*order[i + 1:], *reversed(order[:i])):
+            if cand in now and matches(now[cand], self.filter_text):
+                return cand
+        return None
 
     def _build_columns(self) -> None:
-        for col in COLUMNS:
+        for col in self.shown_columns:
             label = col.label
             if col.key == self.sort_key:
                 label += "▲" if not self.reverse else "▼"
@@ -265,7 +315,11 @@ class AgentsTable(DataTable):
 
     def _render_rows(self, selected: int | None) -> None:
         arranged = arrange(self.agent_rows, self.sort_key, self.reverse, self.filter_text, self.tree_view)
-        want = {row.pid: cells(row, prefix, self.cmd_width) for row, prefix in arranged}
+        pick = self._pick
+        want = {}
+        for row, prefix in arranged:
+            every = cells(row, prefix, self.cmd_width)
+            want[row.pid] = tuple(every[i] for i in pick)
         for pid in [p for p in self._cells if p not in want]:
             self.remove_row(str(pid))
             del self._cells[pid]
@@ -276,7 +330,7 @@ class AgentsTable(DataTable):
                 self.add_row(*new, key=str(pid))
             else:
                 changed = False
-                for col, before, after in zip(COLUMNS, old, new):
+                for col, before, after in zip(self.shown_columns, old, new):
                     if before != after:
                         self.update_cell(str(pid), col.key, after)
                         changed = True

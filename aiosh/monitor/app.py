@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -27,11 +27,12 @@ from aiosh.monitor.filter_bar import FilterBar
 from aiosh.monitor.header import HeaderBar
 from aiosh.monitor.log_panel import LogPanel
 from aiosh.monitor.memory_panel import MemoryPanel
-from aiosh.monitor.messages import CollectionFailed, SnapshotCollected
-from aiosh.monitor.modals import SIGNAL_CHOICES, HelpScreen, NiceModal, SignalModal
+from aiosh.monitor.messages import CollectionFailed, SelectedExited, SelectionMoved, SnapshotCollected
+from aiosh.monitor.modals import SIGNAL_CHOICES, HelpScreen, NiceModal, SignalModal, SortModal
 from aiosh.monitor.scheduler_panel import SchedulerPanel
+from aiosh.monitor.summary import Summary
 from aiosh.monitor.throughput import ThroughputPanel
-from aiosh.monitor.timeline import Timeline
+from aiosh.monitor.timeline import MAX_STRIPS, Timeline
 
 if TYPE_CHECKING:
     from aiosh.kernel.kernel import Kernel
@@ -41,22 +42,32 @@ INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 SIGSTOP, SIGCONT = 19, 18
 SIGNAL_NAMES = {num: name for name, num, _ in SIGNAL_CHOICES}
 LIST_ACTIONS = {"inspect", "filter", "tree", "sort"}
-MAIN_ACTIONS = LIST_ACTIONS | {"kill", "stop_continue", "renice", "pause", "slower", "faster", "help", "quit"}
+LIST_ACTIONS = LIST_ACTIONS | {"sort_menu"}
+MAIN_ACTIONS = LIST_ACTIONS | {"kill", "stop_continue", "renice", "nice_step", "pause", "slower", "faster", "help",
+                               "quit"}
+# Layouts by terminal height (htop's rule: the process list first): at FULL_HEIGHT and above every panel; below it
+# the panels collapse into one line each (Summary) and the timeline keeps SHORT_STRIPS strips; below
+# SMALL_HEIGHT the timeline collapses into a line too.
+FULL_HEIGHT = 40
+SMALL_HEIGHT = 28
+SHORT_STRIPS = 3
 
 # (keys as shown, what they do): the help screen's list; the footer shows the bindings marked show=True.
 KEY_HELP: tuple[tuple[str, str], ...] = (
-    ("↑ ↓ PgUp PgDn", "move the selection (it stays on its agent across refreshes); Home End first, last"),
-    ("k", "kill: choose a signal for the selected agent (TERM by default)"),
+    ("↑ ↓ PgUp PgDn", "move the selection (it follows its agent; when the agent is gone, its neighbour)"),
+    ("k F9", "kill: choose a signal for the selected agent (TERM by default)"),
     ("s", "stop the selected agent (STOP), or continue it if stopped (CONT)"),
     ("n", "renice the selected agent (-20 … 19)"),
+    ("F7 F8", "nice - 1 (higher priority) / nice + 1 (lower), as htop"),
     ("Enter", "the agent's live output and its syscalls (Esc back)"),
-    ("/", "filter by command line or pid (Enter keep, Esc clear)"),
-    ("t", "tree view: children under their parents"),
+    ("/ F4", "filter by command line or pid (Enter keep, Esc clear)"),
+    ("t F5", "tree view: children under their parents"),
+    ("F6", "sort by: choose a column"),
     ("P C R M T N …", "sort by a column (see below); again to reverse"),
     ("p", "pause / resume refreshing"),
     ("+  -", "refresh interval longer / shorter (0.1 … 10 s)"),
     ("? F1", "this help"),
-    ("q", "back: quit the monitor (from an agent's screen: back to the list)"),
+    ("q F10", "back: quit the monitor (from an agent's screen: back to the list)"),
 )
 
 
@@ -73,18 +84,26 @@ class MonitorApp(App[None]):
     #memory { width: 4fr; }
     #throughput { width: 4fr; }
     """
+    # htop's function keys are the ones the footer shows (F1 Help … F10 Quit); the letters do the same.
     BINDINGS = [
-        Binding("k", "kill", "Kill"),
-        Binding("s", "stop_continue", "Stop/Cont"),
-        Binding("n", "renice", "Nice"),
-        Binding("enter", "inspect", "Detail"),
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("t", "tree", "Tree"),
-        Binding("p", "pause", "Pause"),
-        Binding("plus", "slower", "Slower", key_display="+"),
-        Binding("minus", "faster", "Faster", key_display="-"),
-        Binding("question_mark,f1", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        Binding("f1,question_mark", "help", "Help", key_display="F1"),
+        Binding("f4", "filter", "Filter", key_display="F4"),
+        Binding("f5", "tree", "Tree", key_display="F5"),
+        Binding("f6", "sort_menu", "SortBy", key_display="F6"),
+        Binding("f7", "nice_step(-1)", "Nice-", key_display="F7"),
+        Binding("f8", "nice_step(1)", "Nice+", key_display="F8"),
+        Binding("f9", "kill", "Kill", key_display="F9"),
+        Binding("f10", "quit", "Quit", key_display="F10"),
+        Binding("s", "stop_continue", "Stop/Cont", show=False),
+        Binding("enter", "inspect", "Detail", show=False),
+        Binding("k", "kill", "Kill", show=False),
+        Binding("n", "renice", "Nice", show=False),
+        Binding("slash", "filter", "Filter", key_display="/", show=False),
+        Binding("t", "tree", "Tree", show=False),
+        Binding("p", "pause", "Pause", show=False),
+        Binding("plus", "slower", "Slower", key_display="+", show=False),
+        Binding("minus", "faster", "Faster", key_display="-", show=False),
+        Binding("q", "quit", "Quit", show=False),
         *(Binding(c.hotkey, f"sort('{c.key}')", f"Sort {c.label}", show=False) for c in COLUMNS),
     ]
 
@@ -109,12 +128,15 @@ class MonitorApp(App[None]):
         self.throughput_panel = ThroughputPanel(id="throughput")
         self.backends_panel = BackendsPanel(id="backends")
         self.timeline = Timeline(id="timeline")
+        self.summary = Summary(id="summary")
+        self.layout_mode = ""  # full | medium | small: set from the terminal's size
         self.table = AgentsTable(id="agents")
         self.filter_bar = FilterBar(id="filter")
         self.log_panel = LogPanel(log_source, title="Output", id="log") if log_source is not None else None
 
     def compose(self) -> ComposeResult:
         yield self.header_bar
+        yield self.summary
         with Horizontal(id="panels"):
             yield self.scheduler_panel
             yield self.memory_panel
@@ -128,8 +150,30 @@ class MonitorApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._fit(self.size.height)
         self.table.focus()
         self.call_after_refresh(self.refresh_now)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.height)
+
+    def _fit(self, height: int) -> None:
+        """Give the agents table its rows first: the panels collapse into one line each below FULL_HEIGHT, and
+        the timeline into a line below SMALL_HEIGHT."""
+        mode = "full" if height >= FULL_HEIGHT else ("medium" if height >= SMALL_HEIGHT else "small")
+        if mode == self.layout_mode:
+            return
+        self.layout_mode = mode
+        full = mode == "full"
+        self.query_one("#panels").display = full
+        self.backends_panel.display = full
+        self.summary.display = not full
+        self.summary.with_timeline = mode == "small"
+        self.summary.show(self.data)
+        self.timeline.display = mode != "small"
+        self.timeline.set_max_strips(MAX_STRIPS if full else SHORT_STRIPS)
+        if self.log_panel is not None:
+            self.log_panel.styles.height = 9 if full else (6 if mode == "medium" else 4)
 
     # --- the refresh cycle ------------------------------------------------------------------------------------
     def _top(self) -> object:
@@ -185,6 +229,7 @@ class MonitorApp(App[None]):
         self.throughput_panel.show(data.throughput)
         self.backends_panel.show(data.backends)
         self.timeline.show(data.timeline)
+        self.summary.show(data)
         self.table.show(data.agents)
         screen = self._top()
         if isinstance(screen, AgentScreen):
@@ -292,6 +337,16 @@ class MonitorApp(App[None]):
         self.push_screen(AgentScreen(pid), lambda _: self.refresh_now())
         self.call_after_refresh(self.refresh_now)
 
+    def on_selection_moved(self, message: SelectionMoved) -> None:
+        gone = f"{message.gone} ({message.gone_agent})" if message.gone_agent else str(message.gone)
+        if message.now is None:
+            self.say(f"{gone} is gone: no agent left to select", severity="warning")
+        else:
+            self.say(f"{gone} is gone: selection moved to {message.now} ({message.now_agent})", severity="warning")
+
+    def on_selected_exited(self, message: SelectedExited) -> None:
+        self.say(f"{message.pid} ({message.agent}) has exited with status {message.status}", severity="warning")
+
     @on(DataTable.RowSelected, "#agents")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -305,6 +360,28 @@ class MonitorApp(App[None]):
 
     def action_sort(self, key: str) -> None:
         self.table.set_sort(key)
+
+    def action_sort_menu(self) -> None:
+        def chosen(key: str | None) -> None:
+            if key is not None:
+                self.table.set_sort(key)
+
+        self.push_screen(SortModal(self.table.sort_key), chosen)
+
+    def action_nice_step(self, delta: int) -> None:
+        """F7/F8: nice one step down (runs sooner) or up, as htop's Nice - and Nice +."""
+        target = self._target()
+        if target is None:
+            return
+        pid, row = target
+        want = max(-20, min(19, (row.nice if row else 0) + delta))
+        try:
+            got = self.kernel.renice(pid, want)
+        except LookupError:
+            self._gone(pid, collected=True)
+            return
+        self.say(f"{pid}: nice {got}")
+        self.refresh_now()
 
     def action_tree(self) -> None:
         self.table.toggle_tree()

@@ -44,8 +44,8 @@ class AgentRow:
     sched_class: str
     tok_pct: float  # share of the tokens the engine evaluated in the last interval
     tok_s: float  # generated tokens per second in the last interval
-    tokens: int  # generated tokens, total
-    tokens_in: int  # prompt tokens evaluated, total
+    tokens_in: int  # IN: prompt tokens evaluated, total (as ps, logs and storage count them)
+    tokens_out: int  # OUT: tokens generated, total
     kv_tokens: int | None  # None: unknown (an agent on a remote backend: the server holds its KV)
     kv_bytes: int | None
     swapped_bytes: int
@@ -183,8 +183,9 @@ class HeaderView:
     n_gpu_layers: int
     uptime: float
     n_agents: int
-    n_running: int
+    n_running: int  # state R: the decoding, prefilling and working queues together
     policy: str
+    n_stopped: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,7 @@ class Collector:
     _switch_s: float = 0.0
     _samples: deque[_Sample] = field(default_factory=lambda: deque(maxlen=4096))
     _count: int = 0
+    _names: dict[int, str] = field(default_factory=dict)  # pid → agent name, kept after collection
 
     def collect(self, detail_pid: int | None = None) -> MonitorData:
         snap = self.kernel.snapshot(self.steps)
@@ -304,10 +306,11 @@ class Collector:
     def build(self, snap: KernelSnapshot, detail: AgentDetail | None = None) -> MonitorData:
         agents = tuple(self._row(p, snap.t) for p in snap.procs)
         running = sum(1 for a in agents if a.state == "R")
+        stopped = sum(1 for a in agents if a.state == "T")
         model = snap.model
         header = HeaderView(
             model=model.description, model_path=model.path, n_params=model.n_params, n_threads=snap.n_threads,
-            n_gpu_layers=snap.n_gpu_layers, uptime=snap.uptime, n_agents=len(agents), n_running=running,
+            n_gpu_layers=snap.n_gpu_layers, uptime=snap.uptime, n_agents=len(agents), n_running=running, n_stopped=stopped,
             policy=str(snap.policy.get("policy", snap.engine.policy)),
         )
         return MonitorData(
@@ -321,7 +324,7 @@ class Collector:
         suffix = "<" if p.nice < 0 else ("N" if p.nice > 0 else "")
         return AgentRow(
             pid=p.pid, ppid=p.ppid, state=p.state, stat=p.state + suffix, wchan=p.wchan, nice=p.nice, pri=p.pri,
-            sched_class=p.sched_class, tok_pct=pct, tok_s=rate, tokens=p.tokens_out, tokens_in=p.tokens_in,
+            sched_class=p.sched_class, tok_pct=pct, tok_s=rate, tokens_in=p.tokens_in, tokens_out=p.tokens_out,
             kv_tokens=p.kv_tokens, kv_bytes=p.kv_bytes, swapped_bytes=p.swapped_bytes, decode_s=p.decode_s,
             elapsed=max(0.0, (p.ended or now) - p.created), cmd=p.cmd, agent=p.agent, status=p.status,
             boosted=p.boosted, switches=p.switches, syscalls=p.syscalls, backend=p.backend,
@@ -330,17 +333,20 @@ class Collector:
     def _scheduler(self, snap: KernelSnapshot) -> SchedulerView:
         e = snap.engine
         procs = {p.pid: p for p in snap.procs}
-        stopped = {pid for pid, p in procs.items() if p.state == "T"}
-        by_state: dict[str, list[int]] = {"decode": [], "prefill": [], "waiting": [], "swapped": []}
+        # Each agent in one queue, chosen by its state (the same state ps and the header show): a stopped agent
+        # only under "stopped", whatever its sequence was doing; R under decoding, prefilling or working.
+        engine_state: dict[int, str] = {}
         for s in e.seqs:
-            if s.state in by_state and s.owner not in by_state[s.state]:
-                if s.state == "waiting" and s.owner in stopped:
-                    continue  # a stopped agent is not ready: it shows under "stopped"
-                by_state[s.state].append(s.owner)
-        ready = set(by_state["waiting"])
-        for pid, p in procs.items():  # asked for an LLM call, not yet seen by the engine
-            if p.state == "S" and p.wchan == "slot" and not any(pid in v for v in by_state.values()):
-                ready.add(pid)
+            if s.owner in procs and engine_state.get(s.owner) not in ("decode", "prefill"):
+                engine_state[s.owner] = s.state
+        by_state: dict[str, list[int]] = {"decode": [], "prefill": [], "ready": [], "swapped": [], "work": []}
+        for pid, p in procs.items():
+            seq = engine_state.get(pid, "")
+            if p.state == "R":
+                by_state[seq if seq in ("decode", "prefill") else "work"].append(pid)
+            elif p.state == "S" and (p.wchan == "slot" or seq in ("waiting", "swapped")):
+                by_state["swapped" if seq == "swapped" else "ready"].append(pid)
+        stopped = [pid for pid, p in procs.items() if p.state == "T"]
 
         def waiting_on(*chans: str) -> tuple[int, ...]:
             return tuple(sorted(pid for pid, p in procs.items() if p.state == "S" and p.wchan in chans))
@@ -348,7 +354,8 @@ class Collector:
         queues = (  # two columns in the panel: the engine's queues, then what agents wait on
             Queue("decode", "decoding", tuple(sorted(by_state["decode"]))),
             Queue("prefill", "prefilling", tuple(sorted(by_state["prefill"]))),
-            Queue("ready", "ready", tuple(sorted(ready))),
+            Queue("work", "working", tuple(sorted(by_state["work"]))),  # R: its own code or a tool
+            Queue("ready", "ready", tuple(sorted(by_state["ready"]))),
             Queue("swapped", "swapped", tuple(sorted(by_state["swapped"]))),
             Queue("stopped", "stopped", tuple(sorted(stopped))),
             Queue("child", "on child", waiting_on("child")),
@@ -374,9 +381,16 @@ class Collector:
             )
             for r in snap.steps
         )
-        pids = sorted({pid for s in steps for pid in (s.decoded | s.prefilled)})
         procs = {p.pid: p for p in snap.procs}
-        labels = tuple((pid, procs[pid].agent if pid in procs else "?") for pid in pids)
+        for p in snap.procs:  # remembered, so a strip keeps its name after its agent has been collected
+            self._names[p.pid] = p.agent
+        while len(self._names) > 4096:
+            self._names.pop(next(iter(self._names)))
+        seen = {pid for s in steps for pid in (s.decoded | s.prefilled)}
+        # Live agents first (in pid order), then those that have exited: a strip of a live agent is never the one
+        # hidden when there are more strips than room.
+        pids = sorted(seen, key=lambda pid: (pid not in procs or procs[pid].state == "Z", pid))
+        labels = tuple((pid, self._names.get(pid, f"pid {pid}")) for pid in pids)
         states = tuple((pid, procs[pid].state if pid in procs else "-") for pid in pids)
         return TimelineView(steps=steps, pids=tuple(pids), labels=labels, states=states)
 

@@ -24,11 +24,15 @@ def _header(v: HeaderView | None, interval: float, paused: bool, with_path: bool
         t.append("  connecting to the kernel…", style="dim")
         return t
     t.append(" ")
+    # The agent counts first: on a narrow terminal the line is cut from the right.
+    t.append(f"{v.n_agents} agents, {v.n_running} running", style="bold")
+    if v.n_stopped:
+        t.append(f", {v.n_stopped} stopped", style="bold yellow")
+    t.append(" · ", style="dim")
     t.append(v.model or "model", style="bold")
     if v.model_path and with_path:
         t.append(f" {_model_file(v.model_path)}", style="dim")
-    t.append(f" · threads {v.n_threads} · GPU layers {v.n_gpu_layers} · ", style="")
-    t.append(f"{v.n_agents} agents, {v.n_running} running", style="")
+    t.append(f" · threads {v.n_threads} · GPU layers {v.n_gpu_layers}", style="")
     t.append(" · up ", style="dim")
     t.append(fmt_uptime(v.uptime))
     t.append(f" · every {interval:g} s", style="dim")

@@ -34,3 +34,19 @@ class LogText(Message):
 class LogEnded(Message):
     """The log source reached end of file."""
 
+
+
+class SelectionMoved(Message):
+    """The selected agent is gone from the table (collected): the selection moved to a neighbour (or to none)."""
+
+    def __init__(self, gone: int, gone_agent: str, now: int | None, now_agent: str) -> None:
+        super().__init__()
+        self.gone, self.gone_agent, self.now, self.now_agent = gone, gone_agent, now, now_agent
+
+
+class SelectedExited(Message):
+    """The selected agent has exited (state Z); the selection stays on it until it is collected."""
+
+    def __init__(self, pid: int, agent: str, status: int | None) -> None:
+        super().__init__()
+        self.pid, self.agent, self.status = pid, agent, status

@@ -79,6 +79,41 @@ class SignalModal(ModalScreen[int | None]):
         self.dismiss(None)
 
 
+class SortModal(ModalScreen[str | None]):
+    """htop's F6 "Sort by": the columns, the current one highlighted; Enter sorts by the chosen one."""
+
+    DEFAULT_CSS = MODAL_CSS.format(name="SortModal", width=56) + """
+    SortModal OptionList { height: auto; max-height: 16; }
+    """
+    BINDINGS = [Binding("escape,f6", "cancel", "Cancel")]
+
+    def __init__(self, current: str) -> None:
+        super().__init__()
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Sort by", classes="title")
+            yield OptionList(
+                *(Option(Text.assemble((f"{c.label:<8}", "bold"), (c.help, "dim")), id=c.key) for c in COLUMNS),
+                id="columns",
+            )
+            yield Label("Enter sort (the same column again: reverse) · Esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        keys = [c.key for c in COLUMNS]
+        options.highlighted = keys.index(self.current) if self.current in keys else 0
+        options.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class NiceModal(ModalScreen[int | None]):
     """Ask for a nice value (−20 … 19); Enter sets it, Esc cancels."""
 

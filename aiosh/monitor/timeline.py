@@ -29,11 +29,14 @@ def render_timeline(v: TimelineView | None, width: int, max_strips: int = MAX_ST
     steps = v.steps[-strip_w:]
     labels, states = dict(v.labels), dict(v.states)
     counts = {pid: sum((pid in s.decoded) + (pid in s.prefilled) for s in steps) for pid in v.pids}
-    shown_pids = [pid for pid in v.pids if counts[pid]]
-    hidden = 0
+    shown_pids = [pid for pid in v.pids if counts[pid]]  # v.pids: live agents first
+    exited = {pid for pid, st in states.items() if st in ("Z", "-")}
+    hidden = hidden_live = 0
     if len(shown_pids) > max_strips:
-        keep = set(sorted(shown_pids, key=lambda p: (-counts[p], p))[:max_strips])
+        # Live agents first, the busiest of them, then those that have exited.
+        keep = set(sorted(shown_pids, key=lambda p: (p in exited, -counts[p], p))[:max_strips])
         hidden = len(shown_pids) - max_strips
+        hidden_live = sum(1 for p in shown_pids if p not in keep and p not in exited)
         shown_pids = [p for p in shown_pids if p in keep]
     span = steps[-1].t - steps[0].t + steps[0].duration
     t.append(f"steps {steps[0].step}–{steps[-1].step}", style="bold")
@@ -43,15 +46,17 @@ def render_timeline(v: TimelineView | None, width: int, max_strips: int = MAX_ST
     t.append("▒", style="green")
     t.append(" prefill", style="dim")
     if hidden:
-        t.append(f" · +{hidden} more agents", style="dim")
+        what = f"{hidden_live} live, {hidden - hidden_live} exited" if hidden_live else "exited"
+        t.append(f" · +{hidden} more ({what})", style="dim")
     pad = strip_w - len(steps)
     for pid in shown_pids:
         color = PALETTE[pid % len(PALETTE)]
         t.append("\n")
-        name = labels.get(pid, "?")[:9]
-        t.append(f"{pid:>5} {name:<9} ", style="")
+        name = labels.get(pid, f"pid {pid}")[:9]
         st = states.get(pid, "-")
-        t.append(f"{st} ", style={"R": "bold green", "T": "bold yellow", "Z": "red"}.get(st, "dim"))
+        t.append(f"{pid:>5} {name:<9} ", style="dim" if pid in exited else "")
+        # An exited agent: Z until collected, then x (gone); both keep their name.
+        t.append(f"{'x' if st == '-' else st} ", style={"R": "bold green", "T": "bold yellow", "Z": "red"}.get(st, "dim"))
         if pad > 0:
             t.append(" " * pad)
         run: list[tuple[str, str]] = []
@@ -101,6 +106,7 @@ class Timeline(Widget):
         super().__init__(id=id)
         self.border_title = "Timeline"
         self.view: TimelineView | None = None
+        self.max_strips = MAX_STRIPS  # fewer on a shorter terminal (the app sets it)
         self._last = render_timeline(None, 80)
 
     def show(self, view: TimelineView) -> None:
@@ -112,7 +118,13 @@ class Timeline(Widget):
             self.refresh(layout=layout)
 
     def _text(self) -> Text:
-        return render_timeline(self.view, self.content_region.width or 80)
+        return render_timeline(self.view, self.content_region.width or 80, self.max_strips)
+
+    def set_max_strips(self, n: int) -> None:
+        if n != self.max_strips:
+            self.max_strips = n
+            self._last = self._text()
+            self.refresh(layout=True)
 
     def on_resize(self) -> None:
         self._last = self._text()
@@ -121,4 +133,4 @@ class Timeline(Widget):
         return self._last
 
     def get_content_height(self, container, viewport, width: int) -> int:  # noqa: ANN001 - Textual's signature
-        return render_timeline(self.view, width).plain.count("\n") + 1
+        return render_timeline(self.view, width, self.max_strips).plain.count("\n") + 1
