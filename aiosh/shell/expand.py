@@ -33,6 +33,10 @@ class ExpandEnv(Protocol):
     def set_var(self, name: str, value: str) -> None: ...
     def special_param(self, name: str) -> str | None: ...
     def positional(self) -> list[str]: ...
+    def lookup(self, name: str) -> str | None: ...
+    def array_values(self, name: str) -> list[str] | None: ...
+    def array_keys(self, name: str) -> list[str]: ...
+    def var_names(self, prefix: str) -> list[str]: ...
     def command_subst(self, body: CommandList) -> str: ...
 
 
@@ -91,7 +95,7 @@ def expand_target(env: ExpandEnv, word: Word) -> str:
 
 
 def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) -> list[list[Segment]]:
-    """Expand parts into fields of segments; only a quoted `"$@"` makes more than one field here."""
+    """Expand parts into fields of segments; `"$@"` and `"${a[@]}"` make one field per element."""
     fields: list[list[Segment]] = [[]]
     for part in parts:
         if isinstance(part, Lit):
@@ -99,16 +103,13 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
         elif isinstance(part, Tilde):
             fields[-1].append((_tilde(env, part.user), "q"))
         elif isinstance(part, Param):
-            if part.name == "@" and part.quoted and part.op is None and not part.length and not join_at:
-                args = env.positional()
-                for i, a in enumerate(args):
-                    if i:
-                        fields.append([])
-                    fields[-1].append((a, "q"))
-                if not args:
-                    fields[-1].append(("", "@"))  # marks "$@": vanishes unless the field has other text
+            result = _param(env, part, join_at)
+            if not result:
+                fields[-1].append(("", "@"))  # marks "$@": vanishes unless the field has other text
                 continue
-            fields[-1].extend(_param(env, part))
+            fields[-1].extend(result[0])
+            for more in result[1:]:
+                fields.append(list(more))
         elif isinstance(part, CmdSub):
             text = env.command_subst(part.body).rstrip("\n")
             fields[-1].append((text, "q" if part.quoted else "x"))
@@ -117,54 +118,178 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
-            raise ShellError(f"{part.text}: bad substitution", fatal=True)
+            raise ShellError(f"{part.text}: bad substitution", fatal=True, abort=True)
     return fields
 
 
-def _param(env: ExpandEnv, part: Param) -> list[Segment]:
-    kind = "q" if part.quoted else "x"
+def _ifs_sep(env: ExpandEnv) -> str:
+    ifs = env.get_var("IFS")
+    return " " if ifs is None else ifs[:1]
+
+
+def _multi_values(env: ExpandEnv, part: Param) -> tuple[list[str] | None, str]:
+    """For the forms that stand for several words — `$@ $*`, `${a[@]}`, `${!a[@]}`, `${!pre*}`, `${!ref}` with
+    ref=`a[@]` — the words and the joining kind (`@` or `*`); (None, "") for the single-value forms."""
     name = part.name
+    idx = part.index.raw if part.index is not None else None
+    if part.op in ("names*", "names@"):
+        return env.var_names(name), part.op[-1]
+    if part.indirect and idx in ("@", "*"):
+        return env.array_keys(name), idx or "@"
+    if part.indirect:
+        ref = _value(env, name) if idx is None else env.lookup(f"{name}[{_subscript(env, part)}]")
+        if ref is None:
+            if env.nounset:
+                raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+            return None, ""
+        if ref in ("@", "*"):
+            return list(env.positional()), ref
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\[([@*])\]", ref)
+        if m:
+            return env.array_values(m.group(1)) or [], m.group(2)
+        return None, ""
+    if idx is None and name in ("@", "*"):
+        return list(env.positional()), name
+    if idx in ("@", "*"):
+        return env.array_values(name) or [], idx or "@"
+    return None, ""
+
+
+def _subscript(env: ExpandEnv, part: Param) -> str:
+    assert part.index is not None
+    return expand_string(env, part.index)
+
+
+def _single_value(env: ExpandEnv, part: Param) -> str | None:
+    name = part.name
+    if part.indirect:
+        ref = _value(env, name) if part.index is None else env.lookup(f"{name}[{_subscript(env, part)}]")
+        if ref is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\[.*\])?|[0-9]+|[?$!#-]", ref, re.S):
+            raise ShellError(f"{ref}: invalid indirect expansion", fatal=True, abort=True)
+        return _value(env, ref) if "[" not in ref else env.lookup(ref)
+    if part.index is not None:
+        return env.lookup(f"{name}[{_subscript(env, part)}]")
+    return _value(env, name)
+
+
+def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segment]]:
+    """One `$…`/`${…}`: a list of fields (several for `"$@"`-like forms, none for an empty `"$@"`)."""
+    kind = "q" if part.quoted else "x"
+    values, how = _multi_values(env, part)
+    if values is None:
+        return _param_single(env, part, kind)
     if part.length:
-        if name in ("@", "*"):
-            return [(str(len(env.positional())), kind)]
-        return [(str(len(_value(env, name) or "")), kind)]
-    value = _value(env, name)
+        return [[(str(len(values)), kind)]]
+    op = part.op
+    if op is not None and not op.startswith("names"):
+        assert part.arg is not None
+        if op in (":-", "-", ":+", "+", ":=", "=", ":?", "?"):
+            joined = (" " if how == "@" else _ifs_sep(env)).join(values)
+            is_set = bool(values) and (not op.startswith(":") or joined != "")
+            if op in (":-", "-"):
+                if not is_set:
+                    return [_arg(env, part)]
+            elif op in (":+", "+"):
+                return [_arg(env, part)] if is_set else [[]]
+            elif op in (":=", "="):
+                if not is_set:
+                    raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
+            elif not is_set:
+                msg = expand_string(env, part.arg) or "parameter null or not set"
+                raise ShellError(f"{part.name}: {msg}", fatal=True, exit_status=127)
+        elif op == ":":
+            values = _slice_list(env, part, values)
+        else:
+            values = [_apply_op(env, part, v) for v in values]
+    if part.quoted and not join_at:
+        if how == "*":
+            return [[(_ifs_sep(env).join(values), "q")]]
+        return [[(v, "q")] for v in values]
+    if join_at:
+        sep = " " if how == "@" else _ifs_sep(env)
+        return [[(sep.join(values), kind)]]
+    return [[(v, "x")] for v in values]
+
+
+def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]:
+    name = part.name
+    value = _single_value(env, part)
+    if part.length:
+        if value is None and env.nounset and not is_digits(name) and name not in "#?$!-":
+            raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+        return [[(str(len(value or "")), kind)]]
     op = part.op
     if op is None:
         if value is None and env.nounset and name not in ("@", "*"):
             raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
-        return [(value or "", kind)]
+        return [[(value or "", kind)]]
     assert part.arg is not None
     is_set = value is not None and (value != "" or not op.startswith(":"))
     if op in (":-", "-"):
-        return [(value or "", kind)] if is_set else _arg(env, part)
+        return [[(value or "", kind)]] if is_set else [_arg(env, part)]
     if op in (":+", "+"):
-        return _arg(env, part) if is_set else []
+        return [_arg(env, part)] if is_set else [[]]
     if op in (":=", "="):
         if is_set:
-            return [(value or "", kind)]
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ShellError(f"${name}: cannot assign in this way")
+            return [[(value or "", kind)]]
+        if part.indirect or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ShellError(f"${name}: cannot assign in this way", fatal=True, abort=True)
         new = expand_string(env, part.arg)
-        env.set_var(name, new)
-        return [(new, kind)]
+        target = name if part.index is None else f"{name}[{_subscript(env, part)}]"
+        env.set_var(target, new)
+        return [[(new, kind)]]
     if op in (":?", "?"):
         if is_set:
-            return [(value or "", kind)]
+            return [[(value or "", kind)]]
         msg = expand_string(env, part.arg) or "parameter null or not set"
         raise ShellError(f"{name}: {msg}", fatal=True, exit_status=127)
-    text = value or ""
+    if value is None and env.nounset:
+        raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+    if op == ":":
+        return [[(_substring(env, value or "", part), kind)]]
+    return [[(_apply_op(env, part, value or ""), kind)]]
+
+
+def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
+    """The string operators — case changes, pattern removal and replacement — on one value."""
+    op = part.op
+    assert op is not None and part.arg is not None
     if op in ("^", "^^", ",", ",,"):
         conv = str.upper if op[0] == "^" else str.lower
-        return [(conv(text) if len(op) == 2 else conv(text[:1]) + text[1:], kind)]
-    if op == ":":
-        return [(_substring(env, text, part), kind)]
+        if part.arg.parts:
+            pat = expand_pattern(env, part.arg)
+            if len(op) == 2:
+                return "".join(conv(c) if patterns.match(pat, c) else c for c in text)
+            return (conv(text[:1]) if text and patterns.match(pat, text[0]) else text[:1]) + text[1:]
+        return conv(text) if len(op) == 2 else conv(text[:1]) + text[1:]
     pat = expand_pattern(env, part.arg)
     if op in ("/", "//", "/#", "/%"):
         rep = _replacement(env, part.rep)
-        return [(patterns.replace(text, pat, rep, op), kind)]
-    # pattern removal: # ## % %%
-    return [(patterns.strip(text, pat, op), kind)]
+        return patterns.replace(text, pat, rep, op)
+    return patterns.strip(text, pat, op)
+
+
+def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
+    """`${@:off:len}`, `${a[@]:off:len}`: whole elements; for `$@` offset 0 is `$0`."""
+    assert part.arg is not None
+    spec = expand_string(env, part.arg)
+    vars_ = arith.Vars(env.get_var, env.set_var)
+    off_text, colon, len_text = spec.partition(":")
+    off = arith.evaluate(off_text, vars_) if off_text.strip() else 0
+    if part.name in ("@", "*") and part.index is None and not part.indirect:
+        values = [env.special_param("0") or "", *values]
+    n = len(values)
+    start = off if off >= 0 else n + off
+    if start < 0 or start > n:
+        return []
+    if not colon:
+        return values[start:]
+    length = arith.evaluate(len_text, vars_) if len_text.strip() else 0
+    if length < 0:
+        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)
+    return values[start : start + length]
 
 
 def _replacement(env: ExpandEnv, word: Word | None):  # noqa: ANN202 - a str -> str function
@@ -193,7 +318,7 @@ def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     length = arith.evaluate(len_text, vars_)
     end = start + length if length >= 0 else n + length
     if end < start:
-        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True)
+        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)
     return text[start:end]
 
 

@@ -53,12 +53,12 @@ class LaunchMixin:
         def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
         def fail(self, io: IO, exc: ShellError) -> int: ...
 
-    def resolve(self, argv: list[str]) -> Resolved:
+    def resolve(self, argv: list[str], *, skip_functions: bool = False) -> Resolved:
         """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
         options: dict = {}
         while True:
             name = argv[0]
-            if name in self.state.functions and not options:
+            if name in self.state.functions and not options and not skip_functions:
                 return Resolved("function", argv)
             if name == "run" and len(argv) > 1:
                 try:

@@ -23,6 +23,7 @@ OPERATORS = (
 )  # fmt: skip
 REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ARRAY_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=$")
 SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
 SUBST_OPS = ("//", "/#", "/%", "/")
@@ -148,6 +149,10 @@ class Lexer:
         if is_digits(raw) and word.is_plain and self._peekc() in ("<", ">"):
             self._after_heredoc_op = None
             return Token("IO_NUMBER", raw, start, self.pos, line)
+        if ARRAY_ASSIGN_RE.match(raw) and self._peekc() == "(" and not self._after_heredoc_op:
+            word.items = self._read_array_items()
+            raw = text[start : self.pos]
+            word.raw = raw
         tok = Token("WORD", raw, start, self.pos, line, word=word)
         if self._after_heredoc_op:
             tok.heredoc = self._new_heredoc(word, strip_tabs=self._after_heredoc_op == "<<-")
@@ -155,6 +160,32 @@ class Lexer:
         return tok
 
     # -- words -------------------------------------------------------------------------------------------------
+    def _read_array_items(self) -> list[Word]:
+        """The words of `name=( … )` after the `(`: newlines and comments allowed, up to `)`."""
+        start = self.pos
+        self.pos += 1
+        text = self.text
+        items: list[Word] = []
+        while True:
+            while self.pos < len(text) and text[self.pos] in " \t\n":
+                self.pos += 1
+            if self.pos >= len(text):
+                raise self._eof_error(")", start)
+            c = text[self.pos]
+            if c == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+                continue
+            if c == ")":
+                self.pos += 1
+                return items
+            if c in ";&|<>(":
+                raise self._error(f"syntax error near unexpected token `{c}'", self.pos)
+            wstart = self.pos
+            word = self._read_word()
+            word.raw = text[wstart : self.pos]
+            items.append(word)
+
     def _read_word(self) -> Word:
         parts = self._read_parts(META, "word")
         return Word(_tilde(parts))
@@ -169,7 +200,7 @@ class Lexer:
         n = len(text)
         # Inside "${x#…}" the text is not quoted: patterns stay patterns, `&` stays special; only inner quotes and
         # escapes quote. The outer double quotes still stop splitting and globbing of the result (see expand).
-        quoted = mode in ("dq", "heredoc")
+        quoted = mode in ("dq", "heredoc", "arith")
         parts: list[Part] = []
         lit: list[str] = []
 
@@ -210,7 +241,7 @@ class Lexer:
                 flush()
                 self._read_single(parts)
                 continue
-            if c == '"' and mode in ("word", "brace", "dqbrace"):
+            if c == '"' and mode in ("word", "brace", "dqbrace", "arith"):
                 flush()
                 self._read_double(parts)
                 continue
@@ -311,17 +342,30 @@ class Lexer:
         start = self.pos
         self.pos += 2
         length = False
+        indirect = False
         if self._peekc() == "#" and self._peekc(1) not in ("}", ""):
             length = True
+            self.pos += 1
+        elif self._peekc() == "!" and self._peekc(1) not in ("}", ""):
+            indirect = True
             self.pos += 1
         name = self._param_name()
         if name is None:
             return self._bad_subst(start, quoted)
+        index = None
+        if self._peekc() == "[" and NAME_RE.fullmatch(name):
+            index = self._read_subscript(start)
+            if index is None:
+                return self._bad_subst(start, quoted)
         if self.pos >= len(text):
             raise self._eof_error("}", start)
+        if indirect and index is None and text[self.pos] in "*@" and self._peekc(1) == "}":
+            op = "names" + text[self.pos]
+            self.pos += 2
+            return Param(name, quoted, op=op, indirect=True)
         if text[self.pos] == "}":
             self.pos += 1
-            return Param(name, quoted, length=length)
+            return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
         mode = "dqbrace" if quoted else "brace"
@@ -336,7 +380,8 @@ class Lexer:
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
-                return Param(name, quoted, op=op, arg=Word(pat, text[start : self.pos]), rep=rep)
+                return Param(name, quoted, op=op, arg=Word(pat, text[start : self.pos]), rep=rep, index=index,
+                             indirect=indirect)
         for op in PARAM_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
@@ -344,8 +389,41 @@ class Lexer:
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
-                return Param(name, quoted, op=op, arg=Word(arg_parts, text[start : self.pos]))
+                return Param(name, quoted, op=op, arg=Word(arg_parts, text[start : self.pos]), index=index,
+                             indirect=indirect)
         return self._bad_subst(start, quoted)
+
+    def _read_subscript(self, start: int) -> Word | None:
+        """`[…]` after a name in `${…}`: the subscript as a word (quotes and expansions inside work)."""
+        text = self.text
+        i = self.pos + 1
+        depth = 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    raise self._eof_error(c, i)
+                i = end + 1
+                continue
+            if c == "[":
+                depth += 1
+            elif c == "]":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "}" and depth == 0:
+                return None
+            i += 1
+        else:
+            raise self._eof_error("}", start)
+        inner = text[self.pos + 1 : i]
+        self.pos = i + 1
+        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        return Word(sub._read_parts(frozenset(), "brace"), inner)
 
     def _param_name(self) -> str | None:
         text = self.text
@@ -406,13 +484,79 @@ class Lexer:
                     if i + 1 < len(text) and text[i + 1] == ")":
                         inner = text[self.pos + 3 : i]
                         sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
-                        parts = sub._read_parts(frozenset(), "heredoc")
+                        parts = sub._read_parts(frozenset(), "arith")
                         self.pos = i + 2
                         return Arith(Word(parts, inner), quoted)
                     return None
                 depth -= 1
             i += 1
         raise self._eof_error(")", self.pos)
+
+    def arith_text(self, pos: int) -> tuple[str, int] | None:
+        """The text of `(( … ))` whose inner text starts at `pos`, and the position after `))`; None when the
+        parentheses do not close as `))` (then it was `( ( … ) )`)."""
+        text = self.text
+        i = pos
+        depth = 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    if i + 1 < len(text) and text[i + 1] == ")":
+                        return text[pos:i], i + 2
+                    return None
+                depth -= 1
+            i += 1
+        return None
+
+    def arith_word(self, inner: str) -> Word:
+        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        return Word(sub._read_parts(frozenset(), "arith"), inner)
+
+    def read_regex(self) -> Word | None:
+        """The right side of `=~` in `[[ ]]`: up to a blank outside parentheses, brackets and quotes."""
+        text = self.text
+        while self.pos < len(text) and text[self.pos] in " \t":
+            self.pos += 1
+        start = self.pos
+        depth = 0
+        i = start
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    raise self._eof_error(c, i)
+                i = end + 1
+                continue
+            if c == "$" and text.startswith("$(", i) or text.startswith("${", i):
+                close = ")" if text[i + 1] == "(" else "}"
+                end = text.find(close, i)
+                i = len(text) if end < 0 else end + 1
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c in " \t\n" and depth == 0 or depth == 0 and (text.startswith("&&", i) or text.startswith("||", i)):
+                break
+            i += 1
+        if i == start:
+            return None
+        raw = text[start:i]
+        self.pos = i
+        sub = Lexer(Source(raw), subparser=self.subparser, depth=self.depth + 1)
+        return Word(sub._read_parts(frozenset(), "brace"), raw)
 
     def _read_backquote(self, quoted: bool) -> Part:
         text = self.text

@@ -40,6 +40,8 @@ class Param:
     arg: Word | None = None
     length: bool = False
     rep: Word | None = None
+    index: Word | None = None  # `${a[sub]}`; `@` / `*` as a literal word for all elements
+    indirect: bool = False  # `${!name}`, `${!a[@]}` (the keys), `${!prefix*}` (op "names*" / "names@")
 
 
 @dataclass
@@ -73,6 +75,7 @@ Part = Lit | Tilde | Param | CmdSub | Arith | BadSubst
 class Word:
     parts: list[Part]
     raw: str = ""
+    items: list[Word] | None = None  # `name=(…)`: the words of an array literal
 
     @property
     def is_plain(self) -> bool:
@@ -127,8 +130,12 @@ class Redir:
 
 @dataclass
 class Assign:
+    """`name=value`, `name+=value` (name ends with `+`), `name[index]=value`, `name=(items…)`."""
+
     name: str
     value: Word
+    index: Word | None = None
+    items: list[Word] | None = None
 
 
 @dataclass
@@ -242,7 +249,50 @@ class FunctionDef:
         return f"{self.name} () {self.body.render()}"
 
 
-Command = SimpleCommand | If | For | While | Case | Group | Subshell | FunctionDef
+@dataclass
+class DBracket:
+    """`[[ expr ]]`: expr is a tree of tuples — ("and"|"or", l, r), ("not", e), ("unary", op, w),
+    ("binary", op, w1, w2), ("word", w)."""
+
+    expr: tuple
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass
+class ArithCommand:
+    """`(( expr ))`: status 0 when the value is non-zero."""
+
+    expr: Word
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass
+class ArithFor:
+    """`for (( init; cond; step )) body`; an empty cond is true."""
+
+    init: Word
+    cond: Word
+    step: Word
+    body: CommandList
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+Command = SimpleCommand | If | For | While | Case | Group | Subshell | FunctionDef | DBracket | ArithCommand | ArithFor
 
 
 @dataclass

@@ -27,6 +27,18 @@ from .state import ShellState
 Output = Pipe | Callable[[str], object] | None
 
 
+def _shell_variables() -> dict[str, str]:
+    """Variables bash sets for itself (not exported): ids, host, OS type, and the default IFS/PS4."""
+    import socket
+    import sys
+
+    return {
+        "PPID": str(os.getppid()), "UID": str(os.getuid()), "EUID": str(os.geteuid()),
+        "HOSTNAME": socket.gethostname(), "OSTYPE": sys.platform.replace("linux", "linux-gnu"),
+        "IFS": " \t\n", "PS4": "+ ", "OPTIND": "1",
+    }  # fmt: skip
+
+
 class Shell:
     """One aiosh shell: variables, cwd, options, positional parameters, jobs and builtins.
 
@@ -59,12 +71,16 @@ class Shell:
         self.argv0 = argv0
         self.pid = os.getpid()
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.builtins = (registry if builtins is None else builtins).copy()
         self.jobs = JobTable(interactive=interactive)
         variables = dict(os.environ if env is None else env)
         cwd = os.path.abspath(cwd or os.getcwd())
         variables["PWD"] = cwd
-        state = ShellState(vars=variables, exported=set(variables), positional=list(args), argv0=argv0, cwd=cwd)
+        exported = set(variables)
+        for name, value in _shell_variables().items():
+            variables.setdefault(name, value)
+        state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd)
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
         self.exited: int | None = None
@@ -114,6 +130,9 @@ class Shell:
         """
         self.interrupted = False
         status = self._run(text, filename)
+        trap_status = self.interp.run_exit_trap(self.interp.shell_io(), status)
+        if trap_status is not None:
+            status = self.state.last_status = trap_status
         if not self.interactive:
             self.wait_background()
         return status
