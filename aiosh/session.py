@@ -18,6 +18,7 @@ from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
+from aiosh.shell.filepipe import FilePipe, seekable
 from aiosh.terminal import Pump
 
 
@@ -27,7 +28,10 @@ class _Terminated(Exception):
 
 
 def _stdin_pipe() -> Pipe:
-    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread."""
+    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread; a file
+    is read on demand instead, so programs the script starts inherit the offset (as in bash)."""
+    if seekable(0):
+        return FilePipe(0, "aiosh stdin", owned=False)
     pipe = Pipe("aiosh stdin")
 
     def feed() -> None:

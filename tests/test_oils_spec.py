@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+
 import pytest
 
 from tests import oils_spec
@@ -41,10 +42,7 @@ def test_agreeing_cases_still_agree(capsys: pytest.CaptureFixture[str]) -> None:
     assert SPEC is not None
     expected = _expected()
     cases = {c.id: c for c in oils_spec.load_cases(SPEC)}
-    if FULL:
-        chosen = list(cases.values())
-    else:
-        chosen = [cases[i] for i in expected[::SAMPLE_EVERY] if i in cases]
+    chosen = list(cases.values()) if FULL else [cases[i] for i in expected[::SAMPLE_EVERY] if i in cases]
     results = oils_spec.run_cases(chosen, SPEC)
     table = oils_spec.Table()
     for r in results:

@@ -280,6 +280,11 @@ def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
     off = arith.evaluate(off_text, vars_) if off_text.strip() else 0
     if part.name in ("@", "*") and part.index is None and not part.indirect:
         values = [env.special_param("0") or "", *values]
+    elif part.index is not None and not part.indirect and off >= 0:
+        keys = env.array_keys(part.name)
+        if all(is_digits(k) for k in keys):  # a sparse array: the offset is an index, not a position
+            values = [v for k, v in zip(keys, values, strict=False) if int(k) >= off]
+            off = 0
     n = len(values)
     start = off if off >= 0 else n + off
     if start < 0 or start > n:

@@ -19,6 +19,7 @@ from . import plumbing
 from .agents import parse_options, with_limits
 from .builtins import Builtin
 from .errors import ShellError
+from .filepipe import FilePipe
 from .jobs import Job, JobTable
 from .lexer import is_digits
 from .nodes import SimpleCommand
@@ -202,13 +203,14 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
+        shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
         try:
             popen = subprocess.Popen(
                 argv,
                 executable=path,
                 cwd=self.state.cwd,
                 env=self.state.env(env),
-                stdin=subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
+                stdin=shared_fd if shared_fd is not None else subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merged else subprocess.PIPE,
                 bufsize=0,
@@ -227,7 +229,7 @@ class LaunchMixin:
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
         proc = HostProc(popen, argv[0], pumps)
-        if io.stdin is not None:
+        if io.stdin is not None and shared_fd is None:
             stop = threading.Event()
             plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
             proc.add_cleanup(stop.set)

@@ -24,6 +24,12 @@ def unread(pipe: Pipe, text: str) -> None:
         _pushback[pipe] = text + _pushback.get(pipe, "")
 
 
+def take_pushback(pipe: Pipe) -> str | None:
+    """Remove and return the text put back on a pipe (a FilePipe handing its descriptor to a child)."""
+    with _lock:
+        return _pushback.pop(pipe, None)
+
+
 def read(pipe: Pipe, timeout: float | None = None) -> str | None:
     """Like Pipe.read: text, '' at end of file, None on timeout; put-back text first."""
     with _lock:
@@ -94,3 +100,8 @@ def read_upto(
                 return "".join(parts), "delim"
         parts.append(chunk)
         have += len(chunk)
+
+
+def has_pushback(pipe: Pipe) -> bool:
+    with _lock:
+        return bool(_pushback.get(pipe))

@@ -16,6 +16,7 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .errors import ShellError
 from .expand import expand_string, expand_target
+from .filepipe import FilePipe, seekable
 from .lexer import is_digits
 from .nodes import HereDoc, Redir
 from .state import IO
@@ -86,7 +87,11 @@ class RedirectMixin:
             if op == "<>" and not os.path.exists(path):
                 open(path, "ab").close()
             f = self._open(target, path, mode)
-            pipe, _thread = plumbing.file_reader(f, target)
+            if op == "<" and seekable(f.fileno()):
+                pipe: Pipe = FilePipe(os.dup(f.fileno()), target)
+                f.close()
+            else:
+                pipe, _thread = plumbing.file_reader(f, target)
             closers.append(pipe.close_reader)
             io.fds[0 if r.fd is None else r.fd] = pipe
             return

@@ -14,6 +14,7 @@ import threading
 from aiosh.kernel.streams import Pipe
 
 from .cli_flags import Flags
+from .filepipe import FilePipe, seekable
 from .shell import Shell
 
 _write_lock = threading.Lock()
@@ -36,7 +37,10 @@ def fd_writer(fd: int):  # noqa: ANN201 - a str -> None callable
 
 
 def stdin_pipe() -> Pipe:
-    """fd 0 as a Pipe, fed by a daemon thread (commands in the script read it)."""
+    """fd 0 as a Pipe: read on demand when it is a file (children then inherit the offset), else fed by a
+    daemon thread (commands in the script read it)."""
+    if seekable(0):
+        return FilePipe(0, "stdin", owned=False)
     pipe = Pipe("stdin")
 
     def feed() -> None:

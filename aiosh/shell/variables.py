@@ -95,7 +95,7 @@ class VariablesMixin:
     # -- writing -------------------------------------------------------------------------------------------------
     def check_writable(self, base: str) -> None:
         if base in self.state.readonly:
-            raise ShellError(f"{base}: readonly variable")
+            raise ShellError(f"{base}: readonly variable", abort=True)
 
     def _coerce(self, base: str, value: str) -> str:
         if base in self.state.integer:

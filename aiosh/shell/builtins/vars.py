@@ -278,7 +278,7 @@ def read_(ctx: BuiltinContext) -> int:
     if prompt and ctx.shell.interactive:
         ctx.write_err(prompt)
     if timeout == 0:
-        return 0 if src is not None and (src.has_data() or src.closed) else 1
+        return 0 if src is not None and (src.has_data or src.closed or reader.has_pushback(src)) else 1
     if src is None:
         line, how = "", "eof"
     else:
