@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 
 __all__ = ["IO", "Foreground", "Interp", "Resolved", "ShellState"]
 
-MAX_FUNCTION_DEPTH = 60  # each call costs Python stack frames; bash's FUNCNEST, with a default
+MAX_FUNCTION_DEPTH = 1000  # bash has no default FUNCNEST; this keeps deep recursion within the Python stack
+COMPOUND_NO_ERREXIT = (Group, If, For, While, Case, ArithFor)
 DECLARATIONS = frozenset({"declare", "typeset", "local", "readonly", "export"})
 DYNAMIC_VARS = frozenset({"LINENO", "RANDOM", "SECONDS", "BASHPID"})
 
@@ -173,6 +174,10 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             status = exc.status
         except (BreakLoop, ContinueLoop):
             status = 0
+        except RecursionError:
+            if self.func_depth or self.loop_depth:
+                raise
+            status = sub.recursion_limit(io)
         status = sub.finish_subshell(status, io)
         self.subst_status = status
         out.close()
@@ -297,6 +302,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     status = 2
                     self.state.last_status = 2
                     break
+                except RecursionError:
+                    if nested:
+                        raise
+                    self.report_syntax(ShellSyntaxError("syntax error: nesting too deep", parser.peek_line()), io)
+                    status = self.state.last_status = 2
+                    break
                 self._warnings(parser, io)
                 if lst is None:
                     break
@@ -307,9 +318,17 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     status = self.run_list(lst, io)
                 except AbortCommand as exc:
                     status = self.state.last_status = exc.status
+                except RecursionError:
+                    status = self.recursion_limit(io)
         finally:
             self.source_name = saved
         return status
+
+    def recursion_limit(self, io: IO) -> int:
+        """Nesting past what the interpreter's stack allows: one line and status 2, never a traceback."""
+        self.diag(io, "maximum nesting depth exceeded (functions, commands or expressions)")
+        self.state.last_status = 2
+        return 2
 
     def _warnings(self, parser: Parser, io: IO) -> None:
         while parser.warnings:
@@ -350,10 +369,25 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         return status
 
     def run_andor(self, ao: AndOr, io: IO) -> int:
-        status = self.run_pipeline(ao.first, io, exempt=bool(ao.rest))
+        """`a && b || c`: set -e is off in every part but the last, and in everything those parts call."""
+        if not ao.rest:
+            return self.run_pipeline(ao.first, io)
+        self.no_errexit += 1
+        try:
+            status = self.run_pipeline(ao.first, io, exempt=True)
+        finally:
+            self.no_errexit -= 1
         for i, (op, pipeline) in enumerate(ao.rest):
             if (op == "&&") == (status == 0):
-                status = self.run_pipeline(pipeline, io, exempt=i < len(ao.rest) - 1)
+                last = i == len(ao.rest) - 1
+                if last:
+                    status = self.run_pipeline(pipeline, io)
+                    continue
+                self.no_errexit += 1
+                try:
+                    status = self.run_pipeline(pipeline, io, exempt=True)
+                finally:
+                    self.no_errexit -= 1
         return status
 
     def run_pipeline(self, p: Pipeline, io: IO, *, exempt: bool = False) -> int:
@@ -377,6 +411,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if p.negate:
             status = 0 if status else 1
         self.state.last_status = status
+        if len(p.commands) == 1 and isinstance(p.commands[0], COMPOUND_NO_ERREXIT):
+            exempt = True  # a failure inside was already judged where it happened (bash: `{ false && x; }` goes on)
         if status and not p.negate and not exempt and not self.no_errexit:
             if "ERR" in self.state.traps:
                 self.run_err_trap(io, status)
@@ -449,6 +485,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 status = 0
             except (ReturnFromFunction, ExitShell) as exc:
                 status = exc.status
+            except RecursionError:
+                status = sub.recursion_limit(sub.cur_io or sub.shell_io())
             return sub.finish_subshell(status, sub.cur_io or sub.shell_io())
 
         proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t))
@@ -801,7 +839,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return 127
         if self.func_depth >= MAX_FUNCTION_DEPTH:
             self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
-            return 1
+            raise AbortCommand(2) if self.main and self.proc is None else ExitShell(2)
         st = self.state
         saved_args = st.positional
         st.positional = argv[1:]
@@ -811,11 +849,6 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.run_command(body, io)
         except ReturnFromFunction as exc:
             return exc.status
-        except RecursionError:
-            if self.func_depth > 1:
-                raise  # unwind to the outermost call, where there is stack left to report it
-            self.diag(io, f"{argv[0]}: maximum function nesting level exceeded")
-            return 1
         finally:
             for name, old in self.locals.pop().items():
                 restore_local(st, name, old)

@@ -27,7 +27,7 @@ ARRAY_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=$")
 SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
 SUBST_OPS = ("//", "/#", "/%", "/")
-MAX_DEPTH = 40
+MAX_DEPTH = 1000  # compound commands and substitutions nested in each other (bash: no fixed limit)
 
 
 def is_digits(text: str) -> bool:

@@ -79,6 +79,10 @@ class Parser:
             raise self.error_at(tok)
         return self.advance()
 
+    def peek_line(self) -> int:
+        """The line being parsed (for errors raised outside the grammar)."""
+        return self.src.line_at(self.lexer.pos)
+
     def skip_newlines(self) -> None:
         while self.peek().kind == "NEWLINE":
             self.advance()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from .procs import AgentProc
 from .state import ShellState
 
 Output = Pipe | Callable[[str], object] | None
+RECURSION_LIMIT = 40_000
 
 
 def _shell_variables() -> dict[str, str]:
@@ -69,6 +71,9 @@ class Shell:
         self.host_programs = host_programs
         self.interactive = interactive
         self.argv0 = argv0
+        # Nesting (functions, compound commands, parentheses) recurses in Python: bash's practical depths need
+        # more than the default 1000 frames; past this, one line and status 2 (Interp.recursion_limit).
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
         self.pid = os.getpid()
         self.started = time.monotonic()
         self.started_wall = time.time()
