@@ -57,6 +57,7 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
         host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
     )
     observe.register(shell.builtins, lambda: kernel)
+    shell.timing = lambda: observe.kernel_timing(kernel)
     storage_commands.register(shell.builtins, lambda: kernel)
     tool_commands.register(shell.builtins, lambda: kernel)
     return shell

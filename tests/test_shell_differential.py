@@ -225,6 +225,8 @@ CORPUS: list[tuple[str, bool]] = [
     ("echo abcdef | { read -n 3 x; read y; echo $x $y; }; echo 'a b c' | { read -a arr; echo ${#arr[@]} ${arr[2]}; }", ERR),
     ("false | true; echo ${PIPESTATUS[@]}; true | (exit 3) | true; echo ${PIPESTATUS[*]}", ERR),
     ("x=abc; echo ${x//[z-a]/y}; case $x in [z-a]) echo no;; *) echo other;; esac; echo ${x#[z-a]}", ERR),
+    ("time true | false; echo $?; time { echo in; }; echo after", OUT),
+    ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -8,6 +8,7 @@ background lists run their shell-code stages on threads (`ThreadProc`).
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import signal as _signal
@@ -390,7 +391,29 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     self.no_errexit -= 1
         return status
 
+    def run_timed(self, p: Pipeline, io: IO, exempt: bool) -> int:
+        """`time pipeline`: bash's real/user/sys on stderr after the whole pipeline (plus what the host adds)."""
+        t0 = time.monotonic()
+        c0 = os.times()
+        extra = self.shell.timing() if self.shell.timing is not None else None
+        try:
+            if not p.commands:
+                return 0
+            inner = Pipeline(p.commands, p.negate, p.stderr_too, p.line)
+            return self.run_pipeline(inner, io, exempt=exempt)
+        finally:
+            wall = time.monotonic() - t0
+            c1 = os.times()
+            user = (c1.user - c0.user) + (c1.children_user - c0.children_user)
+            system = (c1.system - c0.system) + (c1.children_system - c0.children_system)
+            text = f"\nreal\t{_bash_time(wall)}\nuser\t{_bash_time(user)}\nsys\t{_bash_time(system)}\n"
+            if extra is not None:
+                text += extra()
+            plumbing.safe_write(io.stderr, text)
+
     def run_pipeline(self, p: Pipeline, io: IO, *, exempt: bool = False) -> int:
+        if p.timed:
+            return self.run_timed(p, io, exempt)
         self.checkpoint()
         if p.negate:
             self.no_errexit += 1
@@ -854,6 +877,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 restore_local(st, name, old)
             self.func_depth -= 1
             st.positional = saved_args
+
+
+def _bash_time(seconds: float) -> str:
+    """bash's `0m1.234s`."""
+    minutes, secs = divmod(max(seconds, 0.0), 60)
+    return f"{int(minutes)}m{secs:.3f}s"
 
 
 def _keyed_item(word: Word) -> tuple[Word, Word] | None:

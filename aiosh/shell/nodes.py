@@ -303,9 +303,10 @@ class Pipeline:
     negate: bool = False
     stderr_too: list[bool] = field(default_factory=list)
     line: int = 0
+    timed: bool = False  # `time pipeline`: the whole pipeline is timed
 
     def render(self) -> str:
-        out = "! " if self.negate else ""
+        out = ("time " if self.timed else "") + ("! " if self.negate else "")
         for i, c in enumerate(self.commands):
             if i:
                 out += " |& " if self.stderr_too[i - 1] else " | "

@@ -154,7 +154,16 @@ class Parser:
 
     def parse_pipeline(self) -> Pipeline:
         negate = False
+        timed = False
         line = self.peek().line
+        if self.peek().is_word("time"):
+            self.advance()
+            timed = True
+            if self.peek().is_word("-p"):
+                self.advance()
+            tok = self.peek()
+            if tok.kind in ("NEWLINE", "EOF") or tok.is_op(";", "&", "&&", "||", ")") or tok.is_word(*TERMINATORS):
+                return Pipeline([], False, [], line, timed=True)
         while self.peek().is_word("!"):
             self.advance()
             negate = not negate
@@ -164,7 +173,7 @@ class Parser:
             stderr_too.append(self.advance().value == "|&")
             self.skip_newlines()
             commands.append(self.parse_command())
-        return Pipeline(commands, negate, stderr_too, line)
+        return Pipeline(commands, negate, stderr_too, line, timed=timed)
 
     def parse_command(self) -> Command:
         tok = self.peek()

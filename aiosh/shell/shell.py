@@ -89,6 +89,9 @@ class Shell:
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
         self.exited: int | None = None
+        # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
+        # report (the kernel's decode time and tokens of the agents it ran)
+        self.timing: Callable[[], Callable[[], str]] | None = None
         self._agent_procs: dict[int, AgentProc] = {}
         self._agent_lock = threading.Lock()
         self._lines = 0
