@@ -105,6 +105,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         self.func_depth = 0  # functions being run (for `return` and `local`)
         self.source_depth = 0  # files being sourced (`return` works there too)
         self.in_trap = False
+        self.exec_closers: list[Callable[[], None]] = []
         self.decl_items: dict[int, list[tuple[str | None, str]]] = {}
         self.locals: list[dict[str, tuple]] = []  # per function call: saved values of its `local` names
 
@@ -186,6 +187,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def shell_io(self) -> IO:
+        if self.shell.exec_fds is not None:
+            return IO(dict(self.shell.exec_fds))
         return IO({0: self.shell.stdin, 1: self.shell.stdout, 2: self.shell.stderr})
 
     def subshell(self, *, same_thread: bool, proc: ThreadProc | None = None) -> Interp:
@@ -788,6 +791,19 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             argv.append(f"{name}={expand_string(self, a.value)}")
         return argv
 
+    def exec_redirections(self, io: IO, new: IO, closers: list[Callable[[], None]]) -> int:
+        """`exec >file 3<in`: the redirections stay for the rest of this shell (files close when it ends)."""
+        kept = {id(p) for p in new.fds.values()}
+        for pipe in io.fds.values():
+            if pipe is not None and id(pipe) not in kept and pipe not in (self.shell.stdout, self.shell.stderr):
+                plumbing.finish_writer(pipe)  # `exec 3>&-`: the file is complete for the next reader
+        io.fds.clear()
+        io.fds.update(new.fds)
+        self.exec_closers.extend(closers)
+        if self.main and self.proc is None:
+            self.shell.exec_fds = dict(new.fds)
+        return 0
+
     def run_assign(self, a: Assign) -> None:
         """One `name=value` / `name+=value` / `name[i]=value` / `name=(…)` in the current shell."""
         append = a.name.endswith("+")
@@ -827,6 +843,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
+        if resolved.kind == "builtin" and resolved.argv == ["exec"]:
+            return self.exec_redirections(io, io2, closers)
         saved = {k: self.state.vars.get(k) for k in env}
         for k, v in env.items():
             if k in self.state.readonly:

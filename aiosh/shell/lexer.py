@@ -23,6 +23,7 @@ OPERATORS = (
 )  # fmt: skip
 REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FD_VAR_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 ARRAY_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=$")
 SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
@@ -146,7 +147,7 @@ class Lexer:
         word = self._read_word()
         raw = text[start : self.pos]
         word.raw = raw
-        if is_digits(raw) and word.is_plain and self._peekc() in ("<", ">"):
+        if word.is_plain and self._peekc() in ("<", ">") and (is_digits(raw) or FD_VAR_RE.fullmatch(raw)):
             self._after_heredoc_op = None
             return Token("IO_NUMBER", raw, start, self.pos, line)
         if ARRAY_ASSIGN_RE.match(raw) and self._peekc() == "(" and not self._after_heredoc_op:

@@ -118,9 +118,10 @@ class Redir:
     op: str
     target: Word | HereDoc
     fd: int | None = None
+    fd_var: str | None = None  # `{name}>file`: the shell picks a descriptor and stores it in $name
 
     def render(self) -> str:
-        fd = "" if self.fd is None else str(self.fd)
+        fd = ("{" + self.fd_var + "}" if self.fd_var else "") if self.fd is None else str(self.fd)
         if isinstance(self.target, HereDoc):
             return f"{fd}{self.op}{self.target.delimiter}"
         if self.op in (">&", "<&"):

@@ -281,8 +281,13 @@ class Parser:
 
     def parse_redir(self) -> Redir:
         fd = None
+        fd_var = None
         if self.peek().kind == "IO_NUMBER":
-            fd = int(self.advance().value)
+            value = self.advance().value
+            if value.startswith("{"):
+                fd_var = value[1:-1]
+            else:
+                fd = int(value)
         op = self.advance().value
         tok = self.peek()
         if tok.kind == "EOF":  # bash reads an implicit final newline here
@@ -294,8 +299,8 @@ class Parser:
         assert tok.word is not None
         if op in ("<<", "<<-"):
             assert tok.heredoc is not None
-            return Redir(op, tok.heredoc, fd)
-        return Redir(op, tok.word, fd)
+            return Redir(op, tok.heredoc, fd, fd_var)
+        return Redir(op, tok.word, fd, fd_var)
 
     def parse_if(self) -> If:
         line = self.advance().line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+import weakref
 from collections.abc import Callable
 from typing import IO
 
@@ -152,7 +153,21 @@ def file_writer(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
         finally:
             _close_quietly(f)
 
-    return pipe, _thread(run, f"write:{name}")
+    thread = _thread(run, f"write:{name}")
+    _writers[pipe] = thread
+    return pipe, thread
+
+
+_writers: weakref.WeakKeyDictionary[Pipe, threading.Thread] = weakref.WeakKeyDictionary()
+
+
+def finish_writer(pipe: Pipe, timeout: float = 5.0) -> None:
+    """Close a `> FILE` pipe and wait until its thread wrote everything (a no-op for other pipes)."""
+    thread = _writers.get(pipe)
+    if thread is None:
+        return
+    pipe.close()
+    thread.join(timeout)
 
 
 def stream_to_pipe(f: IO[bytes], dst: Pipe) -> threading.Thread:

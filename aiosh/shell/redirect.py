@@ -18,7 +18,7 @@ from .errors import ShellError
 from .expand import expand_string, expand_target
 from .filepipe import FilePipe, seekable
 from .lexer import is_digits
-from .nodes import HereDoc, Redir
+from .nodes import HereDoc, Redir, Word
 from .state import IO
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class RedirectMixin:
         return new, closers
 
     def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
+        if r.fd_var is not None:
+            r = self._named_fd(r, io)
         op = r.op
         if isinstance(r.target, HereDoc):
             doc = r.target
@@ -62,7 +64,16 @@ class RedirectMixin:
         if op in (">&", "<&"):
             fd = r.fd if r.fd is not None else (1 if op == ">&" else 0)
             if target == "-":
-                io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
+                if fd > 2:
+                    io.fds.pop(fd, None)  # closed: later use is `Bad file descriptor`, as in bash
+                else:
+                    io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
+                return
+            if target.endswith("-") and is_digits(target[:-1]):  # `N>&M-`: move M to N
+                src = int(target[:-1])
+                if src not in io.fds:
+                    raise ShellError(f"{target[:-1]}: Bad file descriptor")
+                io.fds[fd] = io.fds.pop(src)
                 return
             if is_digits(target):
                 src = int(target)
@@ -108,6 +119,21 @@ class RedirectMixin:
             io.fds[1] = io.fds[2] = pipe
         else:
             io.fds[1 if r.fd is None else r.fd] = pipe
+
+    def _named_fd(self, r: Redir, io: IO) -> Redir:
+        """`{name}>file` picks a free descriptor from 10 up and stores it in $name; `{name}>&-` closes $name's."""
+        assert r.fd_var is not None
+        target = r.target
+        if r.op in (">&", "<&") and isinstance(target, Word) and target.literal() == "-":
+            value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+            if value is None or not is_digits(value):
+                raise ShellError(f"{r.fd_var}: ambiguous redirect")
+            return Redir(r.op, target, int(value))
+        fd = 10
+        while fd in io.fds:
+            fd += 1
+        self.assign(r.fd_var, str(fd))  # type: ignore[attr-defined]
+        return Redir(r.op, target, fd)
 
     def _dev_path(self, target: str, io: IO) -> Pipe | None:
         fd = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(target)

@@ -92,6 +92,7 @@ class Shell:
         # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
         # report (the kernel's decode time and tokens of the agents it ran)
         self.timing: Callable[[], Callable[[], str]] | None = None
+        self.exec_fds: dict | None = None  # descriptors set by `exec >file …` in the main shell
         self._agent_procs: dict[int, AgentProc] = {}
         self._agent_lock = threading.Lock()
         self._lines = 0

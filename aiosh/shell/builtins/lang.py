@@ -6,7 +6,7 @@ import os
 import shlex
 import signal
 
-from ..errors import ShellError
+from ..errors import ExitShell, ShellError
 from . import BuiltinContext, BuiltinRegistry
 
 # -- let -------------------------------------------------------------------------------------------------------
@@ -216,6 +216,25 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
     return f"{name} is {shown}" if verbose else shown
 
 
+def exec_(ctx: BuiltinContext) -> int:
+    """`exec COMMAND`: run it and end the shell with its status (the redirection-only form is the
+    interpreter's: see Interp.exec_redirections)."""
+    args = list(ctx.args)
+    while args and args[0] in ("-c", "-l"):
+        args.pop(0)
+    if args[:1] == ["-a"]:
+        args = args[2:]
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        return 0
+    resolved = ctx.interp.resolve(list(args), skip_functions=True)
+    if resolved.kind == "error" and resolved.status == 127:
+        ctx.error(f"{args[0]}: not found")
+        raise ExitShell(127)
+    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True))
+
+
 def builtin(ctx: BuiltinContext) -> int:
     if not ctx.args:
         return 0
@@ -314,6 +333,8 @@ def register(reg: BuiltinRegistry) -> None:
                  "trap [-lp] [[arg] signal_spec ...]")  # fmt: skip
     reg.register("command", command, "run a command bypassing functions; -v / -V say what a name is",
                  "command [-pVv] command [arg ...]")  # fmt: skip
+    reg.register("exec", exec_, "replace the shell with a command, or keep redirections for the rest of it",
+                 "exec [-cl] [-a name] [command [argument ...]] [redirection ...]")  # fmt: skip
     reg.register("builtin", builtin, "run a shell builtin", "builtin [shell-builtin [arg ...]]")
     reg.register("shopt", shopt, "set and unset shell options (accepted; few have an effect)",
                  "shopt [-pqsu] [-o] [optname ...]")  # fmt: skip
