@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,13 @@ REPO = Path(__file__).resolve().parent.parent
 NEEDS_OILS_TREE = re.compile(r"\$REPO_ROOT|spec/testdata|\bspec/|\btestdata\b|_devbuild|oils_for_unix")
 TIMEOUT = 10.0
 AGREE_FILE = Path(__file__).with_name("oils_spec_agree.txt")
+
+
+def _default_signals() -> None:
+    """Both shells start with default signal dispositions, whatever the runner inherited (a background job's
+    ignored SIGINT would otherwise show up in bash's `trap` output)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def find_spec_dir() -> Path | None:
@@ -137,7 +145,8 @@ class Runner:
         }
         try:
             r = subprocess.run([*argv0, "-c", code], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                               capture_output=True, timeout=TIMEOUT, start_new_session=True)  # fmt: skip
+                               capture_output=True, timeout=TIMEOUT, start_new_session=True,
+                               preexec_fn=_default_signals)  # fmt: skip
         except subprocess.TimeoutExpired:
             return None
         return r.stdout.decode("utf-8", "replace"), r.returncode, r.stderr.decode("utf-8", "replace")

@@ -226,6 +226,11 @@ CORPUS: list[tuple[str, bool]] = [
     ("false | true; echo ${PIPESTATUS[@]}; true | (exit 3) | true; echo ${PIPESTATUS[*]}", ERR),
     ("x=abc; echo ${x//[z-a]/y}; case $x in [z-a]) echo no;; *) echo other;; esac; echo ${x#[z-a]}", ERR),
     ("time true | false; echo $?; time { echo in; }; echo after", OUT),
+    ("x=foo:~; echo $x; P=/bin:~/bin:~; echo $P; echo ${undef:-~}/z; y=a~:b; echo $y", ERR),
+    ("set -a; ax=1; set +a; bx=2; env | grep '^[ab]x='", ERR),
+    ("printf 'echo no shebang $1\\n' > ns; chmod +x ns; ./ns arg; echo $?", ERR),
+    ("exec 3>o3; echo to3 >&3; exec 3>&-; cat o3; exec {fd}>o4; echo x >&$fd; cat o4; echo y >&7; echo $?", OUT),
+    ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]

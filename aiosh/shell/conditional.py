@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import arith, patterns
 from .builtins.flow import file_test
 from .expand import expand_pattern, expand_string
-from .nodes import Lit, Word
+from .nodes import Lit, Tilde, Word
 from .state import Indexed
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ def _regex(interp: Interp, text: str, right: Word) -> bool:
             pieces.append(re.escape(part.text) if part.quoted else _ere(part.text))
         else:
             value = expand_string(interp, Word([part], ""))
-            pieces.append(re.escape(value) if getattr(part, "quoted", False) else _ere(value))
+            literal = getattr(part, "quoted", False) or isinstance(part, Tilde)
+            pieces.append(re.escape(value) if literal else _ere(value))
     try:
         rx = re.compile("".join(pieces))
     except re.error:

@@ -558,6 +558,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
+        self.cur_io = io2
         try:
             if isinstance(cmd, If):
                 return self.run_if(cmd, io2)

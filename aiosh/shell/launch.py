@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -204,6 +205,9 @@ class LaunchMixin:
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
         shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
+        if _no_interpreter_line(path):  # bash runs such a file as a script of its own language
+            argv = [sys.executable, "-m", "aiosh.shell", argv[0] if "/" in argv[0] else path, *argv[1:]]
+            path = sys.executable
         try:
             popen = subprocess.Popen(
                 argv,
@@ -234,6 +238,16 @@ class LaunchMixin:
             plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
             proc.add_cleanup(stop.set)
         return proc
+
+
+def _no_interpreter_line(path: str) -> bool:
+    """An executable text file without `#!` and not a binary: the kernel would refuse it (ENOEXEC)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return False
+    return not (head.startswith((b"#!", b"\x7fELF")) or b"\0" in head)
 
 
 def _nice_args(args: list[str]) -> tuple[int, list[str], str]:

@@ -387,6 +387,8 @@ class Lexer:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
                 arg_parts = self._read_parts(frozenset("}"), "dqbrace" if quoted else "brace")
+                if not quoted and op in ("-", ":-", "=", ":=", "+", ":+", "?", ":?"):
+                    arg_parts = _tilde(arg_parts)
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
@@ -557,7 +559,7 @@ class Lexer:
         raw = text[start:i]
         self.pos = i
         sub = Lexer(Source(raw), subparser=self.subparser, depth=self.depth + 1)
-        return Word(sub._read_parts(frozenset(), "brace"), raw)
+        return Word(_tilde(sub._read_parts(frozenset(), "brace")), raw)
 
     def _read_backquote(self, quoted: bool) -> Part:
         text = self.text
@@ -667,8 +669,40 @@ def _tilde(parts: list[Part]) -> list[Part]:
 
 
 def tilde_value(parts: list[Part]) -> list[Part]:
-    """Tilde expansion at the start of an assignment's value."""
-    return _tilde(parts)
+    """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
+    parts = _tilde(parts)
+    out: list[Part] = []
+    for k, p in enumerate(parts):
+        if not isinstance(p, Lit) or p.quoted or ":~" not in p.text:
+            out.append(p)
+            continue
+        pieces = p.text.split(":")
+        followed = k + 1 < len(parts)
+        out.append(Lit(pieces[0]))
+        for j, piece in enumerate(pieces[1:], 1):
+            last = j == len(pieces) - 1
+            end = piece.find("/")
+            user = piece[1:] if end < 0 else piece[1:end]
+            if piece.startswith("~") and (end >= 0 or not (last and followed)) and _tilde_user(user):
+                out.append(Lit(":"))
+                out.append(Tilde(user))
+                if end >= 0:
+                    out.append(Lit(piece[end:]))
+            else:
+                out.append(Lit(":" + piece))
+    merged: list[Part] = []
+    for p in out:
+        if isinstance(p, Lit) and not p.text:
+            continue
+        if merged and isinstance(p, Lit) and isinstance(merged[-1], Lit) and merged[-1].quoted == p.quoted:
+            merged[-1] = Lit(merged[-1].text + p.text, p.quoted)
+        else:
+            merged.append(p)
+    return merged
+
+
+def _tilde_user(user: str) -> bool:
+    return user == "" or user in ("+", "-") or NAME_RE.fullmatch(user.replace("-", "_").replace(".", "_")) is not None
 
 
 _SIMPLE_ESCAPES = {

@@ -359,6 +359,7 @@ class Parser:
     def parse_dbracket(self) -> DBracket:
         line = self.advance().line
         expr = self._db_or()
+        self._db_skip_newlines()
         tok = self.peek()
         if not tok.is_word("]]"):
             raise self.error_at(tok)
@@ -371,6 +372,7 @@ class Parser:
 
     def _db_or(self) -> tuple:
         left = self._db_and()
+        self._db_skip_newlines()
         while self.peek().is_op("||"):
             self.advance()
             self._db_skip_newlines()
@@ -379,10 +381,12 @@ class Parser:
 
     def _db_and(self) -> tuple:
         left = self._db_not()
+        self._db_skip_newlines()
         while self.peek().is_op("&&"):
             self.advance()
             self._db_skip_newlines()
             left = ("and", left, self._db_not())
+            self._db_skip_newlines()
         return left
 
     def _db_not(self) -> tuple:

@@ -129,8 +129,8 @@ def trap(ctx: BuiltinContext) -> int:
     if args and args[0] == "--":
         args.pop(0)
     if not args or args == ["-p"]:
-        for name, action in st.traps.items():
-            ctx.write(f"trap -- {shlex.quote(action)} {_shown(name)}\n")
+        for name in sorted(st.traps, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
         return 0
     if args[0] == "-l":
         ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
@@ -158,6 +158,13 @@ def trap(ctx: BuiltinContext) -> int:
         else:
             st.traps[name] = action
     return status
+
+
+def _trap_order(name: str) -> int:
+    """bash lists EXIT first, then signals by number, then DEBUG, ERR, RETURN."""
+    if name == "EXIT":
+        return 0
+    return SIGNAL_NAMES.get(name, 100 + PSEUDO.index(name) if name in PSEUDO else 200)
 
 
 def _shown(name: str) -> str:
