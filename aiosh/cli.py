@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accepted for bash compatibility (interactive when on a terminal)")
     p.add_argument("--norc", "--noprofile", dest="norc", action="store_true",
                    help="accepted for bash compatibility (aiosh reads no rc file)")
+    p.add_argument("--rcfile", "--init-file", dest="rcfile", metavar="FILE", help="accepted for bash compatibility")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="a file of aiosh commands")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="$1, $2 … for SCRIPT (or $0 … for -c)")
     return p

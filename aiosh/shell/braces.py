@@ -25,9 +25,9 @@ def brace_expand(word: Word) -> list[Word]:
             atoms.extend((c, None, not p.quoted) for c in p.text)
         else:
             atoms.append((None, p, False))
-    results = _expand(atoms)
-    if len(results) == 1:
+    if _first_brace(atoms) is None:
         return [word]
+    results = _expand(atoms)
     return [_to_word(r, word.raw) for r in results]
 
 
@@ -113,4 +113,6 @@ def _to_word(atoms: list[Atom], raw: str) -> Word:
             parts[-1] = Lit(parts[-1].text + c, quoted)
         else:
             parts.append(Lit(c, quoted))
-    return Word(parts, raw)
+    from .lexer import tilde_word  # tilde expansion comes after brace expansion: `~{/src,root}`
+
+    return Word(tilde_word(parts), raw)

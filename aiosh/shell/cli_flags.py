@@ -37,6 +37,9 @@ def parse_flags(argv: list[str]) -> Flags:
         if a in LONG_IGNORED:
             i += 1
             continue
+        if a in ("--rcfile", "--init-file"):
+            i += 2
+            continue
         if a.startswith("--"):
             raise FlagError(f"{a}: invalid option")
         if a[:1] not in ("-", "+") or len(a) < 2:

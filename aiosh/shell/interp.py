@@ -758,6 +758,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.fail(io, exc)
         if self.state.xtrace:
             plumbing.safe_write(io.stderr, "+ " + " ".join(argv) + "\n")
+        self.state.vars["_"] = argv[-1]
         return argv, env, self.resolve(argv)
 
     def assign_only(self, cmd: SimpleCommand, io: IO) -> int:

@@ -668,6 +668,11 @@ def _tilde(parts: list[Part]) -> list[Part]:
     return [Tilde(text[1:slash]), Lit(rest)] + parts[1:]
 
 
+def tilde_word(parts: list[Part]) -> list[Part]:
+    """A leading `~user` of a word (after brace expansion made it one)."""
+    return _tilde(parts)
+
+
 def tilde_value(parts: list[Part]) -> list[Part]:
     """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
     parts = _tilde(parts)

@@ -7,7 +7,6 @@ complete before the next command reads it.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -108,13 +107,8 @@ class RedirectMixin:
             return
         mode = "ab" if op in (">>", "&>>") else "wb"
         f = self._open(target, path, mode)
-        pipe, thread = plumbing.file_writer(f, target)
-
-        def close(pipe: Pipe = pipe, thread: threading.Thread = thread) -> None:
-            pipe.close()
-            thread.join(5.0)
-
-        closers.append(close)
+        pipe = plumbing.FileSink(f, target)
+        closers.append(pipe.close)
         if op in ("&>", "&>>"):
             io.fds[1] = io.fds[2] = pipe
         else:

@@ -85,7 +85,9 @@ class Shell:
         exported = set(variables)
         for name, value in _shell_variables().items():
             variables.setdefault(name, value)
-        state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd)
+        variables["_"] = argv0
+        state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd,
+                           readonly={"UID", "EUID", "PPID"})
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
         self.exited: int | None = None

@@ -112,9 +112,11 @@ class Printf:
             self.ctx.error(f"{arg}: invalid number")
             self.status = 1
         value *= sign
-        if unsigned and value < 0:
-            value &= (1 << 64) - 1
-        return value
+        if unsigned:  # strtoumax: clamps at 2**64-1; a negative number wraps
+            if value >= 1 << 64:
+                return (1 << 64) - 1
+            return value & ((1 << 64) - 1) if value >= -(1 << 63) else 1 << 63
+        return max(-(1 << 63), min((1 << 63) - 1, value))  # strtoimax clamps
 
     def real(self, arg: str) -> float:
         s = arg.strip()
@@ -227,6 +229,8 @@ class Printf:
                 spec = spec.replace("#", "")
                 text = (spec + "o") % value
                 return text if value == 0 else text.replace(f"{value:o}", f"0{value:o}", 1)
+            if value == 0:  # C prints a zero without the 0x of `#`
+                spec = spec.replace("#", "")
             return (spec + ("d" if conv == "u" else conv)) % value
         if conv in "eEfFgGaA":
             c = conv if conv not in "aA" else ("e" if conv == "a" else "E")
@@ -256,7 +260,7 @@ def printf(ctx: BuiltinContext) -> int:
         args = args[1:]
     if not args:
         return ctx.usage_error()
-    if args[0].startswith("-") and len(args[0]) > 1 and var is None and args[0] != "-":
+    if var is None and len(args[0]) == 2 and args[0][0] == "-" and args[0][1].isalpha():
         return ctx.usage_error(f"{args[0]}: invalid option")
     p = Printf(ctx)
     text = p.render(args[0], args[1:])
