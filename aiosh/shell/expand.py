@@ -190,9 +190,9 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
             is_set = bool(values) and (not op.startswith(":") or joined != "")
             if op in (":-", "-"):
                 if not is_set:
-                    return [_arg(env, part)]
+                    return _arg(env, part)
             elif op in (":+", "+"):
-                return [_arg(env, part)] if is_set else [[]]
+                return _arg(env, part) if is_set else [[]]
             elif op in (":=", "="):
                 if not is_set:
                     raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
@@ -228,9 +228,9 @@ def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]
     assert part.arg is not None
     is_set = value is not None and (value != "" or not op.startswith(":"))
     if op in (":-", "-"):
-        return [[(value or "", kind)]] if is_set else [_arg(env, part)]
+        return [[(value or "", kind)]] if is_set else _arg(env, part)
     if op in (":+", "+"):
-        return [_arg(env, part)] if is_set else [[]]
+        return _arg(env, part) if is_set else [[]]
     if op in (":=", "="):
         if is_set:
             return [[(value or "", kind)]]
@@ -327,18 +327,18 @@ def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     return text[start:end]
 
 
-def _arg(env: ExpandEnv, part: Param) -> list[Segment]:
-    """The word of `${x:-word}`: its unquoted text is split like an expansion's result when `${…}` is unquoted."""
+def _arg(env: ExpandEnv, part: Param) -> list[list[Segment]]:
+    """The word of `${x:-word}` as fields: its unquoted text is split like an expansion's result when `${…}` is
+    unquoted, and a `"${a[@]}"` inside keeps its elements apart."""
     assert part.arg is not None
-    segs: list[Segment] = []
-    for f in _expand_fields(env, part.arg.parts, join_at=True):
-        if segs:
-            segs.append((" ", "x"))
-        segs.extend(f)
-    if part.quoted:
-        return [(t, "q") for t, _ in segs]
-    return [(t, "x" if k == "l" else k) for t, k in segs]
-
+    fields = _expand_fields(env, part.arg.parts)
+    out: list[list[Segment]] = []
+    for f in fields:
+        if part.quoted:
+            out.append([(t, "q") for t, k in f if k != "@"] or ([("", "q")] if len(fields) == 1 else []))
+        else:
+            out.append([(t, "x" if k == "l" else k) for t, k in f])
+    return [f for f in out if f] or [[("", "q")]] if part.quoted else out
 
 def _value(env: ExpandEnv, name: str) -> str | None:
     if is_digits(name) or name in "?$!#-*@0" and len(name) == 1:

@@ -105,6 +105,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         self.func_depth = 0  # functions being run (for `return` and `local`)
         self.source_depth = 0  # files being sourced (`return` works there too)
         self.in_trap = False
+        self.redirect_failed = False
         self.exec_closers: list[Callable[[], None]] = []
         self.decl_items: dict[int, list[tuple[str | None, str]]] = {}
         self.locals: list[dict[str, tuple]] = []  # per function call: saved values of its `local` names
@@ -322,6 +323,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     status = self.run_list(lst, io)
                 except AbortCommand as exc:
                     status = self.state.last_status = exc.status
+                    if self.state.errexit:
+                        raise ExitShell(status) from None
                 except RecursionError:
                     status = self.recursion_limit(io)
         finally:
@@ -418,6 +421,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if p.timed:
             return self.run_timed(p, io, exempt)
         self.checkpoint()
+        self.redirect_failed = False
         if p.negate:
             self.no_errexit += 1
         try:
@@ -437,7 +441,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if p.negate:
             status = 0 if status else 1
         self.state.last_status = status
-        if len(p.commands) == 1 and isinstance(p.commands[0], COMPOUND_NO_ERREXIT):
+        if len(p.commands) == 1 and isinstance(p.commands[0], COMPOUND_NO_ERREXIT) and not self.redirect_failed:
             exempt = True  # a failure inside was already judged where it happened (bash: `{ false && x; }` goes on)
         if status and not p.negate and not exempt and not self.no_errexit:
             if "ERR" in self.state.traps:
@@ -557,6 +561,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         try:
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
+            self.redirect_failed = True  # set -e judges this failure at the command itself
             return self.fail(io, exc)
         self.cur_io = io2
         try:

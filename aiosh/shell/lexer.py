@@ -716,6 +716,12 @@ _SIMPLE_ESCAPES = {
 }  # fmt: skip
 
 
+def byte_char(value: int) -> str:
+    """The character for a raw byte from `\\NNN` / `\\xHH`: ASCII as is, 0x80–0xFF as the surrogate that the
+    shell's writers turn back into that one byte (bash emits the byte, not its UTF-8 encoding)."""
+    return chr(value) if value < 0x80 else chr(0xDC00 + value)
+
+
 def _ansi_escape(text: str, i: int) -> tuple[str, int]:
     """Decode one `$'…'` escape whose letter is at text[i]; returns (char, next index)."""
     c = text[i]
@@ -725,7 +731,7 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         j = i
         while j < len(text) and j < i + 3 and text[j] in "01234567":
             j += 1
-        return chr(int(text[i:j], 8) & 0xFF), j
+        return byte_char(int(text[i:j], 8) & 0xFF), j
     if c in "xuU":
         width = {"x": 2, "u": 4, "U": 8}[c]
         j = i + 1
@@ -734,6 +740,8 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         if j == i + 1:
             return "\\" + c, i + 1
         code = int(text[i + 1 : j], 16)
+        if c == "x":
+            return byte_char(code), j
         return (chr(code) if code <= 0x10FFFF else "\ufffd"), j
     if c == "c" and i + 1 < len(text):
         return chr(ord(text[i + 1]) & 0x1F), i + 2

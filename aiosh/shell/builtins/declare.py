@@ -117,8 +117,8 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 scope = interp.locals[-1]
                 if base not in scope:
                     scope[base] = save_local(st, base)
-                    if not eq and not flags.get("a") and not flags.get("A"):
-                        # `local x` hides the outer value (bash keeps an unset local)
+                    if not eq or flags.get("a") or flags.get("A") or pos in items:
+                        # `local x` hides the outer value (bash keeps an unset local); `local -a x` is empty
                         st.vars.pop(base, None)
                         st.arrays.pop(base, None)
             if flags.get("r") is False and base in st.readonly:

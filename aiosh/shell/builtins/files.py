@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 
+from ..lexer import byte_char
 from . import BuiltinContext, BuiltinRegistry
 
 _ECHO_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
@@ -32,7 +33,7 @@ def _echo_escapes(text: str) -> tuple[str, bool]:
             j = i + 2
             while j < n and j < i + 5 and text[j] in "01234567":
                 j += 1
-            out.append(chr(int(text[i + 2 : j] or "0", 8) & 0xFF))
+            out.append(byte_char(int(text[i + 2 : j] or "0", 8) & 0xFF))
             i = j
         elif e in "xuU":
             width = {"x": 2, "u": 4, "U": 8}[e]
@@ -43,7 +44,7 @@ def _echo_escapes(text: str) -> tuple[str, bool]:
                 out.append("\\" + e)
             else:
                 code = int(text[i + 2 : j], 16)
-                out.append(chr(code) if code <= 0x10FFFF else "\ufffd")
+                out.append(byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd")
             i = j
         else:
             out.append("\\" + e)

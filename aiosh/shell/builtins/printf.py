@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+from ..lexer import byte_char
 from . import BuiltinContext, BuiltinRegistry
 
 _SPEC = re.compile(r"%([-+ #0']*)(\*|\d+)?(?:\.(\*|\d*))?(\((?:[^)]*)\)T|[diouxXeEfFgGcsbqaA%])")
@@ -40,7 +41,7 @@ def escapes(text: str, *, in_b: bool) -> str:
             limit = 4 if (in_b and e == "0") else 3
             while j < n and j < i + 1 + limit and text[j] in "01234567":
                 j += 1
-            out.append(chr(int(text[i + 1 : j], 8) & 0xFF))
+            out.append(byte_char(int(text[i + 1 : j], 8) & 0xFF))
             i = j
         elif e in "xuU":
             width = {"x": 2, "u": 4, "U": 8}[e]
@@ -51,7 +52,7 @@ def escapes(text: str, *, in_b: bool) -> str:
                 out.append("\\" + e)
             else:
                 code = int(text[i + 2 : j], 16)
-                out.append(chr(code) if code <= 0x10FFFF else "\ufffd")
+                out.append(byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd")
             i = j
         else:
             out.append("\\" + e)
@@ -164,7 +165,7 @@ class Printf:
                     k = j
                     while k < len(fmt) and k < j + 3 and fmt[k] in "01234567":
                         k += 1
-                    out.append(chr(int(fmt[j:k], 8) & 0xFF))
+                    out.append(byte_char(int(fmt[j:k], 8) & 0xFF))
                     i = k
                     continue
                 if j < len(fmt) and fmt[j] in "xuU":

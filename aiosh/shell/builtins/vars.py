@@ -6,7 +6,7 @@ import os
 import re
 
 from .. import reader
-from ..errors import ReturnFromFunction
+from ..errors import AbortCommand, ReturnFromFunction
 from ..lexer import is_name as valid_name
 from . import BuiltinContext, BuiltinRegistry
 
@@ -219,7 +219,10 @@ def eval_(ctx: BuiltinContext) -> int:
     text = " ".join(ctx.args)
     if not text.strip():
         return 0
-    return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
+    try:
+        return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
+    except AbortCommand as exc:  # an expansion or assignment error ends what eval runs, not its caller
+        return exc.status
 
 
 def read_(ctx: BuiltinContext) -> int:
