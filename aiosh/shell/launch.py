@@ -19,6 +19,7 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .agents import parse_options, with_limits
 from .builtins import Builtin
+from .childfds import ExtraFds
 from .errors import ShellError
 from .filepipe import FilePipe
 from .jobs import Job, JobTable
@@ -208,10 +209,13 @@ class LaunchMixin:
         if _no_interpreter_line(path):  # bash runs such a file as a script of its own language
             argv = [sys.executable, "-m", "aiosh.shell", argv[0] if "/" in argv[0] else path, *argv[1:]]
             path = sys.executable
+        extra = ExtraFds(io.fds)
         try:
             popen = subprocess.Popen(
                 argv,
                 executable=path,
+                pass_fds=extra.keep,
+                preexec_fn=extra.install if extra.targets else None,
                 cwd=self.state.cwd,
                 env=self.state.env(env),
                 stdin=shared_fd if shared_fd is not None else subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
@@ -222,13 +226,18 @@ class LaunchMixin:
                 close_fds=True,
             )
         except PermissionError:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: Permission denied", 126) from None
         except FileNotFoundError:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: No such file or directory", 127) from None
         except OSError as exc:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
-        except ValueError as exc:
+        except (ValueError, subprocess.SubprocessError) as exc:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
+        extra.after_spawn()
         pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]

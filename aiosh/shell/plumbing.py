@@ -203,6 +203,9 @@ class FileSink(Pipe):
                 super().close()
                 _close_quietly(self._f)
 
+    def fileno(self) -> int:
+        return self._f.fileno()
+
 
 def stream_to_pipe(f: IO[bytes], dst: Pipe) -> threading.Thread:
     """Copy a host process's unbuffered output into a Pipe; when the reader leaves, closing our end makes
