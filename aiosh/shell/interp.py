@@ -750,15 +750,27 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             if not argv:
                 return self.assign_only(cmd, io)
             env: dict[str, str] = {}
-            for a in cmd.assigns:
-                if a.items is not None or a.index is not None:
-                    continue  # bash ignores array assignments in front of a command
-                value = expand_string(self, a.value)
-                if a.name.endswith("+"):
-                    name = a.name[:-1]
-                    env[name] = env.get(name, self.get_var(name) or "") + value
-                else:
-                    env[a.name] = value
+            shadowed: dict[str, str | None] = {}
+            try:
+                for a in cmd.assigns:
+                    if a.items is not None or a.index is not None:
+                        continue  # bash ignores array assignments in front of a command
+                    value = expand_string(self, a.value)
+                    name = a.name[:-1] if a.name.endswith("+") else a.name
+                    if a.name.endswith("+"):
+                        value = env.get(name, self.get_var(name) or "") + value
+                    env[name] = value
+                    shadowed.setdefault(name, self.state.vars.get(name))
+                    if name not in self.state.readonly:
+                        self.state.vars[name] = value  # `A=1 B=$A cmd`: later bindings see earlier ones
+            finally:
+                for name, old in shadowed.items():
+                    if name in self.state.readonly:
+                        continue
+                    if old is None:
+                        self.state.vars.pop(name, None)
+                    else:
+                        self.state.vars[name] = old
         except ShellError as exc:
             return self.fail(io, exc)
         if self.state.xtrace:

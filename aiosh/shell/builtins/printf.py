@@ -3,7 +3,9 @@ arguments run out; a bad number is reported and counts as its valid prefix (stat
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 
 from ..lexer import byte_char
@@ -220,7 +222,7 @@ class Printf:
             tfmt = conv[1:-2]
             value = -1 if arg is None or not arg.strip() else self.number(arg)
             when = time.time() if value == -1 else self.ctx.shell.started_wall if value == -2 else value
-            text = time.strftime(tfmt or "%X", time.localtime(when))
+            text = _strftime(tfmt or "%X", when, self.ctx.interp.get_var("TZ"))
             return (spec + "s") % text
         if conv in "di":
             return (spec + "d") % self.number(arg or "")
@@ -247,6 +249,28 @@ class Printf:
         if conv == "q":
             return (spec + "s") % shell_quote(arg or "")
         return (spec + "s") % (arg or "")
+
+
+_tz_lock = threading.Lock()
+
+
+def _strftime(fmt: str, when: float, tz: str | None) -> str:
+    """strftime in the shell's TZ (a variable of this shell, not of the aiosh process)."""
+    with _tz_lock:
+        saved = os.environ.get("TZ")
+        try:
+            if tz is not None:
+                os.environ["TZ"] = tz
+            elif "TZ" in os.environ:
+                del os.environ["TZ"]
+            time.tzset()
+            return time.strftime(fmt, time.localtime(when))
+        finally:
+            if saved is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = saved
+            time.tzset()
 
 
 def printf(ctx: BuiltinContext) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from .. import reader
 from ..errors import AbortCommand, ReturnFromFunction
+from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
 from . import BuiltinContext, BuiltinRegistry
 
@@ -281,12 +283,21 @@ def read_(ctx: BuiltinContext) -> int:
     if prompt and ctx.shell.interactive:
         ctx.write_err(prompt)
     if timeout == 0:
-        return 0 if src is not None and (src.has_data or src.closed or reader.has_pushback(src)) else 1
+        if src is None:
+            return 1
+        if isinstance(src, FilePipe):
+            return 0  # a file is always ready
+        for _ in range(5):  # a pipe's writer may be a thread that has not run yet
+            if src.has_data or src.closed or reader.has_pushback(src):
+                return 0
+            time.sleep(0.01)
+        return 1
     if src is None:
         line, how = "", "eof"
+    elif count is not None and not raw and not exact:
+        line, how = _read_counted(ctx, src, count, delim, None if timeout is None else time.monotonic() + timeout)
+        raw = True  # escapes are already resolved
     else:
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         line, how = reader.read_upto(src, count, None if exact else delim, ctx.checkpoint, deadline)
         if not raw and how == "delim":
@@ -303,6 +314,27 @@ def read_(ctx: BuiltinContext) -> int:
     if how == "timeout":
         return 142
     return 0 if how in ("delim", "count") else 1
+
+
+def _read_counted(ctx: BuiltinContext, src, count: int, delim: str | None, deadline: float | None) -> tuple[str, str]:  # noqa: ANN001
+    """`read -n N` without -r: N characters after backslash escapes (`\\x` counts one, backslash-newline none)."""
+    out: list[str] = []
+    while len(out) < count:
+        ch, how = reader.read_upto(src, 1, None, ctx.checkpoint, deadline)
+        if how in ("eof", "timeout") and not ch:
+            return "".join(out), how
+        if ch == delim:
+            return "".join(out), "delim"
+        if ch == "\\":
+            nxt, how = reader.read_upto(src, 1, None, ctx.checkpoint, deadline)
+            if not nxt:
+                return "".join(out), how
+            if nxt == "\n":
+                continue
+            out.append(nxt)
+            continue
+        out.append(ch)
+    return "".join(out), "count"
 
 
 def _subscripted(name: str) -> bool:
