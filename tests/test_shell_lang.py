@@ -52,6 +52,10 @@ def test_real_aiosh_children_read_only_what_they_take_from_a_loop_input(tmp_path
     script = 'while read -r l; do echo "$l"; /bin/true; done < f; while read -r l; do echo "<$l>"; head -c 2 >/dev/null; done < f'
     r = _run([*AIOSH, "-c", script], tmp_path)
     assert (r.stdout, r.returncode) == ("a\nb\nc\n<a>\n<c>\n", 0)
+    # an agent that reads nothing (sleep) takes nothing; one that reads everything (chat) takes the rest
+    script = 'while read -r l; do echo "$l"; sleep 0; done < f; while read -r l; do echo "[$l]"; chat --max-tokens 1 --seed 1 x > /dev/null; done < f'
+    r = _run([*AIOSH, "-c", script], tmp_path)
+    assert (r.stdout, r.returncode) == ("a\nb\nc\n[a]\n", 0)
     # and aiosh's own stdin when it is a file: `head` takes one line, the shell's `read` the next
     with open(tmp_path / "f") as stdin:
         r = subprocess.run([*AIOSH, "-c", "read x; echo got $x; head -n 1; read y; echo then $y"], cwd=tmp_path,

@@ -26,6 +26,7 @@ from .jobs import Job, JobTable
 from .lexer import is_digits
 from .nodes import SimpleCommand
 from .procs import AgentProc, DoneProc, HostProc, Proc
+from .pullpipe import PullPipe
 from .state import IO
 
 if TYPE_CHECKING:
@@ -159,8 +160,7 @@ class LaunchMixin:
         stop = threading.Event()
         stdin = None
         if io.stdin is not None:
-            stdin = Pipe(f"{name}.stdin")
-            plumbing.pump_pipe(io.stdin, stdin, close_dst=True, stop=stop)
+            stdin = PullPipe(io.stdin, f"{name}.stdin", stop)  # the agent takes only what it reads
         try:
             pid = host.start(
                 name,
