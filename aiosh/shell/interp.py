@@ -428,6 +428,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             if len(p.commands) == 1:
                 status = self.run_command(p.commands[0], io)
                 self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
+            elif self.lastpipe():
+                status = self.run_lastpipe(p, io)
             else:
                 job = Job(p.render(), self.state.cwd, pipefail=self.state.pipefail)
                 self.launch_pipeline(p, io, job)
@@ -450,6 +452,27 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 raise ExitShell(status)
         return status
 
+    def lastpipe(self) -> bool:
+        """`shopt -s lastpipe` in a shell without job control: the last stage runs in this shell."""
+        return bool(self.state.shopts and self.state.shopts.get("lastpipe")) and not self.shell.interactive
+
+    def run_lastpipe(self, p: Pipeline, io: IO) -> int:
+        job = Job(p.render(), self.state.cwd, pipefail=self.state.pipefail)
+        last_in = self.launch_pipeline(p, io, job, keep_last=True)
+        last_io = io.copy()
+        last_io.fds[0] = last_in
+        try:
+            last = self.run_command(p.commands[-1], last_io)
+        finally:
+            if last_in is not None:
+                last_in.close_reader()
+        self.wait_foreground(job)
+        statuses = [proc.status or 0 for proc in job.procs] + [last]
+        self.state.arrays["PIPESTATUS"] = Indexed(dict(enumerate(str(s) for s in statuses)))
+        if self.state.pipefail:
+            return next((s for s in reversed(statuses) if s), 0)
+        return last
+
     def start_background(self, ao: AndOr, io: IO) -> int:
         """`list &`: a job of its own; agents/programs run directly, shell code on a thread."""
         job = Job(ao.render(), self.state.cwd, pipefail=self.state.pipefail)
@@ -469,11 +492,15 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             plumbing.safe_write(self.shell.stderr, f"[{job.id}] {job.last_pid}\n")
         return 0
 
-    def launch_pipeline(self, p: Pipeline, io: IO, job: Job) -> None:
-        """Start every stage of a pipeline as a process of `job`, connected by Pipes (stages run concurrently)."""
+    def launch_pipeline(self, p: Pipeline, io: IO, job: Job, *, keep_last: bool = False) -> Pipe | None:
+        """Start every stage of a pipeline as a process of `job`, connected by Pipes (stages run concurrently).
+
+        keep_last: start all but the last stage and return the pipe the last one reads (shopt -s lastpipe)."""
         n = len(p.commands)
         pipes = [Pipe(f"pipe{i}") for i in range(n - 1)]
         for i, cmd in enumerate(p.commands):
+            if keep_last and i == n - 1:
+                return pipes[i - 1]
             stage_io = io.copy()
             if i > 0:
                 stage_io.fds[0] = pipes[i - 1]
@@ -488,6 +515,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 proc.add_cleanup(pipes[i - 1].close_reader)
             if isinstance(proc, ThreadProc):
                 proc.start()
+        return None
 
     def launch_stage(self, cmd: Command, io: IO, job: Job) -> Proc:
         sub = self.subshell(same_thread=False)
