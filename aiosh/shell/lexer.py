@@ -230,7 +230,7 @@ class Lexer:
                         lit.append("\\" + nxt)
                     self.pos += 2
                     continue
-                if mode == "dqbrace" and nxt not in '$`"\\}':
+                if mode in ("dqbrace", "dqpat") and nxt not in '$`"\\}':
                     lit.append("\\" + nxt)
                     self.pos += 2
                     continue
@@ -242,7 +242,7 @@ class Lexer:
                 flush()
                 self._read_single(parts)
                 continue
-            if c == '"' and mode in ("word", "brace", "dqbrace", "arith"):
+            if c == '"' and mode in ("word", "brace", "dqbrace", "dqpat", "arith"):
                 flush()
                 self._read_double(parts)
                 continue
@@ -369,7 +369,8 @@ class Lexer:
             return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
-        mode = "dqbrace" if quoted else "brace"
+        # inside "…", single quotes quote in a pattern (`"${x#'a'}"`) but are plain text in `"${x:-'a'}"`
+        mode = "dqpat" if quoted else "brace"
         for op in SUBST_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
@@ -386,7 +387,8 @@ class Lexer:
         for op in PARAM_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
-                arg_parts = self._read_parts(frozenset("}"), "dqbrace" if quoted else "brace")
+                pattern_op = op in ("#", "##", "%", "%%", "^", "^^", ",", ",,")
+                arg_parts = self._read_parts(frozenset("}"), ("dqpat" if pattern_op else "dqbrace") if quoted else "brace")
                 if not quoted and op in ("-", ":-", "=", ":=", "+", ":+", "?", ":?"):
                     arg_parts = _tilde(arg_parts)
                 if self.pos >= len(text):
