@@ -233,6 +233,8 @@ CORPUS: list[tuple[str, bool]] = [
     ("exec 4>x4; echo to4 >&4; sh -c 'echo prog >&4'; cat x4; sh -c 'cat <&3' 3<<EOF\nhere on 3\nEOF\necho done", ERR),
     ("shopt -s lastpipe; echo hi | read line; echo line=$line; printf 'a\\nb\\n' | while read x; do n=$x; done; echo $n", ERR),
     ("cd nope/..; echo $?; CDPATH=/ cd tmp; pwd; FOO=1 BAR=$FOO env | grep ^BAR", OUT),
+    ("x=\"it's\"; echo ${x@Q} ${x@U} ${x@A}; a=(1 'b c'); echo ${a[@]@Q}; declare -i n=1; echo ${n@a} ${a@a}", ERR),
+    ("var=\"'a'\"; echo -\"${var#'a'}\"- \"${u:-'q'}\"; v=\"++--''\"; echo \"${v//['+-']}\"", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),

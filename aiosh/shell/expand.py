@@ -37,6 +37,7 @@ class ExpandEnv(Protocol):
     def array_values(self, name: str) -> list[str] | None: ...
     def array_keys(self, name: str) -> list[str]: ...
     def var_names(self, prefix: str) -> list[str]: ...
+    def attributes(self, name: str) -> str: ...
     def command_subst(self, body: CommandList) -> str: ...
 
 
@@ -252,10 +253,42 @@ def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]
     return [[(_apply_op(env, part, value or ""), kind)]]
 
 
+def _transform(env: ExpandEnv, part: Param, text: str) -> str:
+    """`${x@Q}` and friends: quoted for reuse, escapes decoded, case, attributes, assignment form."""
+    op = part.op
+    if op == "@Q":
+        return "'" + text.replace("'", "'\\''") + "'"
+    if op == "@E":
+        from .lexer import _ansi_escape
+
+        out, i = [], 0
+        while i < len(text):
+            if text[i] == "\\" and i + 1 < len(text):
+                ch, i = _ansi_escape(text, i + 1)
+                out.append(ch)
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
+    if op == "@U":
+        return text.upper()
+    if op == "@u":
+        return text[:1].upper() + text[1:]
+    if op == "@L":
+        return text.lower()
+    if op == "@a":
+        return env.attributes(part.name)
+    if op == "@A":
+        return f"{part.name}='" + text.replace("'", "'\\''") + "'"
+    return text
+
+
 def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
     """The string operators — case changes, pattern removal and replacement — on one value."""
     op = part.op
     assert op is not None and part.arg is not None
+    if op.startswith("@"):
+        return _transform(env, part, text)
     if op in ("^", "^^", ",", ",,"):
         conv = str.upper if op[0] == "^" else str.lower
         if part.arg.parts:

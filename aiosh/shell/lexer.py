@@ -369,6 +369,10 @@ class Lexer:
             return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
+        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEUuLaAK":
+            op = text[self.pos : self.pos + 2]
+            self.pos += 3
+            return Param(name, quoted, op=op, arg=Word([], ""), index=index, indirect=indirect)
         # inside "…", single quotes quote in a pattern (`"${x#'a'}"`) but are plain text in `"${x:-'a'}"`
         mode = "dqpat" if quoted else "brace"
         for op in SUBST_OPS:

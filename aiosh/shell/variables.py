@@ -89,6 +89,16 @@ class VariablesMixin:
             return arr.keys_sorted()
         return ["0"] if name in self.state.vars else []
 
+    def attributes(self, name: str) -> str:
+        """`${x@a}`: bash's attribute letters."""
+        st = self.state
+        arr = st.arrays.get(name)
+        flags = "a" if isinstance(arr, Indexed) else "A" if isinstance(arr, Assoc) else ""
+        for letter, group in (("i", st.integer), ("r", st.readonly), ("x", st.exported)):
+            if name in group:
+                flags += letter
+        return flags
+
     def is_set(self, name: str) -> bool:
         return self.lookup(name) is not None
 
