@@ -97,7 +97,10 @@ class Parser:
         self.skip_newlines()
         if self.peek().kind == "EOF":
             return None
-        lst = self.parse_list(top=True)
+        try:
+            lst = self.parse_list(top=True)
+        except RecursionError:  # deeper than the Python stack allows: a syntax error, never a crash
+            raise ShellSyntaxError("syntax error: nesting too deep", self.peek_line()) from None
         tok = self.peek()
         if tok.kind == "NEWLINE":
             self.advance()
