@@ -37,6 +37,7 @@ from .nodes import (
 
 DB_UNARY = frozenset(["-a", "-b", "-c", "-d", "-e", "-f", "-g", "-h", "-k", "-p", "-r", "-s", "-t", "-u", "-w", "-x", "-G", "-L", "-N", "-O", "-S", "-n", "-o", "-v", "-z", "-R"])
 DB_BINARY = frozenset(["=", "==", "!=", "=~", "-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-nt", "-ot", "-ef"])
+DECLARATION_WORDS = frozenset({"declare", "typeset", "local", "readonly", "export"})
 TERMINATORS = frozenset({"then", "elif", "else", "fi", "do", "done", "}", "esac"})
 CASE_ENDS = (";;", ";&", ";;&")
 ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=")
@@ -236,6 +237,8 @@ class Parser:
                 if assign is not None:
                     cmd.assigns.append(assign)
                 else:
+                    if cmd.words and cmd.words[0].literal() not in DECLARATION_WORDS:
+                        self._no_array_literal(tok)
                     cmd.words.append(tok.word)
                 self.advance()
             else:
@@ -245,6 +248,12 @@ class Parser:
         if len(cmd.words) == 1 and not cmd.assigns and not cmd.redirs and self.peek().is_op("("):
             return self._function_definition(cmd.words[0], cmd.line)
         return cmd
+
+    def _no_array_literal(self, tok: Token) -> None:
+        """`name=(…)` is an array only where an assignment can be; elsewhere bash stops at the `(`."""
+        if tok.word is not None and tok.word.items is not None:
+            line = tok.line
+            raise ShellSyntaxError("syntax error near unexpected token `('", line, self.src.line_text(line))
 
     def _function_definition(self, name: Word, line: int) -> FunctionDef:
         """`name ( ) compound-command`, after the name."""
@@ -459,6 +468,7 @@ class Parser:
             while self.peek().kind == "WORD":
                 tok = self.advance()
                 assert tok.word is not None
+                self._no_array_literal(tok)
                 words.append(tok.word)
             if not self.peek().is_op(";") and self.peek().kind != "NEWLINE":
                 raise self.error_at(self.peek())
@@ -505,6 +515,7 @@ class Parser:
                     raise self.error_at(t)
                 self.advance()
                 assert t.word is not None
+                self._no_array_literal(t)
                 pats.append(t.word)
                 if not self.peek().is_op("|"):
                     break
