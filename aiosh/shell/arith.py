@@ -36,6 +36,7 @@ class Vars:
 
     get: Callable[[str], str | None]
     set: Callable[[str, str], None]
+    nounset: bool = False  # `set -u`: reading an unset variable is an error
 
 
 @dataclass
@@ -227,7 +228,10 @@ class _Parser:
             raise ShellError(f'{text}: value too great for base (error token is "{text}")', fatal=True, abort=True) from None
 
     def var(self, name: str) -> int:
-        raw = (self.env.get(name) or "").strip()
+        got = self.env.get(name)
+        if got is None and self.env.nounset:
+            raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+        raw = (got or "").strip()
         if not raw:
             return 0
         if self.depth > 10:

@@ -116,7 +116,7 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             fields[-1].append((text, "q" if part.quoted else "x"))
         elif isinstance(part, Arith):
             expr = expand_string(env, part.expr)
-            value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var))
+            value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var, env.nounset))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
             raise ShellError(f"{part.text}: bad substitution", fatal=True, abort=True)
@@ -193,7 +193,7 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
                 if not is_set:
                     return _arg(env, part)
             elif op in (":+", "+"):
-                return _arg(env, part) if is_set else [[]]
+                return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
             elif op in (":=", "="):
                 if not is_set:
                     raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
@@ -220,7 +220,7 @@ def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]
     if part.length:
         if value is None and env.nounset and not is_digits(name) and name not in "#?$!-":
             raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
-        return [[(str(len(value or "")), kind)]]
+        return [[(str(_length(env, value or "")), kind)]]
     op = part.op
     if op is None:
         if value is None and env.nounset and name not in ("@", "*"):
@@ -231,7 +231,7 @@ def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]
     if op in (":-", "-"):
         return [[(value or "", kind)]] if is_set else _arg(env, part)
     if op in (":+", "+"):
-        return _arg(env, part) if is_set else [[]]
+        return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
     if op in (":=", "="):
         if is_set:
             return [[(value or "", kind)]]
@@ -283,6 +283,14 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     return text
 
 
+def _length(env: ExpandEnv, text: str) -> int:
+    """`${#x}`: characters, or bytes in the C locale (LC_ALL / LC_CTYPE / LANG), as bash counts."""
+    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
+    if locale in ("C", "POSIX"):
+        return len(text.encode("utf-8", "surrogateescape"))
+    return len(text)
+
+
 def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
     """The string operators — case changes, pattern removal and replacement — on one value."""
     op = part.op
@@ -308,7 +316,7 @@ def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
     """`${@:off:len}`, `${a[@]:off:len}`: whole elements; for `$@` offset 0 is `$0`."""
     assert part.arg is not None
     spec = expand_string(env, part.arg)
-    vars_ = arith.Vars(env.get_var, env.set_var)
+    vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
     off = arith.evaluate(off_text, vars_) if off_text.strip() else 0
     if part.name in ("@", "*") and part.index is None and not part.indirect:
@@ -344,7 +352,7 @@ def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     spec = expand_string(env, part.arg)
     if not spec.strip():
         raise ShellError(f"{part.arg.raw}: bad substitution")
-    vars_ = arith.Vars(env.get_var, env.set_var)
+    vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
     n = len(text)
     off = arith.evaluate(off_text, vars_)

@@ -201,7 +201,7 @@ class Lexer:
         n = len(text)
         # Inside "${x#…}" the text is not quoted: patterns stay patterns, `&` stays special; only inner quotes and
         # escapes quote. The outer double quotes still stop splitting and globbing of the result (see expand).
-        quoted = mode in ("dq", "heredoc", "arith")
+        quoted = mode in ("dq", "heredoc", "arith", "arithcmd")
         parts: list[Part] = []
         lit: list[str] = []
 
@@ -238,11 +238,11 @@ class Lexer:
                 _add_lit(parts, nxt, True)
                 self.pos += 2
                 continue
-            if c == "'" and not quoted and mode != "dqbrace":
+            if c == "'" and ((not quoted and mode != "dqbrace") or mode == "arithcmd"):
                 flush()
                 self._read_single(parts)
                 continue
-            if c == '"' and mode in ("word", "brace", "dqbrace", "dqpat", "arith"):
+            if c == '"' and mode in ("word", "brace", "dqbrace", "dqpat", "arith", "arithcmd"):
                 flush()
                 self._read_double(parts)
                 continue
@@ -524,8 +524,9 @@ class Lexer:
         return None
 
     def arith_word(self, inner: str) -> Word:
+        """`(( … ))` and `for (( … ))`: unlike `$(( ))`, quotes of both kinds are removed (`(( a['k'] = 1 ))`)."""
         sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
-        return Word(sub._read_parts(frozenset(), "arith"), inner)
+        return Word(sub._read_parts(frozenset(), "arithcmd"), inner)
 
     def read_regex(self) -> Word | None:
         """The right side of `=~` in `[[ ]]`: up to a blank outside parentheses, brackets and quotes."""

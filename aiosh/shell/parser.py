@@ -237,6 +237,10 @@ class Parser:
                 if assign is not None:
                     cmd.assigns.append(assign)
                 else:
+                    if cmd.words and cmd.words[0].literal() == "let" and tok.word.items is not None:
+                        cmd.words.append(Word([Lit(tok.value)], tok.value))  # `let x=(1+2)`: arithmetic text
+                        self.advance()
+                        continue
                     if cmd.words and cmd.words[0].literal() not in DECLARATION_WORDS:
                         self._no_array_literal(tok)
                     cmd.words.append(tok.word)

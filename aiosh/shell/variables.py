@@ -36,7 +36,7 @@ class VariablesMixin:
 
     # -- reading -------------------------------------------------------------------------------------------------
     def arith_vars(self) -> arith.Vars:
-        return arith.Vars(self.get_var, self.set_var)
+        return arith.Vars(self.get_var, self.set_var, self.state.nounset)
 
     def array_index(self, arr: Array, sub: str, *, for_write: bool = False) -> int | str:
         """The key a subscript names: arithmetic for indexed arrays (negative counts from the end)."""

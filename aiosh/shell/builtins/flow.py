@@ -45,6 +45,8 @@ class _Test:
         if n == 2:
             if a[0] == "!":
                 return a[1] == ""
+            if a[0] == "-a":  # bash: the old unary -a, the same as -e
+                return self.unary("-e", a[1])
             if a[0] in UNARY:
                 return self.unary(a[0], a[1])
             raise _TestError(f"{a[0]}: unary operator expected")
@@ -134,7 +136,10 @@ class _Test:
         if op == "-v":
             return self.ctx.interp.is_set(arg)
         if op == "-o":
-            return {"errexit": self.ctx.state.errexit, "pipefail": self.ctx.state.pipefail}.get(arg, False)
+            st = self.ctx.state
+            on = {"errexit": st.errexit, "pipefail": st.pipefail, "nounset": st.nounset, "xtrace": st.xtrace,
+                  "noglob": st.noglob, "allexport": st.allexport}  # fmt: skip
+            return on.get(arg, False)
         if op == "-t":
             return False
         return file_test(self.ctx.state.cwd, op, arg)

@@ -218,7 +218,12 @@ def _find_source(ctx: BuiltinContext, name: str) -> str | None:
 
 
 def eval_(ctx: BuiltinContext) -> int:
-    text = " ".join(ctx.args)
+    args = list(ctx.args)
+    if args and args[0] == "--":
+        args.pop(0)
+    elif args and len(args[0]) > 1 and args[0][0] == "-" and args[0][1:].isalpha():
+        return ctx.usage_error(f"{args[0]}: invalid option")
+    text = " ".join(args)
     if not text.strip():
         return 0
     try:
