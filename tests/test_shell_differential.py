@@ -235,7 +235,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("cd nope/..; echo $?; CDPATH=/ cd tmp; pwd; FOO=1 BAR=$FOO env | grep ^BAR", OUT),
     ("x=\"it's\"; echo ${x@Q} ${x@U} ${x@A}; a=(1 'b c'); echo ${a[@]@Q}; declare -i n=1; echo ${n@a} ${a@a}", ERR),
     ("var=\"'a'\"; echo -\"${var#'a'}\"- \"${u:-'q'}\"; v=\"++--''\"; echo \"${v//['+-']}\"", ERR),
-    ("declare -A A; (( A['y'] = 42 )); echo ${A[y]}; for ((i = '3'; i < 5; i++)); do echo $i; done; let x=(1+2); echo $x", ERR),
+    ("declare -A A; (( A['y'] = 42 )); echo ${A[y]}; for ((i = \"3\"; i < 5; i++)); do echo $i; done; (( j = '3' )); echo $?; let x=(1+2); echo $x", OUT),
     ("eval -- 'echo hi'; test -a /tmp && echo yes; set -u; test -o nounset && echo nu; printf '[%s]' \"${nope+foo}\" =; echo", ERR),
     ("set -u; echo $((undefined_x + 1)); echo not", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),

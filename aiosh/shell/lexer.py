@@ -238,7 +238,7 @@ class Lexer:
                 _add_lit(parts, nxt, True)
                 self.pos += 2
                 continue
-            if c == "'" and ((not quoted and mode != "dqbrace") or mode == "arithcmd"):
+            if c == "'" and not quoted and mode != "dqbrace":
                 flush()
                 self._read_single(parts)
                 continue
@@ -524,7 +524,8 @@ class Lexer:
         return None
 
     def arith_word(self, inner: str) -> Word:
-        """`(( … ))` and `for (( … ))`: unlike `$(( ))`, quotes of both kinds are removed (`(( a['k'] = 1 ))`)."""
+        """`(( … ))` and `for (( … ))`: double quotes are removed; single quotes stay (bash: an error outside a
+        subscript, where `a['k']` names key k)."""
         sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
         return Word(sub._read_parts(frozenset(), "arithcmd"), inner)
 

@@ -41,6 +41,8 @@ class VariablesMixin:
     def array_index(self, arr: Array, sub: str, *, for_write: bool = False) -> int | str:
         """The key a subscript names: arithmetic for indexed arrays (negative counts from the end)."""
         if isinstance(arr, Assoc):
+            if len(sub) >= 2 and sub[0] == sub[-1] and sub[0] in "'\"":
+                return sub[1:-1]  # `A['k']` inside (( )): the subscript's quotes are removed
             return sub
         i = arith.evaluate(sub, self.arith_vars()) if sub.strip() else 0
         if i < 0:
