@@ -238,6 +238,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("declare -A A; (( A['y'] = 42 )); echo ${A[y]}; for ((i = \"3\"; i < 5; i++)); do echo $i; done; (( j = '3' )); echo $?; let x=(1+2); echo $x", OUT),
     ("eval -- 'echo hi'; test -a /tmp && echo yes; set -u; test -o nounset && echo nu; printf '[%s]' \"${nope+foo}\" =; echo", ERR),
     ("set -u; echo $((undefined_x + 1)); echo not", ERR),
+    ("x=~:foo; echo $x; xx=~:~/a env | grep ^xx=; x=$HOME/q; echo ${x//~/H}; echo x=~ a=~/b:~", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),

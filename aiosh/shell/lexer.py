@@ -382,7 +382,10 @@ class Lexer:
                 rep = None
                 if self._peekc() == "/":
                     self.pos += 1
-                    rep = Word(self._read_parts(frozenset("}"), mode))
+                    rep_parts = self._read_parts(frozenset("}"), mode)
+                    rep = Word(rep_parts if quoted else _tilde(rep_parts))
+                if not quoted:
+                    pat = _tilde(pat)
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
@@ -683,26 +686,26 @@ def tilde_word(parts: list[Part]) -> list[Part]:
 
 def tilde_value(parts: list[Part]) -> list[Part]:
     """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
-    parts = _tilde(parts)
     out: list[Part] = []
     for k, p in enumerate(parts):
-        if not isinstance(p, Lit) or p.quoted or ":~" not in p.text:
+        if not isinstance(p, Lit) or p.quoted or "~" not in p.text:
             out.append(p)
             continue
-        pieces = p.text.split(":")
         followed = k + 1 < len(parts)
-        out.append(Lit(pieces[0]))
-        for j, piece in enumerate(pieces[1:], 1):
+        pieces = p.text.split(":")
+        for j, piece in enumerate(pieces):
+            if j:
+                out.append(Lit(":"))
+            at_start = j > 0 or k == 0
             last = j == len(pieces) - 1
             end = piece.find("/")
             user = piece[1:] if end < 0 else piece[1:end]
-            if piece.startswith("~") and (end >= 0 or not (last and followed)) and _tilde_user(user):
-                out.append(Lit(":"))
+            if at_start and piece.startswith("~") and (end >= 0 or not (last and followed)) and _tilde_user(user):
                 out.append(Tilde(user))
                 if end >= 0:
                     out.append(Lit(piece[end:]))
-            else:
-                out.append(Lit(":" + piece))
+            elif piece:
+                out.append(Lit(piece))
     merged: list[Part] = []
     for p in out:
         if isinstance(p, Lit) and not p.text:

@@ -243,7 +243,7 @@ class Parser:
                         continue
                     if cmd.words and cmd.words[0].literal() not in DECLARATION_WORDS:
                         self._no_array_literal(tok)
-                    cmd.words.append(tok.word)
+                    cmd.words.append(_assignment_like_tilde(tok.word) if cmd.words else tok.word)
                 self.advance()
             else:
                 break
@@ -571,6 +571,19 @@ def _assignment(word: Word) -> Assign | None:
     value = Word(tilde_value(value_parts), word.raw[m.end() :])
     name = m.group(1) + ("+" if m.group(2) else "")
     return Assign(name, value, items=word.items)
+
+
+def _assignment_like_tilde(word: Word) -> Word:
+    """`echo x=~/a:~/b`: bash expands tildes after the `=` and `:` of an argument shaped like an assignment."""
+    first = word.parts[0] if word.parts else None
+    if not isinstance(first, Lit) or first.quoted or "~" not in first.text:
+        return word
+    m = ASSIGN_RE.match(first.text)
+    if not m:
+        return word
+    rest = first.text[m.end() :]
+    value = tilde_value(([Lit(rest)] if rest else []) + word.parts[1:])
+    return Word([Lit(first.text[: m.end()]), *value], word.raw, word.items)
 
 
 def _subscript_assignment(word: Word, name: str) -> Assign | None:
