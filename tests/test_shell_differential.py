@@ -239,6 +239,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("eval -- 'echo hi'; test -a /tmp && echo yes; set -u; test -o nounset && echo nu; printf '[%s]' \"${nope+foo}\" =; echo", ERR),
     ("set -u; echo $((undefined_x + 1)); echo not", ERR),
     ("x=~:foo; echo $x; xx=~:~/a env | grep ^xx=; x=$HOME/q; echo ${x//~/H}; echo x=~ a=~/b:~", ERR),
+    ("PATH=/usr/bin:/bin; whoami > /dev/null; hash; hash -r; hash; echo $?", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),

@@ -109,10 +109,21 @@ class LaunchMixin:
             if not os.access(full, os.X_OK):
                 return None, 126, f"{name}: Permission denied"
             return full, 0, ""
-        for d in self.state.vars.get("PATH", "").split(":"):
-            base = os.path.join(self.state.cwd, d or ".")
+        st = self.state
+        if st.hashed is not None and name in st.hashed:  # bash remembers where it found a command
+            path = st.hashed[name]
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                st.hash_hits[name] = st.hash_hits.get(name, 0) + 1
+                return path, 0, ""
+            return None, 127, f"{path}: No such file or directory"
+        for d in st.vars.get("PATH", "").split(":"):
+            base = os.path.join(st.cwd, d or ".")
             cand = os.path.join(base, name)
             if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                if st.hashed is None:
+                    st.hashed = {}
+                st.hashed[name] = cand
+                st.hash_hits[name] = 1
                 return cand, 0, ""
         return None, 127, f"{name}: command not found"
 

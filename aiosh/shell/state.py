@@ -64,7 +64,8 @@ class ShellState:
     traps: dict[str, str] = field(default_factory=dict)
     getopts_last: tuple[int, int] = (0, 0)  # (OPTIND, letter position) after the last getopts
     shopts: dict[str, bool] | None = None
-    hashed: dict[str, str] | None = None
+    hashed: dict[str, str] | None = None  # command name → path found on PATH (`hash`)
+    hash_hits: dict[str, int] = field(default_factory=dict)
 
     def clone(self) -> ShellState:
         """A subshell's copy: containers copied, function bodies (immutable AST) shared."""
@@ -77,6 +78,8 @@ class ShellState:
         new.arrays = {k: type(v)(v) for k, v in self.arrays.items()}
         new.readonly = set(self.readonly)
         new.integer = set(self.integer)
+        new.hashed = None if self.hashed is None else dict(self.hashed)
+        new.hash_hits = dict(self.hash_hits)
         new.traps = {k: v for k, v in self.traps.items() if v == ""}  # only ignored signals stay ignored
         return new
 

@@ -121,6 +121,8 @@ class VariablesMixin:
             raise ShellError(f"`{name}': not a valid identifier")
         self.check_writable(base)
         st = self.state
+        if base == "PATH":
+            st.hashed = None  # a new PATH forgets the remembered commands, as in bash
         arr = st.arrays.get(base)
         if sub is None:
             if arr is not None:

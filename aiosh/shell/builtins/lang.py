@@ -309,27 +309,30 @@ def hash_(ctx: BuiltinContext) -> int:
     table = st.hashed
     args = list(ctx.args)
     if args and args[0] == "-r":
-        if len(args) > 1:
-            return ctx.usage_error("too many arguments")
         table.clear()
-        return 0
+        st.hash_hits.clear()
+        args = args[1:]
+        if not args:
+            return 0
     if not args:
         if not table:
-            ctx.write_err(f"{ctx.shell.argv0}: hash table empty\n")
+            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
             return 0
         ctx.write("hits\tcommand\n")
-        for path in table.values():
-            ctx.write(f"   1\t{path}\n")
+        for name, path in table.items():
+            ctx.write(f"{st.hash_hits.get(name, 0):4d}\t{path}\n")
         return 0
     status = 0
     for name in args:
         if name in ctx.shell.builtins or "/" in name:
             continue
+        table.pop(name, None)
         path, _s, _m = ctx.interp.find_program(name)
         if path is None:
             status = ctx.error(f"{name}: not found")
         else:
             table[name] = path
+            st.hash_hits[name] = 0
     return status
 
 
