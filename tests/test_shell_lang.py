@@ -94,3 +94,27 @@ def test_history_expansion() -> None:
     assert expand_history("echo hi!", "x") == ("echo hi!", False)
     with pytest.raises(HistoryError):
         expand_history("!!", None)
+
+
+@pytest.mark.timeout(180)
+def test_prompt_honours_ps1_and_history_expansion_in_the_real_repl(tmp_path: Path) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    env = _env(tmp_path)
+    env.update(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
+    child = pexpect.spawn(sys.executable, ["-m", "aiosh.cli"], env=env, cwd=str(tmp_path), encoding="utf-8",
+                          timeout=90, dimensions=(40, 160))  # fmt: skip
+    try:
+        child.expect(r"aiosh(\[\d+\])?\$")
+        child.sendline(r"PS1='<\W|\j>% '")
+        child.expect(r"<~\|0>%")  # the folder is $HOME here, so \W shows ~
+        child.sendline("echo one two")
+        child.expect("one two")
+        child.sendline("echo !$ again")  # bash prints the expanded line, then runs it
+        child.expect(r"echo two again\r\n")
+        child.expect(r"two again\r\n")
+        child.sendline("!!")
+        child.expect(r"echo two again\r\n")
+        child.expect(r"two again\r\n")
+    finally:
+        child.sendline("exit")
+        child.expect(pexpect.EOF, timeout=60)

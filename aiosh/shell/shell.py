@@ -86,6 +86,10 @@ class Shell:
         for name, value in _shell_variables().items():
             variables.setdefault(name, value)
         variables["_"] = argv0
+        # A PS1 exported by the parent (a virtualenv's activate script does this) is a bash prompt; aiosh uses
+        # only one set in the session itself
+        variables.pop("PS1", None)
+        exported.discard("PS1")
         state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd,
                            readonly={"UID", "EUID", "PPID"})
         self.interp = Interp(self, state, self.jobs, main=True)
