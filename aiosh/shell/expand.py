@@ -7,6 +7,7 @@ globbed, not split) or 'x' (unquoted result of an expansion: split on IFS and gl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import re
@@ -211,7 +212,10 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
     if join_at:
         sep = " " if how == "@" else _ifs_sep(env)
         return [[(sep.join(values), kind)]]
-    return [[(v, "x")] for v in values]
+    ifs = env.get_var("IFS")
+    if ifs is None or ifs:  # unquoted: joined by IFS's first character, then split like any expansion (bash)
+        return [[(_ifs_sep(env).join(values), "x")]] if values else []
+    return [[(v, "x")] for v in values]  # IFS='': no splitting, but the elements stay separate words
 
 
 def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]:
@@ -372,7 +376,10 @@ def _arg(env: ExpandEnv, part: Param) -> list[list[Segment]]:
     """The word of `${x:-word}` as fields: its unquoted text is split like an expansion's result when `${…}` is
     unquoted, and a `"${a[@]}"` inside keeps its elements apart."""
     assert part.arg is not None
-    fields = _expand_fields(env, part.arg.parts)
+    parts = part.arg.parts
+    if part.quoted:  # inside "${x:-…}" an inner ${a[@]} is as if quoted: its elements, unsplit
+        parts = [dataclasses.replace(p, quoted=True) if isinstance(p, Param) and not p.quoted else p for p in parts]
+    fields = _expand_fields(env, parts)
     out: list[list[Segment]] = []
     for f in fields:
         if part.quoted:

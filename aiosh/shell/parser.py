@@ -500,6 +500,7 @@ class Parser:
             raise self.error_at(tok)
         self.advance()
         assert tok.word is not None
+        self._no_array_literal(tok)
         word = tok.word
         self.skip_newlines()
         self.expect_word("in")

@@ -97,7 +97,7 @@ class Printf:
         self.status = 0
 
     def number(self, arg: str, *, unsigned: bool = False) -> int:
-        s = arg.strip()
+        s = arg.lstrip()  # leading blanks are fine, trailing ones make an invalid number (strtol)
         if not s:
             return 0
         if s[0] in "'\"":
