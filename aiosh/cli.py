@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         source = None
         if ns.script is not None and ns.command is None:
             try:
-                with open(ns.script, "rb") as fh:  # bytes that are not UTF-8 pass through, as bash runs them
-                    source = fh.read().decode("utf-8", "surrogateescape")
+                with open(ns.script, encoding="utf-8") as fh:
+                    source = fh.read()
             except OSError as exc:
                 print(f"aiosh: {ns.script}: {exc.strerror or exc}", file=sys.stderr)
                 return 127 if isinstance(exc, FileNotFoundError) else 126
