@@ -37,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", action="store_true",
                    help="run SCRIPT or -c COMMANDS with the live monitor open and their output in a log panel")
     p.add_argument("--version", action="version", version=f"aiosh {_version()}")
+    # bash's start-up options, so scripts that run `$SH -e -c …` work
+    p.add_argument("-e", dest="errexit", action="store_true", help="exit when a command fails (set -e)")
+    p.add_argument("-u", dest="nounset", action="store_true", help="an unset variable is an error (set -u)")
+    p.add_argument("-x", dest="xtrace", action="store_true", help="print commands as they run (set -x)")
+    p.add_argument("-f", dest="noglob", action="store_true", help="no pathname expansion (set -f)")
+    p.add_argument("-o", dest="set_o", action="append", default=[], metavar="OPTION", help="set -o OPTION")
+    p.add_argument("-i", dest="force_interactive", action="store_true",
+                   help="accepted for bash compatibility (interactive when on a terminal)")
+    p.add_argument("--norc", "--noprofile", dest="norc", action="store_true",
+                   help="accepted for bash compatibility (aiosh reads no rc file)")
+    p.add_argument("--rcfile", "--init-file", dest="rcfile", metavar="FILE", help="accepted for bash compatibility")
     p.add_argument("script", nargs="?", metavar="SCRIPT", help="a file of aiosh commands")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="$1, $2 … for SCRIPT (or $0 … for -c)")
     return p

@@ -291,6 +291,17 @@ def time_command(ctx, kernel) -> int:
     return status
 
 
+def kernel_timing(kernel) -> Callable[[], str]:
+    """For the `time` keyword: the decode time and tokens of the agents started from now until the call."""
+    first = kernel.last_pid + 1
+
+    def finish() -> str:
+        tin, tout, decode = kernel.usage(range(first, kernel.last_pid + 1))
+        return f"decode\t{_bash_time(decode)}\ntokens\t{tin} in, {tout} out\n"
+
+    return finish
+
+
 HELP = {
     "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
     "sched": ("show or set the scheduling policy", "sched [-l | POLICY [key=value …]]"),

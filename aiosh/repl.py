@@ -22,6 +22,7 @@ from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from aiosh.kernel import signals as sig
+from aiosh.shell.prompt import HistoryError, expand_history, render_ps1
 from aiosh.terminal import Pump
 
 COMMAND_POSITION_AFTER = {"|", "||", "&&", ";", "&", "then", "do", "else", "elif", "if", "while", "!", "time", "nice"}
@@ -186,8 +187,12 @@ class Repl:
             history=StoredHistory(kernel), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
         )
         self.confirm = Confirmations(kernel) if hasattr(kernel, "questions") else None
+        self.last_line: str | None = None  # for `!!` and `!$`
 
     def prompt_text(self) -> str:
+        ps1 = self.shell.vars.get("PS1")
+        if ps1 is not None:
+            return render_ps1(ps1, self.shell)
         running = len(self.shell.jobs.running())
         return f"aiosh[{running}]$ " if running else "aiosh$ "
 
@@ -221,6 +226,15 @@ class Repl:
                         p.set_line_mode(False)
                     if self.confirm is not None:
                         self.confirm.prompting.clear()
+                try:
+                    line, changed = expand_history(line, self.last_line)
+                except HistoryError as exc:
+                    print(f"aiosh: {exc}", file=sys.stderr)
+                    continue
+                if changed:
+                    print(line, flush=True)  # bash shows the command it is about to run
+                if line.strip():
+                    self.last_line = line
                 try:
                     status = self.shell.run_line(line)
                 except Exception as exc:  # noqa: BLE001 - nothing typed may crash the shell or its agents

@@ -18,6 +18,9 @@ from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
+from aiosh.shell.filepipe import FilePipe, seekable
+from aiosh.shell.plumbing import CallbackPipe
+from aiosh.shell.standalone import fd_writer
 from aiosh.terminal import Pump
 
 
@@ -27,7 +30,10 @@ class _Terminated(Exception):
 
 
 def _stdin_pipe() -> Pipe:
-    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread."""
+    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread; a file
+    is read on demand instead, so programs the script starts inherit the offset (as in bash)."""
+    if seekable(0):
+        return FilePipe(0, "aiosh stdin", owned=False)
     pipe = Pipe("aiosh stdin")
 
     def feed() -> None:
@@ -51,9 +57,20 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
         host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
     )
     observe.register(shell.builtins, lambda: kernel)
+    shell.timing = lambda: observe.kernel_timing(kernel)
     storage_commands.register(shell.builtins, lambda: kernel)
     tool_commands.register(shell.builtins, lambda: kernel)
     return shell
+
+
+def apply_startup_options(shell: Shell, ns: argparse.Namespace) -> None:
+    """`aiosh -e -u -x -f -o NAME`: the same as `set` at the top of the script."""
+    for name in ("errexit", "nounset", "xtrace", "noglob"):
+        if getattr(ns, name, False):
+            setattr(shell.state, name, True)
+    for name in getattr(ns, "set_o", []) or []:
+        if name in ("errexit", "nounset", "xtrace", "noglob", "pipefail", "allexport"):
+            setattr(shell.state, name, True)
 
 
 def register_top(shell: Shell, kernel, pumps: list[Pump]) -> None:
@@ -117,9 +134,13 @@ def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | 
 
 
 def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
-    out, err = Pipe("stdout"), Pipe("stderr")
-    pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
     interactive = ns.command is None and source is None and sys.stdin.isatty() and sys.stdout.isatty()
+    if interactive:
+        out, err = Pipe("stdout"), Pipe("stderr")
+        pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
+    else:  # straight to the descriptors in the order written, so `> log 2>&1` interleaves as in bash
+        out, err = CallbackPipe(fd_writer(1), "stdout"), CallbackPipe(fd_writer(2), "stderr")
+        pumps = []
     reads_commands_from_stdin = ns.command is None and source is None and not interactive
     stdin = None if (interactive or reads_commands_from_stdin or sys.stdin.isatty()) else _stdin_pipe()
     if ns.command is not None:
@@ -130,6 +151,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         argv0, args = "aiosh", []
     shell = make_shell(kernel, config, stdout=out, stderr=err, stdin=stdin, interactive=interactive,
                        argv0=argv0, args=args)
+    apply_startup_options(shell, ns)
 
     def on_term(signum: int, _frame: object) -> None:
         raise _Terminated(signum)

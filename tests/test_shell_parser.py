@@ -81,7 +81,7 @@ def test_parameters() -> None:
 
 
 def test_unsupported_braced_form_is_an_expansion_time_error() -> None:
-    assert isinstance(only("echo ${x@Q}").words[1].parts[0], BadSubst)
+    assert isinstance(only("echo ${x@Z}").words[1].parts[0], BadSubst)
     sub = only("echo ${x//a/b}").words[1].parts[0]
     assert (sub.op, sub.arg.parts, sub.rep.parts) == ("//", [Lit("a")], [Lit("b")])
 

@@ -36,6 +36,7 @@ class Vars:
 
     get: Callable[[str], str | None]
     set: Callable[[str, str], None]
+    nounset: bool = False  # `set -u`: reading an unset variable is an error
 
 
 @dataclass
@@ -58,8 +59,18 @@ class _Parser:
             if not m or m.end() == pos:
                 raise self.error(len(body) - len(body[pos:].lstrip()), "syntax error: invalid arithmetic operator")
             kind = m.lastgroup or "op"
-            self.toks.append(_Tok(kind, m.group(kind), m.start(kind)))
+            value = m.group(kind)
             pos = m.end()
+            if kind == "name" and pos < len(body) and body[pos] == "[":
+                end = _close_bracket(body, pos)
+                if end < 0:
+                    raise self.error(pos, "syntax error: invalid arithmetic operator")
+                value = body[m.start(kind) : end + 1]
+                pos = end + 1
+            elif kind == "num" and pos < len(body) and (body[pos].isalnum() or body[pos] in "_@#"):
+                raise self.error(m.start(kind), "value too great for base" if "#" in value else
+                                 "syntax error: invalid arithmetic operator")  # fmt: skip
+            self.toks.append(_Tok(kind, value, m.start(kind)))
         self.i = 0
 
     # -- errors and tokens -------------------------------------------------------------------------------------
@@ -68,7 +79,7 @@ class _Parser:
         return self.toks[index].start if index < len(self.toks) else len(self.text)
 
     def error(self, offset: int, what: str = "syntax error: operand expected") -> ShellError:
-        return ShellError(f"{self.text.lstrip()}: {what} (error token is \"{self.text[offset:]}\")", fatal=True)
+        return ShellError(f"{self.text.lstrip()}: {what} (error token is \"{self.text[offset:]}\")", fatal=True, abort=True)
 
     def peek(self) -> _Tok:
         return self.toks[self.i] if self.i < len(self.toks) else _Tok("end", "", len(self.text))
@@ -207,21 +218,24 @@ class _Parser:
         try:
             if "#" in text:
                 base, digits = text.split("#", 1)
-                return _wrap(int(digits, int(base)))
+                return _wrap(_based(int(base), digits))
             if text.lower().startswith("0x"):
                 return _wrap(int(text, 16))
             if len(text) > 1 and text.startswith("0"):
                 return _wrap(int(text, 8))
             return _wrap(int(text))
         except ValueError:  # bash names just the number here
-            raise ShellError(f'{text}: value too great for base (error token is "{text}")', fatal=True) from None
+            raise ShellError(f'{text}: value too great for base (error token is "{text}")', fatal=True, abort=True) from None
 
     def var(self, name: str) -> int:
-        raw = (self.env.get(name) or "").strip()
+        got = self.env.get(name)
+        if got is None and self.env.nounset:
+            raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+        raw = (got or "").strip()
         if not raw:
             return 0
         if self.depth > 10:
-            raise ShellError(f"{name}: expression recursion level exceeded", fatal=True)
+            raise ShellError(f"{name}: expression recursion level exceeded", fatal=True, abort=True)
         return _Parser(raw, self.env, self.depth + 1).parse()
 
     def binop(self, op: str, a: int, b: int, right_at: int, after: int) -> int:
@@ -242,6 +256,35 @@ class _Parser:
             "<": lambda: int(a < b), ">": lambda: int(a > b), "<=": lambda: int(a <= b), ">=": lambda: int(a >= b),
         }  # fmt: skip
         return _wrap(table[op]())
+
+
+def _close_bracket(text: str, pos: int) -> int:
+    """Index of the `]` matching the `[` at pos, or -1."""
+    depth = 0
+    for i in range(pos, len(text)):
+        if text[i] == "[":
+            depth += 1
+        elif text[i] == "]":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+_DIGITS64 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ@_"
+
+
+def _based(base: int, digits: str) -> int:
+    """`BASE#DIGITS` for bases 2…64 (letters are case-blind up to base 36, as in bash)."""
+    if not 2 <= base <= 64:
+        raise ValueError("invalid base")
+    value = 0
+    for ch in digits:
+        d = _DIGITS64.find(ch if base > 36 else ch.lower())
+        if d < 0 or d >= base:
+            raise ValueError("value too great for base")
+        value = value * base + d
+    return value
 
 
 def _seq(a: Thunk, b: Thunk) -> Thunk:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import re
 
+from .errors import ShellError
 from .nodes import Lit, Part, Word
 
 Atom = tuple[str | None, Part | None, bool]  # (char, opaque part, active): active = an unquoted literal char
 
 _NUM_SEQ = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?")
 _CHAR_SEQ = re.compile(r"([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?")
-MAX_WORDS = 100_000  # `{1..9999999}` would otherwise eat the memory
+MAX_WORDS = 500_000  # `{1..999999999}` would otherwise eat the memory: past this, an error (status 2)
 
 
 def brace_expand(word: Word) -> list[Word]:
@@ -24,9 +25,9 @@ def brace_expand(word: Word) -> list[Word]:
             atoms.extend((c, None, not p.quoted) for c in p.text)
         else:
             atoms.append((None, p, False))
-    results = _expand(atoms)
-    if len(results) == 1:
+    if _first_brace(atoms) is None:
         return [word]
+    results = _expand(atoms)
     return [_to_word(r, word.raw) for r in results]
 
 
@@ -39,7 +40,7 @@ def _expand(atoms: list[Atom]) -> list[list[Atom]]:
     for alt in alternatives:
         out.extend(_expand(atoms[:i] + alt + atoms[j + 1 :]))
         if len(out) > MAX_WORDS:
-            break
+            raise ShellError(f"brace expansion: more than {MAX_WORDS} words", 2)
     return out
 
 
@@ -81,7 +82,9 @@ def _sequence(inner: list[Atom]) -> list[list[Atom]] | None:
         step = abs(int(m.group(3) or 1)) or 1
         width = max(len(g) for g in m.group(1, 2)) if any(_padded(g) for g in m.group(1, 2)) else 0
         values = range(lo, hi + 1, step) if lo <= hi else range(lo, hi - 1, -step)
-        words = [(f"{v:0{width}d}" if width else str(v)) for v in values[:MAX_WORDS]]
+        if len(values) > MAX_WORDS:
+            raise ShellError(f"brace expansion: more than {MAX_WORDS} words", 2)
+        words = [(f"{v:0{width}d}" if width else str(v)) for v in values]
     else:
         m = _CHAR_SEQ.fullmatch(text)
         if not m:
@@ -110,4 +113,6 @@ def _to_word(atoms: list[Atom], raw: str) -> Word:
             parts[-1] = Lit(parts[-1].text + c, quoted)
         else:
             parts.append(Lit(c, quoted))
-    return Word(parts, raw)
+    from .lexer import tilde_word  # tilde expansion comes after brace expansion: `~{/src,root}`
+
+    return Word(tilde_word(parts), raw)

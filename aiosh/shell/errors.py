@@ -27,12 +27,22 @@ class ShellError(Exception):
     with `exit_status` (bash uses 127 for the parameter ones, 1 for arithmetic; a subshell always exits 1).
     """
 
-    def __init__(self, message: str, status: int = 1, *, fatal: bool = False, exit_status: int = 1) -> None:
+    def __init__(self, message: str, status: int = 1, *, fatal: bool = False, exit_status: int = 1,
+                 abort: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.fatal = fatal
         self.exit_status = exit_status
+        self.abort = abort  # bash abandons the whole top-level command, then goes on with the next one
+
+
+class AbortCommand(Exception):
+    """An expansion error (`$((1/0))`, `${x;}`) ends the current top-level command, not the script."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class ExitShell(Exception):

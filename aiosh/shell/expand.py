@@ -7,6 +7,7 @@ globbed, not split) or 'x' (unquoted result of an expansion: split on IFS and gl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import re
@@ -33,6 +34,11 @@ class ExpandEnv(Protocol):
     def set_var(self, name: str, value: str) -> None: ...
     def special_param(self, name: str) -> str | None: ...
     def positional(self) -> list[str]: ...
+    def lookup(self, name: str) -> str | None: ...
+    def array_values(self, name: str) -> list[str] | None: ...
+    def array_keys(self, name: str) -> list[str]: ...
+    def var_names(self, prefix: str) -> list[str]: ...
+    def attributes(self, name: str) -> str: ...
     def command_subst(self, body: CommandList) -> str: ...
 
 
@@ -91,7 +97,7 @@ def expand_target(env: ExpandEnv, word: Word) -> str:
 
 
 def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) -> list[list[Segment]]:
-    """Expand parts into fields of segments; only a quoted `"$@"` makes more than one field here."""
+    """Expand parts into fields of segments; `"$@"` and `"${a[@]}"` make one field per element."""
     fields: list[list[Segment]] = [[]]
     for part in parts:
         if isinstance(part, Lit):
@@ -99,72 +105,241 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
         elif isinstance(part, Tilde):
             fields[-1].append((_tilde(env, part.user), "q"))
         elif isinstance(part, Param):
-            if part.name == "@" and part.quoted and part.op is None and not part.length and not join_at:
-                args = env.positional()
-                for i, a in enumerate(args):
-                    if i:
-                        fields.append([])
-                    fields[-1].append((a, "q"))
-                if not args:
-                    fields[-1].append(("", "@"))  # marks "$@": vanishes unless the field has other text
+            result = _param(env, part, join_at)
+            if not result:
+                fields[-1].append(("", "@"))  # marks "$@": vanishes unless the field has other text
                 continue
-            fields[-1].extend(_param(env, part))
+            fields[-1].extend(result[0])
+            for more in result[1:]:
+                fields.append(list(more))
         elif isinstance(part, CmdSub):
             text = env.command_subst(part.body).rstrip("\n")
             fields[-1].append((text, "q" if part.quoted else "x"))
         elif isinstance(part, Arith):
             expr = expand_string(env, part.expr)
-            value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var))
+            value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var, env.nounset))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
-            raise ShellError(f"{part.text}: bad substitution", fatal=True)
+            raise ShellError(f"{part.text}: bad substitution", fatal=True, abort=True)
     return fields
 
 
-def _param(env: ExpandEnv, part: Param) -> list[Segment]:
-    kind = "q" if part.quoted else "x"
+def _ifs_sep(env: ExpandEnv) -> str:
+    ifs = env.get_var("IFS")
+    return " " if ifs is None else ifs[:1]
+
+
+def _multi_values(env: ExpandEnv, part: Param) -> tuple[list[str] | None, str]:
+    """For the forms that stand for several words — `$@ $*`, `${a[@]}`, `${!a[@]}`, `${!pre*}`, `${!ref}` with
+    ref=`a[@]` — the words and the joining kind (`@` or `*`); (None, "") for the single-value forms."""
     name = part.name
+    idx = part.index.raw if part.index is not None else None
+    if part.op in ("names*", "names@"):
+        return env.var_names(name), part.op[-1]
+    if part.indirect and idx in ("@", "*"):
+        return env.array_keys(name), idx or "@"
+    if part.indirect:
+        ref = _value(env, name) if idx is None else env.lookup(f"{name}[{_subscript(env, part)}]")
+        if ref is None:
+            if env.nounset:
+                raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+            return None, ""
+        if ref in ("@", "*"):
+            return list(env.positional()), ref
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\[([@*])\]", ref)
+        if m:
+            return env.array_values(m.group(1)) or [], m.group(2)
+        return None, ""
+    if idx is None and name in ("@", "*"):
+        return list(env.positional()), name
+    if idx in ("@", "*"):
+        return env.array_values(name) or [], idx or "@"
+    return None, ""
+
+
+def _subscript(env: ExpandEnv, part: Param) -> str:
+    assert part.index is not None
+    return expand_string(env, part.index)
+
+
+def _single_value(env: ExpandEnv, part: Param) -> str | None:
+    name = part.name
+    if part.indirect:
+        ref = _value(env, name) if part.index is None else env.lookup(f"{name}[{_subscript(env, part)}]")
+        if ref is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\[.*\])?|[0-9]+|[?$!#-]", ref, re.S):
+            raise ShellError(f"{ref}: invalid indirect expansion", fatal=True, abort=True)
+        return _value(env, ref) if "[" not in ref else env.lookup(ref)
+    if part.index is not None:
+        return env.lookup(f"{name}[{_subscript(env, part)}]")
+    return _value(env, name)
+
+
+def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segment]]:
+    """One `$…`/`${…}`: a list of fields (several for `"$@"`-like forms, none for an empty `"$@"`)."""
+    kind = "q" if part.quoted else "x"
+    values, how = _multi_values(env, part)
+    if values is None:
+        return _param_single(env, part, kind)
     if part.length:
-        if name in ("@", "*"):
-            return [(str(len(env.positional())), kind)]
-        return [(str(len(_value(env, name) or "")), kind)]
-    value = _value(env, name)
+        return [[(str(len(values)), kind)]]
+    op = part.op
+    if op is not None and not op.startswith("names"):
+        assert part.arg is not None
+        if op in (":-", "-", ":+", "+", ":=", "=", ":?", "?"):
+            joined = (" " if how == "@" else _ifs_sep(env)).join(values)
+            is_set = bool(values) and (not op.startswith(":") or joined != "")
+            if op in (":-", "-"):
+                if not is_set:
+                    return _arg(env, part)
+            elif op in (":+", "+"):
+                return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
+            elif op in (":=", "="):
+                if not is_set:
+                    raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
+            elif not is_set:
+                msg = expand_string(env, part.arg) or "parameter null or not set"
+                raise ShellError(f"{part.name}: {msg}", fatal=True, exit_status=127)
+        elif op == ":":
+            values = _slice_list(env, part, values)
+        else:
+            values = [_apply_op(env, part, v) for v in values]
+    if part.quoted and not join_at:
+        if how == "*":
+            return [[(_ifs_sep(env).join(values), "q")]]
+        return [[(v, "q")] for v in values]
+    if join_at:
+        sep = " " if how == "@" else _ifs_sep(env)
+        return [[(sep.join(values), kind)]]
+    ifs = env.get_var("IFS")
+    if ifs is None or ifs:  # unquoted: joined by IFS's first character, then split like any expansion (bash)
+        return [[(_ifs_sep(env).join(values), "x")]] if values else []
+    return [[(v, "x")] for v in values]  # IFS='': no splitting, but the elements stay separate words
+
+
+def _param_single(env: ExpandEnv, part: Param, kind: str) -> list[list[Segment]]:
+    name = part.name
+    value = _single_value(env, part)
+    if part.length:
+        if value is None and env.nounset and not is_digits(name) and name not in "#?$!-":
+            raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+        return [[(str(_length(env, value or "")), kind)]]
     op = part.op
     if op is None:
         if value is None and env.nounset and name not in ("@", "*"):
             raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
-        return [(value or "", kind)]
+        return [[(value or "", kind)]]
     assert part.arg is not None
     is_set = value is not None and (value != "" or not op.startswith(":"))
     if op in (":-", "-"):
-        return [(value or "", kind)] if is_set else _arg(env, part)
+        return [[(value or "", kind)]] if is_set else _arg(env, part)
     if op in (":+", "+"):
-        return _arg(env, part) if is_set else []
+        return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
     if op in (":=", "="):
         if is_set:
-            return [(value or "", kind)]
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ShellError(f"${name}: cannot assign in this way")
+            return [[(value or "", kind)]]
+        if part.indirect or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ShellError(f"${name}: cannot assign in this way", fatal=True, abort=True)
         new = expand_string(env, part.arg)
-        env.set_var(name, new)
-        return [(new, kind)]
+        target = name if part.index is None else f"{name}[{_subscript(env, part)}]"
+        env.set_var(target, new)
+        return [[(new, kind)]]
     if op in (":?", "?"):
         if is_set:
-            return [(value or "", kind)]
+            return [[(value or "", kind)]]
         msg = expand_string(env, part.arg) or "parameter null or not set"
         raise ShellError(f"{name}: {msg}", fatal=True, exit_status=127)
-    text = value or ""
+    if value is None and env.nounset:
+        raise ShellError(f"{name}: unbound variable", fatal=True, exit_status=127)
+    if op == ":":
+        return [[(_substring(env, value or "", part), kind)]]
+    return [[(_apply_op(env, part, value or ""), kind)]]
+
+
+def _transform(env: ExpandEnv, part: Param, text: str) -> str:
+    """`${x@Q}` and friends: quoted for reuse, escapes decoded, case, attributes, assignment form."""
+    op = part.op
+    if op == "@Q":
+        return "'" + text.replace("'", "'\\''") + "'"
+    if op == "@E":
+        from .lexer import _ansi_escape
+
+        out, i = [], 0
+        while i < len(text):
+            if text[i] == "\\" and i + 1 < len(text):
+                ch, i = _ansi_escape(text, i + 1)
+                out.append(ch)
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
+    if op == "@U":
+        return text.upper()
+    if op == "@u":
+        return text[:1].upper() + text[1:]
+    if op == "@L":
+        return text.lower()
+    if op == "@a":
+        return env.attributes(part.name)
+    if op == "@A":
+        return f"{part.name}='" + text.replace("'", "'\\''") + "'"
+    return text
+
+
+def _length(env: ExpandEnv, text: str) -> int:
+    """`${#x}`: characters, or bytes in the C locale (LC_ALL / LC_CTYPE / LANG), as bash counts."""
+    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
+    if locale in ("C", "POSIX"):
+        return len(text.encode("utf-8", "surrogateescape"))
+    return len(text)
+
+
+def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
+    """The string operators — case changes, pattern removal and replacement — on one value."""
+    op = part.op
+    assert op is not None and part.arg is not None
+    if op.startswith("@"):
+        return _transform(env, part, text)
     if op in ("^", "^^", ",", ",,"):
         conv = str.upper if op[0] == "^" else str.lower
-        return [(conv(text) if len(op) == 2 else conv(text[:1]) + text[1:], kind)]
-    if op == ":":
-        return [(_substring(env, text, part), kind)]
+        if part.arg.parts:
+            pat = expand_pattern(env, part.arg)
+            if len(op) == 2:
+                return "".join(conv(c) if patterns.match(pat, c) else c for c in text)
+            return (conv(text[:1]) if text and patterns.match(pat, text[0]) else text[:1]) + text[1:]
+        return conv(text) if len(op) == 2 else conv(text[:1]) + text[1:]
     pat = expand_pattern(env, part.arg)
     if op in ("/", "//", "/#", "/%"):
         rep = _replacement(env, part.rep)
-        return [(patterns.replace(text, pat, rep, op), kind)]
-    # pattern removal: # ## % %%
-    return [(patterns.strip(text, pat, op), kind)]
+        return patterns.replace(text, pat, rep, op)
+    return patterns.strip(text, pat, op)
+
+
+def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
+    """`${@:off:len}`, `${a[@]:off:len}`: whole elements; for `$@` offset 0 is `$0`."""
+    assert part.arg is not None
+    spec = expand_string(env, part.arg)
+    vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
+    off_text, colon, len_text = spec.partition(":")
+    off = arith.evaluate(off_text, vars_) if off_text.strip() else 0
+    if part.name in ("@", "*") and part.index is None and not part.indirect:
+        values = [env.special_param("0") or "", *values]
+    elif part.index is not None and not part.indirect and off >= 0:
+        keys = env.array_keys(part.name)
+        if all(is_digits(k) for k in keys):  # a sparse array: the offset is an index, not a position
+            values = [v for k, v in zip(keys, values, strict=False) if int(k) >= off]
+            off = 0
+    n = len(values)
+    start = off if off >= 0 else n + off
+    if start < 0 or start > n:
+        return []
+    if not colon:
+        return values[start:]
+    length = arith.evaluate(len_text, vars_) if len_text.strip() else 0
+    if length < 0:
+        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)
+    return values[start : start + length]
 
 
 def _replacement(env: ExpandEnv, word: Word | None):  # noqa: ANN202 - a str -> str function
@@ -181,7 +356,7 @@ def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     spec = expand_string(env, part.arg)
     if not spec.strip():
         raise ShellError(f"{part.arg.raw}: bad substitution")
-    vars_ = arith.Vars(env.get_var, env.set_var)
+    vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
     n = len(text)
     off = arith.evaluate(off_text, vars_)
@@ -193,22 +368,25 @@ def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     length = arith.evaluate(len_text, vars_)
     end = start + length if length >= 0 else n + length
     if end < start:
-        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True)
+        raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)
     return text[start:end]
 
 
-def _arg(env: ExpandEnv, part: Param) -> list[Segment]:
-    """The word of `${x:-word}`: its unquoted text is split like an expansion's result when `${…}` is unquoted."""
+def _arg(env: ExpandEnv, part: Param) -> list[list[Segment]]:
+    """The word of `${x:-word}` as fields: its unquoted text is split like an expansion's result when `${…}` is
+    unquoted, and a `"${a[@]}"` inside keeps its elements apart."""
     assert part.arg is not None
-    segs: list[Segment] = []
-    for f in _expand_fields(env, part.arg.parts, join_at=True):
-        if segs:
-            segs.append((" ", "x"))
-        segs.extend(f)
-    if part.quoted:
-        return [(t, "q") for t, _ in segs]
-    return [(t, "x" if k == "l" else k) for t, k in segs]
-
+    parts = part.arg.parts
+    if part.quoted:  # inside "${x:-…}" an inner ${a[@]} is as if quoted: its elements, unsplit
+        parts = [dataclasses.replace(p, quoted=True) if isinstance(p, Param) and not p.quoted else p for p in parts]
+    fields = _expand_fields(env, parts)
+    out: list[list[Segment]] = []
+    for f in fields:
+        if part.quoted:
+            out.append([(t, "q") for t, k in f if k != "@"] or ([("", "q")] if len(fields) == 1 else []))
+        else:
+            out.append([(t, "x" if k == "l" else k) for t, k in f])
+    return [f for f in out if f] or [[("", "q")]] if part.quoted else out
 
 def _value(env: ExpandEnv, name: str) -> str | None:
     if is_digits(name) or name in "?$!#-*@0" and len(name) == 1:

@@ -8,6 +8,7 @@ background lists run their shell-code stages on threads (`ThreadProc`).
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import signal as _signal
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from aiosh.kernel.streams import Pipe
 
-from . import patterns, plumbing
+from . import arith, conditional, patterns, plumbing
 from .builtins import BuiltinContext
 from .errors import (
+    AbortCommand,
     BreakLoop,
     Cancelled,
     ContinueLoop,
@@ -35,9 +37,13 @@ from .launch import LaunchMixin, Resolved
 from .lexer import is_digits, is_name
 from .nodes import (
     AndOr,
+    ArithCommand,
+    ArithFor,
+    Assign,
     Case,
     Command,
     CommandList,
+    DBracket,
     For,
     FunctionDef,
     Group,
@@ -49,20 +55,29 @@ from .nodes import (
     While,
     Word,
 )
-from .parser import Parser
+from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
 from .redirect import RedirectMixin
-from .state import IO, Foreground, ShellState
+from .state import IO, Foreground, Indexed, ShellState
+from .variables import VariablesMixin, restore_local
 
 if TYPE_CHECKING:
     from .shell import Shell
 
 __all__ = ["IO", "Foreground", "Interp", "Resolved", "ShellState"]
 
-MAX_FUNCTION_DEPTH = 60  # each call costs Python stack frames; bash's FUNCNEST, with a default
+MAX_FUNCTION_DEPTH = 1000  # bash has no default FUNCNEST; this keeps deep recursion within the Python stack
+COMPOUND_NO_ERREXIT = (Group, If, For, While, Case, ArithFor)
+DECLARATIONS = frozenset({"declare", "typeset", "local", "readonly", "export"})
+DYNAMIC_VARS = frozenset({"LINENO", "RANDOM", "SECONDS", "BASHPID"})
 
 
-class Interp(LaunchMixin, RedirectMixin):
+def _fake_subshell_pid(interp: Interp) -> int:
+    """Subshells here are threads, not processes: a stable number that differs from $$ (what scripts test)."""
+    return interp.shell.pid + 1 + (id(interp.state) % 30000)
+
+
+class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     """Runs AST nodes for one shell or subshell; also the ExpandEnv its words are expanded in."""
 
     def __init__(
@@ -89,7 +104,11 @@ class Interp(LaunchMixin, RedirectMixin):
         self.source_name: str | None = None  # None: the shell's own input; "-c"; or a script's name
         self.func_depth = 0  # functions being run (for `return` and `local`)
         self.source_depth = 0  # files being sourced (`return` works there too)
-        self.locals: list[dict[str, str | None]] = []  # per function call: saved values of its `local` names
+        self.in_trap = False
+        self.redirect_failed = False
+        self.exec_closers: list[Callable[[], None]] = []
+        self.decl_items: dict[int, list[tuple[str | None, str]]] = {}
+        self.locals: list[dict[str, tuple]] = []  # per function call: saved values of its `local` names
 
     # -- ExpandEnv -------------------------------------------------------------------------------------------
     @property
@@ -105,17 +124,20 @@ class Interp(LaunchMixin, RedirectMixin):
         return self.state.nounset
 
     def get_var(self, name: str) -> str | None:
-        value = self.state.vars.get(name)
-        if value is None and name in ("LINENO", "RANDOM", "SECONDS"):
+        value = self.lookup(name)
+        if value is None and name in DYNAMIC_VARS:
             if name == "LINENO":
                 return str(self.lineno)
             if name == "RANDOM":
                 return str(random.randrange(32768))
+            if name == "BASHPID":
+                return str(self.shell.pid if self.proc is None and self.main else _fake_subshell_pid(self))
             return str(int(time.monotonic() - self.shell.started))
         return value
 
-    def set_var(self, name: str, value: str) -> None:
-        self.state.vars[name] = value
+    def var_names(self, prefix: str) -> list[str]:
+        st = self.state
+        return sorted(n for n in set(st.vars) | set(st.arrays) if n.startswith(prefix))
 
     def positional(self) -> list[str]:
         return self.state.positional
@@ -155,12 +177,19 @@ class Interp(LaunchMixin, RedirectMixin):
             status = exc.status
         except (BreakLoop, ContinueLoop):
             status = 0
+        except RecursionError:
+            if self.func_depth or self.loop_depth:
+                raise
+            status = sub.recursion_limit(io)
+        status = sub.finish_subshell(status, io)
         self.subst_status = status
         out.close()
         return out.read_all()
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def shell_io(self) -> IO:
+        if self.shell.exec_fds is not None:
+            return IO(dict(self.shell.exec_fds))
         return IO({0: self.shell.stdin, 1: self.shell.stdout, 2: self.shell.stderr})
 
     def subshell(self, *, same_thread: bool, proc: ThreadProc | None = None) -> Interp:
@@ -184,18 +213,49 @@ class Interp(LaunchMixin, RedirectMixin):
         """Same as Shell.foreground_signal (the REPL may hold either object)."""
         return self.shell.foreground_signal(sig)
 
-    def run_argv(self, argv: list[str], io: IO, env: dict[str, str] | None = None) -> int:
+    def run_argv(self, argv: list[str], io: IO, env: dict[str, str] | None = None, *,
+                 skip_functions: bool = False) -> int:
         """Run an already-expanded command (builtin, agent or program) and wait: for wrappers such as `time`."""
         if not argv:
             return 0
         words = [Word([Lit(a, True)], shlex.quote(a)) for a in argv]
         cmd = SimpleCommand(words=words, line=self.lineno)
-        resolved = self.resolve(list(argv))
+        resolved = self.resolve(list(argv), skip_functions=skip_functions)
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
             self.start_external(cmd, resolved, env or {}, io, job, self.jobs)
             return self.wait_foreground(job)
         return self.finish_simple(cmd, resolved, env or {}, io)
+
+    def finish_subshell(self, status: int, io: IO) -> int:
+        """A subshell ends: its EXIT trap runs (and an `exit` there sets the status)."""
+        changed = self.run_exit_trap(io, status)
+        return status if changed is None else changed
+
+    def run_exit_trap(self, io: IO, status: int) -> int | None:
+        """Run and clear the EXIT trap with `$?` as the exit status; the status `exit N` gave there, if any."""
+        action = self.state.traps.pop("EXIT", None)
+        if not action:
+            return None
+        self.state.last_status = status
+        try:
+            self.run_text(action, source_name=self.source_name, io=io, nested=True)
+        except ExitShell as exc:
+            return exc.status
+        except (AbortCommand, ReturnFromFunction, BreakLoop, ContinueLoop):
+            pass
+        return None
+
+    def run_err_trap(self, io: IO, status: int) -> None:
+        action = self.state.traps.get("ERR")
+        if not action or self.in_trap:
+            return
+        self.in_trap = True
+        try:
+            self.run_text(action, source_name=self.source_name, io=io, nested=True)
+        finally:
+            self.in_trap = False
+            self.state.last_status = status
 
     def checkpoint(self) -> None:
         """Where signals to shell code take effect: a thread's cancel/stop, or Ctrl-C in the main thread."""
@@ -247,13 +307,35 @@ class Interp(LaunchMixin, RedirectMixin):
                     status = 2
                     self.state.last_status = 2
                     break
+                except RecursionError:
+                    if nested:
+                        raise
+                    self.report_syntax(ShellSyntaxError("syntax error: nesting too deep", parser.peek_line()), io)
+                    status = self.state.last_status = 2
+                    break
                 self._warnings(parser, io)
                 if lst is None:
                     break
-                status = self.run_list(lst, io)
+                if nested or not self.main:
+                    status = self.run_list(lst, io)
+                    continue
+                try:
+                    status = self.run_list(lst, io)
+                except AbortCommand as exc:
+                    status = self.state.last_status = exc.status
+                    if self.state.errexit:
+                        raise ExitShell(status) from None
+                except RecursionError:
+                    status = self.recursion_limit(io)
         finally:
             self.source_name = saved
         return status
+
+    def recursion_limit(self, io: IO) -> int:
+        """Nesting past what the interpreter's stack allows: one line and status 2, never a traceback."""
+        self.diag(io, "maximum nesting depth exceeded (functions, commands or expressions)")
+        self.state.last_status = 2
+        return 2
 
     def _warnings(self, parser: Parser, io: IO) -> None:
         while parser.warnings:
@@ -273,6 +355,10 @@ class Interp(LaunchMixin, RedirectMixin):
 
     def fail(self, io: IO, exc: ShellError) -> int:
         self.diag(io, exc.message)
+        if exc.abort:
+            if self.proc is not None or not self.main:
+                raise ExitShell(1)
+            raise AbortCommand(1)
         if exc.fatal and (self.proc is not None or not self.main or not self.shell.interactive):
             raise ExitShell(exc.exit_status if self.main else 1)
         return exc.status
@@ -290,32 +376,102 @@ class Interp(LaunchMixin, RedirectMixin):
         return status
 
     def run_andor(self, ao: AndOr, io: IO) -> int:
-        status = self.run_pipeline(ao.first, io, exempt=bool(ao.rest))
+        """`a && b || c`: set -e is off in every part but the last, and in everything those parts call."""
+        if not ao.rest:
+            return self.run_pipeline(ao.first, io)
+        self.no_errexit += 1
+        try:
+            status = self.run_pipeline(ao.first, io, exempt=True)
+        finally:
+            self.no_errexit -= 1
         for i, (op, pipeline) in enumerate(ao.rest):
             if (op == "&&") == (status == 0):
-                status = self.run_pipeline(pipeline, io, exempt=i < len(ao.rest) - 1)
+                last = i == len(ao.rest) - 1
+                if last:
+                    status = self.run_pipeline(pipeline, io)
+                    continue
+                self.no_errexit += 1
+                try:
+                    status = self.run_pipeline(pipeline, io, exempt=True)
+                finally:
+                    self.no_errexit -= 1
         return status
 
+    def run_timed(self, p: Pipeline, io: IO, exempt: bool) -> int:
+        """`time pipeline`: bash's real/user/sys on stderr after the whole pipeline (plus what the host adds)."""
+        t0 = time.monotonic()
+        c0 = os.times()
+        extra = self.shell.timing() if self.shell.timing is not None else None
+        try:
+            if not p.commands:
+                return 0
+            inner = Pipeline(p.commands, p.negate, p.stderr_too, p.line)
+            return self.run_pipeline(inner, io, exempt=exempt)
+        finally:
+            wall = time.monotonic() - t0
+            c1 = os.times()
+            user = (c1.user - c0.user) + (c1.children_user - c0.children_user)
+            system = (c1.system - c0.system) + (c1.children_system - c0.children_system)
+            text = f"\nreal\t{_bash_time(wall)}\nuser\t{_bash_time(user)}\nsys\t{_bash_time(system)}\n"
+            if extra is not None:
+                text += extra()
+            plumbing.safe_write(io.stderr, text)
+
     def run_pipeline(self, p: Pipeline, io: IO, *, exempt: bool = False) -> int:
+        if p.timed:
+            return self.run_timed(p, io, exempt)
         self.checkpoint()
+        self.redirect_failed = False
         if p.negate:
             self.no_errexit += 1
         try:
             if len(p.commands) == 1:
                 status = self.run_command(p.commands[0], io)
+                self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
+            elif self.lastpipe():
+                status = self.run_lastpipe(p, io)
             else:
                 job = Job(p.render(), self.state.cwd, pipefail=self.state.pipefail)
                 self.launch_pipeline(p, io, job)
                 status = self.wait_foreground(job)
+                self.state.arrays["PIPESTATUS"] = Indexed(
+                    {i: str(proc.status or 0) for i, proc in enumerate(job.procs)}
+                )
         finally:
             if p.negate:
                 self.no_errexit -= 1
         if p.negate:
             status = 0 if status else 1
         self.state.last_status = status
-        if status and not p.negate and not exempt and not self.no_errexit and self.state.errexit:
-            raise ExitShell(status)
+        if len(p.commands) == 1 and isinstance(p.commands[0], COMPOUND_NO_ERREXIT) and not self.redirect_failed:
+            exempt = True  # a failure inside was already judged where it happened (bash: `{ false && x; }` goes on)
+        if status and not p.negate and not exempt and not self.no_errexit:
+            if "ERR" in self.state.traps:
+                self.run_err_trap(io, status)
+            if self.state.errexit:
+                raise ExitShell(status)
         return status
+
+    def lastpipe(self) -> bool:
+        """`shopt -s lastpipe` in a shell without job control: the last stage runs in this shell."""
+        return bool(self.state.shopts and self.state.shopts.get("lastpipe")) and not self.shell.interactive
+
+    def run_lastpipe(self, p: Pipeline, io: IO) -> int:
+        job = Job(p.render(), self.state.cwd, pipefail=self.state.pipefail)
+        last_in = self.launch_pipeline(p, io, job, keep_last=True)
+        last_io = io.copy()
+        last_io.fds[0] = last_in
+        try:
+            last = self.run_command(p.commands[-1], last_io)
+        finally:
+            if last_in is not None:
+                last_in.close_reader()
+        self.wait_foreground(job)
+        statuses = [proc.status or 0 for proc in job.procs] + [last]
+        self.state.arrays["PIPESTATUS"] = Indexed(dict(enumerate(str(s) for s in statuses)))
+        if self.state.pipefail:
+            return next((s for s in reversed(statuses) if s), 0)
+        return last
 
     def start_background(self, ao: AndOr, io: IO) -> int:
         """`list &`: a job of its own; agents/programs run directly, shell code on a thread."""
@@ -336,11 +492,15 @@ class Interp(LaunchMixin, RedirectMixin):
             plumbing.safe_write(self.shell.stderr, f"[{job.id}] {job.last_pid}\n")
         return 0
 
-    def launch_pipeline(self, p: Pipeline, io: IO, job: Job) -> None:
-        """Start every stage of a pipeline as a process of `job`, connected by Pipes (stages run concurrently)."""
+    def launch_pipeline(self, p: Pipeline, io: IO, job: Job, *, keep_last: bool = False) -> Pipe | None:
+        """Start every stage of a pipeline as a process of `job`, connected by Pipes (stages run concurrently).
+
+        keep_last: start all but the last stage and return the pipe the last one reads (shopt -s lastpipe)."""
         n = len(p.commands)
         pipes = [Pipe(f"pipe{i}") for i in range(n - 1)]
         for i, cmd in enumerate(p.commands):
+            if keep_last and i == n - 1:
+                return pipes[i - 1]
             stage_io = io.copy()
             if i > 0:
                 stage_io.fds[0] = pipes[i - 1]
@@ -355,6 +515,7 @@ class Interp(LaunchMixin, RedirectMixin):
                 proc.add_cleanup(pipes[i - 1].close_reader)
             if isinstance(proc, ThreadProc):
                 proc.start()
+        return None
 
     def launch_stage(self, cmd: Command, io: IO, job: Job) -> Proc:
         sub = self.subshell(same_thread=False)
@@ -377,11 +538,14 @@ class Interp(LaunchMixin, RedirectMixin):
     def _thread_proc(self, text: str, sub: Interp, body: Callable[[], int]) -> ThreadProc:
         def run(_proc: ThreadProc) -> int:
             try:
-                return body()
+                status = body()
             except (BreakLoop, ContinueLoop):
-                return 0
-            except ReturnFromFunction as exc:
-                return exc.status
+                status = 0
+            except (ReturnFromFunction, ExitShell) as exc:
+                status = exc.status
+            except RecursionError:
+                status = sub.recursion_limit(sub.cur_io or sub.shell_io())
+            return sub.finish_subshell(status, sub.cur_io or sub.shell_io())
 
         proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t))
         sub.proc = proc
@@ -425,7 +589,9 @@ class Interp(LaunchMixin, RedirectMixin):
         try:
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
+            self.redirect_failed = True  # set -e judges this failure at the command itself
             return self.fail(io, exc)
+        self.cur_io = io2
         try:
             if isinstance(cmd, If):
                 return self.run_if(cmd, io2)
@@ -437,18 +603,72 @@ class Interp(LaunchMixin, RedirectMixin):
                 return self.run_case(cmd, io2)
             if isinstance(cmd, Group):
                 return self.run_list(cmd.body, io2)
+            if isinstance(cmd, DBracket):
+                return self.run_dbracket(cmd, io2)
+            if isinstance(cmd, ArithCommand):
+                return self.run_arith_command(cmd, io2)
+            if isinstance(cmd, ArithFor):
+                return self.run_arith_for(cmd, io2)
             if isinstance(cmd, Subshell):
                 sub = self.subshell(same_thread=True)
                 try:
-                    return sub.run_list(cmd.body, io2)
+                    status = sub.run_list(cmd.body, io2)
                 except (ExitShell, ReturnFromFunction) as exc:
-                    return exc.status
+                    status = exc.status
                 except (BreakLoop, ContinueLoop):
-                    return 0
+                    status = 0
+                return sub.finish_subshell(status, io2)
             raise AssertionError(f"unknown command node {cmd!r}")
         finally:
             for fn in closers:
                 fn()
+
+    def eval_arith(self, word: Word) -> int:
+        text = expand_string(self, word)
+        return arith.evaluate(text, self.arith_vars()) if text.strip() else 0
+
+    def run_arith_command(self, node: ArithCommand, io: IO) -> int:
+        try:
+            if self.state.xtrace:
+                plumbing.safe_write(io.stderr, f"+ (({expand_string(self, node.expr)}))\n")
+            return 0 if self.eval_arith(node.expr) else 1
+        except ShellError as exc:
+            self.diag(io, exc.message)
+            return 1
+
+    def run_arith_for(self, node: ArithFor, io: IO) -> int:
+        status = 0
+        self.loop_depth += 1
+        try:
+            self.eval_arith(node.init)
+            while True:
+                self.checkpoint()
+                if node.cond.raw.strip() and not self.eval_arith(node.cond):
+                    break
+                try:
+                    status = self.run_list(node.body, io)
+                except BreakLoop as exc:
+                    _pass_outer_levels(exc)
+                    status = 0
+                    break
+                except ContinueLoop as exc:
+                    _pass_outer_levels(exc)
+                    status = 0
+                self.eval_arith(node.step)
+        except ShellError as exc:
+            return self.fail(io, exc)
+        finally:
+            self.loop_depth -= 1
+        return status
+
+    def run_dbracket(self, node: DBracket, io: IO) -> int:
+        try:
+            return 0 if conditional.evaluate(self, node.expr) else 1
+        except conditional.CondError as exc:
+            self.diag(io, exc.message)
+            return exc.status
+        except ShellError as exc:
+            return self.fail(io, exc) or 1
 
     def run_condition(self, lst: CommandList, io: IO) -> int:
         self.no_errexit += 1
@@ -478,7 +698,7 @@ class Interp(LaunchMixin, RedirectMixin):
         try:
             for value in items:
                 self.checkpoint()
-                self.state.vars[node.name] = value
+                self.assign(node.name, value)
                 try:
                     status = self.run_list(node.body, io)
                 except BreakLoop as exc:
@@ -550,31 +770,45 @@ class Interp(LaunchMixin, RedirectMixin):
         self.cur_io = io
         self.subst_status = None
         try:
-            argv = expand_words(self, cmd.words)
+            first = cmd.words[0].literal() if cmd.words else None
+            if first in DECLARATIONS and first not in self.state.functions:
+                argv = self.expand_declaration(cmd.words)
+            else:
+                argv = expand_words(self, cmd.words)
             if not argv:
                 return self.assign_only(cmd, io)
             env: dict[str, str] = {}
-            for a in cmd.assigns:
-                value = expand_string(self, a.value)
-                if a.name.endswith("+"):
-                    name = a.name[:-1]
-                    env[name] = env.get(name, self.state.vars.get(name, "")) + value
-                else:
-                    env[a.name] = value
+            shadowed: dict[str, str | None] = {}
+            try:
+                for a in cmd.assigns:
+                    if a.items is not None or a.index is not None:
+                        continue  # bash ignores array assignments in front of a command
+                    value = expand_string(self, a.value)
+                    name = a.name[:-1] if a.name.endswith("+") else a.name
+                    if a.name.endswith("+"):
+                        value = env.get(name, self.get_var(name) or "") + value
+                    env[name] = value
+                    shadowed.setdefault(name, self.state.vars.get(name))
+                    if name not in self.state.readonly:
+                        self.state.vars[name] = value  # `A=1 B=$A cmd`: later bindings see earlier ones
+            finally:
+                for name, old in shadowed.items():
+                    if name in self.state.readonly:
+                        continue
+                    if old is None:
+                        self.state.vars.pop(name, None)
+                    else:
+                        self.state.vars[name] = old
         except ShellError as exc:
             return self.fail(io, exc)
         if self.state.xtrace:
             plumbing.safe_write(io.stderr, "+ " + " ".join(argv) + "\n")
+        self.state.vars["_"] = argv[-1]
         return argv, env, self.resolve(argv)
 
     def assign_only(self, cmd: SimpleCommand, io: IO) -> int:
         for a in cmd.assigns:
-            value = expand_string(self, a.value)
-            if a.name.endswith("+"):
-                name = a.name[:-1]
-                self.state.vars[name] = self.state.vars.get(name, "") + value
-            else:
-                self.state.vars[a.name] = value
+            self.run_assign(a)
         try:
             _io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
@@ -582,6 +816,64 @@ class Interp(LaunchMixin, RedirectMixin):
         for fn in closers:
             fn()
         return self.subst_status or 0
+
+    def expand_declaration(self, words: list[Word]) -> list[str]:
+        """Arguments of declare/local/readonly/export: `name=value` words are not split or globbed, and
+        `name=(…)` items are kept aside in `decl_items` by argv position."""
+        argv: list[str] = []
+        self.decl_items = {}
+        for w in words:
+            a = _assignment(w) if argv else None
+            if a is None:
+                argv.extend(expand_words(self, [w]))
+                continue
+            name = a.name
+            if a.index is not None:
+                plus = name.endswith("+")
+                name = f"{name.rstrip('+')}[{expand_string(self, a.index)}]" + ("+" if plus else "")
+            if a.items is not None:
+                self.decl_items[len(argv)] = self.array_items(a.items)
+                argv.append(name + "=")
+                continue
+            argv.append(f"{name}={expand_string(self, a.value)}")
+        return argv
+
+    def exec_redirections(self, io: IO, new: IO, closers: list[Callable[[], None]]) -> int:
+        """`exec >file 3<in`: the redirections stay for the rest of this shell (files close when it ends)."""
+        kept = {id(p) for p in new.fds.values()}
+        for pipe in io.fds.values():
+            if pipe is not None and id(pipe) not in kept and pipe not in (self.shell.stdout, self.shell.stderr):
+                plumbing.finish_writer(pipe)  # `exec 3>&-`: the file is complete for the next reader
+        io.fds.clear()
+        io.fds.update(new.fds)
+        self.exec_closers.extend(closers)
+        if self.main and self.proc is None:
+            self.shell.exec_fds = dict(new.fds)
+        return 0
+
+    def run_assign(self, a: Assign) -> None:
+        """One `name=value` / `name+=value` / `name[i]=value` / `name=(…)` in the current shell."""
+        append = a.name.endswith("+")
+        name = a.name[:-1] if append else a.name
+        if a.items is not None:
+            self.assign_array(name, self.array_items(a.items), append=append)
+            return
+        value = expand_string(self, a.value)
+        if a.index is not None:
+            name = f"{name}[{expand_string(self, a.index)}]"
+        self.assign(name, value, append=append)
+
+    def array_items(self, words: list[Word]) -> list[tuple[str | None, str]]:
+        """The elements of `(…)`: `[k]=v` items keep their key; other words are expanded (split, globbed)."""
+        out: list[tuple[str | None, str]] = []
+        for w in words:
+            keyed = _keyed_item(w)
+            if keyed is not None:
+                key, value = keyed
+                out.append((expand_string(self, key), expand_string(self, value)))
+                continue
+            out.extend((None, v) for v in expand_words(self, [w]))
+        return out
 
     def finish_simple(self, cmd: SimpleCommand, resolved: Resolved, env: dict[str, str], io: IO) -> int:
         """Run a resolved builtin (or report a resolution error) in this thread."""
@@ -598,8 +890,16 @@ class Interp(LaunchMixin, RedirectMixin):
             io2, closers = self.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
+        if resolved.kind == "builtin" and resolved.argv == ["exec"]:
+            return self.exec_redirections(io, io2, closers)
         saved = {k: self.state.vars.get(k) for k in env}
-        self.state.vars.update(env)
+        for k, v in env.items():
+            if k in self.state.readonly:
+                self.diag(io2, f"{k}: readonly variable")
+                for fn in closers:
+                    fn()
+                return 1
+            self.state.vars[k] = v
         try:
             if resolved.kind == "function":
                 return self.call_function(resolved.argv, io2)
@@ -627,7 +927,7 @@ class Interp(LaunchMixin, RedirectMixin):
             return 127
         if self.func_depth >= MAX_FUNCTION_DEPTH:
             self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
-            return 1
+            raise AbortCommand(2) if self.main and self.proc is None else ExitShell(2)
         st = self.state
         saved_args = st.positional
         st.positional = argv[1:]
@@ -637,19 +937,36 @@ class Interp(LaunchMixin, RedirectMixin):
             return self.run_command(body, io)
         except ReturnFromFunction as exc:
             return exc.status
-        except RecursionError:
-            if self.func_depth > 1:
-                raise  # unwind to the outermost call, where there is stack left to report it
-            self.diag(io, f"{argv[0]}: maximum function nesting level exceeded")
-            return 1
         finally:
             for name, old in self.locals.pop().items():
-                if old is None:
-                    st.vars.pop(name, None)
-                else:
-                    st.vars[name] = old
+                restore_local(st, name, old)
             self.func_depth -= 1
             st.positional = saved_args
+
+
+def _bash_time(seconds: float) -> str:
+    """bash's `0m1.234s`."""
+    minutes, secs = divmod(max(seconds, 0.0), 60)
+    return f"{int(minutes)}m{secs:.3f}s"
+
+
+def _keyed_item(word: Word) -> tuple[Word, Word] | None:
+    """`[key]=value` inside an array literal: (key word, value word); None for a plain element."""
+    first = word.parts[0] if word.parts else None
+    if not isinstance(first, Lit) or first.quoted or not first.text.startswith("["):
+        return None
+    key: list = []
+    parts = [Lit(first.text[1:]), *word.parts[1:]]
+    for k, p in enumerate(parts):
+        if isinstance(p, Lit) and not p.quoted and "]=" in p.text:
+            cut = p.text.index("]=")
+            if p.text[:cut]:
+                key.append(Lit(p.text[:cut]))
+            rest = p.text[cut + 2 :]
+            value = ([Lit(rest)] if rest else []) + parts[k + 1 :]
+            return Word(key, ""), Word(value or [Lit("", True)], "")
+        key.append(p)
+    return None
 
 
 def _pass_outer_levels(exc: LoopControl) -> None:

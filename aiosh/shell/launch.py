@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,11 +19,14 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .agents import parse_options, with_limits
 from .builtins import Builtin
+from .childfds import ExtraFds
 from .errors import ShellError
+from .filepipe import FilePipe
 from .jobs import Job, JobTable
 from .lexer import is_digits
 from .nodes import SimpleCommand
 from .procs import AgentProc, DoneProc, HostProc, Proc
+from .pullpipe import PullPipe
 from .state import IO
 
 if TYPE_CHECKING:
@@ -53,12 +57,12 @@ class LaunchMixin:
         def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
         def fail(self, io: IO, exc: ShellError) -> int: ...
 
-    def resolve(self, argv: list[str]) -> Resolved:
+    def resolve(self, argv: list[str], *, skip_functions: bool = False) -> Resolved:
         """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
         options: dict = {}
         while True:
             name = argv[0]
-            if name in self.state.functions and not options:
+            if name in self.state.functions and not options and not skip_functions:
                 return Resolved("function", argv)
             if name == "run" and len(argv) > 1:
                 try:
@@ -105,10 +109,21 @@ class LaunchMixin:
             if not os.access(full, os.X_OK):
                 return None, 126, f"{name}: Permission denied"
             return full, 0, ""
-        for d in self.state.vars.get("PATH", "").split(":"):
-            base = os.path.join(self.state.cwd, d or ".")
+        st = self.state
+        if st.hashed is not None and name in st.hashed:  # bash remembers where it found a command
+            path = st.hashed[name]
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                st.hash_hits[name] = st.hash_hits.get(name, 0) + 1
+                return path, 0, ""
+            return None, 127, f"{path}: No such file or directory"
+        for d in st.vars.get("PATH", "").split(":"):
+            base = os.path.join(st.cwd, d or ".")
             cand = os.path.join(base, name)
             if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                if st.hashed is None:
+                    st.hashed = {}
+                st.hashed[name] = cand
+                st.hash_hits[name] = 1
                 return cand, 0, ""
         return None, 127, f"{name}: command not found"
 
@@ -156,8 +171,7 @@ class LaunchMixin:
         stop = threading.Event()
         stdin = None
         if io.stdin is not None:
-            stdin = Pipe(f"{name}.stdin")
-            plumbing.pump_pipe(io.stdin, stdin, close_dst=True, stop=stop)
+            stdin = PullPipe(io.stdin, f"{name}.stdin", stop)  # the agent takes only what it reads
         try:
             pid = host.start(
                 name,
@@ -202,13 +216,20 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
+        shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
+        if _no_interpreter_line(path):  # bash runs such a file as a script of its own language
+            argv = [sys.executable, "-m", "aiosh.shell", argv[0] if "/" in argv[0] else path, *argv[1:]]
+            path = sys.executable
+        extra = ExtraFds(io.fds)
         try:
             popen = subprocess.Popen(
                 argv,
                 executable=path,
+                pass_fds=extra.keep,
+                preexec_fn=extra.install if extra.targets else None,
                 cwd=self.state.cwd,
                 env=self.state.env(env),
-                stdin=subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
+                stdin=shared_fd if shared_fd is not None else subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merged else subprocess.PIPE,
                 bufsize=0,
@@ -216,22 +237,37 @@ class LaunchMixin:
                 close_fds=True,
             )
         except PermissionError:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: Permission denied", 126) from None
         except FileNotFoundError:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: No such file or directory", 127) from None
         except OSError as exc:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
-        except ValueError as exc:
+        except (ValueError, subprocess.SubprocessError) as exc:
+            extra.abandon()
             raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
+        extra.after_spawn()
         pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
         proc = HostProc(popen, argv[0], pumps)
-        if io.stdin is not None:
+        if io.stdin is not None and shared_fd is None:
             stop = threading.Event()
             plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
             proc.add_cleanup(stop.set)
         return proc
+
+
+def _no_interpreter_line(path: str) -> bool:
+    """An executable text file without `#!` and not a binary: the kernel would refuse it (ENOEXEC)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return False
+    return not (head.startswith((b"#!", b"\x7fELF")) or b"\0" in head)
 
 
 def _nice_args(args: list[str]) -> tuple[int, list[str], str]:

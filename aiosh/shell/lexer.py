@@ -23,10 +23,12 @@ OPERATORS = (
 )  # fmt: skip
 REDIR_OPS = frozenset({"<", ">", ">>", ">|", "<>", "<&", ">&", "<<", "<<-", "<<<", "&>", "&>>"})
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FD_VAR_RE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+ARRAY_ASSIGN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[^\]]*\])?\+?=$")
 SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
 SUBST_OPS = ("//", "/#", "/%", "/")
-MAX_DEPTH = 40
+MAX_DEPTH = 1000  # compound commands and substitutions nested in each other (bash: no fixed limit)
 
 
 def is_digits(text: str) -> bool:
@@ -145,9 +147,13 @@ class Lexer:
         word = self._read_word()
         raw = text[start : self.pos]
         word.raw = raw
-        if is_digits(raw) and word.is_plain and self._peekc() in ("<", ">"):
+        if word.is_plain and self._peekc() in ("<", ">") and (is_digits(raw) or FD_VAR_RE.fullmatch(raw)):
             self._after_heredoc_op = None
             return Token("IO_NUMBER", raw, start, self.pos, line)
+        if ARRAY_ASSIGN_RE.match(raw) and self._peekc() == "(" and not self._after_heredoc_op:
+            word.items = self._read_array_items()
+            raw = text[start : self.pos]
+            word.raw = raw
         tok = Token("WORD", raw, start, self.pos, line, word=word)
         if self._after_heredoc_op:
             tok.heredoc = self._new_heredoc(word, strip_tabs=self._after_heredoc_op == "<<-")
@@ -155,6 +161,32 @@ class Lexer:
         return tok
 
     # -- words -------------------------------------------------------------------------------------------------
+    def _read_array_items(self) -> list[Word]:
+        """The words of `name=( … )` after the `(`: newlines and comments allowed, up to `)`."""
+        start = self.pos
+        self.pos += 1
+        text = self.text
+        items: list[Word] = []
+        while True:
+            while self.pos < len(text) and text[self.pos] in " \t\n":
+                self.pos += 1
+            if self.pos >= len(text):
+                raise self._eof_error(")", start)
+            c = text[self.pos]
+            if c == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+                continue
+            if c == ")":
+                self.pos += 1
+                return items
+            if c in ";&|<>(":
+                raise self._error(f"syntax error near unexpected token `{c}'", self.pos)
+            wstart = self.pos
+            word = self._read_word()
+            word.raw = text[wstart : self.pos]
+            items.append(word)
+
     def _read_word(self) -> Word:
         parts = self._read_parts(META, "word")
         return Word(_tilde(parts))
@@ -169,7 +201,7 @@ class Lexer:
         n = len(text)
         # Inside "${x#…}" the text is not quoted: patterns stay patterns, `&` stays special; only inner quotes and
         # escapes quote. The outer double quotes still stop splitting and globbing of the result (see expand).
-        quoted = mode in ("dq", "heredoc")
+        quoted = mode in ("dq", "heredoc", "arith", "arithcmd")
         parts: list[Part] = []
         lit: list[str] = []
 
@@ -198,7 +230,7 @@ class Lexer:
                         lit.append("\\" + nxt)
                     self.pos += 2
                     continue
-                if mode == "dqbrace" and nxt not in '$`"\\}':
+                if mode in ("dqbrace", "dqpat") and nxt not in '$`"\\}':
                     lit.append("\\" + nxt)
                     self.pos += 2
                     continue
@@ -210,7 +242,7 @@ class Lexer:
                 flush()
                 self._read_single(parts)
                 continue
-            if c == '"' and mode in ("word", "brace", "dqbrace"):
+            if c == '"' and mode in ("word", "brace", "dqbrace", "dqpat", "arith", "arithcmd"):
                 flush()
                 self._read_double(parts)
                 continue
@@ -311,20 +343,38 @@ class Lexer:
         start = self.pos
         self.pos += 2
         length = False
+        indirect = False
         if self._peekc() == "#" and self._peekc(1) not in ("}", ""):
             length = True
+            self.pos += 1
+        elif self._peekc() == "!" and self._peekc(1) not in ("}", ""):
+            indirect = True
             self.pos += 1
         name = self._param_name()
         if name is None:
             return self._bad_subst(start, quoted)
+        index = None
+        if self._peekc() == "[" and NAME_RE.fullmatch(name):
+            index = self._read_subscript(start)
+            if index is None:
+                return self._bad_subst(start, quoted)
         if self.pos >= len(text):
             raise self._eof_error("}", start)
+        if indirect and index is None and text[self.pos] in "*@" and self._peekc(1) == "}":
+            op = "names" + text[self.pos]
+            self.pos += 2
+            return Param(name, quoted, op=op, indirect=True)
         if text[self.pos] == "}":
             self.pos += 1
-            return Param(name, quoted, length=length)
+            return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
-        mode = "dqbrace" if quoted else "brace"
+        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEUuLaAK":
+            op = text[self.pos : self.pos + 2]
+            self.pos += 3
+            return Param(name, quoted, op=op, arg=Word([], ""), index=index, indirect=indirect)
+        # inside "…", single quotes quote in a pattern (`"${x#'a'}"`) but are plain text in `"${x:-'a'}"`
+        mode = "dqpat" if quoted else "brace"
         for op in SUBST_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
@@ -332,20 +382,60 @@ class Lexer:
                 rep = None
                 if self._peekc() == "/":
                     self.pos += 1
-                    rep = Word(self._read_parts(frozenset("}"), mode))
+                    rep_parts = self._read_parts(frozenset("}"), mode)
+                    rep = Word(rep_parts if quoted else _tilde(rep_parts))
+                if not quoted:
+                    pat = _tilde(pat)
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
-                return Param(name, quoted, op=op, arg=Word(pat, text[start : self.pos]), rep=rep)
+                return Param(name, quoted, op=op, arg=Word(pat, text[start : self.pos]), rep=rep, index=index,
+                             indirect=indirect)
         for op in PARAM_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
-                arg_parts = self._read_parts(frozenset("}"), "dqbrace" if quoted else "brace")
+                pattern_op = op in ("#", "##", "%", "%%", "^", "^^", ",", ",,")
+                arg_parts = self._read_parts(frozenset("}"), ("dqpat" if pattern_op else "dqbrace") if quoted else "brace")
+                if not quoted and op in ("-", ":-", "=", ":=", "+", ":+", "?", ":?"):
+                    arg_parts = _tilde(arg_parts)
                 if self.pos >= len(text):
                     raise self._eof_error("}", start)
                 self.pos += 1
-                return Param(name, quoted, op=op, arg=Word(arg_parts, text[start : self.pos]))
+                return Param(name, quoted, op=op, arg=Word(arg_parts, text[start : self.pos]), index=index,
+                             indirect=indirect)
         return self._bad_subst(start, quoted)
+
+    def _read_subscript(self, start: int) -> Word | None:
+        """`[…]` after a name in `${…}`: the subscript as a word (quotes and expansions inside work)."""
+        text = self.text
+        i = self.pos + 1
+        depth = 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    raise self._eof_error(c, i)
+                i = end + 1
+                continue
+            if c == "[":
+                depth += 1
+            elif c == "]":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "}" and depth == 0:
+                return None
+            i += 1
+        else:
+            raise self._eof_error("}", start)
+        inner = text[self.pos + 1 : i]
+        self.pos = i + 1
+        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        return Word(sub._read_parts(frozenset(), "brace"), inner)
 
     def _param_name(self) -> str | None:
         text = self.text
@@ -406,13 +496,81 @@ class Lexer:
                     if i + 1 < len(text) and text[i + 1] == ")":
                         inner = text[self.pos + 3 : i]
                         sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
-                        parts = sub._read_parts(frozenset(), "heredoc")
+                        parts = sub._read_parts(frozenset(), "arith")
                         self.pos = i + 2
                         return Arith(Word(parts, inner), quoted)
                     return None
                 depth -= 1
             i += 1
         raise self._eof_error(")", self.pos)
+
+    def arith_text(self, pos: int) -> tuple[str, int] | None:
+        """The text of `(( … ))` whose inner text starts at `pos`, and the position after `))`; None when the
+        parentheses do not close as `))` (then it was `( ( … ) )`)."""
+        text = self.text
+        i = pos
+        depth = 0
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    if i + 1 < len(text) and text[i + 1] == ")":
+                        return text[pos:i], i + 2
+                    return None
+                depth -= 1
+            i += 1
+        return None
+
+    def arith_word(self, inner: str) -> Word:
+        """`(( … ))` and `for (( … ))`: double quotes are removed; single quotes stay (bash: an error outside a
+        subscript, where `a['k']` names key k)."""
+        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        return Word(sub._read_parts(frozenset(), "arithcmd"), inner)
+
+    def read_regex(self) -> Word | None:
+        """The right side of `=~` in `[[ ]]`: up to a blank outside parentheses, brackets and quotes."""
+        text = self.text
+        while self.pos < len(text) and text[self.pos] in " \t":
+            self.pos += 1
+        start = self.pos
+        depth = 0
+        i = start
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    raise self._eof_error(c, i)
+                i = end + 1
+                continue
+            if c == "$" and text.startswith("$(", i) or text.startswith("${", i):
+                close = ")" if text[i + 1] == "(" else "}"
+                end = text.find(close, i)
+                i = len(text) if end < 0 else end + 1
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c in " \t\n" and depth == 0 or depth == 0 and (text.startswith("&&", i) or text.startswith("||", i)):
+                break
+            i += 1
+        if i == start:
+            return None
+        raw = text[start:i]
+        self.pos = i
+        sub = Lexer(Source(raw), subparser=self.subparser, depth=self.depth + 1)
+        return Word(_tilde(sub._read_parts(frozenset(), "brace")), raw)
 
     def _read_backquote(self, quoted: bool) -> Part:
         text = self.text
@@ -521,15 +679,58 @@ def _tilde(parts: list[Part]) -> list[Part]:
     return [Tilde(text[1:slash]), Lit(rest)] + parts[1:]
 
 
-def tilde_value(parts: list[Part]) -> list[Part]:
-    """Tilde expansion at the start of an assignment's value."""
+def tilde_word(parts: list[Part]) -> list[Part]:
+    """A leading `~user` of a word (after brace expansion made it one)."""
     return _tilde(parts)
+
+
+def tilde_value(parts: list[Part]) -> list[Part]:
+    """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
+    out: list[Part] = []
+    for k, p in enumerate(parts):
+        if not isinstance(p, Lit) or p.quoted or "~" not in p.text:
+            out.append(p)
+            continue
+        followed = k + 1 < len(parts)
+        pieces = p.text.split(":")
+        for j, piece in enumerate(pieces):
+            if j:
+                out.append(Lit(":"))
+            at_start = j > 0 or k == 0
+            last = j == len(pieces) - 1
+            end = piece.find("/")
+            user = piece[1:] if end < 0 else piece[1:end]
+            if at_start and piece.startswith("~") and (end >= 0 or not (last and followed)) and _tilde_user(user):
+                out.append(Tilde(user))
+                if end >= 0:
+                    out.append(Lit(piece[end:]))
+            elif piece:
+                out.append(Lit(piece))
+    merged: list[Part] = []
+    for p in out:
+        if isinstance(p, Lit) and not p.text:
+            continue
+        if merged and isinstance(p, Lit) and isinstance(merged[-1], Lit) and merged[-1].quoted == p.quoted:
+            merged[-1] = Lit(merged[-1].text + p.text, p.quoted)
+        else:
+            merged.append(p)
+    return merged
+
+
+def _tilde_user(user: str) -> bool:
+    return user == "" or user in ("+", "-") or NAME_RE.fullmatch(user.replace("-", "_").replace(".", "_")) is not None
 
 
 _SIMPLE_ESCAPES = {
     "a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
     "\\": "\\", "'": "'", '"': '"', "?": "?",
 }  # fmt: skip
+
+
+def byte_char(value: int) -> str:
+    """The character for a raw byte from `\\NNN` / `\\xHH`: ASCII as is, 0x80–0xFF as the surrogate that the
+    shell's writers turn back into that one byte (bash emits the byte, not its UTF-8 encoding)."""
+    return chr(value) if value < 0x80 else chr(0xDC00 + value)
 
 
 def _ansi_escape(text: str, i: int) -> tuple[str, int]:
@@ -541,7 +742,7 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         j = i
         while j < len(text) and j < i + 3 and text[j] in "01234567":
             j += 1
-        return chr(int(text[i:j], 8) & 0xFF), j
+        return byte_char(int(text[i:j], 8) & 0xFF), j
     if c in "xuU":
         width = {"x": 2, "u": 4, "U": 8}[c]
         j = i + 1
@@ -550,6 +751,8 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         if j == i + 1:
             return "\\" + c, i + 1
         code = int(text[i + 1 : j], 16)
+        if c == "x":
+            return byte_char(code), j
         return (chr(code) if code <= 0x10FFFF else "\ufffd"), j
     if c == "c" and i + 1 < len(text):
         return chr(ord(text[i + 1]) & 0x1F), i + 2

@@ -40,6 +40,8 @@ class Param:
     arg: Word | None = None
     length: bool = False
     rep: Word | None = None
+    index: Word | None = None  # `${a[sub]}`; `@` / `*` as a literal word for all elements
+    indirect: bool = False  # `${!name}`, `${!a[@]}` (the keys), `${!prefix*}` (op "names*" / "names@")
 
 
 @dataclass
@@ -73,6 +75,7 @@ Part = Lit | Tilde | Param | CmdSub | Arith | BadSubst
 class Word:
     parts: list[Part]
     raw: str = ""
+    items: list[Word] | None = None  # `name=(…)`: the words of an array literal
 
     @property
     def is_plain(self) -> bool:
@@ -115,9 +118,10 @@ class Redir:
     op: str
     target: Word | HereDoc
     fd: int | None = None
+    fd_var: str | None = None  # `{name}>file`: the shell picks a descriptor and stores it in $name
 
     def render(self) -> str:
-        fd = "" if self.fd is None else str(self.fd)
+        fd = ("{" + self.fd_var + "}" if self.fd_var else "") if self.fd is None else str(self.fd)
         if isinstance(self.target, HereDoc):
             return f"{fd}{self.op}{self.target.delimiter}"
         if self.op in (">&", "<&"):
@@ -127,8 +131,12 @@ class Redir:
 
 @dataclass
 class Assign:
+    """`name=value`, `name+=value` (name ends with `+`), `name[index]=value`, `name=(items…)`."""
+
     name: str
     value: Word
+    index: Word | None = None
+    items: list[Word] | None = None
 
 
 @dataclass
@@ -242,7 +250,50 @@ class FunctionDef:
         return f"{self.name} () {self.body.render()}"
 
 
-Command = SimpleCommand | If | For | While | Case | Group | Subshell | FunctionDef
+@dataclass
+class DBracket:
+    """`[[ expr ]]`: expr is a tree of tuples — ("and"|"or", l, r), ("not", e), ("unary", op, w),
+    ("binary", op, w1, w2), ("word", w)."""
+
+    expr: tuple
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass
+class ArithCommand:
+    """`(( expr ))`: status 0 when the value is non-zero."""
+
+    expr: Word
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+@dataclass
+class ArithFor:
+    """`for (( init; cond; step )) body`; an empty cond is true."""
+
+    init: Word
+    cond: Word
+    step: Word
+    body: CommandList
+    redirs: list[Redir] = field(default_factory=list)
+    line: int = 0
+    text: str = ""
+
+    def render(self) -> str:
+        return self.text
+
+
+Command = SimpleCommand | If | For | While | Case | Group | Subshell | FunctionDef | DBracket | ArithCommand | ArithFor
 
 
 @dataclass
@@ -253,9 +304,10 @@ class Pipeline:
     negate: bool = False
     stderr_too: list[bool] = field(default_factory=list)
     line: int = 0
+    timed: bool = False  # `time pipeline`: the whole pipeline is timed
 
     def render(self) -> str:
-        out = "! " if self.negate else ""
+        out = ("time " if self.timed else "") + ("! " if self.negate else "")
         for i, c in enumerate(self.commands):
             if i:
                 out += " |& " if self.stderr_too[i - 1] else " | "

@@ -13,11 +13,14 @@ from .errors import ShellSyntaxError
 from .lexer import MAX_DEPTH, REDIR_OPS, Lexer, Source, Token, tilde_value
 from .nodes import (
     AndOr,
+    ArithCommand,
+    ArithFor,
     Assign,
     Case,
     CaseItem,
     Command,
     CommandList,
+    DBracket,
     For,
     FunctionDef,
     Group,
@@ -32,9 +35,13 @@ from .nodes import (
     Word,
 )
 
+DB_UNARY = frozenset(["-a", "-b", "-c", "-d", "-e", "-f", "-g", "-h", "-k", "-p", "-r", "-s", "-t", "-u", "-w", "-x", "-G", "-L", "-N", "-O", "-S", "-n", "-o", "-v", "-z", "-R"])
+DB_BINARY = frozenset(["=", "==", "!=", "=~", "-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-nt", "-ot", "-ef"])
+DECLARATION_WORDS = frozenset({"declare", "typeset", "local", "readonly", "export"})
 TERMINATORS = frozenset({"then", "elif", "else", "fi", "do", "done", "}", "esac"})
 CASE_ENDS = (";;", ";&", ";;&")
 ASSIGN_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\+?)=")
+SUBSCRIPT_START_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\[")
 
 
 class Parser:
@@ -73,6 +80,10 @@ class Parser:
             raise self.error_at(tok)
         return self.advance()
 
+    def peek_line(self) -> int:
+        """The line being parsed (for errors raised outside the grammar)."""
+        return self.src.line_at(self.lexer.pos)
+
     def skip_newlines(self) -> None:
         while self.peek().kind == "NEWLINE":
             self.advance()
@@ -87,7 +98,10 @@ class Parser:
         self.skip_newlines()
         if self.peek().kind == "EOF":
             return None
-        lst = self.parse_list(top=True)
+        try:
+            lst = self.parse_list(top=True)
+        except RecursionError:  # deeper than the Python stack allows: a syntax error, never a crash
+            raise ShellSyntaxError("syntax error: nesting too deep", self.peek_line()) from None
         tok = self.peek()
         if tok.kind == "NEWLINE":
             self.advance()
@@ -144,7 +158,16 @@ class Parser:
 
     def parse_pipeline(self) -> Pipeline:
         negate = False
+        timed = False
         line = self.peek().line
+        if self.peek().is_word("time"):
+            self.advance()
+            timed = True
+            if self.peek().is_word("-p"):
+                self.advance()
+            tok = self.peek()
+            if tok.kind in ("NEWLINE", "EOF") or tok.is_op(";", "&", "&&", "||", ")") or tok.is_word(*TERMINATORS):
+                return Pipeline([], False, [], line, timed=True)
         while self.peek().is_word("!"):
             self.advance()
             negate = not negate
@@ -154,7 +177,7 @@ class Parser:
             stderr_too.append(self.advance().value == "|&")
             self.skip_newlines()
             commands.append(self.parse_command())
-        return Pipeline(commands, negate, stderr_too, line)
+        return Pipeline(commands, negate, stderr_too, line, timed=timed)
 
     def parse_command(self) -> Command:
         tok = self.peek()
@@ -166,6 +189,7 @@ class Parser:
                 "until": self.parse_while,
                 "case": self.parse_case,
                 "{": self.parse_group,
+                "[[": self.parse_dbracket,
             }.get(tok.value)
             if tok.value == "function":
                 return self.parse_function_keyword()
@@ -173,6 +197,10 @@ class Parser:
                 return self._compound(parse)
             if tok.value in TERMINATORS:
                 raise self.error_at(tok)
+        if tok.is_op("(") and self.src.text.startswith("(", tok.end):
+            found = self.lexer.arith_text(tok.end + 1)
+            if found is not None:
+                return self._compound(lambda: self.parse_arith_command(found))
         if tok.is_op("("):
             return self._compound(self.parse_subshell)
         if tok.kind in ("EOF", "NEWLINE") or (tok.kind == "OP" and tok.value not in REDIR_OPS):
@@ -209,7 +237,13 @@ class Parser:
                 if assign is not None:
                     cmd.assigns.append(assign)
                 else:
-                    cmd.words.append(tok.word)
+                    if cmd.words and cmd.words[0].literal() == "let" and tok.word.items is not None:
+                        cmd.words.append(Word([Lit(tok.value)], tok.value))  # `let x=(1+2)`: arithmetic text
+                        self.advance()
+                        continue
+                    if cmd.words and cmd.words[0].literal() not in DECLARATION_WORDS:
+                        self._no_array_literal(tok)
+                    cmd.words.append(_assignment_like_tilde(tok.word) if cmd.words else tok.word)
                 self.advance()
             else:
                 break
@@ -218,6 +252,12 @@ class Parser:
         if len(cmd.words) == 1 and not cmd.assigns and not cmd.redirs and self.peek().is_op("("):
             return self._function_definition(cmd.words[0], cmd.line)
         return cmd
+
+    def _no_array_literal(self, tok: Token) -> None:
+        """`name=(…)` is an array only where an assignment can be; elsewhere bash stops at the `(`."""
+        if tok.word is not None and tok.word.items is not None:
+            line = tok.line
+            raise ShellSyntaxError("syntax error near unexpected token `('", line, self.src.line_text(line))
 
     def _function_definition(self, name: Word, line: int) -> FunctionDef:
         """`name ( ) compound-command`, after the name."""
@@ -257,8 +297,13 @@ class Parser:
 
     def parse_redir(self) -> Redir:
         fd = None
+        fd_var = None
         if self.peek().kind == "IO_NUMBER":
-            fd = int(self.advance().value)
+            value = self.advance().value
+            if value.startswith("{"):
+                fd_var = value[1:-1]
+            else:
+                fd = int(value)
         op = self.advance().value
         tok = self.peek()
         if tok.kind == "EOF":  # bash reads an implicit final newline here
@@ -270,8 +315,8 @@ class Parser:
         assert tok.word is not None
         if op in ("<<", "<<-"):
             assert tok.heredoc is not None
-            return Redir(op, tok.heredoc, fd)
-        return Redir(op, tok.word, fd)
+            return Redir(op, tok.heredoc, fd, fd_var)
+        return Redir(op, tok.word, fd, fd_var)
 
     def parse_if(self) -> If:
         line = self.advance().line
@@ -295,9 +340,127 @@ class Parser:
         self._close(self.expect_word("fi"))
         return If(clauses, else_body, line=line)
 
-    def parse_for(self) -> For:
+    def parse_arith_command(self, found: tuple[str, int]) -> ArithCommand:
+        tok = self.peek()
+        inner, end = found
+        self.lexer.pos = end
+        self._tok = None
+        self._last_end = end
+        return ArithCommand(self.lexer.arith_word(inner), line=tok.line)
+
+    def parse_arith_for(self, line: int) -> ArithFor:
+        tok = self.peek()
+        found = self.lexer.arith_text(tok.end + 1)
+        if found is None:
+            raise self.error_at(tok)
+        inner, end = found
+        self.lexer.pos = end
+        self._tok = None
+        parts = _split_arith_for(inner)
+        if parts is None:
+            raise ShellSyntaxError("syntax error: arithmetic expression required", line, self.src.line_text(line))
+        words = [self.lexer.arith_word(p) for p in parts]
+        if self.peek().is_op(";"):
+            self.advance()
+        self.skip_newlines()
+        if self.peek().is_word("{"):
+            group = self.parse_group()
+            body = group.body
+        else:
+            self.expect_word("do")
+            body = self.parse_compound_list()
+            self._close(self.expect_word("done"))
+        return ArithFor(words[0], words[1], words[2], body, line=line)
+
+    def parse_dbracket(self) -> DBracket:
+        line = self.advance().line
+        expr = self._db_or()
+        self._db_skip_newlines()
+        tok = self.peek()
+        if not tok.is_word("]]"):
+            raise self.error_at(tok)
+        self._close(self.advance())
+        return DBracket(expr, line=line)
+
+    def _db_skip_newlines(self) -> None:
+        while self.peek().kind == "NEWLINE":
+            self.advance()
+
+    def _db_or(self) -> tuple:
+        left = self._db_and()
+        self._db_skip_newlines()
+        while self.peek().is_op("||"):
+            self.advance()
+            self._db_skip_newlines()
+            left = ("or", left, self._db_and())
+        return left
+
+    def _db_and(self) -> tuple:
+        left = self._db_not()
+        self._db_skip_newlines()
+        while self.peek().is_op("&&"):
+            self.advance()
+            self._db_skip_newlines()
+            left = ("and", left, self._db_not())
+            self._db_skip_newlines()
+        return left
+
+    def _db_not(self) -> tuple:
+        self._db_skip_newlines()
+        if self.peek().is_word("!"):
+            self.advance()
+            return ("not", self._db_not())
+        return self._db_primary()
+
+    def _db_word(self) -> Word:
+        tok = self.peek()
+        if tok.kind != "WORD" or tok.is_word("]]"):
+            raise self.error_at(tok)
+        self.advance()
+        assert tok.word is not None
+        return tok.word
+
+    def _db_primary(self) -> tuple:
+        tok = self.peek()
+        if tok.is_op("("):
+            self.advance()
+            inner = self._db_or()
+            self._db_skip_newlines()
+            if not self.peek().is_op(")"):
+                raise self.error_at(self.peek())
+            self.advance()
+            return inner
+        if tok.kind == "WORD" and tok.word is not None and tok.word.is_plain and tok.value in DB_UNARY:
+            op = self.advance().value
+            nxt = self.peek()
+            if nxt.kind == "WORD" and not nxt.is_word("]]"):
+                return ("unary", op, self._db_word())
+            if nxt.is_word("]]") or nxt.is_op("&&", "||", ")"):
+                return ("word", Word([Lit(op)], op))
+            raise self.error_at(nxt)
+        left = self._db_word()
+        nxt = self.peek()
+        if nxt.is_op("<", ">"):
+            op = self.advance().value
+            return ("binary", op, left, self._db_word())
+        if nxt.kind == "WORD" and nxt.word is not None and nxt.word.is_plain and nxt.value in DB_BINARY:
+            op = nxt.value
+            if op == "=~":
+                self.advance()
+                right = self.lexer.read_regex()
+                self._tok = None
+                if right is None:
+                    raise self.error_at(self.peek())
+                return ("binary", op, left, right)
+            self.advance()
+            return ("binary", op, left, self._db_word())
+        return ("word", left)
+
+    def parse_for(self) -> For | ArithFor:
         line = self.advance().line
         name_tok = self.peek()
+        if name_tok.is_op("(") and self.src.text.startswith("(", name_tok.end):
+            return self.parse_arith_for(line)
         if name_tok.kind != "WORD":
             raise self.error_at(name_tok)
         self.advance()
@@ -309,6 +472,7 @@ class Parser:
             while self.peek().kind == "WORD":
                 tok = self.advance()
                 assert tok.word is not None
+                self._no_array_literal(tok)
                 words.append(tok.word)
             if not self.peek().is_op(";") and self.peek().kind != "NEWLINE":
                 raise self.error_at(self.peek())
@@ -336,6 +500,7 @@ class Parser:
             raise self.error_at(tok)
         self.advance()
         assert tok.word is not None
+        self._no_array_literal(tok)
         word = tok.word
         self.skip_newlines()
         self.expect_word("in")
@@ -355,6 +520,7 @@ class Parser:
                     raise self.error_at(t)
                 self.advance()
                 assert t.word is not None
+                self._no_array_literal(t)
                 pats.append(t.word)
                 if not self.peek().is_op("|"):
                     break
@@ -393,18 +559,80 @@ class Parser:
 
 
 def _assignment(word: Word) -> Assign | None:
-    """`NAME=value` (or `NAME+=value`) when the name part is unquoted literal text."""
+    """`NAME=value` (or `NAME+=value`, `NAME[sub]=value`) when the name part is unquoted literal text."""
     first = word.parts[0] if word.parts else None
     if not isinstance(first, Lit) or first.quoted:
         return None
     m = ASSIGN_RE.match(first.text)
     if not m:
-        return None
+        sub = SUBSCRIPT_START_RE.match(first.text)
+        return _subscript_assignment(word, sub.group(1)) if sub else None
     rest = first.text[m.end() :]
     value_parts = ([Lit(rest)] if rest else []) + word.parts[1:]
     value = Word(tilde_value(value_parts), word.raw[m.end() :])
     name = m.group(1) + ("+" if m.group(2) else "")
-    return Assign(name, value)
+    return Assign(name, value, items=word.items)
+
+
+def _assignment_like_tilde(word: Word) -> Word:
+    """`echo x=~/a:~/b`: bash expands tildes after the `=` and `:` of an argument shaped like an assignment."""
+    first = word.parts[0] if word.parts else None
+    if not isinstance(first, Lit) or first.quoted or "~" not in first.text:
+        return word
+    m = ASSIGN_RE.match(first.text)
+    if not m:
+        return word
+    rest = first.text[m.end() :]
+    value = tilde_value(([Lit(rest)] if rest else []) + word.parts[1:])
+    return Word([Lit(first.text[: m.end()]), *value], word.raw, word.items)
+
+
+def _subscript_assignment(word: Word, name: str) -> Assign | None:
+    """`name[sub]=value`: the subscript may hold expansions; the `]=` must be unquoted."""
+    parts: list = [Lit(word.parts[0].text[len(name) + 1 :])] + word.parts[1:]  # type: ignore[union-attr]
+    index: list = []
+    depth = 0
+    for k, p in enumerate(parts):
+        if not isinstance(p, Lit) or p.quoted:
+            index.append(p)
+            continue
+        for j, c in enumerate(p.text):
+            if c == "[":
+                depth += 1
+            elif c == "]":
+                if depth:
+                    depth -= 1
+                    continue
+                after = p.text[j + 1 :]
+                plus = after.startswith("+=")
+                if not (after.startswith("=") or plus):
+                    return None
+                if p.text[:j]:
+                    index.append(Lit(p.text[:j]))
+                rest = after[2 if plus else 1 :]
+                value_parts = ([Lit(rest)] if rest else []) + parts[k + 1 :]
+                eq = word.raw.find("]" + ("+=" if plus else "="))
+                value = Word(tilde_value(value_parts), word.raw[eq + (3 if plus else 2) :])
+                return Assign(name + ("+" if plus else ""), value, index=Word(index, ""), items=word.items)
+        index.append(p)
+    return None
+
+
+def _split_arith_for(inner: str) -> list[str] | None:
+    """`init; cond; step` at parenthesis depth 0."""
+    parts: list[str] = []
+    depth = 0
+    cur = 0
+    for i, c in enumerate(inner):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == ";" and depth == 0:
+            parts.append(inner[cur:i])
+            cur = i + 1
+    parts.append(inner[cur:])
+    return parts if len(parts) == 3 else None
 
 
 def _parse_subst(src: Source, pos: int, depth: int) -> tuple[CommandList, int]:

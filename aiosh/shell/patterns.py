@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 GLOB_CHARS = frozenset("*?[")
 
-_CLASSES = {
+CLASSES = {
     "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
     "space": r" \t\n\r\f\v", "blank": r" \t", "punct": r"!-/:-@\[-`{-~", "xdigit": "0-9A-Fa-f",
     "word": "a-zA-Z0-9_", "cntrl": r"\x00-\x1f\x7f", "print": r" -~", "graph": r"!-~",
@@ -83,13 +83,15 @@ def _bracket(pattern: str, i: int) -> tuple[str, int]:
         c = pattern[j]
         if c == "]" and not first:
             body = "".join(items)
+            if not body:  # only empty ranges such as `[z-a]`: bash matches nothing (or, negated, anything)
+                return ("[\\s\\S]" if negate else "(?!)"), j + 1
             return ("[^" if negate else "[") + body + "]", j + 1
         first = False
         if c == "[" and pattern.startswith("[:", j):
             end = pattern.find(":]", j + 2)
             name = pattern[j + 2 : end] if end > 0 else ""
-            if name in _CLASSES:
-                items.append(_CLASSES[name])
+            if name in CLASSES:
+                items.append(CLASSES[name])
                 j = end + 2
                 continue
         if c == "\\" and j + 1 < n:

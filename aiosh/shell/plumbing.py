@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import threading
+import weakref
 from collections.abc import Callable
 from typing import IO
 
@@ -152,7 +153,58 @@ def file_writer(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
         finally:
             _close_quietly(f)
 
-    return pipe, _thread(run, f"write:{name}")
+    thread = _thread(run, f"write:{name}")
+    _writers[pipe] = thread
+    return pipe, thread
+
+
+_writers: weakref.WeakKeyDictionary[Pipe, threading.Thread] = weakref.WeakKeyDictionary()
+
+
+def finish_writer(pipe: Pipe, timeout: float = 5.0) -> None:
+    """Close a `> FILE` pipe and wait until its thread wrote everything (a no-op for other pipes)."""
+    if isinstance(pipe, FileSink):
+        pipe.close()
+        return
+    thread = _writers.get(pipe)
+    if thread is None:
+        return
+    pipe.close()
+    thread.join(timeout)
+
+
+class FileSink(Pipe):
+    """`> FILE`: each write goes to the file at once, in the writer's thread, so the file holds everything
+    written so far (the next command, or `cat` of an `exec 3>file`, sees it) and order is kept."""
+
+    def __init__(self, f: IO[bytes], name: str = "") -> None:
+        super().__init__(name)
+        self._f = f
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self.closed:
+                raise ValueError(f"write to closed pipe {self.name!r}")
+            if self.reader_gone:
+                return
+            try:
+                self._f.write(text.encode("utf-8", "surrogateescape"))
+                self._f.flush()
+            except OSError:
+                super().close_reader()
+            self.bytes_written += len(text)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                super().close()
+                _close_quietly(self._f)
+
+    def fileno(self) -> int:
+        return self._f.fileno()
 
 
 def stream_to_pipe(f: IO[bytes], dst: Pipe) -> threading.Thread:

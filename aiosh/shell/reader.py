@@ -24,6 +24,12 @@ def unread(pipe: Pipe, text: str) -> None:
         _pushback[pipe] = text + _pushback.get(pipe, "")
 
 
+def take_pushback(pipe: Pipe) -> str | None:
+    """Remove and return the text put back on a pipe (a FilePipe handing its descriptor to a child)."""
+    with _lock:
+        return _pushback.pop(pipe, None)
+
+
 def read(pipe: Pipe, timeout: float | None = None) -> str | None:
     """Like Pipe.read: text, '' at end of file, None on timeout; put-back text first."""
     with _lock:
@@ -50,3 +56,52 @@ def read_line(pipe: Pipe, delim: str = "\n", checkpoint: Callable[[], None] | No
             unread(pipe, chunk[at + len(delim) :])
             return "".join(parts), True
         parts.append(chunk)
+
+
+def read_upto(
+    pipe: Pipe,
+    count: int | None,
+    delim: str | None,
+    checkpoint: Callable[[], None] | None = None,
+    deadline: float | None = None,
+) -> tuple[str, str]:
+    """Read until `count` characters, the delimiter (None: no delimiter), end of file or the deadline.
+
+    Returns (text, how) with how one of "delim", "count", "eof", "timeout"; the delimiter is consumed, not
+    returned, and nothing past what was asked for is taken from the pipe."""
+    import time
+
+    parts: list[str] = []
+    have = 0
+    while True:
+        if count is not None and have >= count:
+            return "".join(parts), "count"
+        if checkpoint is not None:
+            checkpoint()
+        wait = 0.1
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "".join(parts), "timeout"
+            wait = min(wait, left)
+        chunk = read(pipe, wait)
+        if chunk is None:
+            continue
+        if chunk == "":
+            return "".join(parts), "eof"
+        if count is not None and have + len(chunk) > count:
+            unread(pipe, chunk[count - have :])
+            chunk = chunk[: count - have]
+        if delim is not None:
+            at = chunk.find(delim)
+            if at >= 0:
+                parts.append(chunk[:at])
+                unread(pipe, chunk[at + len(delim) :])
+                return "".join(parts), "delim"
+        parts.append(chunk)
+        have += len(chunk)
+
+
+def has_pushback(pipe: Pipe) -> bool:
+    with _lock:
+        return bool(_pushback.get(pipe))

@@ -7,7 +7,6 @@ complete before the next command reads it.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -16,8 +15,9 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .errors import ShellError
 from .expand import expand_string, expand_target
+from .filepipe import FilePipe, seekable
 from .lexer import is_digits
-from .nodes import HereDoc, Redir
+from .nodes import HereDoc, Redir, Word
 from .state import IO
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ class RedirectMixin:
         return new, closers
 
     def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
+        if r.fd_var is not None:
+            r = self._named_fd(r, io)
         op = r.op
         if isinstance(r.target, HereDoc):
             doc = r.target
@@ -61,7 +63,16 @@ class RedirectMixin:
         if op in (">&", "<&"):
             fd = r.fd if r.fd is not None else (1 if op == ">&" else 0)
             if target == "-":
-                io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
+                if fd > 2:
+                    io.fds.pop(fd, None)  # closed: later use is `Bad file descriptor`, as in bash
+                else:
+                    io.fds[fd] = plumbing.null_pipe() if op == ">&" else plumbing.closed_pipe()
+                return
+            if target.endswith("-") and is_digits(target[:-1]):  # `N>&M-`: move M to N
+                src = int(target[:-1])
+                if src not in io.fds:
+                    raise ShellError(f"{target[:-1]}: Bad file descriptor")
+                io.fds[fd] = io.fds.pop(src)
                 return
             if is_digits(target):
                 src = int(target)
@@ -86,23 +97,37 @@ class RedirectMixin:
             if op == "<>" and not os.path.exists(path):
                 open(path, "ab").close()
             f = self._open(target, path, mode)
-            pipe, _thread = plumbing.file_reader(f, target)
+            if op == "<" and seekable(f.fileno()):
+                pipe: Pipe = FilePipe(os.dup(f.fileno()), target)
+                f.close()
+            else:
+                pipe, _thread = plumbing.file_reader(f, target)
             closers.append(pipe.close_reader)
             io.fds[0 if r.fd is None else r.fd] = pipe
             return
         mode = "ab" if op in (">>", "&>>") else "wb"
         f = self._open(target, path, mode)
-        pipe, thread = plumbing.file_writer(f, target)
-
-        def close(pipe: Pipe = pipe, thread: threading.Thread = thread) -> None:
-            pipe.close()
-            thread.join(5.0)
-
-        closers.append(close)
+        pipe = plumbing.FileSink(f, target)
+        closers.append(pipe.close)
         if op in ("&>", "&>>"):
             io.fds[1] = io.fds[2] = pipe
         else:
             io.fds[1 if r.fd is None else r.fd] = pipe
+
+    def _named_fd(self, r: Redir, io: IO) -> Redir:
+        """`{name}>file` picks a free descriptor from 10 up and stores it in $name; `{name}>&-` closes $name's."""
+        assert r.fd_var is not None
+        target = r.target
+        if r.op in (">&", "<&") and isinstance(target, Word) and target.literal() == "-":
+            value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+            if value is None or not is_digits(value):
+                raise ShellError(f"{r.fd_var}: ambiguous redirect")
+            return Redir(r.op, target, int(value))
+        fd = 10
+        while fd in io.fds:
+            fd += 1
+        self.assign(r.fd_var, str(fd))  # type: ignore[attr-defined]
+        return Redir(r.op, target, fd)
 
     def _dev_path(self, target: str, io: IO) -> Pipe | None:
         fd = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(target)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal as _signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,19 @@ from .procs import AgentProc
 from .state import ShellState
 
 Output = Pipe | Callable[[str], object] | None
+RECURSION_LIMIT = 40_000
+
+
+def _shell_variables() -> dict[str, str]:
+    """Variables bash sets for itself (not exported): ids, host, OS type, and the default IFS/PS4."""
+    import socket
+    import sys
+
+    return {
+        "PPID": str(os.getppid()), "UID": str(os.getuid()), "EUID": str(os.geteuid()),
+        "HOSTNAME": socket.gethostname(), "OSTYPE": sys.platform.replace("linux", "linux-gnu"),
+        "IFS": " \t\n", "PS4": "+ ", "OPTIND": "1",
+    }  # fmt: skip
 
 
 class Shell:
@@ -57,17 +71,34 @@ class Shell:
         self.host_programs = host_programs
         self.interactive = interactive
         self.argv0 = argv0
+        # Nesting (functions, compound commands, parentheses) recurses in Python: bash's practical depths need
+        # more than the default 1000 frames; past this, one line and status 2 (Interp.recursion_limit).
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
         self.pid = os.getpid()
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.builtins = (registry if builtins is None else builtins).copy()
         self.jobs = JobTable(interactive=interactive)
         variables = dict(os.environ if env is None else env)
         cwd = os.path.abspath(cwd or os.getcwd())
         variables["PWD"] = cwd
-        state = ShellState(vars=variables, exported=set(variables), positional=list(args), argv0=argv0, cwd=cwd)
+        exported = set(variables)
+        for name, value in _shell_variables().items():
+            variables.setdefault(name, value)
+        variables["_"] = argv0
+        # A PS1 exported by the parent (a virtualenv's activate script does this) is a bash prompt; aiosh uses
+        # only one set in the session itself
+        variables.pop("PS1", None)
+        exported.discard("PS1")
+        state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd,
+                           readonly={"UID", "EUID", "PPID"})
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
         self.exited: int | None = None
+        # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
+        # report (the kernel's decode time and tokens of the agents it ran)
+        self.timing: Callable[[], Callable[[], str]] | None = None
+        self.exec_fds: dict | None = None  # descriptors set by `exec >file …` in the main shell
         self._agent_procs: dict[int, AgentProc] = {}
         self._agent_lock = threading.Lock()
         self._lines = 0
@@ -114,6 +145,9 @@ class Shell:
         """
         self.interrupted = False
         status = self._run(text, filename)
+        trap_status = self.interp.run_exit_trap(self.interp.shell_io(), status)
+        if trap_status is not None:
+            status = self.state.last_status = trap_status
         if not self.interactive:
             self.wait_background()
         return status

@@ -16,6 +16,29 @@ if TYPE_CHECKING:
     from .nodes import Command
 
 
+class Indexed(dict):
+    """An indexed array: sparse, int index → value; iteration in index order is `items_sorted`."""
+
+    def values_sorted(self) -> list[str]:
+        return [self[k] for k in sorted(self)]
+
+    def keys_sorted(self) -> list[str]:
+        return [str(k) for k in sorted(self)]
+
+
+class Assoc(dict):
+    """An associative array: key → value, in insertion order."""
+
+    def values_sorted(self) -> list[str]:
+        return list(self.values())
+
+    def keys_sorted(self) -> list[str]:
+        return list(self.keys())
+
+
+Array = Indexed | Assoc
+
+
 @dataclass
 class ShellState:
     """Everything a subshell copies: variables, exports, positional parameters, cwd, options, limits."""
@@ -34,6 +57,15 @@ class ShellState:
     last_bg_pid: int | None = None
     limits: dict[str, object] = field(default_factory=dict)
     functions: dict[str, Command] = field(default_factory=dict)
+    arrays: dict[str, Array] = field(default_factory=dict)
+    readonly: set[str] = field(default_factory=set)
+    integer: set[str] = field(default_factory=set)
+    allexport: bool = False
+    traps: dict[str, str] = field(default_factory=dict)
+    getopts_last: tuple[int, int] = (0, 0)  # (OPTIND, letter position) after the last getopts
+    shopts: dict[str, bool] | None = None
+    hashed: dict[str, str] | None = None  # command name → path found on PATH (`hash`)
+    hash_hits: dict[str, int] = field(default_factory=dict)
 
     def clone(self) -> ShellState:
         """A subshell's copy: containers copied, function bodies (immutable AST) shared."""
@@ -43,6 +75,12 @@ class ShellState:
         new.positional = list(self.positional)
         new.limits = dict(self.limits)
         new.functions = dict(self.functions)
+        new.arrays = {k: type(v)(v) for k, v in self.arrays.items()}
+        new.readonly = set(self.readonly)
+        new.integer = set(self.integer)
+        new.hashed = None if self.hashed is None else dict(self.hashed)
+        new.hash_hits = dict(self.hash_hits)
+        new.traps = {k: v for k, v in self.traps.items() if v == ""}  # only ignored signals stay ignored
         return new
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -53,7 +91,8 @@ class ShellState:
         return env
 
     def flags(self) -> str:
-        pairs = (("e", self.errexit), ("f", self.noglob), ("u", self.nounset), ("x", self.xtrace))
+        pairs = (("a", self.allexport), ("e", self.errexit), ("f", self.noglob), ("u", self.nounset),
+                 ("x", self.xtrace))
         return "".join(f for f, on in pairs if on)
 
 

@@ -168,9 +168,9 @@ registry = BuiltinRegistry()
 
 
 def _load_defaults() -> None:
-    from . import files, flow, info, jobctl, vars
+    from . import declare, files, flow, info, jobctl, lang, printf, vars
 
-    for mod in (files, flow, vars, jobctl, info):
+    for mod in (files, flow, vars, declare, lang, printf, jobctl, info):
         mod.register(registry)
 
 

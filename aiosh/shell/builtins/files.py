@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import os
 
+from ..lexer import byte_char
 from . import BuiltinContext, BuiltinRegistry
 
 _ECHO_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
@@ -32,7 +33,7 @@ def _echo_escapes(text: str) -> tuple[str, bool]:
             j = i + 2
             while j < n and j < i + 5 and text[j] in "01234567":
                 j += 1
-            out.append(chr(int(text[i + 2 : j] or "0", 8) & 0xFF))
+            out.append(byte_char(int(text[i + 2 : j] or "0", 8) & 0xFF))
             i = j
         elif e in "xuU":
             width = {"x": 2, "u": 4, "U": 8}[e]
@@ -43,7 +44,7 @@ def _echo_escapes(text: str) -> tuple[str, bool]:
                 out.append("\\" + e)
             else:
                 code = int(text[i + 2 : j], 16)
-                out.append(chr(code) if code <= 0x10FFFF else "\ufffd")
+                out.append(byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd")
             i = j
         else:
             out.append("\\" + e)
@@ -133,7 +134,9 @@ def cat(ctx: BuiltinContext) -> int:
 
 def cd(ctx: BuiltinContext) -> int:
     args = [a for a in ctx.args]
-    if args and args[0] in ("-L", "-P"):
+    physical = False
+    while args and args[0] in ("-L", "-P"):
+        physical = args[0] == "-P"
         args = args[1:]
     if args and args[0] == "--":
         args = args[1:]
@@ -154,21 +157,41 @@ def cd(ctx: BuiltinContext) -> int:
         show = True
     else:
         target = args[0]
-    new = os.path.normpath(os.path.join(st.cwd, os.path.expanduser(target) if target.startswith("~") else target))
+        show = _cdpath(st, target)
+        if show:
+            target = show
+            show = True
+    joined = os.path.join(st.cwd, os.path.expanduser(target) if target.startswith("~") else target)
+    new = os.path.realpath(joined) if physical else os.path.normpath(joined)
     if new.startswith("//"):
         new = "/" + new.lstrip("/")
-    if "\0" in new or not os.path.exists(new):
+    if "\0" in new or not os.path.exists(new) or not os.path.exists(joined):  # `cd missing/..` fails, as in bash
         return ctx.error(f"{target}: No such file or directory")
     if not os.path.isdir(new):
         return ctx.error(f"{target}: Not a directory")
     if not os.access(new, os.X_OK):
         return ctx.error(f"{target}: Permission denied")
     st.vars["OLDPWD"] = st.cwd
+    st.exported.add("OLDPWD")
     st.cwd = new
     st.vars["PWD"] = new
     if show:
         ctx.write(new + "\n")
     return 0
+
+
+def _cdpath(st, target: str) -> str:  # noqa: ANN001
+    """A relative name found under a CDPATH entry (bash then prints the new directory); '' otherwise."""
+    cdpath = st.vars.get("CDPATH")
+    if not cdpath or target.startswith(("/", "./", "../")) or target in (".", ".."):
+        return ""
+    for base in cdpath.split(":"):
+        if not base:
+            continue
+        cand = os.path.join(st.cwd, base, target)
+        if os.path.isdir(cand):
+            return os.path.normpath(cand)
+    return ""
 
 
 def pwd(ctx: BuiltinContext) -> int:

@@ -45,6 +45,8 @@ class _Test:
         if n == 2:
             if a[0] == "!":
                 return a[1] == ""
+            if a[0] == "-a":  # bash: the old unary -a, the same as -e
+                return self.unary("-e", a[1])
             if a[0] in UNARY:
                 return self.unary(a[0], a[1])
             raise _TestError(f"{a[0]}: unary operator expected")
@@ -132,41 +134,15 @@ class _Test:
         if op == "-n":
             return arg != ""
         if op == "-v":
-            return arg in self.ctx.state.vars
+            return self.ctx.interp.is_set(arg)
         if op == "-o":
-            return {"errexit": self.ctx.state.errexit, "pipefail": self.ctx.state.pipefail}.get(arg, False)
+            st = self.ctx.state
+            on = {"errexit": st.errexit, "pipefail": st.pipefail, "nounset": st.nounset, "xtrace": st.xtrace,
+                  "noglob": st.noglob, "allexport": st.allexport}  # fmt: skip
+            return on.get(arg, False)
         if op == "-t":
             return False
-        if not arg:
-            return False
-        p = self.path(arg)
-        try:
-            st = os.stat(p) if op not in ("-L", "-h") else os.lstat(p)
-        except (OSError, ValueError):
-            return False
-        mode = st.st_mode
-        checks = {
-            "-e": lambda: True,
-            "-f": lambda: stat.S_ISREG(mode),
-            "-d": lambda: stat.S_ISDIR(mode),
-            "-L": lambda: stat.S_ISLNK(mode),
-            "-h": lambda: stat.S_ISLNK(mode),
-            "-p": lambda: stat.S_ISFIFO(mode),
-            "-S": lambda: stat.S_ISSOCK(mode),
-            "-b": lambda: stat.S_ISBLK(mode),
-            "-c": lambda: stat.S_ISCHR(mode),
-            "-s": lambda: st.st_size > 0,
-            "-r": lambda: os.access(p, os.R_OK),
-            "-w": lambda: os.access(p, os.W_OK),
-            "-x": lambda: os.access(p, os.X_OK),
-            "-g": lambda: bool(mode & stat.S_ISGID),
-            "-u": lambda: bool(mode & stat.S_ISUID),
-            "-k": lambda: bool(mode & stat.S_ISVTX),
-            "-O": lambda: st.st_uid == os.geteuid(),
-            "-G": lambda: st.st_gid == os.getegid(),
-            "-N": lambda: st.st_mtime > st.st_atime,
-        }
-        return checks[op]()
+        return file_test(self.ctx.state.cwd, op, arg)
 
     def binary(self, a: str, op: str, b: str) -> bool:
         if op in ("=", "=="):
@@ -178,15 +154,58 @@ class _Test:
         if op == ">":
             return a > b
         if op in ("-nt", "-ot", "-ef"):
-            try:
-                sa, sb = os.stat(self.path(a)), os.stat(self.path(b))
-            except (OSError, ValueError):
-                return False
-            if op == "-ef":
-                return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-            return sa.st_mtime > sb.st_mtime if op == "-nt" else sa.st_mtime < sb.st_mtime
+            return file_test(self.ctx.state.cwd, op, a, b)
         x, y = self.integer(a), self.integer(b)
         return {"-eq": x == y, "-ne": x != y, "-lt": x < y, "-le": x <= y, "-gt": x > y, "-ge": x >= y}[op]
+
+
+def _stat(path: str, follow: bool = True) -> os.stat_result | None:
+    try:
+        return os.stat(path) if follow else os.lstat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def file_test(cwd: str, op: str, arg: str, other: str | None = None) -> bool:
+    """The file operators of test and [[ ]]: unary ones on `arg`, -nt/-ot/-ef between `arg` and `other`."""
+    if other is not None:
+        sa = _stat(os.path.join(cwd, arg)) if arg else None
+        sb = _stat(os.path.join(cwd, other)) if other else None
+        if op == "-ef":
+            return sa is not None and sb is not None and (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+        if op == "-nt":  # bash: also true when only the left file exists
+            return sa is not None and (sb is None or sa.st_mtime_ns > sb.st_mtime_ns)
+        return sb is not None and (sa is None or sa.st_mtime_ns < sb.st_mtime_ns)
+    if not arg:
+        return False
+    p = os.path.join(cwd, arg)
+    st = _stat(p, follow=op not in ("-L", "-h"))
+    if st is None:
+        return False
+    mode = st.st_mode
+    checks = {
+        "-e": lambda: True,
+        "-f": lambda: stat.S_ISREG(mode),
+        "-d": lambda: stat.S_ISDIR(mode),
+        "-L": lambda: stat.S_ISLNK(mode),
+        "-h": lambda: stat.S_ISLNK(mode),
+        "-p": lambda: stat.S_ISFIFO(mode),
+        "-S": lambda: stat.S_ISSOCK(mode),
+        "-b": lambda: stat.S_ISBLK(mode),
+        "-c": lambda: stat.S_ISCHR(mode),
+        "-s": lambda: st.st_size > 0,
+        "-r": lambda: os.access(p, os.R_OK),
+        "-w": lambda: os.access(p, os.W_OK),
+        "-x": lambda: os.access(p, os.X_OK),
+        "-g": lambda: bool(mode & stat.S_ISGID),
+        "-u": lambda: bool(mode & stat.S_ISUID),
+        "-k": lambda: bool(mode & stat.S_ISVTX),
+        "-O": lambda: st.st_uid == os.geteuid(),
+        "-G": lambda: st.st_gid == os.getegid(),
+        "-N": lambda: st.st_mtime > st.st_atime,
+    }
+    check = checks.get(op)
+    return bool(check and check())
 
 
 def test(ctx: BuiltinContext) -> int:

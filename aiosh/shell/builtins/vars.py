@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
-from ..errors import ReturnFromFunction
+from .. import reader
+from ..errors import AbortCommand, ReturnFromFunction
+from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
 from . import BuiltinContext, BuiltinRegistry
 
@@ -13,12 +16,12 @@ SAFE = re.compile(r"[A-Za-z0-9_./:,+@%=^-]*")
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
-                 "nounset": "nounset"}  # fmt: skip
-LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset"}
+                 "nounset": "nounset", "allexport": "allexport"}  # fmt: skip
+LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport"}
 IGNORED_OPTIONS = frozenset(
-    ["allexport", "braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
+    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
 )
-IGNORED_LETTERS = frozenset("abhkmnptvBCEHPT")
+IGNORED_LETTERS = frozenset("bhkmnptvBCEHPT")
 
 
 def _quote(value: str) -> str:
@@ -215,17 +218,31 @@ def _find_source(ctx: BuiltinContext, name: str) -> str | None:
 
 
 def eval_(ctx: BuiltinContext) -> int:
-    text = " ".join(ctx.args)
+    args = list(ctx.args)
+    if args and args[0] == "--":
+        args.pop(0)
+    elif args and len(args[0]) > 1 and args[0][0] == "-" and args[0][1:].isalpha():
+        return ctx.usage_error(f"{args[0]}: invalid option")
+    text = " ".join(args)
     if not text.strip():
         return 0
-    return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
+    try:
+        return ctx.interp.run_text(text, source_name=ctx.interp.source_name, io=ctx.io, nested=True)
+    except AbortCommand as exc:  # an expansion or assignment error ends what eval runs, not its caller
+        return exc.status
 
 
 def read_(ctx: BuiltinContext) -> int:
+    """bash's read: -r -s -e -p PROMPT -d DELIM -n N -N N -a ARRAY -t SECONDS -u FD, smooshed forms too."""
     args = list(ctx.args)
     raw = False
     prompt = ""
-    delim = "\n"
+    delim: str | None = "\n"
+    count: int | None = None
+    exact = False
+    array: str | None = None
+    timeout: float | None = None
+    fd = 0
     while args and args[0].startswith("-") and len(args[0]) > 1:
         opt = args.pop(0)
         if opt == "--":
@@ -233,29 +250,142 @@ def read_(ctx: BuiltinContext) -> int:
         for i, c in enumerate(opt[1:], 1):
             if c in "rse":
                 raw = raw or c == "r"
-            elif c in "pd":
-                value = opt[i + 1 :] or (args.pop(0) if args else None)
+                continue
+            if c in "pdnNatu":
+                value = opt[i + 1 :] if i + 1 < len(opt) else (args.pop(0) if args else None)
                 if value is None:
-                    return ctx.usage_error(f"-{c}: option requires an argument")
+                    ctx.error(f"-{c}: option requires an argument")
+                    return ctx.usage_error(None)
                 if c == "p":
                     prompt = value
-                else:
+                elif c == "d":
                     delim = value[:1] or "\0"
+                elif c in "nN":
+                    if not (value.isascii() and value.isdigit()):
+                        return ctx.error(f"{value}: invalid number", 1)
+                    count, exact = int(value), c == "N"
+                elif c == "a":
+                    array = value
+                elif c == "t":
+                    try:
+                        timeout = float(value)
+                    except ValueError:
+                        timeout = -1.0
+                    if timeout < 0:
+                        return ctx.error(f"{value}: invalid timeout specification", 1)
+                else:
+                    if not (value.isascii() and value.isdigit()):
+                        return ctx.error(f"{value}: invalid file descriptor specification", 1)
+                    fd = int(value)
                 break
-            else:
-                return ctx.usage_error(f"-{c}: invalid option")
+            return ctx.usage_error(f"-{c}: invalid option")
     for name in args:
-        if not valid_name(name):
+        if not valid_name(name) and not _subscripted(name):
             return ctx.error(f"`{name}': not a valid identifier")
+    src = ctx.io.fds.get(fd)
+    if fd not in ctx.io.fds and fd != 0:
+        return ctx.error(f"{fd}: invalid file descriptor: Bad file descriptor", 1)
     if prompt and ctx.shell.interactive:
         ctx.write_err(prompt)
-    line, complete = ctx.read_line(delim)
-    if not raw:
-        while complete and _odd_backslashes(line):
-            more, complete = ctx.read_line(delim)
-            line = line[:-1] + more
-    _assign_fields(ctx, args, _chars(line, raw))
-    return 0 if complete else 1
+    if timeout == 0:
+        if src is None:
+            return 1
+        if isinstance(src, FilePipe):
+            return 0  # a file is always ready
+        for _ in range(5):  # a pipe's writer may be a thread that has not run yet
+            if src.has_data or src.closed or reader.has_pushback(src):
+                return 0
+            time.sleep(0.01)
+        return 1
+    if src is None:
+        line, how = "", "eof"
+    elif count is not None and not raw and not exact:
+        line, how = _read_counted(ctx, src, count, delim, None if timeout is None else time.monotonic() + timeout)
+        raw = True  # escapes are already resolved
+    else:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        line, how = reader.read_upto(src, count, None if exact else delim, ctx.checkpoint, deadline)
+        if not raw and how == "delim":
+            while _odd_backslashes(line) and how == "delim":
+                more, how = reader.read_upto(src, None if count is None else count - len(line), delim,
+                                             ctx.checkpoint, deadline)  # fmt: skip
+                line = line[:-1] + more
+    if exact:
+        _assign_plain(ctx, args or ["REPLY"], line)
+    elif array is not None:
+        _assign_array(ctx, array, _chars(line, raw))
+    else:
+        _assign_fields(ctx, args, _chars(line, raw))
+    if how == "timeout":
+        return 142
+    return 0 if how in ("delim", "count") else 1
+
+
+def _read_counted(ctx: BuiltinContext, src, count: int, delim: str | None, deadline: float | None) -> tuple[str, str]:  # noqa: ANN001
+    """`read -n N` without -r: N characters after backslash escapes (`\\x` counts one, backslash-newline none)."""
+    out: list[str] = []
+    while len(out) < count:
+        ch, how = reader.read_upto(src, 1, None, ctx.checkpoint, deadline)
+        if how in ("eof", "timeout") and not ch:
+            return "".join(out), how
+        if ch == delim:
+            return "".join(out), "delim"
+        if ch == "\\":
+            nxt, how = reader.read_upto(src, 1, None, ctx.checkpoint, deadline)
+            if not nxt:
+                return "".join(out), how
+            if nxt == "\n":
+                continue
+            out.append(nxt)
+            continue
+        out.append(ch)
+    return "".join(out), "count"
+
+
+def _subscripted(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\[.*\]", name) is not None
+
+
+def _assign_plain(ctx: BuiltinContext, names: list[str], text: str) -> None:
+    ctx.interp.assign(names[0], text)
+    for name in names[1:]:
+        ctx.interp.assign(name, "")
+
+
+def _assign_array(ctx: BuiltinContext, name: str, chars: list[tuple[str, bool]]) -> None:
+    """`read -a`: every IFS field an element."""
+    ifs = ctx.interp.get_var("IFS")
+    ifs = " \t\n" if ifs is None else ifs
+    fields: list[str] = []
+    cur: list[str] = []
+    ws = {c for c in ifs if c in " \t\n"}
+    i = 0
+    n = len(chars)
+    while i < n and not chars[i][1] and chars[i][0] in ws:
+        i += 1
+    pending = False
+    while i < n:
+        c, esc = chars[i]
+        if not esc and c in ifs:
+            fields.append("".join(cur))
+            cur = []
+            pending = False
+            j = i
+            while j + 1 < n and not chars[j + 1][1] and chars[j + 1][0] in ws:
+                j += 1
+            if c in ws and j + 1 < n and not chars[j + 1][1] and chars[j + 1][0] in ifs and chars[j + 1][0] not in ws:
+                j += 1
+                while j + 1 < n and not chars[j + 1][1] and chars[j + 1][0] in ws:
+                    j += 1
+            i = j + 1
+            pending = i < n
+            continue
+        cur.append(c)
+        pending = True
+        i += 1
+    if cur or pending:
+        fields.append("".join(cur))
+    ctx.interp.assign_array(name, [(None, f) for f in fields])
 
 
 def _odd_backslashes(text: str) -> bool:
@@ -282,11 +412,12 @@ def _chars(line: str, raw: bool) -> list[tuple[str, bool]]:
 
 def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str, bool]]) -> None:
     """Split on unescaped IFS characters into the names, the last one taking the rest (bash's `read`)."""
-    st = ctx.state
+    interp = ctx.interp
     if not names:
-        st.vars["REPLY"] = "".join(c for c, _ in chars)
+        interp.assign("REPLY", "".join(c for c, _ in chars))
         return
-    ifs = st.vars.get("IFS", " \t\n")
+    ifs = interp.get_var("IFS")
+    ifs = " \t\n" if ifs is None else ifs
     ws = {c for c in ifs if c in " \t\n"}
     other = {c for c in ifs if c not in " \t\n"}
 
@@ -303,7 +434,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
         cut = pos
         while cut < hi and (chars[cut][1] or chars[cut][0] not in ifs):
             cut += 1
-        st.vars[name] = "".join(c for c, _ in chars[pos:cut])
+        interp.assign(name, "".join(c for c, _ in chars[pos:cut]))
         pos = cut
         while pos < hi and is_ws(pos):
             pos += 1
@@ -311,7 +442,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
             pos += 1
             while pos < hi and is_ws(pos):
                 pos += 1
-    st.vars[names[-1]] = "".join(c for c, _ in chars[pos:hi])
+    interp.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
 
 
 def local(ctx: BuiltinContext) -> int:

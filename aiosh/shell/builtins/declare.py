@@ -1,0 +1,260 @@
+"""declare / typeset, local, readonly, export, unset: variables with attributes and arrays, as bash has them.
+
+`name=(…)` arguments arrive already expanded by the interpreter (`Interp.decl_items`), because an array literal
+is syntax, not a string.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ShellError
+from ..state import Assoc, Indexed
+from ..variables import NAME, save_local, split_subscript
+from . import BuiltinContext, BuiltinRegistry
+
+FLAG_LETTERS = "aAilnrtux"
+SHOW_ORDER = "aAilnrtux"
+
+
+def _dq(value: str) -> str:
+    """bash's double-quoted form in `declare -p`."""
+    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
+
+
+def describe(ctx: BuiltinContext, name: str) -> str | None:
+    """One `declare -p` line, or None when the name is neither a variable nor an array."""
+    st = ctx.state
+    arr = st.arrays.get(name)
+    if arr is None and name not in st.vars:
+        return None
+    flags = ""
+    if isinstance(arr, Indexed):
+        flags += "a"
+    elif isinstance(arr, Assoc):
+        flags += "A"
+    if name in st.integer:
+        flags += "i"
+    if name in st.readonly:
+        flags += "r"
+    if name in st.exported:
+        flags += "x"
+    head = f"declare -{flags or '-'} {name}"
+    if isinstance(arr, Indexed):
+        body = " ".join(f"[{k}]={_dq(arr[k])}" for k in sorted(arr))
+        return f"{head}=({body})"
+    if isinstance(arr, Assoc):
+        body = "".join(f"[{_key(k)}]={_dq(v)} " for k, v in arr.items())
+        return f"{head}=({body})"
+    return f"{head}={_dq(st.vars[name])}"
+
+
+def _key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else _dq(key)
+
+
+def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
+    """Options (`-x` on, `+x` off) then the operands with their argv positions."""
+    flags: dict[str, bool] = {}
+    args = ctx.args
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        if len(a) < 2 or a[0] not in "-+" or "=" in a:
+            break
+        for c in a[1:]:
+            if c not in allowed:
+                ctx.error(f"{a[0]}{c}: invalid option")
+                b = ctx.shell.builtins.get(ctx.name)
+                if b is not None:
+                    ctx.write_err(f"{ctx.name}: usage: {b.usage}\n")
+                return 2
+            flags[c] = a[0] == "-"
+        i += 1
+    return flags, [(k + 1, a) for k, a in enumerate(args) if k >= i]
+
+
+def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, export: bool = False) -> int:
+    interp = ctx.interp
+    st = ctx.state
+    parsed = _parse(ctx, FLAG_LETTERS + "gpfF")
+    if isinstance(parsed, int):
+        return parsed
+    flags, operands = parsed
+    if readonly:
+        flags.setdefault("r", True)
+    if export:
+        flags.setdefault("x", True)
+    if local and (not interp.func_depth or not interp.locals):
+        return ctx.error("can only be used in a function")
+    make_local = interp.func_depth > 0 and interp.locals and not flags.get("g") and (local or not (readonly or export))
+    if flags.get("f") or flags.get("F"):
+        return _functions(ctx, operands, names_only=bool(flags.get("F")))
+    if flags.get("p") or not operands:
+        bare = not operands and not any(flags.get(c) for c in FLAG_LETTERS)
+        if bare and not flags.get("p") and not (readonly or export):
+            for name in sorted(set(st.vars) | set(st.arrays)):
+                if name in st.vars:
+                    ctx.write(f"{name}={_quote(st.vars[name])}\n")
+            return 0
+        return _print(ctx, flags, [a for _, a in operands], readonly=readonly, export=export)
+    status = 0
+    items = interp.decl_items
+    for pos, arg in operands:
+        name, eq, value = arg.partition("=")
+        append = name.endswith("+")
+        if append:
+            name = name[:-1]
+        base, sub = split_subscript(name)
+        if not NAME.fullmatch(base):
+            status = ctx.error(f"`{arg}': not a valid identifier")
+            continue
+        try:
+            if make_local:
+                scope = interp.locals[-1]
+                if base not in scope:
+                    scope[base] = save_local(st, base)
+                    if not eq or flags.get("a") or flags.get("A") or pos in items:
+                        # `local x` hides the outer value (bash keeps an unset local); `local -a x` is empty
+                        st.vars.pop(base, None)
+                        st.arrays.pop(base, None)
+            if flags.get("r") is False and base in st.readonly:
+                raise ShellError(f"{base}: readonly variable")
+            _set_attrs(st, base, flags, before=True)
+            if pos in items:
+                interp.assign_array(base, items[pos], append=append, assoc=True if flags.get("A") else None)
+            elif eq:
+                if flags.get("A") and base not in st.arrays:
+                    st.arrays[base] = Assoc()
+                elif flags.get("a") and base not in st.arrays:
+                    interp.assign_array(base, [], append=True)
+                interp.assign(name, value, append=append)
+            else:
+                if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
+                    st.vars.pop(base, None)
+                    st.arrays[base] = Assoc()
+                elif flags.get("a") and base not in st.arrays:
+                    interp.assign_array(base, [], append=True)
+            _set_attrs(st, base, flags, before=False)
+        except ShellError as exc:
+            status = ctx.error(exc.message)
+    return status
+
+
+def _set_attrs(st, name: str, flags: dict[str, bool], *, before: bool) -> None:  # noqa: ANN001
+    """-i and -x apply before the value is stored (it is evaluated / exported); -r after."""
+    if before:
+        for c, group in (("i", st.integer), ("x", st.exported)):
+            if c in flags:
+                (group.add if flags[c] else group.discard)(name)
+        return
+    if flags.get("r"):
+        st.readonly.add(name)
+
+
+def _quote(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_./:,+@%=^-]*", value):
+        return value
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _print(ctx: BuiltinContext, flags: dict[str, bool], names: list[str], *, readonly: bool, export: bool) -> int:
+    st = ctx.state
+    status = 0
+    if not names:
+        every = sorted(set(st.vars) | set(st.arrays))
+        for name in every:
+            if readonly and name not in st.readonly:
+                continue
+            if export and name not in st.exported:
+                continue
+            if flags.get("r") and name not in st.readonly:
+                continue
+            if flags.get("x") and name not in st.exported:
+                continue
+            if flags.get("a") and not isinstance(st.arrays.get(name), Indexed):
+                continue
+            if flags.get("A") and not isinstance(st.arrays.get(name), Assoc):
+                continue
+            line = describe(ctx, name)
+            if line:
+                ctx.write(line + "\n")
+        return 0
+    for name in names:
+        line = describe(ctx, name)
+        if line is None:
+            status = ctx.error(f"{name}: not found")
+            continue
+        ctx.write(line + "\n")
+    return status
+
+
+def _functions(ctx: BuiltinContext, operands: list[tuple[int, str]], *, names_only: bool) -> int:
+    st = ctx.state
+    names = [a for _, a in operands] or sorted(st.functions)
+    status = 0
+    for name in names:
+        body = st.functions.get(name)
+        if body is None:
+            status = 1
+            continue
+        if names_only:
+            ctx.write(f"declare -f {name}\n")
+        else:
+            ctx.write(f"{name} () \n{body.render()}\n")
+    return status
+
+
+def declare(ctx: BuiltinContext) -> int:
+    return declare_family(ctx, local=False)
+
+
+def local(ctx: BuiltinContext) -> int:
+    return declare_family(ctx, local=True)
+
+
+def readonly(ctx: BuiltinContext) -> int:
+    return declare_family(ctx, local=False, readonly=True)
+
+
+def unset(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    args = list(ctx.args)
+    flags: set[str] = set()
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        if any(c not in "vfn" for c in opt[1:]):
+            return ctx.usage_error(f"{opt}: invalid option")
+        flags.update(opt[1:])
+    status = 0
+    for name in args:
+        if "f" in flags:
+            st.functions.pop(name, None)
+            continue
+        base, sub = split_subscript(name)
+        if not NAME.fullmatch(base):
+            status = ctx.error(f"`{name}': not a valid identifier")
+            continue
+        if sub is None and base not in st.vars and base not in st.arrays and "v" not in flags:
+            st.functions.pop(base, None)  # bash: no such variable, so the function of that name
+            continue
+        try:
+            ctx.interp.unset_var(name)
+        except ShellError as exc:
+            status = ctx.error(exc.message)
+    return status
+
+
+def register(reg: BuiltinRegistry) -> None:
+    usage = "declare [-aAfFgilnrtux] [-p] [name[=value] ...]"
+    reg.register("declare", declare, "set variable values and attributes (arrays, -i, -r, -x)", usage)
+    reg.register("typeset", declare, "set variable values and attributes (same as declare)",
+                 usage.replace("declare", "typeset"))  # fmt: skip
+    reg.register("local", local, "make variables local to the running function", "local [option] name[=value] ...")
+    reg.register("readonly", readonly, "mark variables as unchangeable", "readonly [-aAf] [name[=value] ...] or readonly -p")
+    reg.register("unset", unset, "remove variables, array elements or functions", "unset [-f] [-v] [-n] [name ...]")

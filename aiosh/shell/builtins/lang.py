@@ -1,0 +1,351 @@
+"""let, getopts, trap, command, builtin, shopt, hash: the language builtins scripts use every day."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+
+from ..errors import ExitShell, ShellError
+from . import BuiltinContext, BuiltinRegistry
+
+# -- let -------------------------------------------------------------------------------------------------------
+
+
+def let(ctx: BuiltinContext) -> int:
+    """Each argument is an arithmetic expression; status 0 when the last one is non-zero."""
+    if not ctx.args:
+        return ctx.error("expression expected")
+    from .. import arith
+
+    value = 0
+    for expr in ctx.args:
+        try:
+            value = arith.evaluate(expr, ctx.interp.arith_vars()) if expr.strip() else 0
+        except ShellError as exc:
+            ctx.error(exc.message)
+            return 1
+    return 0 if value else 1
+
+
+# -- getopts ---------------------------------------------------------------------------------------------------
+
+
+def getopts(ctx: BuiltinContext) -> int:
+    """POSIX getopts with bash's messages; the position inside a group of letters is kept per shell."""
+    if len(ctx.args) < 2:
+        return ctx.usage_error("usage: getopts optstring name [arg ...]")
+    optstring, name = ctx.args[0], ctx.args[1]
+    interp = ctx.interp
+    args = ctx.args[2:] if len(ctx.args) > 2 else list(ctx.state.positional)
+    try:
+        optind = int(interp.get_var("OPTIND") or "1")
+    except ValueError:
+        optind = 1
+    last = interp.state.getopts_last
+    sub = last[1] if last[0] == optind else 0
+    silent = optstring.startswith(":")
+
+    def finish(opt: str, status: int) -> int:
+        interp.assign(name, opt)
+        interp.assign("OPTIND", str(optind))
+        interp.state.getopts_last = (optind, sub)
+        return status
+
+    if optind < 1 or optind > len(args):
+        interp.unset_var("OPTARG")
+        return finish("?", 1)
+    arg = args[optind - 1]
+    if sub == 0:
+        if arg == "--":
+            optind += 1
+            interp.unset_var("OPTARG")
+            return finish("?", 1)
+        if not arg.startswith("-") or arg == "-":
+            interp.unset_var("OPTARG")
+            return finish("?", 1)
+        sub = 1
+    c = arg[sub]
+    sub += 1
+    pos = optstring.find(c)
+    if c == ":" or pos < 0:
+        if sub >= len(arg):
+            optind, sub = optind + 1, 0
+        if silent:
+            interp.assign("OPTARG", c)
+        else:
+            ctx.interp.diag(ctx.io, f"illegal option -- {c}")
+            interp.unset_var("OPTARG")
+        return finish("?", 0)
+    if pos + 1 < len(optstring) and optstring[pos + 1] == ":":
+        if sub < len(arg):
+            interp.assign("OPTARG", arg[sub:])
+            optind, sub = optind + 1, 0
+        elif optind < len(args):
+            interp.assign("OPTARG", args[optind])
+            optind, sub = optind + 2, 0
+        else:
+            optind, sub = optind + 1, 0
+            if silent:
+                interp.assign("OPTARG", c)
+                return finish(":", 0)
+            ctx.interp.diag(ctx.io, f"option requires an argument -- {c}")
+            interp.unset_var("OPTARG")
+            return finish("?", 0)
+        return finish(c, 0)
+    interp.unset_var("OPTARG")
+    if sub >= len(arg):
+        optind, sub = optind + 1, 0
+    return finish(c, 0)
+
+
+# -- trap ------------------------------------------------------------------------------------------------------
+
+SIGNAL_NAMES = {s.name[3:]: int(s) for s in signal.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
+PSEUDO = ("EXIT", "ERR", "DEBUG", "RETURN")
+
+
+def signal_spec(spec: str) -> str | None:
+    """Normalise `EXIT`, `0`, `INT`, `SIGINT`, `2`, `int` to bash's name; None when unknown."""
+    up = spec.upper()
+    if up.startswith("SIG"):
+        up = up[3:]
+    if up in PSEUDO:
+        return up
+    if spec == "0":
+        return "EXIT"
+    if spec.isdigit():
+        n = int(spec)
+        for name, num in SIGNAL_NAMES.items():
+            if num == n:
+                return name
+        return None
+    return up if up in SIGNAL_NAMES else None
+
+
+def trap(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    args = list(ctx.args)
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args or args == ["-p"]:
+        for name in sorted(st.traps, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
+        return 0
+    if args[0] == "-l":
+        ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
+        return 0
+    if args[0] == "-p":
+        for spec in args[1:]:
+            name = signal_spec(spec)
+            if name in st.traps:
+                ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
+        return 0
+    if args[0].startswith("-") and args[0] != "-":
+        return ctx.usage_error(f"{args[0]}: invalid option")
+    if len(args) == 1 or (signal_spec(args[0]) is not None and args[0].isdigit()):
+        action, specs = "-", args  # `trap INT` / `trap 0`: reset
+    else:
+        action, specs = args[0], args[1:]
+    status = 0
+    for spec in specs:
+        name = signal_spec(spec)
+        if name is None:
+            status = ctx.error(f"{spec}: invalid signal specification")
+            continue
+        if action == "-":
+            st.traps.pop(name, None)
+        else:
+            st.traps[name] = action
+    return status
+
+
+def _trap_order(name: str) -> int:
+    """bash lists EXIT first, then signals by number, then DEBUG, ERR, RETURN."""
+    if name == "EXIT":
+        return 0
+    return SIGNAL_NAMES.get(name, 100 + PSEUDO.index(name) if name in PSEUDO else 200)
+
+
+def _shown(name: str) -> str:
+    return name if name in PSEUDO else f"SIG{name}"
+
+
+# -- command, builtin --------------------------------------------------------------------------------------------
+
+
+KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
+
+
+def command(ctx: BuiltinContext) -> int:
+    args = list(ctx.args)
+    mode = ""
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        for c in opt[1:]:
+            if c in "vV":
+                mode = c
+            elif c != "p":
+                return ctx.usage_error(f"-{c}: invalid option")
+    if not args:
+        return 0
+    if mode:
+        status = 0
+        for name in args:
+            found = describe(ctx, name, verbose=mode == "V")
+            if found is None:
+                if mode == "V":
+                    ctx.error(f"{name}: not found")
+                status = 1
+            else:
+                ctx.write(found + "\n")
+        return status
+    return ctx.interp.run_argv(args, ctx.io, skip_functions=True)
+
+
+def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
+    """What `command -v` / `-V` print for a name."""
+    st = ctx.state
+    if name in st.functions:
+        return f"{name} is a function" if verbose else name
+    if name in KEYWORDS:
+        return f"{name} is a shell keyword" if verbose else name
+    if name in ctx.shell.builtins:
+        return f"{name} is a shell builtin" if verbose else name
+    if name in ctx.interp.agent_names():
+        return f"{name} is an agent" if verbose else name
+    path, _status, _msg = ctx.interp.find_program(name)
+    if path is None:
+        return None
+    shown = path if "/" in name or os.path.isabs(path) else path
+    return f"{name} is {shown}" if verbose else shown
+
+
+def exec_(ctx: BuiltinContext) -> int:
+    """`exec COMMAND`: run it and end the shell with its status (the redirection-only form is the
+    interpreter's: see Interp.exec_redirections)."""
+    args = list(ctx.args)
+    while args and args[0] in ("-c", "-l"):
+        args.pop(0)
+    if args[:1] == ["-a"]:
+        args = args[2:]
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        return 0
+    resolved = ctx.interp.resolve(list(args), skip_functions=True)
+    if resolved.kind == "error" and resolved.status == 127:
+        ctx.error(f"{args[0]}: not found")
+        raise ExitShell(127)
+    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True))
+
+
+def builtin(ctx: BuiltinContext) -> int:
+    if not ctx.args:
+        return 0
+    name = ctx.args[0]
+    b = ctx.shell.builtins.get(name)
+    if b is None:
+        return ctx.error(f"{name}: not a shell builtin")
+    from . import BuiltinContext as Ctx
+
+    return b.fn(Ctx(list(ctx.args), ctx.io, ctx.interp))
+
+
+# -- shopt, hash (accepted so scripts that set them run) --------------------------------------------------------
+
+SHOPT_DEFAULTS = {
+    "checkwinsize": True, "cmdhist": True, "complete_fullquote": True, "expand_aliases": False,
+    "extglob": False, "extquote": True, "force_fignore": True, "globasciiranges": True, "hostcomplete": True,
+    "interactive_comments": True, "inherit_errexit": False, "lastpipe": False, "nocaseglob": False,
+    "nocasematch": False, "nullglob": False, "failglob": False, "dotglob": False, "globstar": False,
+    "progcomp": True, "promptvars": True, "sourcepath": True, "xpg_echo": False,
+}  # fmt: skip
+
+
+def shopt(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    if st.shopts is None:
+        st.shopts = dict(SHOPT_DEFAULTS)
+    opts = st.shopts
+    args = list(ctx.args)
+    mode = ""
+    quiet = False
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        for c in args.pop(0)[1:]:
+            if c in "su":
+                mode = c
+            elif c == "q":
+                quiet = True
+            elif c not in "po":
+                return ctx.usage_error(f"-{c}: invalid option")
+    status = 0
+    if not args:
+        for name in sorted(opts):
+            if mode == "" or opts[name] == (mode == "s"):
+                ctx.write(f"{name:<15}\t{'on' if opts[name] else 'off'}\n")
+        return 0
+    for name in args:
+        if name not in opts:
+            status = ctx.error(f"{name}: invalid shell option name")
+            continue
+        if mode:
+            opts[name] = mode == "s"
+        elif not opts[name]:
+            status = 1
+            if not quiet:
+                ctx.write(f"{name:<15}\toff\n")
+        elif not quiet:
+            ctx.write(f"{name:<15}\ton\n")
+    return status
+
+
+def hash_(ctx: BuiltinContext) -> int:
+    st = ctx.state
+    if st.hashed is None:
+        st.hashed = {}
+    table = st.hashed
+    args = list(ctx.args)
+    if args and args[0] == "-r":
+        table.clear()
+        st.hash_hits.clear()
+        args = args[1:]
+        if not args:
+            return 0
+    if not args:
+        if not table:
+            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
+            return 0
+        ctx.write("hits\tcommand\n")
+        for name, path in table.items():
+            ctx.write(f"{st.hash_hits.get(name, 0):4d}\t{path}\n")
+        return 0
+    status = 0
+    for name in args:
+        if name in ctx.shell.builtins or "/" in name:
+            continue
+        table.pop(name, None)
+        path, _s, _m = ctx.interp.find_program(name)
+        if path is None:
+            status = ctx.error(f"{name}: not found")
+        else:
+            table[name] = path
+            st.hash_hits[name] = 0
+    return status
+
+
+def register(reg: BuiltinRegistry) -> None:
+    reg.register("let", let, "evaluate arithmetic expressions; status 0 when the last is non-zero", "let arg [arg ...]")
+    reg.register("getopts", getopts, "parse positional parameters as options", "getopts optstring name [arg ...]")
+    reg.register("trap", trap, "run commands when the shell exits (EXIT), a command fails (ERR) or a signal comes",
+                 "trap [-lp] [[arg] signal_spec ...]")  # fmt: skip
+    reg.register("command", command, "run a command bypassing functions; -v / -V say what a name is",
+                 "command [-pVv] command [arg ...]")  # fmt: skip
+    reg.register("exec", exec_, "replace the shell with a command, or keep redirections for the rest of it",
+                 "exec [-cl] [-a name] [command [argument ...]] [redirection ...]")  # fmt: skip
+    reg.register("builtin", builtin, "run a shell builtin", "builtin [shell-builtin [arg ...]]")
+    reg.register("shopt", shopt, "set and unset shell options (accepted; few have an effect)",
+                 "shopt [-pqsu] [-o] [optname ...]")  # fmt: skip
+    reg.register("hash", hash_, "remember the full paths of commands", "hash [-r] [name ...]")
