@@ -207,6 +207,9 @@ class KernelSettings:
                                 "sequence plus prompt chunks.")
     unified_kv: bool = setting(True, BOOL, "One KV buffer shared by all sequences (lets sequences share a "
                                "prompt prefix).")
+    engine_process: bool = setting(True, BOOL, "Run llama.cpp (the engine) in a supervised child process, so "
+                                   "that a crash there fails the calls in flight instead of ending aiosh; false "
+                                   "= a thread of aiosh's own process (for fast tests).")
     watchdog_ms: int = setting(500, integer(10), "Name an agent that blocks the kernel loop longer than this "
                                "many milliseconds.")
     backend: str = setting("local", NAME, 'Where agents\' LLM calls go unless an agent names one (--backend): '
