@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import signals as sig
 from .access import AccessManager, Question, parse_capabilities
@@ -66,6 +67,7 @@ class KernelSnapshot:
     n_threads: int
     n_gpu_layers: int
     backends: tuple[BackendStats, ...] = ()
+    engine_info: Any = None  # EngineInfo: the engine process's pid, state, restarts, RSS
 
 
 class Kernel:
@@ -574,7 +576,14 @@ class Kernel:
 
     def engine_start(self, wait: float | None = None) -> bool:
         """Start the engine now (in the background unless `wait`), as an interactive shell does."""
+        if not getattr(self.model, "loaded", True):
+            self.pool.submit(self.model.load)
         return self.local.start(wait)
+
+    async def vocabulary_ready(self) -> None:
+        """The tokeniser is loaded at its first use, off the kernel loop (the loop keeps serving meanwhile)."""
+        if not getattr(self.model, "loaded", True):
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.model.load)
 
     def engine_restart(self) -> None:
         """`sched engine restart`: forget the crash count and start a new engine."""
@@ -651,7 +660,7 @@ class Kernel:
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.local.steps(steps)), policy=self.policy.describe(), model=self.local.model_info,
             n_threads=self.local.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
-            backends=self.backends.stats(),
+            backends=self.backends.stats(), engine_info=self.engine_info(),
         )
 
     def add_listener(self, fn: Listener) -> None:

@@ -128,6 +128,10 @@ class Vocabulary:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def load(self) -> None:
+        """Load it now (from a worker thread: it takes a few hundred ms that the kernel loop must not block)."""
+        self._get()
+
 
 def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = False,
                progress: Callable[[float], None] | None = None, notice: Callable[[str], None] | None = None):
