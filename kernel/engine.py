@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import llama_cpp as ll
 
 from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
+from .grammar_check import check_grammar_text
 from .model import Model
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .sampling import Sampler, check_grammar
@@ -245,6 +246,7 @@ class Engine:
         if sp.temperature < 0 or not (0 < sp.top_p <= 1) or sp.top_k < 0 or not (0 <= sp.min_p <= 1):
             raise EngineError("bad sampling parameters")
         if req.grammar is not None:
+            check_grammar_text(req.grammar)  # parses in llama.cpp, then aborts the process when sampled
             check_grammar(self.model.vocab, req.grammar)
         if req.messages is not None:
             for m in req.messages:

@@ -34,8 +34,9 @@ from typing import Any
 from .backend import LOCAL, BackendStats, RequestTracker
 from .cpu import ExtraBuffers
 from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
+from .grammar_check import check_grammar_text
 from .model_info import ModelInfo
-from .requests import REQUEST_IDS, GenRequest, GenResult, RequestHandle
+from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .scheduler import Policy
 
 CRASH_LOOP = 3  # crashes …
@@ -152,6 +153,12 @@ class EngineProcess:
         handle = RequestHandle(rid, req, self._cancel)
         call = _Call(handle, req, GenResult(t_submit=time.monotonic()))
         handle.add_done_callback(self._finished)
+        if req.grammar is not None:
+            try:
+                check_grammar_text(req.grammar)  # refused here: llama.cpp would abort the engine on it
+            except EngineError as exc:
+                self._end(call, str(exc))
+                return handle
         with self._lock:
             if self.state == "failed" or self._closed:
                 self._end(call, self.last_error or "engine is not running")
