@@ -50,10 +50,11 @@ def check_limits(c: Config, facts: GGUFFacts, path: Path, mem_available: int | N
         raise EngineError(f"{path}: model.n_ctx {c.model.n_ctx} is larger than the model's trained context "
                           f"{facts.n_ctx_train}")
     s = engine_settings(c)
-    most_cells = s.n_slots * s.n_ctx  # no sequence holds more than its window
+    window = max(s.n_ctx, facts.n_ctx_train)
+    most_cells = s.n_slots * window  # no sequence can hold more than the model's trained context
     if c.kernel.kv_cells > most_cells:
-        raise ConfigError(origin, f"{c.kernel.kv_cells} is more than kernel.slots × model.n_ctx = {most_cells} "
-                          "(no sequence can use more than its window)", "kernel", "kv_cells")
+        raise ConfigError(origin, f"{c.kernel.kv_cells} is more than kernel.slots × the model's trained context "
+                          f"= {s.n_slots} × {window} = {most_cells}", "kernel", "kv_cells")
     cells = s.effective_kv_cells
     if s.batch_tokens > cells:
         raise ConfigError(origin, f"{s.batch_tokens} is more than the KV pool holds ({cells} cells: "
