@@ -27,9 +27,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend import LOCAL, BackendStats, RequestTracker
 from .cpu import ExtraBuffers
@@ -38,6 +37,9 @@ from .grammar_check import check_grammar_text
 from .model_info import ModelInfo
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .scheduler import Policy
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 CRASH_LOOP = 3  # crashes …
 CRASH_WINDOW_S = 60.0  # … within this long stop the restarts
@@ -357,6 +359,10 @@ class EngineProcess:
                     self._wanted.set()  # a crash: start the next one at once (calls wait for it)
 
     def _spawn(self) -> tuple[subprocess.Popen, Connection]:
+        from multiprocessing.connection import (
+            Connection,  # not imported by commands that never start an engine
+        )
+
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         ours, theirs = socket.socketpair()
         fds = [theirs.fileno()]

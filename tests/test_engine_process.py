@@ -106,9 +106,16 @@ def test_engine_killed_mid_stream_fails_calls_in_flight_then_restarts(tmp_path):
         for pid, err in zip(pids, errs, strict=True):
             assert k.wait(pid, 60) == (pid, 1)
             assert err.read_all() == f"aiosh: talker: llm: {CRASH_LINE}\n"
-        # the kernel carries on: the next call waits for the new engine and is answered
+        # the kernel carries on: the next call waits for the new engine (shown as waiting) and is answered
         out, err = Pipe(), Pipe()
         pid = k.spawn("chat", ["Name a colour."], stdout=out, stderr=err, options={"max_tokens": 6})
+        while_restarting = set()
+        deadline = time.monotonic() + 120
+        while k.engine_info().state != "ready" and time.monotonic() < deadline:
+            if any(s.owner == pid for s in k.backends.seqs()):  # its call is queued for the engine
+                while_restarting.add((k.proc(pid).state, k.proc(pid).wchan))
+            time.sleep(0.01)
+        assert while_restarting <= {("S", "slot")}
         assert k.wait(pid, 120) == (pid, 0), err.read_all()
         assert out.read_all().strip()
         after = k.engine_info()
