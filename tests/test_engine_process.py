@@ -247,3 +247,28 @@ def test_ctrl_c_in_a_terminal_interrupts_the_agent_and_leaves_the_engine_alone(t
         if sh.isalive():
             sh.sendline("exit")
             sh.expect(pexpect.EOF, timeout=30)
+
+
+def test_the_monitor_header_shows_the_engine_process():
+    from aiosh.kernel.engine_client import EngineInfo
+
+    from aiosh.monitor.collector import HeaderView, engine_label
+    from aiosh.monitor.header import render_header
+
+    info = EngineInfo(pid=4242, state="restarting", restarts=2, rss_bytes=300 * 2**20, extra_buffers="off (x)",
+                      log_path="/tmp/e.log")
+    label = engine_label(info)
+    assert label == "engine restarting pid 4242 2 restarts 300 MB"
+    view = HeaderView(model="llama 135M", model_path="/m.gguf", n_params=1, n_threads=2, n_gpu_layers=0, uptime=5,
+                      n_agents=1, n_running=0, policy="fair", engine=label)
+    assert label in render_header(view, 0.5, False).plain
+    assert engine_label(None) == ""
+
+
+@pytest.mark.model
+@pytest.mark.timeout(180)
+def test_verbose_shows_the_engine_log(tmp_path):
+    r = _aiosh(["--verbose", "-c", "chat --max-tokens 2 --temperature 0 hi > /dev/null; echo st=$?"], tmp_path)
+    assert r.stdout == "st=0\n", r.stderr
+    assert "aiosh: llama.cpp extra buffer types" in r.stderr  # the decision, from the kernel
+    assert "llama_model_loader" in r.stderr or "load_tensors" in r.stderr  # llama.cpp's own lines, from the engine
