@@ -166,10 +166,13 @@ class EngineProcess:
                 self._end(call, self.last_error or "engine is not running")
                 return handle
             self._calls[rid] = call
-            if self.state == "ready":
-                self._send_call(call)
+            ready = self.state == "ready"
+            if ready:
+                self._mark_sent(call)
             else:
                 self._wanted.set()
+        if ready:  # sent outside the lock: the supervisor's reader must never wait on a blocked send
+            self._send(("submit", rid, req))
         return handle
 
     def _finished(self, result: GenResult) -> None:
@@ -324,10 +327,9 @@ class EngineProcess:
         except (OSError, ValueError):  # the child is gone; the supervisor sees it too
             return False
 
-    def _send_call(self, call: _Call) -> None:
+    def _mark_sent(self, call: _Call) -> None:
         call.sent = True
         call.last_sched = _sched_key(call.req)
-        self._send(("submit", call.handle.id, call.req))
 
     def _sync_sched(self, force: bool = False) -> None:
         """renice, class changes, STOP/CONT of agents with a call in the engine: their new values, to the engine."""
@@ -423,10 +425,12 @@ class EngineProcess:
             self.n_threads = info["n_threads"]
             self._stats = info["stats"]
             self.state = "ready"
-            for call in self._calls.values():
-                if not call.sent:
-                    self._send_call(call)
+            waiting = [c for c in self._calls.values() if not c.sent]
+            for call in waiting:
+                self._mark_sent(call)
             self._ready.notify_all()
+        for call in waiting:
+            self._send(("submit", call.handle.id, call.req))
 
     def _serve(self, conn: Connection) -> None:
         last_sync = time.monotonic()

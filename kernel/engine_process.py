@@ -150,6 +150,7 @@ class ChildEngine(Engine):
     def serve(self) -> None:
         """Read the kernel's commands until it says stop or its end of the connection closes."""
         conn = self._conn
+        early_cancels: set[int] = set()
         while True:
             try:
                 msg = conn.recv()
@@ -162,9 +163,14 @@ class ChildEngine(Engine):
                     handle = self.submit(req, rid=rid)
                     self._live[rid] = handle
                     self._conn.send(("started", rid, handle.n_prompt))
+                if rid in early_cancels:  # its cancel overtook it on the way here
+                    early_cancels.discard(rid)
+                    self.cancel(rid)
                 if handle.done:
                     self.flush()
             elif kind == "cancel":
+                if msg[1] not in self._live:
+                    early_cancels.add(msg[1])
                 self.cancel(msg[1])
             elif kind == "sched":
                 for rid, (nice, klass, stopped, group) in msg[1].items():
