@@ -493,6 +493,8 @@ class EngineProcess:
                 self.state = "stopped"
                 return
             self.state = "crashed"
+            # nothing of the dead engine's KV or sequences is left
+            self._stats = replace(self._stats, seqs=(), slots_busy=0, kv_used=0, kv_cached_idle=0, swapped_bytes=0)
             tail = self.log_tail()
             retry_extra = (self.spec.extra_buffers.enabled and not self._decoded and not self._retried_extra)
             if retry_extra:
