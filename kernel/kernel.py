@@ -576,9 +576,7 @@ class Kernel:
 
     def engine_start(self, wait: float | None = None) -> bool:
         """Start the engine now (in the background unless `wait`), as an interactive shell does."""
-        if not getattr(self.model, "loaded", True):
-            self.pool.submit(self.model.load)
-        return self.local.start(wait)
+        return self.local.start(wait)  # (the tokeniser loads at its first use: no GIL work while the prompt draws)
 
     async def vocabulary_ready(self) -> None:
         """The tokeniser is loaded at its first use, off the kernel loop (the loop keeps serving meanwhile)."""
