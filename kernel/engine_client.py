@@ -302,7 +302,8 @@ class EngineProcess:
         for call in calls:
             self._end(call, "engine shut down", reason="cancelled")
         self._wanted.set()
-        self._send(("stop",))
+        if not self._send(("stop",)) and proc is not None and proc.poll() is None:
+            proc.kill()  # still loading (no connection to ask it on): nothing of it is worth waiting for
         if proc is not None:
             try:
                 proc.wait(timeout=5)
