@@ -578,8 +578,12 @@ class Kernel:
         """Start the engine now (in the background unless `wait`), as an interactive shell does."""
         return self.local.start(wait)  # (the tokeniser loads at its first use: no GIL work while the prompt draws)
 
-    async def vocabulary_ready(self) -> None:
-        """The tokeniser is loaded at its first use, off the kernel loop (the loop keeps serving meanwhile)."""
+    async def vocabulary_ready(self, backend: str | None = "") -> None:
+        """The tokeniser is loaded at its first use, off the kernel loop (the loop keeps serving meanwhile).
+
+        `backend`: the LLM call's backend name; if that is the local engine, its start overlaps the load."""
+        if backend != "" and self.backends.resolve(backend).kind == LOCAL:
+            self.local.start()
         if not getattr(self.model, "loaded", True):
             await asyncio.get_running_loop().run_in_executor(self.pool, self.model.load)
 
