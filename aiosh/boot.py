@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiosh.kernel.config import Config, ConfigError, load_config
-from aiosh.kernel.model import ModelError
+from aiosh.kernel.model_info import ModelError
 from aiosh.kernel.remote import BackendError
 from aiosh.kernel.requests import EngineError
 from aiosh.kernel.storage import StorageError

@@ -188,6 +188,8 @@ def sched(kernel, argv: list[str]) -> str:
     """`sched` shows the policy; `sched POLICY [key=value …]` switches it; `sched -l` lists policies."""
     from aiosh.kernel.scheduler import available_policies
 
+    if argv and argv[0] == "engine":
+        return _sched_engine(kernel, argv[1:])
     if argv and argv[0] in ("-l", "--list"):
         pols = available_policies(extra_paths=list(kernel.config.plugins.paths))
         return "".join(f"{name:10} {cls.description}\n" for name, cls in sorted(pols.items()))
@@ -208,13 +210,43 @@ def sched(kernel, argv: list[str]) -> str:
     d = kernel.policy.describe()
     name = d.get("policy", kernel.policy.name)
     extra = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.get("params", {}).items())
-    st = kernel.engine.stats
+    st = kernel.local.stats
+    s = kernel.local.settings
     return (f"policy: {name}{(' ' + extra) if extra else ''} ({d.get('description', '')})\n"
-            f"slots: {st.slots_busy}/{st.slots} busy  max_batch: {kernel.engine.scheduler.max_batch}  "
-            f"batch_tokens: {kernel.engine.scheduler.token_budget}\n"
+            f"slots: {st.slots_busy}/{st.slots} busy  max_batch: {s.effective_max_batch}  "
+            f"batch_tokens: {s.batch_tokens}\n"
             f"preemptions: {st.preemptions} (swapped out {st.swaps_out}, in {st.swaps_in}, recomputed {st.recomputes})\n"
-            f"extra buffer types: {kernel.model.extra_buffers.describe()}\n"
+            + _engine_line(kernel.engine_info())
             + (_backends_table(kernel) if _remote_pools(kernel) else ""))
+
+
+def _engine_line(e) -> str:
+    """The engine process: pid, state, restarts, RSS; the extra-buffers decision; the last error."""
+    pid = str(e.pid) if e.pid else "-"
+    rss = _bytes(e.rss_bytes) if e.rss_bytes else "-"
+    out = (f"engine: {e.state}  pid: {pid}  restarts: {e.restarts}  rss: {rss}\n"
+           f"extra buffer types: {e.extra_buffers}\n")
+    if e.last_error:
+        out += f"engine error: {e.last_error}\n"
+    return out
+
+
+def _sched_engine(kernel, argv: list[str]) -> str:
+    """`sched engine`: its state and the end of llama.cpp's log; `sched engine restart`; `sched engine start`."""
+    if argv == ["restart"]:
+        kernel.engine_restart()
+        return "engine: restarting\n"
+    if argv == ["start"]:
+        kernel.engine_start()
+        return f"engine: {kernel.engine_info().state}\n"
+    if argv:
+        raise UsageError(f"engine {' '.join(argv)}: expected 'sched engine [start|restart]'")
+    e = kernel.engine_info()
+    out = _engine_line(e)
+    if e.log_path:
+        out += f"log: {e.log_path}\n"
+        out += "".join(f"  {line}\n" for line in kernel.engine_log(10))
+    return out
 
 
 def _ms(seconds: float | None) -> str:
@@ -241,7 +273,7 @@ def free(kernel, argv: list[str]) -> str:
     bad = [a for a in argv if a != "-b"]
     if bad:
         raise UsageError(f"{bad[0]}: unknown option")
-    st = kernel.engine.stats
+    st = kernel.local.stats
     per = st.kv_bytes_per_token
     fmt = (lambda n: str(n)) if raw else _bytes
     rss = _rss_bytes()
@@ -251,8 +283,11 @@ def free(kernel, argv: list[str]) -> str:
             ["kv-bytes", fmt(st.kv_capacity * per), fmt((st.kv_used - st.kv_cached_idle) * per),
              fmt(st.kv_cached_idle * per), fmt((st.kv_capacity - st.kv_used) * per)],
             ["swapped", "-", fmt(st.swapped_bytes), "-", "-"],
-            ["model", "-", fmt(kernel.model.info.size_bytes), "-", "-"],
+            ["model", "-", fmt(kernel.local.model_info.size_bytes), "-", "-"],
             ["process", "-", fmt(rss) if rss else "?", "-", "-"]]
+    eng = kernel.engine_info()
+    if eng.pid or eng.state != "ready":
+        rows.append(["engine", "-", fmt(eng.rss_bytes) if eng.rss_bytes else "-", "-", "-"])
     out = _table(rows, ["<", ">", ">", ">", ">"])
     if _remote_pools(kernel):
         for b in kernel.backends.stats():
@@ -304,7 +339,8 @@ def kernel_timing(kernel) -> Callable[[], str]:
 
 HELP = {
     "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
-    "sched": ("show or set the scheduling policy", "sched [-l | POLICY [key=value …]]"),
+    "sched": ("show or set the scheduling policy; the engine process",
+              "sched [-l | POLICY [key=value …] | engine [start|restart]]"),
     "free": ("KV cache and memory use", "free [-b]"),
 }
 

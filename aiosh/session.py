@@ -165,6 +165,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
             from aiosh.repl import Repl
 
             register_top(shell, kernel, pumps)
+            kernel.engine_start()  # in the background: the prompt comes at once, the first chat finds it loaded
             status = Repl(shell, kernel, pumps).run()
             shell.hangup()
         elif ns.command is not None:

@@ -94,9 +94,9 @@ def make_kernel(tmp: Path, *, storage: bool, slots: int, kv_cells: int, threads:
 
 def footprint(k: Kernel, n: int) -> dict:
     """n holders alive at once: what each one costs while it holds its memory and its conversation's KV."""
-    k.engine.call(k.engine.clear_idle_caches)
+    k.local.clear_idle_caches()
     time.sleep(0.7)  # an idle engine republishes its stats every 0.5 s
-    base_kv = k.engine.stats.kv_used
+    base_kv = k.local.stats.kv_used
     base_rss = rss_bytes()
     tracemalloc.start()
     base_heap = tracemalloc.get_traced_memory()[0]
@@ -117,7 +117,7 @@ def footprint(k: Kernel, n: int) -> dict:
     time.sleep(0.7)  # stats republished after the last step
     heap = tracemalloc.get_traced_memory()[0] - base_heap
     tracemalloc.stop()
-    stats = k.engine.stats
+    stats = k.local.stats
     kv_cells = stats.kv_used - base_kv
     mem = k.memory.stats(0)
     result = {
@@ -139,7 +139,7 @@ def footprint(k: Kernel, n: int) -> dict:
 
 
 def throughput(k: Kernel, agents: int, turns: int, tokens: int) -> dict:
-    before = k.engine.stats.generated_tokens
+    before = k.local.stats.generated_tokens
     t0 = time.perf_counter()
     pids = [k.spawn("turns", [str(turns), str(tokens)], stdout=Pipe(), stderr=Pipe()) for _ in range(agents)]
     for pid in pids:
@@ -148,7 +148,7 @@ def throughput(k: Kernel, agents: int, turns: int, tokens: int) -> dict:
             raise RuntimeError(f"agent {pid} ended with {got}")
     wall = time.perf_counter() - t0
     time.sleep(0.6)  # the engine publishes its stats when idle
-    decoded = k.engine.stats.generated_tokens - before
+    decoded = k.local.stats.generated_tokens - before
     want = agents * turns * tokens  # ignore_eos: every call generates exactly max_tokens
     if decoded < agents * turns * (tokens - 1):  # (the last sampled token of a call is never decoded)
         raise RuntimeError(f"decoded {decoded} tokens, want {want}")

@@ -65,9 +65,9 @@ def wait_all(k: Kernel, pids: list[int]) -> None:
 
 
 def closed_phase(k: Kernel, n: int, tokens: int, phase: int) -> tuple[float, int]:
-    g0, t0 = k.engine.stats.generated_tokens, time.perf_counter()
+    g0, t0 = k.local.stats.generated_tokens, time.perf_counter()
     wait_all(k, spawn_all(k, n, tokens, phase))
-    return time.perf_counter() - t0, k.engine.stats.generated_tokens - g0
+    return time.perf_counter() - t0, k.local.stats.generated_tokens - g0
 
 
 def open_phase(k: Kernel, n: int, tokens: int, phase: int, interval: float) -> tuple[float, int, int, float]:
@@ -90,11 +90,11 @@ def open_phase(k: Kernel, n: int, tokens: int, phase: int, interval: float) -> t
             while app.collections < 1:  # the pane is up and has drawn once before the clock starts
                 await pilot.pause(0.05)
             start, c0, ui0 = app.collections, collect_cpu[0], time.thread_time()
-            g0, t0 = k.engine.stats.generated_tokens, time.perf_counter()
+            g0, t0 = k.local.stats.generated_tokens, time.perf_counter()
             pids = spawn_all(k, n, tokens, phase)
             await asyncio.to_thread(wait_all, k, pids)
             took = time.perf_counter() - t0
-            gen = k.engine.stats.generated_tokens - g0
+            gen = k.local.stats.generated_tokens - g0
             cpu = time.thread_time() - ui0 + collect_cpu[0] - c0
             refreshes = app.collections - start
             await pilot.press("q")
@@ -124,7 +124,7 @@ def main() -> None:
         load0 = -1.0
     k = Kernel(cfg)
     try:
-        log(f"model {k.model.info.description}; {args.agents} agents x {args.tokens} tokens; "
+        log(f"model {k.local.model_info.description}; {args.agents} agents x {args.tokens} tokens; "
             f"{args.rounds} round(s); pane every {args.interval:g} s")
         closed_phase(k, args.agents, min(8, args.tokens), phase=0)  # warm-up: caches, threads, allocator
         rounds: list[dict[str, float]] = []

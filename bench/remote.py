@@ -163,7 +163,7 @@ class Setup:
     def run(self, n: int, tokens: int, watch_servers: list[LlamaServer]) -> dict:
         """n chat agents at once, each one call of exactly `tokens` tokens; figures from the kernel's records."""
         kern = self.kernel
-        kern.engine.call(kern.engine.clear_idle_caches)  # no KV left from an earlier round of the same prompts
+        kern.local.clear_idle_caches()  # no KV left from an earlier round of the same prompts
         opts = {"backend": self.backend, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
         before = self.rows()
         outs: dict[int, Pipe] = {}

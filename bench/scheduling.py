@@ -520,7 +520,7 @@ def bench_agents16(threads: int, n_agents: int, tokens: int, order: list[str]) -
 
         def run(policy: str, n: int, ntok: int) -> dict:
             kern.set_policy(policy)
-            kern.engine.call(kern.engine.clear_idle_caches)
+            kern.local.clear_idle_caches()
             watch = CpuWatch()
             t0 = time.monotonic()
             pids = [kern.spawn("talker", [str(ntok)]) for _ in range(n)]
@@ -531,7 +531,7 @@ def bench_agents16(threads: int, n_agents: int, tokens: int, order: list[str]) -
             # Tokens counted from the engine's step records (who sampled a token); Kernel.usage() is reported
             # beside it: it can miss a request's last token (see README, "agents16").
             mine = set(pids)
-            sampled = sum(1 for r in kern.engine.steps() if r.t >= t0 for owner, _ in r.sampled if owner in mine)
+            sampled = sum(1 for r in kern.local.steps() if r.t >= t0 for owner, _ in r.sampled if owner in mine)
             if sampled != n * ntok:
                 raise BenchError(f"agents16/{policy}: {sampled} tokens sampled, want {n * ntok}")
             usage_missing.append(n * ntok - kern.usage(pids)[1])
@@ -544,7 +544,7 @@ def bench_agents16(threads: int, n_agents: int, tokens: int, order: list[str]) -
                 if time.monotonic() > deadline:
                     raise BenchError(f"agents16/{policy}: no exit event for some talkers")
                 time.sleep(0.001)
-            dec = [r for r in kern.engine.steps() if r.t >= t0 and r.decoded and not r.prefilled]
+            dec = [r for r in kern.local.steps() if r.t >= t0 and r.decoded and not r.prefilled]
             return {"s": wall, "decode_step_ms_median": 1e3 * statistics.median(r.duration for r in dec),
                     "decode_batch_median": statistics.median(len(r.decoded) for r in dec), **watch.report()}
 

@@ -350,6 +350,7 @@ class AgentContext:
         req.max_kv = proc.limits.max_kv
         # The context manager picks the conversation key (session = global, conversation = this process's) and
         # fits the messages into the window, compacting them if they grew too long.
+        await kernel.vocabulary_ready(proc.backend)
         turn = await kernel.context.prepare(self, req, o)
         rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
         handle = kernel.backends.submit(req, proc.backend)

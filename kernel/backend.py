@@ -13,11 +13,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .engine import Engine, SeqStats, StepRecord
+from .engine_types import EngineStats, SeqStats, StepRecord
 from .requests import GenRequest, GenResult, RequestHandle
 from .scheduler import Policy
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .model_info import ModelInfo
 
 LOCAL = "local"
 
@@ -111,7 +115,8 @@ class RequestTracker:
 
 
 class LocalBackend:
-    """The in-process engine as a backend: the engine already is one; this adds its figures."""
+    """The engine in a thread of this process as a backend (`kernel.engine_process = false`, fast tests; the
+    shipped configuration runs it in its own process: `kernel.engine_client.EngineProcess`)."""
 
     kind = LOCAL
 
@@ -159,6 +164,53 @@ class LocalBackend:
             in_flight=len(st.seqs) - waiting, max_concurrent=st.slots, requests=self.tracker.requests, errors=self.tracker.errors, retries=0,
             ttft_s=self.tracker.ttft(), tokens_per_s=self.tracker.rate(), last_error=str(self.engine.error or ""),
         )]
+
+    # --- what the kernel asks of its local engine (the same on EngineProcess) ----------------------------------
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    @property
+    def settings(self):
+        return self.engine.settings
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self.engine.model.info
+
+    @property
+    def n_threads(self) -> int:
+        return self.engine.n_threads
+
+    def steps(self, last: int | None = None) -> list[StepRecord]:
+        return self.engine.steps(last)
+
+    def forget_conversation(self, key: str) -> None:
+        self.engine.forget_conversation(key)
+
+    def clear_idle_caches(self, timeout: float = 10.0) -> None:
+        def clear() -> None:
+            self.engine.clear_idle_caches()
+            self.engine._publish_stats()
+
+        self.engine.call(clear, timeout)
+
+    def engine_info(self):
+        from .engine_client import EngineInfo
+
+        return EngineInfo(pid=None, state="ready" if self.engine.error is None else "failed", restarts=0,
+                          rss_bytes=None, extra_buffers=self.engine.model.extra_buffers.describe(),
+                          log_path="", last_error=str(self.engine.error or ""))
+
+    def start(self, wait: float | None = None) -> bool:
+        self.engine.start()
+        return self.engine.error is None
+
+    def restart(self) -> None:
+        """A thread cannot be restarted: its crash took the process with it."""
+
+    def log_tail(self, n: int = 5) -> list[str]:
+        return []
 
     def close(self) -> None:
         self.engine.close()

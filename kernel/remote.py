@@ -29,7 +29,7 @@ from typing import Any
 
 from .backend import BackendStats, RequestTracker
 from .config import BackendSettings, ConfigError
-from .engine import SeqStats, StepRecord
+from .engine_types import SeqStats, StepRecord
 from .remote_faults import Fault, StreamTruncated, classify
 from .requests import REQUEST_IDS, GenRequest, GenResult, RequestHandle
 from .scheduler import Policy, Scheduler, SeqState

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from .backend import LOCAL, Backend, BackendStats, LocalBackend
 from .config import BackendSettings, backend_names
-from .engine import SeqStats, StepRecord
+from .engine_types import SeqStats, StepRecord
 from .remote import BackendError, RemotePool
 from .requests import GenRequest, RequestHandle
 from .scheduler import Policy

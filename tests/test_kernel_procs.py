@@ -288,12 +288,11 @@ def test_stress_100_agents_no_leaks(k):
     statuses = [k.wait(pid, 240) for pid in pids]
     assert all(s is not None and s[1] == 0 for s in statuses), statuses
     deadline = time.monotonic() + 5
-    while k.engine.stats.slots_busy and time.monotonic() < deadline:
+    while k.local.stats.slots_busy and time.monotonic() < deadline:
         time.sleep(0.05)
-    st = k.engine.stats
+    st = k.local.stats
     assert st.slots_busy == 0 and not st.seqs
     assert st.kv_used == st.kv_cached_idle  # only idle caches remain
-    k.engine.call(k.engine.clear_idle_caches)
-    k.engine.call(lambda: k.engine._publish_stats())
-    assert k.engine.stats.kv_used == 0
+    k.local.clear_idle_caches()
+    assert k.local.stats.kv_used == 0
     assert not [p for p in k.ps() if p.pid in pids]

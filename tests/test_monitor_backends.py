@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 from aiosh.kernel.backend import BackendStats
-from aiosh.kernel.engine import EngineStats
+from aiosh.kernel.engine_client import EngineInfo
+from aiosh.kernel.engine_types import EngineSettings, EngineStats
 from aiosh.kernel.kernel import KernelSnapshot
 from aiosh.kernel.proc import Limits, ProcInfo
 
@@ -223,13 +224,16 @@ class ObserveKernel:
         remote = sorted({b.pool for b in backends if b.kind != "local"})
         self.backends = SimpleNamespace(pools=[SimpleNamespace(name=n, model=n) for n in remote],
                                         stats=lambda: self._stats)
-        self.engine = SimpleNamespace(
+        self.local = SimpleNamespace(
             stats=EngineStats(kv_capacity=8192, kv_used=1200, kv_cached_idle=200, kv_bytes_per_token=1000, slots=4,
                               slots_busy=1, preemptions=3, swaps_out=1, swaps_in=1, recomputes=0),
-            scheduler=SimpleNamespace(max_batch=8, token_budget=512))
+            settings=EngineSettings(n_slots=4, max_batch=8, batch_tokens=512),
+            model_info=SimpleNamespace(size_bytes=96 * 2**20))
         self.policy = SimpleNamespace(name="fair", describe=lambda: {"policy": "fair", "description": "fair share"})
-        self.model = SimpleNamespace(info=SimpleNamespace(size_bytes=96 * 2**20),
-                                     extra_buffers=SimpleNamespace(describe=lambda: "off"))
+
+    def engine_info(self) -> EngineInfo:
+        return EngineInfo(pid=4242, state="ready", restarts=0, rss_bytes=300 * 2**20, extra_buffers="on (test)",
+                          log_path="/tmp/engine.log")
 
     def ps(self) -> list[ProcInfo]:
         return list(self.procs)
@@ -283,14 +287,15 @@ def test_ps_backend_through_the_shell(tmp_path):
 
 def test_sched_lists_each_backend():
     local_only = observe.sched(ObserveKernel(PROCS), [])
-    assert "backends" not in local_only and local_only.count("\n") == 4  # policy, slots, preemptions, buffers
+    assert "backends" not in local_only and local_only.count("\n") == 5
+    assert "engine: ready  pid: 4242  restarts: 0  rss: 300.0M" in local_only.splitlines()
     out = observe.sched(ObserveKernel(PROCS, BACKENDS), [])
     lines = out.splitlines()
-    assert lines[:4] == local_only.splitlines() and lines[4] == "backends:"
-    assert lines[5].split() == ["NAME", "POOL", "HEALTH", "QUEUE", "RUN", "TTFT", "TOK/S", "REQS", "ERRS", "ERROR"]
-    assert lines[6].split() == ["local", "local", "ok", "0", "1/4", "42ms", "31.5", "12", "0"]
-    assert lines[7].split() == ["gpu-a", "qwen2.5-7b", "ok", "3", "4/4", "318ms", "212.0", "57", "1"]
-    assert lines[8].split() == ["gpu-b", "qwen2.5-7b", "DOWN", "3", "0/4", "-", "0.0", "9", "5", "connection",
+    assert lines[:5] == local_only.splitlines() and lines[5] == "backends:"
+    assert lines[6].split() == ["NAME", "POOL", "HEALTH", "QUEUE", "RUN", "TTFT", "TOK/S", "REQS", "ERRS", "ERROR"]
+    assert lines[7].split() == ["local", "local", "ok", "0", "1/4", "42ms", "31.5", "12", "0"]
+    assert lines[8].split() == ["gpu-a", "qwen2.5-7b", "ok", "3", "4/4", "318ms", "212.0", "57", "1"]
+    assert lines[9].split() == ["gpu-b", "qwen2.5-7b", "DOWN", "3", "0/4", "-", "0.0", "9", "5", "connection",
                                 "refused"]
     healthy = observe.sched(ObserveKernel(PROCS, (LOCAL, GPU_A)), [])
     assert "ERROR" not in healthy  # no column for errors nobody has
@@ -299,10 +304,11 @@ def test_sched_lists_each_backend():
 def test_free_says_remote_kv_is_unknown(monkeypatch):
     monkeypatch.setattr(observe, "_rss_bytes", lambda: 300 * 2**20)
     local_only = observe.free(ObserveKernel(PROCS), [])
-    assert "remote" not in local_only and len(local_only.splitlines()) == 6
+    assert "remote" not in local_only and len(local_only.splitlines()) == 7
+    assert local_only.splitlines()[6].split() == ["engine", "-", "300.0M", "-", "-"]  # the engine process's RSS
     out = observe.free(ObserveKernel(PROCS, BACKENDS), [])
     assert out.startswith(local_only)
-    assert out.splitlines()[6:] == [
+    assert out.splitlines()[7:] == [
         "remote gpu-a (qwen2.5-7b at http://10.0.0.5:8000/v1): KV unknown (held by the server)",
         "remote gpu-b (qwen2.5-7b at http://10.0.0.6:8000/v1): KV unknown (held by the server)",
     ]

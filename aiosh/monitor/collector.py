@@ -186,6 +186,7 @@ class HeaderView:
     n_running: int  # state R: the decoding, prefilling and working queues together
     policy: str
     n_stopped: int = 0
+    engine: str = ""  # the engine process: "engine ready pid 123 · 340 MB" ("" for a kernel without one)
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ class Collector:
             model=model.description, model_path=model.path, n_params=model.n_params, n_threads=snap.n_threads,
             n_gpu_layers=snap.n_gpu_layers, uptime=snap.uptime, n_agents=len(agents), n_running=running, n_stopped=stopped,
             policy=str(snap.policy.get("policy", snap.engine.policy)),
+            engine=engine_label(getattr(snap, "engine_info", None)),
         )
         return MonitorData(
             t=snap.t, seq=self._count, header=header, agents=agents, scheduler=self._scheduler(snap),
@@ -434,3 +436,17 @@ class Collector:
             gen_peak=max((s.gen for s in seen), default=0.0), gen_avg=avg, generated_tokens=e.generated_tokens,
             prompt_tokens=e.prompt_tokens, cached_tokens=e.cached_tokens,
         )
+
+
+def engine_label(e) -> str:
+    """The engine process for the header: state, pid, restarts, RSS ("" when the snapshot has none)."""
+    if e is None or (not e.pid and e.state == "ready"):  # an engine thread in this process (tests)
+        return ""
+    parts = [f"engine {e.state}"]
+    if e.pid:
+        parts.append(f"pid {e.pid}")
+    if e.restarts:
+        parts.append(f"{e.restarts} restarts")
+    if e.rss_bytes:
+        parts.append(f"{e.rss_bytes / 2**20:.0f} MB")
+    return " ".join(parts)

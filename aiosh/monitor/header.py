@@ -1,4 +1,5 @@
-"""The header line: the model, threads and GPU layers, how many agents, uptime, the refresh interval."""
+"""The header line: the model, threads and GPU layers, the engine process, how many agents, uptime, the refresh
+interval."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def _header(v: HeaderView | None, interval: float, paused: bool, with_path: bool
     if v.model_path and with_path:
         t.append(f" {_model_file(v.model_path)}", style="dim")
     t.append(f" · threads {v.n_threads} · GPU layers {v.n_gpu_layers}", style="")
+    if v.engine:
+        t.append(" · ")
+        t.append(v.engine, style="bold red" if "crashed" in v.engine or "failed" in v.engine else "")
     t.append(" · up ", style="dim")
     t.append(fmt_uptime(v.uptime))
     t.append(f" · every {interval:g} s", style="dim")
