@@ -406,9 +406,14 @@ class AgentContext:
             while remaining > 0:
                 await self._gate()  # while stopped, the clock does not run for this sleep
                 t0 = time.monotonic()
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel (a TERM) that arrives in the same loop
+                # turn as the STOP that ends its wait, and the sleep then ran to its end with status 0.
+                waiter = asyncio.ensure_future(self._proc.stopped.wait())
                 try:
-                    await asyncio.wait_for(self._proc.stopped.wait(), timeout=remaining)
-                except TimeoutError:
+                    done, _ = await asyncio.wait({waiter}, timeout=remaining)
+                finally:
+                    waiter.cancel()
+                if not done:
                     break
                 remaining -= time.monotonic() - t0
         self._finish(rec, "ok")
