@@ -186,13 +186,15 @@ class Repl:
             history=StoredHistory(kernel), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
         )
         self.confirm = Confirmations(kernel) if hasattr(kernel, "questions") else None
+        self._signalled = False  # Ctrl-C or Ctrl-Z reached a foreground job during the last command
 
     def prompt_text(self) -> str:
         running = len(self.shell.jobs.running())
         return f"aiosh[{running}]$ " if running else "aiosh$ "
 
     def _forward(self, signum: int, _frame: object) -> None:
-        self.shell.foreground_signal(signum)
+        if self.shell.foreground_signal(signum):
+            self._signalled = True
 
     def run(self) -> int:
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTSTP, signal.SIGQUIT)}
@@ -202,9 +204,10 @@ class Repl:
         status = 0
         try:
             while True:
-                self._flush_notices()
                 for p in self.pumps:
-                    p.set_line_mode(True)
+                    p.drain(0.05)
+                    p.set_line_mode(True)  # background lines held back during the command come out first
+                self._flush_notices()
                 if self.confirm is not None:
                     self.confirm.prompting.set()
                 try:
@@ -221,6 +224,7 @@ class Repl:
                         p.set_line_mode(False)
                     if self.confirm is not None:
                         self.confirm.prompting.clear()
+                self._signalled = False
                 try:
                     status = self.shell.run_line(line)
                 except Exception as exc:  # noqa: BLE001 - nothing typed may crash the shell or its agents
@@ -228,12 +232,20 @@ class Repl:
                     status = 1
                 for p in self.pumps:
                     p.drain(0.2)
+                if self._signalled:  # the terminal echoed ^C or ^Z after the output: bash ends that line
+                    self._newline()
                 if self.shell.exited is not None:
                     return self.shell.exited
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
         return status
+
+    def _newline(self) -> None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        for p in self.pumps:
+            p.note_written("\n")
 
     def _read_command(self) -> str:
         """One command, over several lines while it is incomplete (an open quote, `if` without `fi` …)."""
@@ -244,10 +256,10 @@ class Repl:
         return text
 
     def _flush_notices(self) -> None:
-        for p in self.pumps:
-            p.drain(0.05)
         for line in self.shell.jobs.take_notices():
             print(line, flush=True)
+            for p in self.pumps:
+                p.note_written("\n")
 
 
 def terminal_width() -> int:

@@ -18,7 +18,7 @@ from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
-from aiosh.terminal import Pump
+from aiosh.terminal import Pump, Screen
 
 
 class _Terminated(Exception):
@@ -118,7 +118,10 @@ def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | 
 
 def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
     out, err = Pipe("stdout"), Pipe("stderr")
-    pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
+    bg_out, bg_err = Pipe("background stdout"), Pipe("background stderr")  # whole lines from background jobs
+    screen = Screen()
+    pumps = [Pump(out, "stdout", side=bg_out, screen=screen).start(),
+             Pump(err, "stderr", side=bg_err, screen=screen).start()]
     interactive = ns.command is None and source is None and sys.stdin.isatty() and sys.stdout.isatty()
     reads_commands_from_stdin = ns.command is None and source is None and not interactive
     stdin = None if (interactive or reads_commands_from_stdin or sys.stdin.isatty()) else _stdin_pipe()
@@ -130,6 +133,8 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         argv0, args = "aiosh", []
     shell = make_shell(kernel, config, stdout=out, stderr=err, stdin=stdin, interactive=interactive,
                        argv0=argv0, args=args)
+    shell.bg_stdout, shell.bg_stderr = bg_out, bg_err
+    shell.flush_output = lambda: [p.drain(0.5) for p in pumps] and None
 
     def on_term(signum: int, _frame: object) -> None:
         raise _Terminated(signum)
@@ -161,8 +166,8 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         for s, h in old.items():
             signal.signal(s, h)
         kernel.shutdown()
-        out.close()
-        err.close()
+        for pipe in (out, err, bg_out, bg_err):
+            pipe.close()
         for p in pumps:
             p.join(5)
     return status

@@ -3,7 +3,6 @@ whole lines, usable pids for every job, notices in order. One kernel for the mod
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from aiosh.kernel import Kernel
 from aiosh.kernel.config import load_config
+
 from aiosh.session import make_shell
 
 pytestmark = pytest.mark.timeout(120)
