@@ -22,10 +22,12 @@ from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from aiosh.kernel import signals as sig
+from aiosh.kernel.argspec import RUN_OPTIONS
 from aiosh.terminal import Pump
 
 COMMAND_POSITION_AFTER = {"|", "||", "&&", ";", "&", "then", "do", "else", "elif", "if", "while", "!", "time", "nice"}
 PID_COMMANDS = {"kill", "renice", "wait", "fg", "bg", "disown", "logs"}
+RUN_VALUE_FLAGS = {o.flag for o in RUN_OPTIONS if o.takes_value}
 
 
 class ShellCompleter(Completer):
@@ -53,7 +55,11 @@ class ShellCompleter(Completer):
         words = text.split()
         current = "" if text.endswith((" ", "\t")) or not words else words[-1]
         before = words[:-1] if current else words
-        if not before or before[-1] in COMMAND_POSITION_AFTER:
+        where = command_position(before)
+        if where == "agent":
+            yield from _matches(current, sorted(self.kernel.agent_types()))
+            return
+        if where == "command":
             names = set(self.shell.builtins.names()) | set(self.kernel.agent_types())
             pool = sorted(names) + [p for p in self._host_programs() if p not in names]
             yield from _matches(current, pool)
@@ -86,6 +92,25 @@ class ShellCompleter(Completer):
 
     def _job_numbers(self) -> list[int]:
         return sorted(self.shell.jobs.numbers())
+
+
+def command_position(before: list[str]) -> str:
+    """What the next word is: "agent" (after `run` and its run options), "command" (at the start, after `|`,
+    `;`, `time`, `nice [-n N]` …), or "" (an argument)."""
+    i = len(before)
+    # skip back over the run options after `run` and the adjustment after `nice`
+    j = i
+    while j > 0 and (before[j - 1].startswith("--") or (j >= 2 and before[j - 2] in RUN_VALUE_FLAGS)):
+        j -= 1
+    if j > 0 and before[j - 1] == "run" and (j == 1 or before[j - 2] in COMMAND_POSITION_AFTER):
+        return "agent"
+    if i >= 3 and before[i - 3] == "nice" and before[i - 2] in ("-n", "--adjustment"):
+        return "command" if i == 3 or before[i - 4] in COMMAND_POSITION_AFTER else ""
+    if i >= 2 and before[i - 2] == "nice" and before[i - 1].startswith("-") and before[i - 1][1:].lstrip("-").isdigit():
+        return "command"
+    if not before or before[-1] in COMMAND_POSITION_AFTER:
+        return "command"
+    return ""
 
 
 def _matches(prefix: str, pool: Iterable[str]) -> Iterable[Completion]:
