@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
+from .scheduler import SCHED_CLASSES
 
 
 class UsageError(Exception):

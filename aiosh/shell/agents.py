@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from aiosh.kernel import argspec
 from aiosh.kernel.streams import Pipe
 
 from .errors import ShellError
@@ -92,12 +91,16 @@ class Renicer(Protocol):
     def renice(self, pid: int, nice: int) -> int | None: ...
 
 
-SCHED_CLASSES = argspec.SCHED_CLASSES
+SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 LIMIT_KEYS = ("max_tokens", "max_time", "max_kv")
 
-# The run options every agent takes, declared once in the kernel (with their help for `chat --help`).
-OptionSpec = argspec.RunOption
-OPTIONS = dict(argspec.RUN_FLAGS)
+
+def run_options() -> dict:
+    """The run options every agent takes (flag → RunOption), declared once beside the agents' own options, with
+    the help `chat --help` prints. Imported on first use: the shell library loads no kernel module but streams."""
+    from aiosh.kernel.argspec import RUN_FLAGS
+
+    return RUN_FLAGS
 
 
 def parse_options(
@@ -113,6 +116,7 @@ def parse_options(
     'x'`, 2).
     """
     opts = dict(options or {})
+    table = run_options()
     kept: list[str] = []
     i = 0
     while i < len(args):
@@ -122,7 +126,7 @@ def parse_options(
                 i += 1
             break
         flag, eq, inline = arg.partition("=")
-        spec = OPTIONS.get(flag)
+        spec = table.get(flag)
         if spec is None or (agent_flags is not None and flag in agent_flags):
             if agent_flags is None:
                 break
