@@ -402,7 +402,8 @@ class Kernel:
             self.loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # loop closed during shutdown
             return
-        if self._loop_thread.is_alive() and not self._closing:
+        owned = getattr(self._lock, "_is_owned", lambda: False)()  # a signal handler that interrupted a holder
+        if self._loop_thread.is_alive() and not self._closing and not owned:
             applied.wait(SIGNAL_APPLY_TIMEOUT)
 
     def _deliver(self, pid: int, num: int) -> None:
