@@ -86,3 +86,32 @@ def test_stop_then_term_is_143_every_time_even_under_load(term) -> None:
             b.wait()
     assert statuses == [143] * 12
     assert took < 30  # not one of them slept its 20 s
+
+
+def test_every_pid_a_job_prints_works_with_kill_wait_and_ps(term) -> None:
+    out, err, st = term("{ sleep 20; } & p=$!; ps -p $p -o pid,stat,cmd; kill -STOP $p; ps -p $p -o stat; "
+                        "kill -CONT $p; kill $p; wait $p")
+    pid = int(re.match(r"\[1\] (\d+)\n", err).group(1))
+    rows = out.splitlines()
+    assert rows[1].split()[:2] == [str(pid), "R"] and rows[1].endswith("{ sleep 20; }"), out
+    assert rows[3].strip() == "T", out
+    assert st == 143
+    bash = subprocess.run(["bash", "-c", "{ sleep 20; } & p=$!; kill $p; wait $p; echo $?"], capture_output=True,
+                          text=True, timeout=30)
+    assert bash.stdout.strip() == "143"  # bash's status for the same line
+
+
+def test_compound_background_jobs_write_whole_lines(term) -> None:
+    term.shell.run_line("set -o jobtags")
+    out, err, st = term('{ chat --max-tokens 16 --seed 1 "Describe Paris."; } & '
+                        '{ chat --max-tokens 16 --seed 2 "Describe Rome."; } & '
+                        "for i in 1 2; do sleep 0.1; echo fg$i; done; wait")
+    writes = list(term.out)
+    assert st == 0 and "fg1\n" in writes and "fg2\n" in writes
+    bg = [w for w in writes if w not in ("fg1\n", "fg2\n")]
+    assert bg, writes
+    for w in bg:  # each write is whole lines of one job, each line tagged
+        assert w.endswith("\n"), writes
+        for line in w.splitlines():
+            assert re.match(r"\[[12]\] ", line), writes
+    assert {w[:4] for w in bg} == {"[1] ", "[2] "}
