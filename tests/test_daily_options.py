@@ -200,3 +200,19 @@ def _logs(storage: Storage, args: list[str]) -> tuple[str, str, int]:
     out.close()
     err.close()
     return out.read_all(), err.read_all(), st
+
+
+def test_run_options_in_a_childs_argv_reach_its_calls(k, tmp_path) -> None:
+    """`map chat --max-tokens 2 …`: the options are chat's (after map's operand AGENT), and each child's calls
+    honour them (the kernel parses a child's argv by the same declaration)."""
+    sh = Sh(k, tmp_path)
+    start = k.last_pid
+    out, err, st = sh("printf 'one\\ntwo\\n' | map chat --max-tokens 2 --seed 1 'Repeat:'")
+    assert st == 0, err
+    children = [r for r in k.storage.query("SELECT pid, agent FROM processes WHERE run = ? AND pid > ?",
+                                           (k.storage.run, start)) if r["agent"] == "chat"]
+    assert len(children) == 2
+    for c in children:
+        calls = k.storage.query("SELECT tokens_out FROM syscalls WHERE run = ? AND pid = ? AND kind = 'llm'",
+                                (k.storage.run, c["pid"]))
+        assert calls and all(1 <= r["tokens_out"] <= 2 for r in calls), calls
