@@ -76,6 +76,14 @@ def _int(text: str) -> int:
     return int(text, 10)
 
 
+def _count(text: str) -> int:
+    """A count that cannot be negative (--max-tokens -5 is a usage error before the run, not a failure in it)."""
+    value = int(text, 10)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def _nice(text: str) -> int:
     return max(-20, min(19, int(text, 10)))
 
@@ -133,14 +141,14 @@ class RunOption:
 
 
 RUN_OPTIONS: tuple[RunOption, ...] = (
-    RunOption("--max-tokens", "max_tokens", _int, "invalid number", "N", "at most N tokens per LLM call"),
+    RunOption("--max-tokens", "max_tokens", _count, "invalid number", "N", "at most N tokens per LLM call"),
     RunOption("--seed", "seed", _int, "invalid number", "N", "sampling seed (same seed, same text)"),
     RunOption("--temperature", "temperature", _float, "invalid number", "T", "sampling temperature (0 = greedy)"),
     RunOption("--nice", "nice", _nice, "invalid number", "N", "nice value, -20..19 (higher yields)"),
     RunOption("--class", "sched_class", _class, "invalid scheduling class", "C",
               "scheduling class: " + "|".join(SCHED_CLASSES)),
     RunOption("--max-time", "max_time", _float, "invalid number", "S", "end it after S seconds (status 152)"),
-    RunOption("--max-kv", "max_kv", _int, "invalid number", "N", "at most N KV cells (status 152)"),
+    RunOption("--max-kv", "max_kv", _count, "invalid number", "N", "at most N KV cells (status 152)"),
     RunOption("--backend", "backend", _backend, "invalid backend name", "NAME", "where its LLM calls go"),
     RunOption("--allow", "allow", _caps, "invalid capability", "CAPS", "grant capabilities (tool:NAME,read:DIR/,…)",
               accumulate=True),
