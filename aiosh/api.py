@@ -14,10 +14,11 @@ Agents see the kernel only through the `AgentContext` handed to them; tools get 
 from __future__ import annotations
 
 from aiosh.kernel.agent import AgentContext, AgentSpec, agent
+from aiosh.kernel.argspec import Opt, opt
 from aiosh.kernel.scheduler import NICE_0_WEIGHT, Policy, SeqState, nice_weight
 from aiosh.kernel.tools import ToolContext, ToolError, ToolSpec, tool
 
 __all__ = [
-    "NICE_0_WEIGHT", "AgentContext", "AgentSpec", "Policy", "SeqState", "ToolContext", "ToolError", "ToolSpec",
-    "agent", "nice_weight", "tool",
+    "NICE_0_WEIGHT", "AgentContext", "AgentSpec", "Opt", "Policy", "SeqState", "ToolContext", "ToolError", "ToolSpec",
+    "agent", "nice_weight", "opt", "tool",
 ]

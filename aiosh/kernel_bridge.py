@@ -22,6 +22,20 @@ class KernelAgentHost:
     def agent_names(self) -> list[str]:
         return sorted(self.kernel.agent_types())
 
+    def agent_flags(self, name: str) -> tuple[dict[str, bool], bool] | None:
+        spec = self.kernel.agent_types().get(name)
+        if spec is None or spec.options is None:
+            return None
+        return spec.flags(), spec.intermixed
+
+    def agent_help(self, name: str) -> str | None:
+        spec = self.kernel.agent_types().get(name)
+        return None if spec is None else spec.help()
+
+    def agent_description(self, name: str) -> str:
+        spec = self.kernel.agent_types().get(name)
+        return "" if spec is None else spec.description
+
     def start(
         self, name: str, argv: list[str], *, stdin: Pipe | None, stdout: Pipe, stderr: Pipe, pgid: int | None,
         cwd: str, env: dict[str, str], options: dict,

@@ -7,10 +7,11 @@ Each is a plain function of (kernel, argv) that returns text and a status, so it
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
 
-from aiosh.kernel.proc import ProcInfo
+from aiosh.kernel.proc import Limits, ProcInfo
 
 UNKNOWN = "?"  # a figure the kernel cannot know (the KV a remote server holds): never shown as 0
 COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
@@ -92,7 +93,7 @@ def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], object], reverse: b
     return sorted(known, key=key, reverse=reverse) + unknown  # type: ignore[arg-type]
 
 
-def ps(kernel, argv: list[str]) -> str:
+def ps(kernel, argv: list[str], extra: Sequence[ProcInfo] = ()) -> str:
     """`ps [-f] [-o COLS] [--sort [-]COL] [-p PID[,PID]] [--json]`: the process table.
 
     The default columns gain BACKEND when the kernel has remote backends; KV is "?" for an agent on a remote
@@ -130,7 +131,8 @@ def ps(kernel, argv: list[str]) -> str:
             raise UsageError(f"{a}: unknown option")
     procs = kernel.ps()
     if pids is not None:
-        procs = [p for p in procs if p.pid in pids]
+        # `-p` also finds the shell's own processes (a `{ …; } &` job, a program from PATH) by the pid `[1] PID` gave
+        procs = [p for p in [*procs, *extra] if p.pid in pids]
     if sort:
         procs = _sorted(procs, SORT_KEYS[sort.lstrip("-+").lower()], sort.startswith("-"))
     if as_json:
@@ -358,8 +360,61 @@ def register(registry, kernel_getter: Callable[[], object]) -> None:
 
         return builtin
 
-    for name, fn in (("ps", ps), ("sched", sched), ("free", free)):
+    for name, fn in (("sched", sched), ("free", free)):
         registry.register(name, wrap(fn), *HELP[name])
+
+    def ps_builtin(ctx) -> int:
+        try:
+            ctx.write(ps(kernel_getter(), ctx.args, extra=shell_procs(ctx.interp.jobs)))
+        except UsageError as exc:
+            return ctx.usage_error(str(exc))
+        return 0
+
+    registry.register("ps", ps_builtin, *HELP["ps"], details=ps_details())
     registry.register("time", lambda ctx: time_command(ctx, kernel_getter()),
                       "run a command; report wall time, decode time and tokens", "time COMMAND [ARGS…]")
 
+
+
+def shell_procs(table) -> list[ProcInfo]:
+    """The shell's own live processes (shell code of background jobs, programs from PATH) as rows for `ps -p`."""
+    out: list[ProcInfo] = []
+    now = _time.time()
+    for job in list(table.jobs.values()):
+        for p in list(job.procs):
+            if p.kind not in ("thread", "host") or p.finished:
+                continue
+            values: dict[str, object] = {f.name: 0 for f in fields(ProcInfo)}  # figures the kernel keeps: none
+            values.update(pid=p.pid, ppid=0, pgid=job.pgid, agent=p.text, argv=(), state="T" if p.stopped else "R",
+                          wchan="", nice=0, sched_class="-", pri=0, boosted=False, created=now, started=now,
+                          ended=0.0, status=None, limits=Limits(0, 0.0, 0), recent_output="",
+                          backend="shell" if p.kind == "thread" else "host")
+            out.append(ProcInfo(**values))  # type: ignore[arg-type]
+    return out
+
+
+def ps_details() -> str:
+    """`help ps`: what each option and column means (the columns come from the table ps draws with)."""
+    lines = [
+        "Options:",
+        "  -f             the process tree: children indented under their parent (PPID)",
+        "  -o COL,...     these columns, in this order",
+        "  --sort [-]COL  sort by a column (- descending); " + ", ".join(SORT_KEYS),
+        "  -p PID,...     only these processes (agents, and the shell's own: `{ ...; } &` jobs, programs)",
+        "  --json         one JSON array of every field, for scripts",
+        "Columns (-o):",
+    ]
+    meaning = {
+        "pid": "process id (never reused in a session)", "ppid": "parent (0 = the shell)",
+        "pgid": "process group (a job; kill -- -PGID)", "stat": "R running, S waiting, T stopped, Z exited; "
+        "< nice below 0, N above, + boosted", "ni": "nice (-20..19)", "pri": "scheduling priority",
+        "class": "interactive, normal, batch, idle", "wchan": "what it waits for (slot, llm, child, stdin, tool…)",
+        "tokens": "tokens in + out", "tin": "prompt tokens", "tout": "generated tokens",
+        "kv": "KV cells held (? = on a remote server)", "kvmb": "KV memory in MiB", "swap": "KV swapped out to RAM",
+        "sw": "context switches", "sys": "syscalls made", "time": "model decode time", "elapsed": "wall time",
+        "status": "exit status once ended", "backend": "where its LLM calls go", "cmd": "the command",
+    }
+    for key, (head, _fn, _align) in COLUMNS.items():
+        lines.append(f"  {key:<8} {head:<8} {meaning.get(key, '')}".rstrip())
+    lines.append("Default: " + ",".join(DEFAULT_COLUMNS))
+    return "\n".join(lines)

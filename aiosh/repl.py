@@ -22,11 +22,13 @@ from prompt_toolkit.history import History
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from aiosh.kernel import signals as sig
+from aiosh.kernel.argspec import RUN_OPTIONS
 from aiosh.shell.prompt import HistoryError, expand_history, render_ps1
 from aiosh.terminal import Pump
 
 COMMAND_POSITION_AFTER = {"|", "||", "&&", ";", "&", "then", "do", "else", "elif", "if", "while", "!", "time", "nice"}
 PID_COMMANDS = {"kill", "renice", "wait", "fg", "bg", "disown", "logs"}
+RUN_VALUE_FLAGS = {o.flag for o in RUN_OPTIONS if o.takes_value}
 
 
 class ShellCompleter(Completer):
@@ -54,7 +56,11 @@ class ShellCompleter(Completer):
         words = text.split()
         current = "" if text.endswith((" ", "\t")) or not words else words[-1]
         before = words[:-1] if current else words
-        if not before or before[-1] in COMMAND_POSITION_AFTER:
+        where = command_position(before)
+        if where == "agent":
+            yield from _matches(current, sorted(self.kernel.agent_types()))
+            return
+        if where == "command":
             names = set(self.shell.builtins.names()) | set(self.kernel.agent_types())
             pool = sorted(names) + [p for p in self._host_programs() if p not in names]
             yield from _matches(current, pool)
@@ -87,6 +93,25 @@ class ShellCompleter(Completer):
 
     def _job_numbers(self) -> list[int]:
         return sorted(self.shell.jobs.numbers())
+
+
+def command_position(before: list[str]) -> str:
+    """What the next word is: "agent" (after `run` and its run options), "command" (at the start, after `|`,
+    `;`, `time`, `nice [-n N]` …), or "" (an argument)."""
+    i = len(before)
+    # skip back over the run options after `run` and the adjustment after `nice`
+    j = i
+    while j > 0 and (before[j - 1].startswith("--") or (j >= 2 and before[j - 2] in RUN_VALUE_FLAGS)):
+        j -= 1
+    if j > 0 and before[j - 1] == "run" and (j == 1 or before[j - 2] in COMMAND_POSITION_AFTER):
+        return "agent"
+    if i >= 3 and before[i - 3] == "nice" and before[i - 2] in ("-n", "--adjustment"):
+        return "command" if i == 3 or before[i - 4] in COMMAND_POSITION_AFTER else ""
+    if i >= 2 and before[i - 2] == "nice" and before[i - 1].startswith("-") and before[i - 1][1:].lstrip("-").isdigit():
+        return "command"
+    if not before or before[-1] in COMMAND_POSITION_AFTER:
+        return "command"
+    return ""
 
 
 def _matches(prefix: str, pool: Iterable[str]) -> Iterable[Completion]:
@@ -187,6 +212,7 @@ class Repl:
             history=StoredHistory(kernel), completer=ShellCompleter(shell, kernel), complete_while_typing=False,
         )
         self.confirm = Confirmations(kernel) if hasattr(kernel, "questions") else None
+        self._signalled = False  # Ctrl-C or Ctrl-Z reached a foreground job during the last command
         self.last_line: str | None = None  # for `!!` and `!$`
 
     def prompt_text(self) -> str:
@@ -197,7 +223,8 @@ class Repl:
         return f"aiosh[{running}]$ " if running else "aiosh$ "
 
     def _forward(self, signum: int, _frame: object) -> None:
-        self.shell.foreground_signal(signum)
+        if self.shell.foreground_signal(signum):
+            self._signalled = True
 
     def run(self) -> int:
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTSTP, signal.SIGQUIT)}
@@ -207,9 +234,10 @@ class Repl:
         status = 0
         try:
             while True:
-                self._flush_notices()
                 for p in self.pumps:
-                    p.set_line_mode(True)
+                    p.drain(0.05)
+                    p.set_line_mode(True)  # background lines held back during the command come out first
+                self._flush_notices()
                 if self.confirm is not None:
                     self.confirm.prompting.set()
                 try:
@@ -226,6 +254,7 @@ class Repl:
                         p.set_line_mode(False)
                     if self.confirm is not None:
                         self.confirm.prompting.clear()
+                self._signalled = False
                 try:
                     line, changed = expand_history(line, self.last_line)
                 except HistoryError as exc:
@@ -242,12 +271,20 @@ class Repl:
                     status = 1
                 for p in self.pumps:
                     p.drain(0.2)
+                if self._signalled:  # the terminal echoed ^C or ^Z after the output: bash ends that line
+                    self._newline()
                 if self.shell.exited is not None:
                     return self.shell.exited
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
         return status
+
+    def _newline(self) -> None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        for p in self.pumps:
+            p.note_written("\n")
 
     def _read_command(self) -> str:
         """One command, over several lines while it is incomplete (an open quote, `if` without `fi` …)."""
@@ -258,10 +295,10 @@ class Repl:
         return text
 
     def _flush_notices(self) -> None:
-        for p in self.pumps:
-            p.drain(0.05)
         for line in self.shell.jobs.take_notices():
             print(line, flush=True)
+            for p in self.pumps:
+                p.note_written("\n")
 
 
 def terminal_width() -> int:

@@ -21,7 +21,7 @@ from aiosh.shell import Shell
 from aiosh.shell.filepipe import FilePipe, seekable
 from aiosh.shell.plumbing import CallbackPipe
 from aiosh.shell.standalone import fd_writer
-from aiosh.terminal import Pump
+from aiosh.terminal import Pump, Screen
 
 
 class _Terminated(Exception):
@@ -135,9 +135,13 @@ def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | 
 
 def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
     interactive = ns.command is None and source is None and sys.stdin.isatty() and sys.stdout.isatty()
+    bg_out = bg_err = None
     if interactive:
         out, err = Pipe("stdout"), Pipe("stderr")
-        pumps = [Pump(out, "stdout").start(), Pump(err, "stderr").start()]
+        bg_out, bg_err = Pipe("background stdout"), Pipe("background stderr")  # whole lines from background jobs
+        screen = Screen()
+        pumps = [Pump(out, "stdout", side=bg_out, screen=screen).start(),
+                 Pump(err, "stderr", side=bg_err, screen=screen).start()]
     else:  # straight to the descriptors in the order written, so `> log 2>&1` interleaves as in bash
         out, err = CallbackPipe(fd_writer(1), "stdout"), CallbackPipe(fd_writer(2), "stderr")
         pumps = []
@@ -151,6 +155,9 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         argv0, args = "aiosh", []
     shell = make_shell(kernel, config, stdout=out, stderr=err, stdin=stdin, interactive=interactive,
                        argv0=argv0, args=args)
+    if bg_out is not None and bg_err is not None:
+        shell.bg_stdout, shell.bg_stderr = bg_out, bg_err
+    shell.flush_output = lambda: [p.drain(0.5) for p in pumps] and None
     apply_startup_options(shell, ns)
 
     def on_term(signum: int, _frame: object) -> None:
@@ -184,8 +191,9 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         for s, h in old.items():
             signal.signal(s, h)
         kernel.shutdown()
-        out.close()
-        err.close()
+        for pipe in (out, err, bg_out, bg_err):
+            if pipe is not None:
+                pipe.close()
         for p in pumps:
             p.join(5)
     return status

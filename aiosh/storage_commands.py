@@ -20,7 +20,7 @@ from aiosh.kernel.streams import Pipe
 __all__ = ["COMMANDS", "USAGE", "history", "last", "logs", "memsearch"]
 
 USAGE = {
-    "logs": "logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID",
+    "logs": "logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID|%JOB",
     "last": "last [-n N] [--run N]",
     "history": "history [-n N]",
     "memsearch": "memsearch [-n N] [--pid PID|RUN:PID] [--run N] [--messages|--memories] WORDS...",
@@ -162,6 +162,19 @@ def _one_line(text: str, width: int = 0) -> str:
 
 # --- the commands -------------------------------------------------------------------------------------------------
 
+def _run_of(storage: Any, pid: int, target: str) -> int:
+    """A bare PID: this run's process if it has one, else the one earlier run that had that pid (pids restart
+    each run); several earlier runs make it ambiguous, and RUN:PID says which."""
+    if storage.query("SELECT 1 FROM processes WHERE run = ? AND pid = ? LIMIT 1", (storage.run, pid)):
+        return storage.run
+    runs = [row["run"] for row in storage.query(
+        "SELECT DISTINCT run FROM processes WHERE pid = ? ORDER BY run DESC LIMIT 6", (pid,))]
+    if len(runs) > 1:
+        shown = ", ".join(f"{r}:{pid}" for r in runs[:5]) + (", …" if len(runs) > 5 else "")
+        raise _Usage(f"{target}: ambiguous: pid {pid} ran in several runs ({shown}): give RUN:PID", 1)
+    return runs[0] if runs else storage.run
+
+
 @_command("logs")
 def logs(kernel: Any, args: list[str]) -> str:
     """`logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID`: the record of one agent, its transcript and
@@ -195,6 +208,8 @@ def logs(kernel: Any, args: list[str]) -> str:
     if run is not None and ":" in target:
         raise _Usage("give --run N or RUN:PID, not both")
     r, pid = _target(target, run, storage.run)
+    if run is None and ":" not in target:
+        r = _run_of(storage, pid, target)
     if not want_msgs and not want_sys:
         want_msgs = want_sys = True
     procs = storage.query("SELECT * FROM processes WHERE run = ? AND pid = ?", (r, pid))
@@ -382,7 +397,31 @@ COMMANDS: dict[str, Callable[[Any, list[str], Pipe, Pipe], int]] = {
 def register(registry: Any, kernel_getter: Callable[[], Any]) -> None:
     """Add logs/last/history/memsearch to a shell's builtin registry."""
     for name, fn in COMMANDS.items():
-        def builtin(ctx: Any, fn: Callable[[Any, list[str], Pipe, Pipe], int] = fn) -> int:
-            return fn(kernel_getter(), ctx.args, ctx.stdout, ctx.stderr)
+        def builtin(ctx: Any, fn: Callable[[Any, list[str], Pipe, Pipe], int] = fn, name: str = name) -> int:
+            args = list(ctx.args)
+            if name == "logs":
+                try:
+                    args = [_job_pid(ctx, a) if a.startswith("%") else a for a in args]
+                except LookupError as exc:
+                    return _fail(ctx.stderr, name, str(exc), 1)
+            return fn(kernel_getter(), args, ctx.stdout, ctx.stderr)
 
         registry.register(name, builtin, HELP[name], USAGE[name])
+
+
+def _job_pid(ctx: Any, spec: str) -> str:
+    """`logs %1`: the job's agent (its first one: the group leader of a pipeline), by the shell's job table."""
+    from aiosh.shell.errors import ShellError
+
+    table = ctx.interp.jobs
+    try:
+        job = table.resolve(spec, "logs")
+    except ShellError:
+        past = table.past_agents.get(int(spec[1:])) if spec[1:].isdigit() else None
+        if past:
+            return str(past[0])
+        raise LookupError(f"{spec}: no such job") from None
+    for p in job.procs:
+        if p.kind == "agent":
+            return str(p.pid)
+    raise LookupError(f"{spec}: the job ran no agent")

@@ -7,7 +7,8 @@ a shell's builtin registry.
 from __future__ import annotations
 
 import json
-import re
+import shutil
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,7 @@ def _flags(spec: Any) -> str:
     return ",".join(out)
 
 
-def tools(kernel: Any, args: list[str]) -> str:
+def tools(kernel: Any, args: list[str], columns: int = 0) -> str:
     """`tools`: one line per tool (signature, description); `tools NAME` or `-l`: everything, schema included."""
     long = False
     names: list[str] = []
@@ -67,14 +68,17 @@ def tools(kernel: Any, args: list[str]) -> str:
         return "\n".join(lines).rstrip("\n") + "\n"
     sigs = [describe_signature(s) + (f"  [{_flags(s)}]" if _flags(s) else "") for s in chosen]
     width = min(max(len(s) for s in sigs), 60)
+    columns = max(width + 30, columns or shutil.get_terminal_size((100, 24)).columns)
     for sig, spec in zip(sigs, chosen):
-        desc = re.split(r"(?<=[a-z0-9)])\. ", spec.description)[0].rstrip(".")
-        desc = desc if len(desc) <= 70 else desc[:69].rstrip() + "…"
+        # The whole first paragraph, wrapped to the terminal beside the signature: never cut off.
+        desc = " ".join(spec.description.strip().split("\n\n")[0].split())
+        wrapped = textwrap.wrap(desc, max(20, columns - width - 3)) or [""]
         if len(sig) > width:
             lines.append(sig)
-            lines.append(" " * (width + 2) + desc)
+            lines.extend(" " * (width + 2) + w for w in wrapped)
         else:
-            lines.append(f"{sig:<{width}}  {desc}")
+            lines.append(f"{sig:<{width}}  {wrapped[0]}".rstrip())
+            lines.extend(" " * (width + 2) + w for w in wrapped[1:])
     return "\n".join(lines) + "\n"
 
 

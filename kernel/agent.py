@@ -13,10 +13,11 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
 from .memory import AgentMemory
 from .proc import Limits, Process, SyscallRecord
 from .requests import GenRequest, GenResult, SamplingParams
@@ -93,25 +94,70 @@ class AgentSpec:
     # Capabilities it declares (tool:calculator, read:./, spawn …); None = undeclared: what the policy allows.
     needs: tuple[str, ...] | None = None
     module: str = ""
+    # Declared options (None = the agent reads ctx.argv itself) and what its operands are ("[PROMPT...]").
+    options: tuple[Opt, ...] | None = None
+    operands: str = ""
+    intermixed: bool = False  # options may follow operands (`chat hello -c`)
+
+    def help(self) -> str:
+        """`NAME --help` and `help NAME`: usage, description, options, the run options."""
+        return help_text(self.name, self.description, self.usage, self.options)
+
+    def flags(self) -> dict[str, bool]:
+        """Each declared spelling → whether it takes a value (for the shell, which skips them to find run
+        options anywhere among an agent's options)."""
+        return {f: o.takes_value for o in self.options or () for f in o.flags}
 
 
 def agent(
     name: str, *, description: str = "", usage: str = "", sched_class: str = "normal",
-    needs: tuple[str, ...] | list[str] | None = None,
+    needs: tuple[str, ...] | list[str] | None = None, options: Sequence[Opt] | None = None, operands: str = "",
+    intermixed: bool = False,
 ) -> Callable[[AgentMain], AgentSpec]:
     """Decorator: turn `async def main(ctx)` into an AgentSpec that plugin discovery finds.
 
     `needs` declares the capabilities the agent uses (least privilege: it never gets more, whatever the policy
-    and the run allow); left out, it gets what the policy and the run allow."""
+    and the run allow); left out, it gets what the policy and the run allow. `options` (a list of `opt(...)`)
+    and `operands` declare the command line: the kernel parses it before `main` runs (`ctx.args[dest]`,
+    `ctx.operands`), answers `--help`, and ends a bad command line with one line and status 2. Without
+    `options`, `main` gets the raw `ctx.argv` (and `--help` still prints what is declared)."""
 
     def wrap(fn: AgentMain) -> AgentSpec:
         doc = (fn.__doc__ or "").strip().splitlines()
+        declared = None if options is None else tuple(options)
+        text = usage or (usage_line(name, declared, operands) if declared is not None else "")
+        main = fn if declared is None else _parsing(name, declared, text, fn, intermixed)
         return AgentSpec(
-            name=name, main=fn, description=description or (doc[0] if doc else ""), usage=usage,
+            name=name, main=main, description=description or (doc[0] if doc else ""), usage=text,
             sched_class=sched_class, needs=None if needs is None else tuple(needs), module=fn.__module__,
+            options=declared, operands=operands, intermixed=intermixed,
         )
 
     return wrap
+
+
+def _parsing(name: str, options: tuple[Opt, ...], usage: str, fn: AgentMain, intermixed: bool) -> AgentMain:
+    """Wrap an agent's main: parse its argv by the declaration first (so no agent has its own argv loop)."""
+
+    async def main(ctx: AgentContext) -> int | None:
+        try:
+            parsed = parse(options, ctx.argv, intermixed=intermixed)
+        except HelpRequested:
+            spec = ctx._kernel.agents.get(name)
+            ctx.stdout.write(spec.help() if spec is not None else usage + "\n")
+            return 0
+        except UsageError as exc:
+            ctx.stderr.write(f"{name}: {exc}" + (f" (usage: {usage})" if exc.show_usage else "") + "\n")
+            return 2
+        ctx.args, ctx.operands = parsed.values, parsed.operands
+        for key in PER_CALL_KEYS:  # a child started with `--max-tokens 8` in its argv (map's ARGS, say)
+            if key in parsed.run and ctx.options.get(key) is None:
+                ctx.options[key] = parsed.run[key]
+        return await fn(ctx)
+
+    main.__name__ = getattr(fn, "__name__", "main")
+    main.__doc__ = fn.__doc__
+    return main
 
 
 class AgentOutput:
@@ -278,6 +324,8 @@ class AgentContext:
         self.cwd = cwd
         self.env = dict(env)
         self.options = dict(options)
+        self.args: dict[str, object] = {}  # declared options, parsed (see `@agent(options=...)`)
+        self.operands: list[str] = list(proc.argv)  # the arguments after the options
         self.stdin = AgentInput(stdin, self)
         self.stdout = AgentOutput(stdout, proc, self, tee=True)
         self.stderr = AgentOutput(stderr, proc, self, tee=True)
@@ -361,6 +409,8 @@ class AgentContext:
             try:
                 async for chunk in handle.astream():
                     got.append(chunk)
+                    if proc.resumed is not None and not proc.resumed.is_set():
+                        await proc.resumed.wait()  # a token sampled before a STOP waits for CONT: none escapes
                     yield chunk
                 result = await handle.await_result()
             except (asyncio.CancelledError, GeneratorExit):
@@ -455,9 +505,14 @@ class AgentContext:
             while remaining > 0:
                 await self._gate()  # while stopped, the clock does not run for this sleep
                 t0 = time.monotonic()
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel (a TERM) that arrives in the same loop
+                # turn as the STOP that ends its wait, and the sleep then ran to its end with status 0.
+                waiter = asyncio.ensure_future(self._proc.stopped.wait())
                 try:
-                    await asyncio.wait_for(self._proc.stopped.wait(), timeout=remaining)
-                except TimeoutError:
+                    done, _ = await asyncio.wait({waiter}, timeout=remaining)
+                finally:
+                    waiter.cancel()
+                if not done:
                     break
                 remaining -= time.monotonic() - t0
         self._finish(rec, "ok")

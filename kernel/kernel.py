@@ -41,6 +41,9 @@ SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
 
 
+SIGNAL_APPLY_TIMEOUT = 5.0  # seconds `signal()` waits for the loop to apply a signal (a wedged loop must not hang kill)
+
+
 class KernelError(Exception):
     """A request to the kernel that cannot be done; the message is one line."""
 
@@ -380,20 +383,44 @@ class Kernel:
                     raise NoSuchProcess(f"({target}) - No such process")
             else:
                 raise NoSuchProcess("(0) - No such process")
-        for pid in pids:
-            self._post(pid, num)
+        self._post_all(pids, num)
         return pids
 
     def _post(self, pid: int, num: int) -> None:
+        self._post_all([pid], num)
+
+    def _post_all(self, pids: list[int], num: int) -> None:
+        """Apply a signal to these pids before returning: `kill -STOP` returns with the process in T, and no
+        later signal can overtake it. On the loop's own thread (an agent signalling) it is applied in place;
+        from any other thread it runs on the loop and this waits for it (bounded, should the loop be wedged)."""
         if num == sig.SIGKILL:
             with self._lock:
-                p = self._procs.get(pid)
-                if p is not None and p.status is None:
-                    p.killed = True  # from now on every context call raises, even before the loop runs
+                for pid in pids:
+                    p = self._procs.get(pid)
+                    if p is not None and p.status is None:
+                        p.killed = True  # from now on every context call raises, even before the loop runs
+        if not pids:
+            return
+        if threading.current_thread() is self._loop_thread:
+            for pid in pids:
+                self._deliver(pid, num)
+            return
+        applied = threading.Event()
+
+        def deliver() -> None:
+            try:
+                for pid in pids:
+                    self._deliver(pid, num)
+            finally:
+                applied.set()
+
         try:
-            self.loop.call_soon_threadsafe(self._deliver, pid, num)
+            self.loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # loop closed during shutdown
-            pass
+            return
+        owned = getattr(self._lock, "_is_owned", lambda: False)()  # a signal handler that interrupted a holder
+        if self._loop_thread.is_alive() and not self._closing and not owned:
+            applied.wait(SIGNAL_APPLY_TIMEOUT)
 
     def _deliver(self, pid: int, num: int) -> None:
         """On the kernel loop: apply one signal's default action (or hand it to the agent)."""

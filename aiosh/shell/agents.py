@@ -8,7 +8,6 @@ way and `ulimit` can supply defaults.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from aiosh.kernel.streams import Pipe
@@ -70,6 +69,19 @@ class AgentHost(Protocol):
         ...
 
 
+class AgentDocs(Protocol):
+    """Optional extras of an AgentHost, from each agent's one declaration: `agents`, `help NAME`, `NAME --help`
+    and run options anywhere among an agent's own options use them when present."""
+
+    def agent_flags(self, name: str) -> tuple[dict[str, bool], bool] | None:
+        """(spelling → takes a value, intermixed) of a declared agent; None when it declares nothing."""
+        ...
+
+    def agent_help(self, name: str) -> str | None: ...
+
+    def agent_description(self, name: str) -> str: ...
+
+
 class Renicer(Protocol):
     """Optional extra of an AgentHost: change a running agent's nice value (LookupError if it is gone).
 
@@ -83,101 +95,53 @@ SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 LIMIT_KEYS = ("max_tokens", "max_time", "max_kv")
 
 
-@dataclass(frozen=True)
-class OptionSpec:
-    flag: str
-    key: str
-    parse: Callable[[str], object]
-    what: str
-    takes_value: bool = True
-    accumulate: bool = False  # a list: each use adds to it (--allow a --allow b)
+def run_options() -> dict:
+    """The run options every agent takes (flag → RunOption), declared once beside the agents' own options, with
+    the help `chat --help` prints. Imported on first use: the shell library loads no kernel module but streams."""
+    from aiosh.kernel.argspec import RUN_FLAGS
+
+    return RUN_FLAGS
 
 
-def _int(text: str) -> int:
-    return int(text, 10)
+def parse_options(
+    name: str, args: list[str], options: dict | None = None, agent_flags: dict[str, bool] | None = None,
+    intermixed: bool = False,
+) -> tuple[dict, list[str]]:
+    """Take the shell's common run options out of `args`, wherever they stand among the agent's own options.
 
-
-def _count(text: str) -> int:
-    """A count that cannot be negative (--max-tokens -5 is a usage error before the run, not a failure in it)."""
-    value = int(text, 10)
-    if value < 0:
-        raise ValueError(text)
-    return value
-
-
-def _nice(text: str) -> int:
-    return max(-20, min(19, int(text, 10)))
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if value != value or value < 0:  # NaN or negative
-        raise ValueError(text)
-    return value
-
-
-def _class(text: str) -> str:
-    if text not in SCHED_CLASSES:
-        raise ValueError(text)
-    return text
-
-
-def _backend(text: str) -> str:
-    """A backend's name; whether one of that name exists is the kernel's to say."""
-    if not text or not all(c.isalnum() or c in "_.-:/" for c in text):
-        raise ValueError(text)
-    return text
-
-
-def _caps(text: str) -> list[str]:
-    """`tool:calculator,read:docs/,spawn` → ["tool:calculator", "read:docs/", "spawn"], each checked."""
-    from aiosh.kernel.access import parse_capability
-
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise ValueError(text)
-    for p in parts:
-        try:
-            parse_capability(p)
-        except ValueError:
-            raise ValueError(p) from None
-    return parts
-
-
-OPTIONS = {
-    spec.flag: spec
-    for spec in (
-        OptionSpec("--max-tokens", "max_tokens", _count, "invalid number"),
-        OptionSpec("--seed", "seed", _int, "invalid number"),
-        OptionSpec("--temperature", "temperature", _float, "invalid number"),
-        OptionSpec("--nice", "nice", _nice, "invalid number"),
-        OptionSpec("--class", "sched_class", _class, "invalid scheduling class"),
-        OptionSpec("--max-time", "max_time", _float, "invalid number"),
-        OptionSpec("--max-kv", "max_kv", _count, "invalid number"),
-        OptionSpec("--backend", "backend", _backend, "invalid backend name"),
-        OptionSpec("--allow", "allow", _caps, "invalid capability", accumulate=True),
-        OptionSpec("--deny", "deny", _caps, "invalid capability", accumulate=True),
-        OptionSpec("--yes", "yes", lambda _text: True, "", takes_value=False),
-    )
-}
-
-
-def parse_options(name: str, args: list[str], options: dict | None = None) -> tuple[dict, list[str]]:
-    """Take the shell's common run options off the front of `args`; stop at the first other word or `--`.
-
-    Returns (options, remaining args). A bad value raises ShellError(`NAME: --nice: invalid number 'x'`, 2).
+    agent_flags: the agent's declared options (spelling → takes a value), which are kept, with their values, for
+    the agent; without it, scanning stops at the first word that is not a run option (as for `run OPTS AGENT`).
+    Scanning stops at `--` and at the first operand (past operands too when the agent is `intermixed`).
+    Returns (options, the remaining args in order). A bad value raises ShellError(`NAME: --nice: invalid number
+    'x'`, 2).
     """
     opts = dict(options or {})
+    table = run_options()
+    kept: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--":
-            i += 1
+            if agent_flags is None:
+                i += 1
             break
         flag, eq, inline = arg.partition("=")
-        spec = OPTIONS.get(flag)
-        if spec is None:
-            break
+        spec = table.get(flag)
+        if spec is None or (agent_flags is not None and flag in agent_flags):
+            if agent_flags is None:
+                break
+            if arg.startswith("-") and arg != "-":
+                kept.append(arg)
+                i += 1
+                if agent_flags.get(flag) and not eq and i < len(args):
+                    kept.append(args[i])  # the value of the agent's own option
+                    i += 1
+                continue
+            if not intermixed:
+                break
+            kept.append(arg)
+            i += 1
+            continue
         if not spec.takes_value:
             if eq:
                 raise ShellError(f"{name}: {flag}: takes no value", 2)
@@ -199,7 +163,15 @@ def parse_options(name: str, args: list[str], options: dict | None = None) -> tu
             if spec.accumulate and exc.args and exc.args[0] != value:
                 raise ShellError(f"{name}: {flag}: {spec.what} '{exc.args[0]}'", 2) from None
             raise ShellError(f"{name}: {flag}: {spec.what} '{value}'", 2) from None
-    return opts, args[i:]
+    return opts, kept + args[i:]
+
+
+def declared_flags(host: object, name: str) -> tuple[dict[str, bool] | None, bool]:
+    """An agent's declared options (spelling → takes a value) and whether they may follow operands, from a host
+    that knows them (`agent_flags`); (None, False) when it does not: run options are then taken off the front."""
+    fn = getattr(host, "agent_flags", None)
+    got = fn(name) if fn is not None else None
+    return (None, False) if got is None else got
 
 
 def with_limits(options: dict, limits: dict[str, object]) -> dict:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from aiosh.kernel.streams import Pipe
 
 from . import arith, conditional, patterns, plumbing
+from .bgout import BackgroundOutput
 from .builtins import BuiltinContext
 from .errors import (
     AbortCommand,
@@ -477,7 +478,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """`list &`: a job of its own; agents/programs run directly, shell code on a thread."""
         job = Job(ao.render(), self.state.cwd, pipefail=self.state.pipefail)
         job.background = True
-        bg_io = io.copy()
+        tags = (lambda: f"[{job.id}] ") if self.state.jobtags else None
+        lines = BackgroundOutput(self.shell, job, io, tags)  # whole lines, after the `[1] PID` line
+        bg_io = lines.io
         bg_io.fds[0] = plumbing.closed_pipe(name="bg-stdin")
         if not ao.rest and not ao.first.negate:
             self.launch_pipeline(ao.first, bg_io, job)
@@ -486,10 +489,13 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             proc = self._thread_proc(ao.render(), sub, lambda: sub.run_andor(ao, bg_io))
             self.jobs.watch(job, proc)
             proc.start()
+        lines.close_after(job)
         self.jobs.add(job)
         self.state.last_bg_pid = job.last_pid
         if self.shell.interactive and self.main:
             plumbing.safe_write(self.shell.stderr, f"[{job.id}] {job.last_pid}\n")
+            self.shell.flush_output()
+        lines.announced.set()
         return 0
 
     def launch_pipeline(self, p: Pipeline, io: IO, job: Job, *, keep_last: bool = False) -> Pipe | None:

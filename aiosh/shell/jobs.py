@@ -116,6 +116,7 @@ class JobTable:
         self._mru: list[int] = []
         self._notices: list[str] = []
         self.remembered: dict[int, int] = {}  # pid → status of finished jobs, for `wait PID`
+        self.past_agents: dict[int, list[int]] = {}  # job number → agent pids of the last finished job so numbered
         self.cond = threading.Condition()
 
     # -- membership --------------------------------------------------------------------------------------------
@@ -144,6 +145,9 @@ class JobTable:
                 for p in job.procs:
                     if p.status is not None:
                         self.remembered[p.pid] = p.status
+                agents = [p.pid for p in job.procs if p.kind == "agent"]
+                if agents:
+                    self.past_agents[job.id] = agents  # `logs %1` after the job has gone
 
     def _touch(self, job_id: int) -> None:
         self._mru = [job_id] + [i for i in self._mru if i != job_id]

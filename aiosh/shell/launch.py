@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiosh.kernel.streams import Pipe
 
 from . import plumbing
-from .agents import parse_options, with_limits
+from .agents import declared_flags, parse_options, with_limits
 from .builtins import Builtin
 from .childfds import ExtraFds
 from .errors import ShellError
@@ -160,7 +160,7 @@ class LaunchMixin:
         host = self.shell.agents
         assert host is not None
         name, args = resolved.argv[0], resolved.argv[1:]
-        options, args = parse_options(name, args, resolved.options)
+        options, args = parse_options(name, args, resolved.options, *declared_flags(host, name))
         options = with_limits(options, self.state.limits)
         out = Pipe(f"{name}.stdout")
         err = out if io.stderr is io.stdout else Pipe(f"{name}.stderr")

@@ -67,6 +67,11 @@ class Shell:
         self.agents = agents
         self.stdout = plumbing.as_pipe(stdout, "stdout")
         self.stderr = plumbing.as_pipe(stderr, "stderr")
+        # Where background jobs' lines for the terminal go: the same streams unless the front end keeps them apart
+        # (aiosh/terminal.py never lets one land inside a half-written foreground line).
+        self.bg_stdout: Pipe = self.stdout
+        self.bg_stderr: Pipe = self.stderr
+        self.flush_output: Callable[[], None] = lambda: None  # the front end's: what was written is on screen
         self.stdin = stdin
         self.host_programs = host_programs
         self.interactive = interactive

@@ -50,6 +50,7 @@ class ShellState:
     cwd: str
     errexit: bool = False
     pipefail: bool = False
+    jobtags: bool = False  # `set -o jobtags`: background output lines start with `[n] `
     noglob: bool = False
     xtrace: bool = False
     nounset: bool = False

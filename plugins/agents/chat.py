@@ -9,44 +9,22 @@ that one, in this run or a later one; while its KV is still resident the engine 
 
 from __future__ import annotations
 
-from aiosh.api import AgentContext, agent
+from aiosh.api import AgentContext, agent, opt
 
 USAGE = "chat [--system TEXT] [-c|--continue] [-s|--session NAME] [PROMPT...]"
 
 
 @agent("chat", description="send a prompt (and/or stdin) to the model, stream the answer", usage=USAGE,
-       sched_class="normal")
+       sched_class="normal", operands="[PROMPT...]", intermixed=True, options=[
+           opt("--system", metavar="TEXT", help="a system message, for a new conversation"),
+           opt("-c", "--continue", dest="resume", help="continue the last conversation"),
+           opt("-s", "--session", metavar="NAME", help="continue (or start) the conversation NAME"),
+       ])
 async def main(ctx: AgentContext) -> int:
-    system = None
-    session = None
-    resume = False
-    words: list[str] = []
-    args = list(ctx.argv)
-    while args:
-        a = args.pop(0)
-        if a in ("--system", "--session", "-s"):
-            if not args:
-                ctx.stderr.write(f"chat: {a}: missing {'text' if a == '--system' else 'name'}\n")
-                return 2
-            value = args.pop(0)
-            if a == "--system":
-                system = value
-            else:
-                session, resume = value, True
-        elif a.startswith("--system="):
-            system = a.split("=", 1)[1]
-        elif a.startswith("--session="):
-            session, resume = a.split("=", 1)[1], True
-        elif a in ("-c", "--continue"):
-            resume = True
-        elif a == "--":
-            words.extend(args)
-            break
-        elif a.startswith("-") and len(a) > 1:
-            ctx.stderr.write(f"chat: {a}: unknown option (usage: {USAGE})\n")
-            return 2
-        else:
-            words.append(a)
+    system = ctx.args["system"]
+    session = ctx.args["session"]
+    resume = bool(ctx.args["resume"]) or session is not None
+    words = ctx.operands
     if resume and session is None:
         session = await ctx.llm.last_session()
         if session is None:

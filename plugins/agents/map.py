@@ -11,32 +11,19 @@ from __future__ import annotations
 
 import asyncio
 
-from aiosh.api import AgentContext, agent
+from aiosh.api import AgentContext, agent, opt
 
 USAGE = "map [-j N] AGENT [ARGS...] < LINES"
 
 
 @agent("map", description="run an agent once per input line, in parallel; outputs in input order", usage=USAGE,
-       sched_class="batch")
+       sched_class="batch", operands="AGENT [ARGS...]", options=[
+           opt("-j", "--jobs", metavar="N", type=int, min=1, default=0, help="at most N children at once "
+               "(default: one per line)"),
+       ])
 async def main(ctx: AgentContext) -> int:
-    args = list(ctx.argv)
-    jobs = 0
-    while args and args[0].startswith("-"):
-        a = args.pop(0)
-        if a == "--":
-            break
-        if a == "-j" or a.startswith("-j"):
-            value = a[2:] or (args.pop(0) if args else "")
-            try:
-                jobs = int(value)
-            except ValueError:
-                jobs = 0
-            if jobs < 1:
-                ctx.stderr.write(f"map: -j: invalid number '{value}'\n")
-                return 2
-        else:
-            ctx.stderr.write(f"map: {a}: unknown option (usage: {USAGE})\n")
-            return 2
+    jobs = int(ctx.args["jobs"])
+    args = ctx.operands
     if not args:
         ctx.stderr.write(f"map: missing AGENT (usage: {USAGE})\n")
         return 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from aiosh.api import AgentContext, ToolError, agent
+from aiosh.api import AgentContext, ToolError, agent, opt
 
 USAGE = "react [--max-steps N] [--tools NAME,...] QUESTION..."
 SYSTEM = ("You answer the user's question. Use a tool when it helps: call it, read its result, then answer "
@@ -33,37 +33,14 @@ def _observation(value: object) -> str:
 
 
 @agent("react", description="answer a question with tools: think, call a tool, observe, answer", usage=USAGE,
-       needs=("tool:*", "read:./", "write:./"))
+       needs=("tool:*", "read:./", "write:./"), operands="QUESTION...", intermixed=True, options=[
+           opt("--max-steps", metavar="N", type=int, min=1, default=4, help="tool calls before it must answer"),
+           opt("--tools", metavar="NAME,...", help="offer only these tools (default: every tool it may call)"),
+       ])
 async def main(ctx: AgentContext) -> int:
-    max_steps, tools, words = 4, None, []
-    args = list(ctx.argv)
-    while args:
-        a = args.pop(0)
-        if a in ("--max-steps", "--tools") or a.startswith(("--max-steps=", "--tools=")):
-            name, eq, value = a.partition("=")
-            if not eq:
-                if not args:
-                    ctx.stderr.write(f"react: {a}: missing value (usage: {USAGE})\n")
-                    return 2
-                value = args.pop(0)
-            if name == "--max-steps":
-                try:
-                    max_steps = int(value)
-                except ValueError:
-                    max_steps = -1
-                if max_steps < 1:
-                    ctx.stderr.write(f"react: --max-steps: invalid number '{value}'\n")
-                    return 2
-            else:
-                tools = [t.strip() for t in value.split(",") if t.strip()]
-        elif a == "--":
-            words.extend(args)
-            break
-        elif a.startswith("-") and len(a) > 1:
-            ctx.stderr.write(f"react: {a}: unknown option (usage: {USAGE})\n")
-            return 2
-        else:
-            words.append(a)
+    max_steps = int(ctx.args["max_steps"])
+    tools = None if ctx.args["tools"] is None else [t.strip() for t in str(ctx.args["tools"]).split(",") if t.strip()]
+    words = ctx.operands
     question = " ".join(words).strip() or (await ctx.stdin.read()).strip()
     if not question:
         ctx.stderr.write(f"react: no question (usage: {USAGE})\n")

@@ -6,13 +6,13 @@ from aiosh.api import AgentContext, agent
 
 
 @agent("sleep", description="wait SECONDS (fractions allowed), using no model", usage="sleep SECONDS...",
-       sched_class="batch")
+       sched_class="batch", operands="SECONDS...", options=[])
 async def main(ctx: AgentContext) -> int:
-    if not ctx.argv:
+    if not ctx.operands:
         ctx.stderr.write("sleep: missing operand\n")
         return 1
     total = 0.0
-    for arg in ctx.argv:
+    for arg in ctx.operands:
         try:
             seconds = float(arg)
         except ValueError:

@@ -6,7 +6,7 @@ summary (streamed) is written from those notes (map-reduce), so nothing is silen
 
 from __future__ import annotations
 
-from aiosh.api import AgentContext, agent
+from aiosh.api import AgentContext, agent, opt
 
 USAGE = "summarize [--words N] [INSTRUCTIONS...] < TEXT"
 CHUNK_CHARS = 3000  # about 750 tokens: a chunk, the instructions and the reply fit a 2048-token window
@@ -28,29 +28,11 @@ def _chunks(text: str, size: int) -> list[str]:
 
 
 @agent("summarize", description="summarise standard input (streamed); long input in chunks", usage=USAGE,
-       needs=())
+       needs=(), operands="[INSTRUCTIONS...]", intermixed=True, options=[
+           opt("--words", metavar="N", type=int, min=1, default=80, help="about how long the summary is"),
+       ])
 async def main(ctx: AgentContext) -> int:
-    words, extra = 80, []
-    args = list(ctx.argv)
-    while args:
-        a = args.pop(0)
-        if a == "--words" or a.startswith("--words="):
-            value = a.split("=", 1)[1] if "=" in a else (args.pop(0) if args else "")
-            try:
-                words = int(value)
-            except ValueError:
-                words = 0
-            if words < 1:
-                ctx.stderr.write(f"summarize: --words: invalid number '{value}'\n")
-                return 2
-        elif a == "--":
-            extra.extend(args)
-            break
-        elif a.startswith("-") and len(a) > 1:
-            ctx.stderr.write(f"summarize: {a}: unknown option (usage: {USAGE})\n")
-            return 2
-        else:
-            extra.append(a)
+    words, extra = int(ctx.args["words"]), ctx.operands
     text = (await ctx.stdin.read()).strip()
     if not text:
         ctx.stderr.write(f"summarize: nothing to summarise on standard input (usage: {USAGE})\n")

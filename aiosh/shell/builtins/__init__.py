@@ -36,15 +36,17 @@ class Builtin:
     fn: BuiltinFn
     help: str = ""
     usage: str = ""
+    details: str = ""  # `help NAME`: options and meanings, beyond the one-line help
 
 
 class BuiltinRegistry:
     def __init__(self) -> None:
         self._table: dict[str, Builtin] = {}
 
-    def register(self, name: str, fn: BuiltinFn, help: str = "", usage: str = "") -> None:  # noqa: A002
+    def register(self, name: str, fn: BuiltinFn, help: str = "", usage: str = "", *,  # noqa: A002
+                 details: str = "") -> None:
         """Add or replace a builtin; `usage` defaults to the bare name."""
-        self._table[name] = Builtin(name, fn, help, usage or name)
+        self._table[name] = Builtin(name, fn, help, usage or name, details)
 
     def unregister(self, name: str) -> None:
         self._table.pop(name, None)

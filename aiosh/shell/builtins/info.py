@@ -23,20 +23,42 @@ def help_(ctx: BuiltinContext) -> int:
     for name in args:
         b = reg.get(name)
         if b is None:
-            status = ctx.error(f"no help topics match `{name}'.  Try `help help'.")
+            text = _agent_help(ctx, name)
+            if text is None:
+                status = ctx.error(f"no help topics match `{name}'.  Try `help help'.")
+            elif short:
+                ctx.write(f"{name}: {text.splitlines()[0].removeprefix('usage: ')}\n")
+            else:
+                ctx.write(text)
             continue
         if short:
             ctx.write(f"{name}: {b.usage}\n")
         else:
             ctx.write(f"{name}: {b.usage}\n    {b.help}\n")
+            if b.details:
+                ctx.write("".join(f"    {ln}\n" if ln else "\n" for ln in b.details.splitlines()))
     return status
 
 
+def _agent_help(ctx: BuiltinContext, name: str) -> str | None:
+    """An agent's help from its declaration (the same text as `NAME --help`), or None when it is no agent."""
+    if name not in ctx.interp.agent_names():
+        return None
+    fn = getattr(ctx.shell.agents, "agent_help", None)
+    text = fn(name) if fn is not None else None
+    return text or f"{name}: an agent\n"
+
+
 def agents(ctx: BuiltinContext) -> int:
+    """`agents`: each agent type with its one-line description (`help NAME` or `NAME --help` tells more)."""
     if ctx.args:
         return ctx.usage_error(f"{ctx.args[0]}: unexpected argument")
-    for name in ctx.interp.agent_names():
-        ctx.write(name + "\n")
+    names = ctx.interp.agent_names()
+    describe = getattr(ctx.shell.agents, "agent_description", None)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        desc = describe(name) if describe is not None else ""
+        ctx.write(f"{name:<{width}}  {desc}".rstrip() + "\n")
     return 0
 
 
@@ -90,5 +112,5 @@ def type_(ctx: BuiltinContext) -> int:
 
 def register(reg: BuiltinRegistry) -> None:
     reg.register("help", help_, "describe builtins", "help [-s] [name ...]")
-    reg.register("agents", agents, "list the agent types the kernel can run", "agents")
+    reg.register("agents", agents, "list the agent types the kernel can run, with what each does", "agents")
     reg.register("type", type_, "tell what a name is: keyword, builtin, agent or program", "type [-atpP] name ...")

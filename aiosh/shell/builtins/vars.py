@@ -16,7 +16,7 @@ SAFE = re.compile(r"[A-Za-z0-9_./:,+@%=^-]*")
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
-                 "nounset": "nounset", "allexport": "allexport"}  # fmt: skip
+                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags"}  # fmt: skip
 LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport"}
 IGNORED_OPTIONS = frozenset(
     ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
