@@ -23,7 +23,9 @@ from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKill
 from .backend import LOCAL, BackendStats, LocalBackend
 from .config import Config, load_config
 from .context import ContextManager
+from .door import Door
 from .engine import Engine, EngineSettings, EngineStats, SeqStats, StepRecord
+from .mcp import McpManager
 from .memory import MemoryManager
 from .model import Model, ModelInfo
 from .plugins import AgentRegistry
@@ -116,6 +118,8 @@ class Kernel:
         self.backends.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
         self.tools = ToolManager(self)
+        self.mcp = McpManager(c.mcp)  # MCP servers' tools as NAME.TOOL; servers start at first use
+        self.tools.add_provider(self.mcp)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
         self.started_at = time.time()
         self._lock = threading.RLock()
@@ -124,6 +128,7 @@ class Kernel:
         self._pids = itertools.count(1)
         self._last_pid = 0
         self._listeners: list[Listener] = []
+        self.door = Door(self)  # the OpenAI-compatible door for host programs; its server starts at first use
         self._owner_acc: dict[int, list[float]] = {}  # pid -> [tokens_in, tokens_out, decode_s]
         self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}  # what `time` asks after collection
         self.watchdog_events: list[str] = []
@@ -156,6 +161,8 @@ class Kernel:
             self._post(p.pid, sig.SIGKILL)
         self._closing = True
         time.sleep(0.05)
+        self.door.close()
+        self.mcp.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=5)
         self.backends.close()
@@ -174,11 +181,15 @@ class Kernel:
         stderr: Pipe | None = None, nice: int = 0, sched_class: str | None = None, ppid: int = 0,
         pgid: int | None = None, limits: Limits | None = None, die_with_parent: bool = False,
         options: dict | None = None, cwd: str = ".", env: dict[str, str] | None = None,
+        spec: AgentSpec | None = None,
     ) -> int:
-        """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments."""
+        """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments.
+
+        `spec` runs that code under the name `agent` instead of looking the name up (the door's host processes
+        are named after their programs)."""
         if self._closing:
             raise KernelError("kernel is shutting down")
-        spec = self.agents.get(agent)
+        spec = spec or self.agents.get(agent)
         if spec is None:
             raise UnknownAgent(f"{agent}: no such agent")
         klass = sched_class or spec.sched_class
@@ -585,8 +596,8 @@ class Kernel:
         return self.agents.all()
 
     def tool_types(self) -> dict[str, ToolSpec]:
-        """The tools agents can call (built-in, user folders, entry points), by name."""
-        return self.agents.tools()
+        """The tools agents can call (built-in, user folders, entry points, MCP servers), by name."""
+        return self.tools.all()
 
     def ps(self) -> list[ProcInfo]:
         seqs = self.backends.seqs()

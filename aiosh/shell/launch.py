@@ -19,6 +19,7 @@ from . import plumbing
 from .agents import parse_options, with_limits
 from .builtins import Builtin
 from .errors import ShellError
+from .hostdoor import open_door
 from .jobs import Job, JobTable
 from .lexer import is_digits
 from .nodes import SimpleCommand
@@ -202,12 +203,14 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
+        door_env, bind_door = open_door(self.shell.agents, resolved.argv, resolved.options, self.state.cwd)
+        started = False
         try:
             popen = subprocess.Popen(
                 argv,
                 executable=path,
                 cwd=self.state.cwd,
-                env=self.state.env(env),
+                env={**self.state.env(env), **door_env},
                 stdin=subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merged else subprocess.PIPE,
@@ -215,6 +218,7 @@ class LaunchMixin:
                 process_group=0,
                 close_fds=True,
             )
+            started = True
         except PermissionError:
             raise ShellError(f"{argv[0]}: Permission denied", 126) from None
         except FileNotFoundError:
@@ -223,10 +227,14 @@ class LaunchMixin:
             raise ShellError(f"{argv[0]}: cannot execute: {exc.strerror}", 126) from None
         except ValueError as exc:
             raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
+        finally:
+            if not started:
+                bind_door(None)  # its kernel process ends too
         pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
         proc = HostProc(popen, argv[0], pumps)
+        bind_door(proc)  # its stops and exit reach its kernel process (the door's caller)
         if io.stdin is not None:
             stop = threading.Event()
             plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
