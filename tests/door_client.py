@@ -1,6 +1,6 @@
 """An ordinary OpenAI-SDK program, as people write them: it knows nothing of aiosh.
 
-It reads OPENAI_BASE_URL and OPENAI_API_KEY from its environment (the SDK does), so under aiosh it talks to the
+Modes may be joined with commas (`plain,stream,badkey`). It reads OPENAI_BASE_URL and OPENAI_API_KEY from its environment (the SDK does), so under aiosh it talks to the
 door. The tests run it in several modes: `plain`, `stream`, `tools`, `json`, `long` (a long stream, one line per
 chunk), `hold` (one call, then wait for a file), `badkey`, `models`, `unknown-model`, `unsupported`.
 """
@@ -112,4 +112,5 @@ def main(mode: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "plain"))
+    # Several modes in one run (plain,stream,badkey): one interpreter start-up instead of three.
+    sys.exit(max(main(m) for m in (sys.argv[1] if len(sys.argv) > 1 else "plain").split(",")))
