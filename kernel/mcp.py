@@ -26,7 +26,8 @@ from .tools import ToolError, ToolSpec
 
 __all__ = ["McpManager", "McpServerState"]
 
-LIST_TIMEOUT_S = 30.0  # at most this long for a server to start and list its tools
+LIST_TIMEOUT_S = 60.0  # at most this long for a server to start and list its tools (a cold Python server on a
+# busy machine takes seconds to import its SDK; `timeout_s` bounds the calls)
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,27 @@ class McpServerState:
     last_error: str = ""
 
 
+def _field(obj: Any, snake: str, camel: str) -> Any:
+    """A field of an SDK model: mcp 2 names them in snake_case, mcp 1 in the protocol's camelCase."""
+    value = getattr(obj, snake, None)
+    return getattr(obj, camel, None) if value is None else value
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe(exc: BaseException) -> str:
-    """An exception (maybe an ExceptionGroup from anyio's task groups) as one line."""
+def _innermost(exc: BaseException) -> BaseException:
+    """The first real exception inside anyio's task-group ExceptionGroups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception (maybe an ExceptionGroup from anyio's task groups) as one line."""
+    exc = _innermost(exc)
     msg = _one_line(str(exc))
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
@@ -153,6 +166,10 @@ class McpManager:
         """Start the server if it is not running and wait until it has listed its tools (or failed)."""
         if s.state == "running" and s.session is not None:
             return
+        if s.task is not None and not s.task.done() and s.state != "starting":
+            if s.stop is not None:  # a broken connection still winding down: let it end first
+                s.stop.set()
+            await asyncio.wait({s.task}, timeout=10)
         if s.task is None or s.task.done():
             if s.started_once:
                 s.restarts += 1
@@ -184,8 +201,8 @@ class McpManager:
 
                     streams = await stack.enter_async_context(streamable_http_client(cfg.url))
                 session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
-                await asyncio.wait_for(session.initialize(), cfg.timeout_s)
-                listed = await asyncio.wait_for(session.list_tools(), cfg.timeout_s)
+                await asyncio.wait_for(session.initialize(), max(cfg.timeout_s, LIST_TIMEOUT_S))
+                listed = await asyncio.wait_for(session.list_tools(), max(cfg.timeout_s, LIST_TIMEOUT_S))
                 s.specs = {spec.name: spec for spec in (self._spec(s, t) for t in listed.tools) if spec is not None}
                 s.session, s.state, s.last_error = session, "running", ""
                 assert s.ready is not None and s.stop is not None
@@ -223,19 +240,19 @@ class McpManager:
                 lines = [ln.strip() for ln in f.read()[-4000:].splitlines() if ln.strip()]
                 tail = lines[-1] if lines else ""
         base = _describe(exc)
-        if isinstance(exc, TimeoutError):
-            base = f"no answer within {s.settings.timeout_s:g} s"
+        if isinstance(_innermost(exc), TimeoutError):
+            base = "no answer in time"
         return _one_line(f"{what}: {base}" + (f" (stderr: {tail})" if tail else ""))
 
     def _spec(self, s: _Server, t: Any) -> ToolSpec | None:
         """A ToolSpec for one listed MCP tool; its function forwards the call to the server."""
         name = f"{s.name}.{t.name}"
-        schema = dict(t.inputSchema or {"type": "object", "properties": {}})
+        schema = dict(_field(t, "input_schema", "inputSchema") or {"type": "object", "properties": {}})
         schema.setdefault("properties", {})
         schema.setdefault("required", [])
         annotations = getattr(t, "annotations", None)
-        destructive = bool(getattr(annotations, "destructiveHint", False))
-        if getattr(annotations, "readOnlyHint", False):
+        destructive = bool(_field(annotations, "destructive_hint", "destructiveHint"))
+        if _field(annotations, "read_only_hint", "readOnlyHint"):
             destructive = False
         confirm = s.settings.confirm
         irreversible = confirm == "all" or (confirm == "destructive" and destructive)
@@ -286,10 +303,10 @@ class McpManager:
             raise ToolError(f"{name}: malformed result from mcp server {s.name}")
         texts = [getattr(c, "text", None) for c in content]
         text = "\n".join(t for t in texts if isinstance(t, str))
-        if getattr(result, "isError", False):
+        if _field(result, "is_error", "isError"):
             s.errors += 1
             raise ToolError(f"{name}: {_one_line(text) or 'the server reported an error'}")
-        structured = getattr(result, "structuredContent", None)
+        structured = _field(result, "structured_content", "structuredContent")
         if structured is not None:
             if isinstance(structured, dict) and set(structured) == {"result"}:
                 return structured["result"]  # a bare value the SDK wrapped

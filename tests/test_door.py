@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from aiosh.kernel.config import load_config
 from aiosh.kernel.door.translate import DoorError, chat_call, completion_call
 from aiosh.kernel.kernel import Kernel
 from aiosh.kernel.streams import Pipe
+
 from aiosh.session import make_shell
 
 CLIENT = str(Path(__file__).parent / "door_client.py")
