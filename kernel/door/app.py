@@ -125,11 +125,26 @@ def build_app(door: Door) -> Starlette:
                             status_code=exc.status_code)
 
     routes = [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/chat/completions", _guarded(chat), methods=["POST"]),
+        Route("/v1/completions", _guarded(completions), methods=["POST"]),
+        Route("/v1/models", _guarded(models), methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={DoorError: door_error, HTTPException: http_error})
+
+
+def _guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """A bug in a handler is a 500 with one line for the program, never a traceback on the user's terminal."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (DoorError, HTTPException, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            door_exc = DoorError(500, f"{type(exc).__name__}: {exc}", kind="server_error")
+            return JSONResponse(door_exc.body(), status_code=500)
+
+    return run
 
 
 # ── running a call ──────────────────────────────────────────────────────────────────────────────────────────

@@ -93,7 +93,9 @@ class Door:
             raise RuntimeError(f"door: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
         sock.listen(256)
         sock.setblocking(False)
-        config = uvicorn.Config(build_app(self), log_level="warning", access_log=False, lifespan="off",
+        # log_config=None: uvicorn must not install its own handlers on the terminal aiosh owns.
+        config = uvicorn.Config(build_app(self), log_config=None, log_level="critical", access_log=False,
+                                lifespan="off",
                                 timeout_graceful_shutdown=1, ws="none", server_header=False)
         server = uvicorn.Server(config)
         self._server = server
