@@ -138,13 +138,17 @@ class Bench:
                 if line.strip() != "ready":
                     raise BenchError(f"door: a client did not start ({line!r})")
             go.write_text("")
+            ended = {}
             for pid, popen in procs:
                 rest = popen.stdout.read()  # type: ignore[union-attr]
                 status = popen.wait(WAIT_S)
                 if status != 0 or f"tokens {tokens}" not in rest:
                     raise BenchError(f"door: client ended with {status}: {rest!r}")
+                # A host process is collected as soon as it ends (the shell waits for the program, not for it):
+                # read its records while it lives, once its program is done.
+                ended[pid] = [status, k.syscalls(pid)]
                 k.door.detach(pid, status)
-            ended = self._wait_exited([pid for pid, _ in procs])
+            self._wait_exited([pid for pid, _ in procs])
         finally:
             for _pid, popen in procs:
                 if popen.poll() is None:
