@@ -350,8 +350,8 @@ class DoorSettings:
     port: int = setting(0, integer(0, 65535), "TCP port on 127.0.0.1; 0 = any free port.")
 
 
-COMMAND = Rule("a non-empty list of strings (the program and its arguments)",
-               lambda v: isinstance(v, list | tuple) and len(v) > 0 and all(isinstance(x, str) and x for x in v),
+COMMAND = Rule("a list of non-empty strings (the program and its arguments)",
+               lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) and x for x in v),
                lambda v, base: tuple(v))
 class FrozenTable(dict):
     """A TOML table kept as a setting's value: hashable, so a frozen settings class may hold one."""
