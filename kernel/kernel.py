@@ -67,6 +67,7 @@ class KernelSnapshot:
     n_threads: int
     n_gpu_layers: int
     backends: tuple[BackendStats, ...] = ()
+    mcp: tuple = ()  # McpServerState of each [mcp.NAME] server
 
 
 class Kernel:
@@ -632,7 +633,7 @@ class Kernel:
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.engine.steps(steps)), policy=self.policy.describe(), model=self.model.info,
             n_threads=self.engine.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
-            backends=self.backends.stats(),
+            backends=self.backends.stats(), mcp=tuple(self.mcp.states()),
         )
 
     def add_listener(self, fn: Listener) -> None:

@@ -16,6 +16,8 @@ from aiosh.kernel.config import load_config
 from aiosh.kernel.kernel import Kernel
 from aiosh.kernel.streams import Pipe
 
+from aiosh.monitor.backends_panel import render_backends
+from aiosh.monitor.collector import mcp_row
 from aiosh.tool_commands import tools as tools_command
 
 SERVER = str(Path(__file__).parent / "mcp_server.py")
@@ -101,6 +103,9 @@ def test_tools_are_listed_with_their_schemas_and_servers(k):
     text = tools_command(k, [])
     assert "t.add(a: integer, b: integer)" in text and "t.wipe(name: string)  [irreversible]" in text
     assert "mcp server t: running, 6 tools" in text and "mcp server h: running, 6 tools" in text
+    # the monitor's backends panel has a row per server
+    rows = render_backends([mcp_row(m) for m in k.snapshot().mcp]).plain
+    assert "mcp:t" in rows and "mcp:h" in rows and "6 tools, running" in rows
 
 
 def test_an_agent_calls_stdio_and_http_tools(k):
