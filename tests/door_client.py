@@ -1,7 +1,7 @@
 """An ordinary OpenAI-SDK program, as people write them: it knows nothing of aiosh.
 
 Modes may be joined with commas (`plain,stream,badkey`). It reads OPENAI_BASE_URL and OPENAI_API_KEY from its environment (the SDK does), so under aiosh it talks to the
-door. The tests run it in several modes: `plain`, `stream`, `tools`, `json`, `long` (a long stream, one line per
+door. The tests run it in several modes: `plain`, `stream`, `completion`, `tools`, `json`, `long` (a long stream, one line per
 chunk), `hold` (one call, then wait for a file), `badkey`, `models`, `unknown-model`, `unsupported`.
 """
 
@@ -25,6 +25,10 @@ def main(mode: str) -> int:
         r = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=12, temperature=0, seed=1)
         print(json.dumps({"text": r.choices[0].message.content, "finish": r.choices[0].finish_reason,
                           "usage": r.usage.model_dump() if r.usage else None}))
+    elif mode == "completion":
+        r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0,
+                                      stop=["\n"])
+        print(json.dumps({"text": r.choices[0].text, "usage": r.usage.completion_tokens if r.usage else None}))
     elif mode == "stream":
         chunks, usage = [], None
         stream = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=12, temperature=0,

@@ -77,12 +77,13 @@ def test_an_unchanged_sdk_program_from_aiosh_c(env, tmp_path):
     """Streamed and not, its tokens in ps (while it runs) and last (after); a bad key gets 401; an unknown model
     404 with the known names; an unsupported field 400."""
     script = f"""
-python {CLIENT} plain,stream,badkey,unknown-model,unsupported,models
+python {CLIENT} plain,stream,badkey,unknown-model,unsupported,models,completion
 python {CLIENT} hold &
 while [ ! -f called ]; do sleep 0.1; done
 ps -o pid,tout,stat,cmd
 touch release
 wait
+audit -n 200
 last -n 1
 """
     r = subprocess.run([sys.executable, "-m", "aiosh.cli", "-c", script], capture_output=True, text=True, env=env,
@@ -97,7 +98,12 @@ last -n 1
     assert lines[3].startswith("404 ") and "known: default, local" in lines[3]
     assert lines[4].startswith("400 ") and "'n'" in lines[4]
     assert json.loads(lines[5]) == ["default", "local"]
-    assert lines[6] == "called 8"
+    completion = json.loads(lines[6])
+    assert 1 <= completion["usage"] <= 4 and completion["text"] and "\n" not in completion["text"]
+    assert lines[7] == "called 8"
+    audit = [ln for ln in lines if " door " in f" {ln} "]
+    assert any(" deny " in ln and "API key" in ln for ln in audit), r.stdout  # the bad key, audited
+    assert any(" allow " in ln and "chat.completions model=local" in ln for ln in audit), r.stdout
     ps_rows = [ln for ln in lines if "door_client.py hold" in ln and not ln.startswith("1:")]
     assert ps_rows and ps_rows[0].split()[1] == "8", r.stdout  # TOUT of the host process while it runs
     last_row = lines[-1].split()
@@ -152,6 +158,7 @@ def test_function_calling_returns_a_valid_call(k, tmp_path):
     call = tools["calls"][0]
     assert call["name"] == "get_weather" and set(call["arguments"]) == {"city"} and call["arguments"]["city"]
     assert set(js["data"]) == {"name", "age"} and isinstance(js["data"]["age"], int)
+    assert k.door.url.startswith("http://127.0.0.1:")  # loopback only
 
 
 @pytest.mark.model
