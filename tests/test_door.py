@@ -84,7 +84,7 @@ ps -o pid,tout,stat,cmd
 touch release
 wait
 audit -n 200
-last -n 1
+last -n 5
 """
     r = subprocess.run([sys.executable, "-m", "aiosh.cli", "-c", script], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=280)
@@ -106,8 +106,9 @@ last -n 1
     assert any(" allow " in ln and "chat.completions model=local" in ln for ln in audit), r.stdout
     ps_rows = [ln for ln in lines if "door_client.py hold" in ln and not ln.startswith("1:")]
     assert ps_rows and ps_rows[0].split()[1] == "8", r.stdout  # TOUT of the host process while it runs
-    last_row = lines[-1].split()
-    assert last_row[1] == "0" and last_row[-2:] == [CLIENT, "hold"] and last_row[-4].endswith("/8"), r.stdout
+    last_rows = [ln.split() for ln in lines[lines.index(next(x for x in lines if x.startswith("RUN:PID  STATUS"))):]
+                 if ln.endswith(f"{CLIENT} hold")]
+    assert last_rows and last_rows[0][1] == "0" and last_rows[0][-4].endswith("/8"), r.stdout  # status, TOKENS
 
 
 # ── a shell on one kernel (the module's) ────────────────────────────────────────────────────────────────────
