@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,8 +216,6 @@ class McpManager:
             elif not self._closed and s.state == "running":
                 s.state = "crashed"
                 s.last_error = self._why(s, exc, "connection lost")
-            if isinstance(exc, asyncio.CancelledError) and self._closed:
-                pass
         finally:
             s.session = None
             if s.state == "running":
@@ -355,6 +353,3 @@ def _is_transport(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, anyio.ClosedResourceError | anyio.BrokenResourceError | ConnectionError | EOFError) \
         or "connection closed" in text or "closed" in text and "connection" in text
-
-
-Provider = Callable[[], dict[str, ToolSpec]]
