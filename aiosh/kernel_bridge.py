@@ -85,3 +85,20 @@ class KernelAgentHost:
 
     def add_listener(self, fn: Callable[[int, str, int | None], None]) -> None:
         self.kernel.add_listener(fn)
+
+    # --- host programs through the OpenAI-compatible door (aiosh/shell/hostdoor.py) ------------------------------
+    def attach_host(self, argv: list[str], *, nice: int = 0, cwd: str = ".",
+                    backend: str | None = None) -> tuple[int, dict[str, str]]:
+        """A kernel process for a host program about to start, and the variables that lead it to the door.
+        LookupError when the door is off ([door] enabled = false)."""
+        if not self.kernel.config.door.enabled:
+            raise LookupError("the door is off")
+        att = self.kernel.door.attach(argv, nice=nice, cwd=cwd, backend=backend)
+        return att.pid, att.env
+
+    def host_event(self, pid: int, event: str, status: int | None = None) -> None:
+        """The program stopped, continued or exited: its kernel process follows."""
+        if event == "exited":
+            self.kernel.door.detach(pid, 1 if status is None else status)
+        else:
+            self.kernel.door.mirror(pid, event)

@@ -46,7 +46,7 @@ def tools(kernel: Any, args: list[str], columns: int = 0) -> str:
             raise UsageError(f"{a}: unknown option")
         else:
             names.append(a)
-    specs = kernel.tool_types()
+    specs = kernel.tool_types()  # starts MCP servers not started yet (listing their tools is a first use)
     for n in names:
         if n not in specs:
             raise UsageError(f"{n}: no such tool")
@@ -79,7 +79,22 @@ def tools(kernel: Any, args: list[str], columns: int = 0) -> str:
         else:
             lines.append(f"{sig:<{width}}  {wrapped[0]}".rstrip())
             lines.extend(" " * (width + 2) + w for w in wrapped[1:])
+    if not names:
+        lines.extend(_mcp_lines(kernel))
     return "\n".join(lines) + "\n"
+
+
+def _mcp_lines(kernel: Any) -> list[str]:
+    """One line per [mcp.NAME] server: its state, tools and calls (and why it failed)."""
+    out = []
+    for st in kernel.mcp.states() if getattr(kernel, "mcp", None) is not None else []:
+        line = f"mcp server {st.name}: {st.state}, {st.tools} tools, {st.calls} calls ({st.transport}: {st.target})"
+        if st.restarts:
+            line += f", restarted {st.restarts}x"
+        if st.last_error and st.state != "running":
+            line += f"; {st.last_error}"
+        out.append(line)
+    return out
 
 
 def _int(opt: str, value: str | None) -> int:

@@ -4,7 +4,7 @@ Capabilities (strings):
 
 | capability | lets an agent |
 |---|---|
-| `tool:NAME` (`tool:*` = every tool) | call that tool |
+| `tool:NAME` (`tool:*` = every tool, `tool:SERVER.*` = an MCP server's tools) | call that tool |
 | `read:PATH/` | read files under PATH (relative to its working folder; `read:./` = the whole folder) |
 | `write:PATH/` | create, change or delete files under PATH |
 | `spawn` | start child agents |
@@ -81,9 +81,9 @@ def parse_capability(text: str) -> Cap:
         return Cap(t)
     kind, sep, arg = t.partition(":")
     if sep and kind == "tool":
-        if arg == "*" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", arg):
+        if arg == "*" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*(\.\*)?", arg):
             return Cap("tool", arg)
-        raise ValueError(f"'{text}': invalid tool name (tool:NAME or tool:*)")
+        raise ValueError(f"'{text}': invalid tool name (tool:NAME, tool:SERVER.* or tool:*)")
     if sep and kind in ("read", "write"):
         if "\0" in arg:
             raise ValueError(f"'{text}': invalid path")
@@ -117,6 +117,11 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _tool_under(name: str, family: str) -> bool:
+    """`tool:fs.*` covers fs.read and fs.x.y (an MCP server's tools), and a narrower family such as fs.x.*."""
+    return family.endswith(".*") and name != family and name.startswith(family[:-1])
+
+
 def meet(a: Cap, b: Cap) -> Cap | None:
     """What both allow (the narrower of the two), or None when they allow nothing in common."""
     if a.kind == "*":
@@ -126,9 +131,9 @@ def meet(a: Cap, b: Cap) -> Cap | None:
     if a.kind != b.kind:
         return None
     if a.kind == "tool":
-        if a.arg == "*":
+        if a.arg == "*" or _tool_under(b.arg, a.arg):
             return b
-        if b.arg == "*" or a.arg == b.arg:
+        if b.arg == "*" or a.arg == b.arg or _tool_under(a.arg, b.arg):
             return a
         return None
     if a.kind in ("read", "write"):

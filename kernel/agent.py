@@ -261,6 +261,7 @@ class LLM:
         """
         ctx = self._ctx
         kernel = ctx._kernel
+        await kernel.tools.refresh(None if tools is None else list(tools))  # MCP servers start at first use
         known = kernel.tools.all()
         names = sorted(known) if tools is None else list(tools)
         for n in names:
@@ -401,7 +402,7 @@ class AgentContext:
         await kernel.vocabulary_ready(proc.backend)
         turn = await kernel.context.prepare(self, req, o)
         rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
-        handle = kernel.backends.submit(req, proc.backend)
+        handle = kernel.backends.submit(req, o.get("backend") or proc.backend)  # the door names one per call
         kernel.track_call(proc, rec, handle)  # tokens and start time charged to rec step by step
         proc.current_llm = handle
         got: list[str] = []

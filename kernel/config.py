@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
-    "AccessSettings", "BackendSettings", "Config", "ConfigError", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
+    "AccessSettings", "BackendSettings", "Config", "ConfigError", "DoorSettings", "McpSettings", "KernelSettings", "LimitsSettings", "MemorySettings", "ModelSettings",
     "PluginsSettings", "SamplingSettings", "SchedulerSettings", "Setting", "ShellSettings", "StorageSettings",
     "SECTIONS", "backend_names", "default_config", "load_config", "render_default_toml", "settings", "user_config_dir",
     "user_data_dir",
@@ -364,6 +364,46 @@ class BackendSettings:
 
 
 @dataclass(frozen=True)
+class DoorSettings:
+    """The OpenAI-compatible door: host programs the shell starts get OPENAI_BASE_URL, OPENAI_API_BASE and a per-job OPENAI_API_KEY, and their calls are syscalls of their job."""  # noqa: E501
+
+    enabled: bool = setting(True, BOOL, "Give host programs the door's address and a token (started at the first "
+                            "host program, on 127.0.0.1 only); false = leave their environment alone.")
+    port: int = setting(0, integer(0, 65535), "TCP port on 127.0.0.1; 0 = any free port.")
+
+
+COMMAND = Rule("a list of non-empty strings (the program and its arguments)",
+               lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) and x for x in v),
+               lambda v, base: tuple(v))
+class FrozenTable(dict):
+    """A TOML table kept as a setting's value: hashable, so a frozen settings class may hold one."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+
+STRING_TABLE = Rule("a table of strings (NAME = \"value\")",
+                    lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(x, str)
+                                                              for k, x in v.items()),
+                    lambda v, base: FrozenTable(v))
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    """One MCP server whose tools agents call as NAME.TOOL, one table each: [mcp.NAME]. Give command (a program speaking MCP on stdio) or url (streamable HTTP). Started at first use, restarted after a crash, stopped with aiosh. Agents need the capability tool:NAME.TOOL or tool:NAME.* in [access] allow."""  # noqa: E501
+
+    command: tuple[str, ...] = setting((), COMMAND, 'The server\'s command line, e.g. ["python", "server.py"] (stdio).')
+    url: str = setting("", URL, "The server's streamable HTTP endpoint, e.g. \"http://127.0.0.1:8000/mcp\".")
+    env: Mapping[str, str] = setting(FrozenTable(), STRING_TABLE, "Extra environment variables for a stdio server.")
+    cwd: str = setting("", PATH, "Working folder of a stdio server; \"\" = aiosh's.")
+    timeout_s: float = setting(30.0, number(0, lo_open=True), "Seconds a call (and the server's start) may take.")
+    concurrency: int = setting(4, integer(1, 256), "Calls of one of its tools running at once.")
+    confirm: str = setting("destructive", one_of("destructive", "all", "never"), "Which of its tools ask y/N "
+                           "before each call: those the server marks destructive, all, or never.")
+    origin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
 class Config:
     """All settings, one attribute per section (`cfg.model.n_ctx`); `source` = the files that were read."""
 
@@ -378,12 +418,15 @@ class Config:
     memory: MemorySettings = field(default_factory=MemorySettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     backends: Mapping[str, BackendSettings] = field(default_factory=dict)  # [backends.NAME] tables
+    door: DoorSettings = field(default_factory=DoorSettings)
+    mcp: Mapping[str, McpSettings] = field(default_factory=dict)  # [mcp.NAME] tables
     source: tuple[Path, ...] = ()
 
 
 BACKENDS = "backends"  # the section of named tables
+MCP = "mcp"  # the section of named MCP server tables
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in fields(Config)  # type: ignore[misc]
-                             if f.default_factory is not MISSING and f.name != BACKENDS}
+                             if f.default_factory is not MISSING and f.name not in (BACKENDS, MCP)}
 
 
 def _schema(cls: type) -> list:
@@ -408,6 +451,8 @@ def settings() -> Iterator[Setting]:
             yield Setting(section, f.name, f.default, f.metadata["rule"], f.metadata["doc"])
     for f in _schema(BackendSettings):
         yield Setting(f"{BACKENDS}.NAME", f.name, f.default, f.metadata["rule"], f.metadata["doc"])
+    for f in _schema(McpSettings):
+        yield Setting(f"{MCP}.NAME", f.name, f.default, f.metadata["rule"], f.metadata["doc"])
 
 
 # ── loading ─────────────────────────────────────────────────────────────────────────────────────────────────
@@ -434,6 +479,7 @@ def load_config(explicit: str | os.PathLike | None = None, *, cwd: Path | None =
         files.append(path)
     values: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     values[BACKENDS] = {}  # name -> {key: value, "origin": file}
+    values[MCP] = {}
     read: list[Path] = []
     seen: set[Path] = set()
     for path in files:
@@ -446,8 +492,9 @@ def load_config(explicit: str | os.PathLike | None = None, *, cwd: Path | None =
         _apply(values, overrides, "<overrides>", cwd)
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     backends = _backends(values[BACKENDS])
+    mcp = _mcp_servers(values[MCP])
     _check_default_backend(sections["kernel"].backend, backends, read)
-    return Config(**sections, backends=backends, source=tuple(read))
+    return Config(**sections, backends=backends, mcp=mcp, source=tuple(read))
 
 
 def _backends(tables: dict[str, dict[str, Any]]) -> dict[str, BackendSettings]:
@@ -460,6 +507,34 @@ def _backends(tables: dict[str, dict[str, Any]]) -> dict[str, BackendSettings]:
                                   f"{BACKENDS}.{name}", key)
         out[name] = BackendSettings(**vals, origin=origin)
     return out
+
+
+def _mcp_servers(tables: dict[str, dict[str, Any]]) -> dict[str, McpSettings]:
+    out = {}
+    for name, vals in tables.items():
+        origin = vals.pop("origin")
+        if bool(vals.get("command")) == bool(vals.get("url")):
+            raise ConfigError(origin, "give command (stdio) or url (streamable HTTP), one of the two",
+                              f"{MCP}.{name}")
+        out[name] = McpSettings(**vals, origin=origin)
+    return out
+
+
+def _apply_mcp(values: dict[str, dict[str, Any]], table: Any, origin: str, base: Path) -> None:
+    """[mcp.NAME] tables, merged key by key across layers like [backends.NAME]."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(origin, f"must be tables [mcp.NAME], got {_show(table)}", MCP)
+    rows = {f.name: f.metadata["rule"] for f in _schema(McpSettings)}
+    for name, entry in table.items():
+        section = f"{MCP}.{name}"
+        if not isinstance(name, str) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name) is None:
+            raise ConfigError(origin, "an MCP server's name must be letters, digits, _ and - (no dots: its tools "
+                              "are NAME.TOOL)", section)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(origin, f"must be a table, got {_show(entry)}", section)
+        vals = values[MCP].setdefault(name, {})
+        vals["origin"] = origin
+        _set_keys(vals, entry, rows, origin, section, base)
 
 
 def backend_names(backends: Mapping[str, BackendSettings]) -> list[str]:
@@ -528,12 +603,15 @@ def _apply(values: dict[str, dict[str, Any]], data: Mapping[str, Any], origin: s
         if section == BACKENDS:
             _apply_backends(values, table, origin, base)
             continue
+        if section == MCP:
+            _apply_mcp(values, table, origin, base)
+            continue
         if section not in SECTIONS:
             if not isinstance(table, Mapping):
                 owners = [s.section for s in settings() if s.key == section]
                 hint = f" (did you mean [{owners[0]}] {section}?)" if owners else ""
                 raise ConfigError(origin, f"a setting outside any section{hint}", key=section)
-            raise ConfigError(origin, "unknown section" + _did_you_mean(section, [*SECTIONS, BACKENDS]), section)
+            raise ConfigError(origin, "unknown section" + _did_you_mean(section, [*SECTIONS, BACKENDS, MCP]), section)
         if not isinstance(table, Mapping):
             raise ConfigError(origin, f"must be a table, got {_show(table)}", section)
         rows = {f.name: f.metadata["rule"] for f in fields(SECTIONS[section])}
@@ -578,6 +656,8 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     return repr(value)
@@ -591,6 +671,8 @@ def render_default_toml() -> str:
         out.extend(_documented_keys(cls))
     out.append(f"\n# {(BackendSettings.__doc__ or '').strip()}\n# [{BACKENDS}.NAME]\n")
     out.extend(_documented_keys(BackendSettings))
+    out.append(f"\n# {(McpSettings.__doc__ or '').strip()}\n# [{MCP}.NAME]\n")
+    out.extend(_documented_keys(McpSettings))
     return "".join(out).rstrip("\n") + "\n"
 
 

@@ -24,8 +24,10 @@ from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKill
 from .backend import LOCAL, BackendStats
 from .config import Config, load_config
 from .context import ContextManager
+from .door import Door
 from .engine_types import EngineStats, SeqStats, StepRecord
 from .local_engine import make_local
+from .mcp import McpManager
 from .memory import MemoryManager
 from .model_info import ModelInfo
 from .plugins import AgentRegistry
@@ -75,6 +77,7 @@ class KernelSnapshot:
     n_gpu_layers: int
     backends: tuple[BackendStats, ...] = ()
     engine_info: Any = None  # EngineInfo: the engine process's pid, state, restarts, RSS
+    mcp: tuple = ()  # McpServerState of each [mcp.NAME] server
 
 
 class Kernel:
@@ -121,6 +124,8 @@ class Kernel:
         self.backends.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
         self.tools = ToolManager(self)
+        self.mcp = McpManager(c.mcp)  # MCP servers' tools as NAME.TOOL; servers start at first use
+        self.tools.add_provider(self.mcp)
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
         self.started_at = time.time()
         self._lock = threading.RLock()
@@ -134,6 +139,7 @@ class Kernel:
         # the call was tracked.
         self._calls: dict[int, SyscallRecord] = {}
         self._early: dict[int, list[float]] = {}
+        self.door = Door(self)  # the OpenAI-compatible door for host programs; its server starts at first use
         self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}  # what `time` asks after collection
         self.watchdog_events: list[str] = []
         self.loop = asyncio.new_event_loop()
@@ -166,6 +172,8 @@ class Kernel:
             self._post(p.pid, sig.SIGKILL)
         self._closing = True
         time.sleep(0.05)
+        self.door.close()
+        self.mcp.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(timeout=5)
         self.backends.close()
@@ -185,15 +193,18 @@ class Kernel:
         stderr: Pipe | None = None, nice: int = 0, sched_class: str | None = None, ppid: int = 0,
         pgid: int | None = None, limits: Limits | None = None, die_with_parent: bool = False,
         options: dict | None = None, cwd: str = ".", env: dict[str, str] | None = None, detached: bool = False,
+        spec: AgentSpec | None = None,
     ) -> int:
         """Start an agent process; returns its pid. UnknownAgent or ValueError for bad arguments; TooManyProcesses
         when `limits.max_procs` processes are alive already.
 
-        `detached`: a child that outlives a parent ended by a limit (otherwise such a parent takes its children)."""
+        `detached`: a child that outlives a parent ended by a limit (otherwise such a parent takes its children).
+        `spec` runs that code under the name `agent` instead of looking the name up (the door's host processes
+        are named after their programs)."""
         if self._closing:
             raise KernelError("kernel is shutting down")
         check_run_options(options or {})
-        spec = self.agents.get(agent)
+        spec = spec or self.agents.get(agent)
         if spec is None:
             raise UnknownAgent(f"{agent}: no such agent")
         klass = sched_class or spec.sched_class
@@ -670,8 +681,8 @@ class Kernel:
         return self.agents.all()
 
     def tool_types(self) -> dict[str, ToolSpec]:
-        """The tools agents can call (built-in, user folders, entry points), by name."""
-        return self.agents.tools()
+        """The tools agents can call (built-in, user folders, entry points, MCP servers), by name."""
+        return self.tools.all()
 
     def ps(self) -> list[ProcInfo]:
         seqs = self.backends.seqs()
@@ -706,7 +717,7 @@ class Kernel:
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.local.steps(steps)), policy=self.policy.describe(), model=self.local.model_info,
             n_threads=self.local.n_threads, n_gpu_layers=self.config.model.n_gpu_layers,
-            backends=self.backends.stats(), engine_info=self.engine_info(),
+            backends=self.backends.stats(), engine_info=self.engine_info(), mcp=tuple(self.mcp.states()),
         )
 
     def add_listener(self, fn: Listener) -> None:

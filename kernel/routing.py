@@ -39,6 +39,11 @@ class Backends:
         self.default = self.resolve(default).name
 
     @property
+    def names(self) -> list[str]:
+        """Every name a call may route by ("local", entries, models), in config order."""
+        return list(self._by_name)
+
+    @property
     def all(self) -> list[Backend]:
         return [self.local, *self.pools]
 

@@ -49,7 +49,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from . import safepath
 from .safepath import Resolved
@@ -670,6 +670,16 @@ def _open_error(exc: OSError, folder: bool) -> str:
     return exc.strerror or str(exc)
 
 
+class ToolProvider(Protocol):
+    """A source of tools besides plugins (kernel.mcp.McpManager)."""
+
+    def owns(self, name: str) -> bool: ...
+
+    def tools(self, *, start: bool = True) -> dict[str, ToolSpec]: ...
+
+    async def atools(self) -> dict[str, ToolSpec]: ...
+
+
 # ── the manager ─────────────────────────────────────────────────────────────────────────────────────────────
 
 class ToolManager:
@@ -683,9 +693,30 @@ class ToolManager:
         # Processes for isolated tools (calculator, sql_query …), started at the first such call: a worker's
         # start-up (its imports) does not count against the call's timeout.
         self.workers = WorkerPool()
+        self._providers: list[ToolProvider] = []
+
+    # Tools from elsewhere than plugins (MCP servers) come from providers. Listing may have to start a server:
+    # on the kernel loop the sync lookups use only what is known, and async callers `refresh` first.
+    def add_provider(self, provider: ToolProvider) -> None:
+        self._providers.append(provider)
+
+    def _may_block(self) -> bool:
+        return threading.current_thread() is not getattr(self.kernel, "_loop_thread", None)
+
+    async def refresh(self, names: list[str] | None = None) -> None:
+        """Make providers' tools known (starting their servers) without blocking the loop; `names`: only the
+        providers that own one of them."""
+        for p in self._providers:
+            if names is None or any(p.owns(n) for n in names):
+                await p.atools()
 
     def get(self, name: str) -> ToolSpec | None:
-        return self.kernel.agents.tool(name)
+        spec = self.kernel.agents.tool(name)
+        if spec is None:
+            for p in self._providers:
+                if p.owns(name):
+                    return p.tools(start=self._may_block()).get(name)
+        return spec
 
     def close(self) -> None:
         """Stop the worker processes of isolated tools."""
@@ -715,7 +746,11 @@ class ToolManager:
                 os.close(fd)
 
     def all(self) -> dict[str, ToolSpec]:
-        return self.kernel.agents.tools()
+        out = self.kernel.agents.tools()
+        for p in self._providers:
+            for name, spec in p.tools(start=self._may_block()).items():
+                out.setdefault(name, spec)
+        return out
 
     def running(self, name: str) -> int:
         with self._lock:
@@ -723,6 +758,8 @@ class ToolManager:
 
     async def call(self, ctx: AgentContext, name: str, args: dict[str, Any]) -> Any:
         """Check, confirm and run one call on behalf of `ctx`'s agent; the result, or ToolError/PermissionError."""
+        if isinstance(name, str) and self.kernel.agents.tool(name) is None:
+            await self.refresh([name])  # an MCP server starts at its first use
         spec = self.get(name) if isinstance(name, str) else None
         if spec is None:
             raise ToolError(f"{name}: no such tool")

@@ -255,8 +255,9 @@ def test_rendered_toml_sets_nothing_and_documents_every_key():
     assert all(table == {} for table in tomllib.loads(text).values())
     assert set(tomllib.loads(text)) == set(C.SECTIONS)
     # Uncommenting every key line gives back exactly the defaults.
-    data = tomllib.loads(re.sub(r"(?m)^# (\w+ = |\[backends\.NAME\])", r"\1", text))
+    data = tomllib.loads(re.sub(r"(?m)^# (\w+ = |\[(backends|mcp)\.NAME\])", r"\1", text))
     data["backends.NAME"] = data.pop("backends")["NAME"]
+    data["mcp.NAME"] = data.pop("mcp")["NAME"]
     keys = {(s.section, s.key) for s in C.settings()}
     assert {(sec, k) for sec, table in data.items() for k in table} == keys
     for s in C.settings():

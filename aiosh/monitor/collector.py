@@ -160,7 +160,7 @@ class BackendRow:
 
     @property
     def remote(self) -> bool:
-        return self.kind != "local"
+        return self.kind not in ("local", "mcp")
 
 
 def backend_row(b: Any) -> BackendRow:
@@ -171,6 +171,16 @@ def backend_row(b: Any) -> BackendRow:
         max_concurrent=int(b.max_concurrent), requests=int(b.requests), errors=int(b.errors),
         retries=int(b.retries), ttft_s=None if b.ttft_s is None else float(b.ttft_s),
         tokens_per_s=float(b.tokens_per_s), last_error=str(getattr(b, "last_error", "") or ""),
+    )
+
+
+def mcp_row(m: Any) -> BackendRow:
+    """An MCP server ([mcp.NAME]) as a row of the backends panel: its state, tools, calls, errors and restarts."""
+    return BackendRow(
+        name=f"mcp:{m.name}", kind="mcp", pool="tools", model=f"{m.tools} tools, {m.state}", url=str(m.target),
+        healthy=m.state in ("running", "stopped", "starting"), queued=0, in_flight=0, max_concurrent=0,
+        requests=int(m.calls), errors=int(m.errors), retries=int(m.restarts), ttft_s=None, tokens_per_s=0.0,
+        last_error=str(m.last_error or ""),
     )
 
 
@@ -318,7 +328,8 @@ class Collector:
         return MonitorData(
             t=snap.t, seq=self._count, header=header, agents=agents, scheduler=self._scheduler(snap),
             timeline=self._timeline(snap), memory=self._memory(snap), throughput=self._throughput(snap),
-            backends=tuple(backend_row(b) for b in snap.backends), detail=detail,
+            backends=tuple(backend_row(b) for b in snap.backends)
+            + tuple(mcp_row(m) for m in getattr(snap, "mcp", ())), detail=detail,
         )
 
     def _row(self, p: ProcInfo, now: float) -> AgentRow:

@@ -22,6 +22,7 @@ from .builtins import Builtin
 from .childfds import ExtraFds
 from .errors import ShellError
 from .filepipe import FilePipe
+from .hostdoor import open_door
 from .jobs import Job, JobTable
 from .lexer import is_digits
 from .nodes import SimpleCommand
@@ -216,6 +217,8 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
+        door_env, bind_door = open_door(self.shell.agents, resolved.argv, resolved.options, self.state.cwd)
+        started = False
         shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
         if _no_interpreter_line(path):  # bash runs such a file as a script of its own language
             argv = [sys.executable, "-m", "aiosh.shell", argv[0] if "/" in argv[0] else path, *argv[1:]]
@@ -228,7 +231,7 @@ class LaunchMixin:
                 pass_fds=extra.keep,
                 preexec_fn=extra.install if extra.targets else None,
                 cwd=self.state.cwd,
-                env=self.state.env(env),
+                env={**self.state.env(env), **door_env},
                 stdin=shared_fd if shared_fd is not None else subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merged else subprocess.PIPE,
@@ -236,6 +239,7 @@ class LaunchMixin:
                 process_group=0,
                 close_fds=True,
             )
+            started = True
         except PermissionError:
             extra.abandon()
             raise ShellError(f"{argv[0]}: Permission denied", 126) from None
@@ -248,11 +252,15 @@ class LaunchMixin:
         except (ValueError, subprocess.SubprocessError) as exc:
             extra.abandon()
             raise ShellError(f"{argv[0]}: cannot execute: {exc}", 126) from None
+        finally:
+            if not started:
+                bind_door(None)  # its kernel process ends too
         extra.after_spawn()
         pumps = [plumbing.stream_to_pipe(popen.stdout, io.stdout)]  # type: ignore[arg-type]
         if not merged:
             pumps.append(plumbing.stream_to_pipe(popen.stderr, io.stderr))  # type: ignore[arg-type]
         proc = HostProc(popen, argv[0], pumps)
+        bind_door(proc)  # its stops and exit reach its kernel process (the door's caller)
         if io.stdin is not None and shared_fd is None:
             stop = threading.Event()
             plumbing.pipe_to_stream(io.stdin, popen.stdin, stop)  # type: ignore[arg-type]
