@@ -305,6 +305,13 @@ class Kernel:
     def _time_limit(self, proc: Process, ctx: AgentContext) -> None:
         if proc.status is None and proc.task is not None:
             proc.limit_hit = f"time limit ({proc.limits.max_time:g} s) exceeded"
+            # Its children go at once, not when its task has unwound: a child's own (inherited) timer started
+            # later and must not win the race against the parent's.
+            with self._lock:
+                doomed = [c.pid for c in self._procs.values()
+                          if c.ppid == proc.pid and c.status is None and not c.detached]
+            for pid in doomed:
+                self._deliver(pid, sig.SIGKILL)
             self._cancel_task(proc)
 
     def _exit(self, proc: Process, status: int, ctx: AgentContext | None) -> None:

@@ -76,12 +76,16 @@ AGENTS = textwrap.dedent('''
                               "nice": info.nice, "max_time": info.limits.max_time}))
         return 0
 
-    @agent("bomb", description="spawns two copies of itself, forever (a fork bomb)")
+    @agent("bomb", description="spawns two copies of itself, forever (a fork bomb): a refused spawn is tried again")
     async def bomb(ctx):
-        a = await ctx.spawn("bomb", die_with_parent=True)
-        b = await ctx.spawn("bomb", die_with_parent=True)
-        await ctx.wait(a.pid)
-        await ctx.wait(b.pid)
+        children = []
+        while len(children) < 2:
+            try:
+                children.append(await ctx.spawn("bomb", die_with_parent=True))
+            except Exception:  # the process limit: keep trying, as a real fork bomb does
+                await ctx.sleep(0.05)
+        for c in children:
+            await ctx.wait(c.pid)
         return 0
 
     @agent("napper", description="sleeps: napper SECONDS; prints how long it took")
@@ -110,6 +114,13 @@ TOOLS = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def hk(tmp_path_factory):
+    k = _hardening_kernel(tmp_path_factory)
+    yield k
+    k.shutdown()
+
+
+def _hardening_kernel(tmp_path_factory, **limits):
+    """A kernel with the hostile agents and tools of this file as plugins."""
     from aiosh.kernel import Kernel
     from aiosh.kernel.config import load_config
 
@@ -124,12 +135,12 @@ def hk(tmp_path_factory):
         "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512, "n_threads": 1},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
         "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"], "confirm_irreversible": False},
+        **({"limits": limits} if limits else {}),
     })
     k = Kernel(cfg)
     k.test_tmp = tmp
     k.test_cwd = str(work)
-    yield k
-    k.shutdown()
+    return k
 
 
 def run(k, agent: str, *argv: str, timeout: float = 30, **kw) -> tuple[int, str]:
@@ -726,14 +737,11 @@ def test_negative_max_tokens_is_a_usage_error_before_the_run():
 
 @pytest.mark.model
 @pytest.mark.timeout(60)
-def test_a_fork_bomb_meets_the_process_limit(hk):
-    from dataclasses import replace
-
+def test_a_fork_bomb_meets_the_process_limit(tmp_path_factory):
     from aiosh.kernel.kernel import TooManyProcesses
     from aiosh.kernel.streams import Pipe
 
-    saved = hk.config
-    hk.config = replace(saved, limits=replace(saved.limits, max_procs=40))
+    hk = _hardening_kernel(tmp_path_factory, max_procs=40)  # a kernel of its own: nothing else alive in it
     try:
         err = Pipe()
         pid = hk.spawn("bomb", [], stdout=Pipe(), stderr=err, cwd=hk.test_cwd)
@@ -755,7 +763,7 @@ def test_a_fork_bomb_meets_the_process_limit(hk):
         lines = [ln for ln in err.read_all().splitlines() if ln]
         assert all("Traceback" not in ln for ln in lines)
     finally:
-        hk.config = saved
+        hk.shutdown()
 
 
 @pytest.mark.timeout(120)

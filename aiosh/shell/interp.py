@@ -489,13 +489,15 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             proc = self._thread_proc(ao.render(), sub, lambda: sub.run_andor(ao, bg_io))
             self.jobs.watch(job, proc)
             proc.start()
-        lines.close_after(job)
         self.jobs.add(job)
         self.state.last_bg_pid = job.last_pid
         if self.shell.interactive and self.main:
             plumbing.safe_write(self.shell.stderr, f"[{job.id}] {job.last_pid}\n")
             self.shell.flush_output()
         lines.announced.set()
+        # After the announcement: a job that already ended (a builtin runs at once) is flushed here, before the
+        # next command, instead of waiting out the announcement timeout while `wait` finds it done.
+        lines.close_after(job)
         return 0
 
     def launch_pipeline(self, p: Pipeline, io: IO, job: Job, *, keep_last: bool = False) -> Pipe | None:
