@@ -12,6 +12,20 @@ _ECHO_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n":
                  "v": "\v", "\\": "\\"}  # fmt: skip
 
 
+def hex_escape(text: str, i: int) -> tuple[str, int]:
+    """`\\xHH`, `\\uHHHH` or `\\UHHHHHHHH` at text[i] (echo -e, printf %b and printf's format share it): the
+    character, and the index after the escape; with no hex digit the escape stays as written."""
+    e = text[i + 1]
+    width = {"x": 2, "u": 4, "U": 8}[e]
+    j = i + 2
+    while j < len(text) and j < i + 2 + width and text[j] in "0123456789abcdefABCDEF":
+        j += 1
+    if j == i + 2:
+        return "\\" + e, j
+    code = int(text[i + 2 : j], 16)
+    return (byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd"), j
+
+
 def _echo_escapes(text: str) -> tuple[str, bool]:
     """Interpret `echo -e` escapes; the bool is False after `\\c` (print nothing more)."""
     out: list[str] = []
@@ -36,16 +50,8 @@ def _echo_escapes(text: str) -> tuple[str, bool]:
             out.append(byte_char(int(text[i + 2 : j] or "0", 8) & 0xFF))
             i = j
         elif e in "xuU":
-            width = {"x": 2, "u": 4, "U": 8}[e]
-            j = i + 2
-            while j < n and j < i + 2 + width and text[j] in "0123456789abcdefABCDEF":
-                j += 1
-            if j == i + 2:
-                out.append("\\" + e)
-            else:
-                code = int(text[i + 2 : j], 16)
-                out.append(byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd")
-            i = j
+            piece, i = hex_escape(text, i)
+            out.append(piece)
         else:
             out.append("\\" + e)
             i += 2

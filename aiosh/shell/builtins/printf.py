@@ -10,6 +10,7 @@ import time
 
 from ..lexer import byte_char
 from . import BuiltinContext, BuiltinRegistry
+from .files import hex_escape
 
 _SPEC = re.compile(r"%([-+ #0']*)(\*|\d+)?(?:\.(\*|\d*))?(\((?:[^)]*)\)T|[diouxXeEfFgGcsbqaA%])")
 _ESC = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
@@ -46,16 +47,8 @@ def escapes(text: str, *, in_b: bool) -> str:
             out.append(byte_char(int(text[i + 1 : j], 8) & 0xFF))
             i = j
         elif e in "xuU":
-            width = {"x": 2, "u": 4, "U": 8}[e]
-            j = i + 2
-            while j < n and j < i + 2 + width and text[j] in "0123456789abcdefABCDEF":
-                j += 1
-            if j == i + 2:
-                out.append("\\" + e)
-            else:
-                code = int(text[i + 2 : j], 16)
-                out.append(byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd")
-            i = j
+            piece, i = hex_escape(text, i)
+            out.append(piece)
         else:
             out.append("\\" + e)
             i += 2
