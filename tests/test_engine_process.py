@@ -71,9 +71,16 @@ def test_limits_beyond_the_window_slots_or_memory_are_one_line(tmp_path, toml, k
 
 
 def test_a_command_without_llm_calls_starts_no_engine(tmp_path):
-    r = _aiosh(["-c", "echo hi; sleep 0.1; ps"], tmp_path)
+    r = _aiosh(["-c", "echo hi; sleep 0.1; ps; sched"], tmp_path)
     assert (r.returncode, r.stdout.splitlines()[0]) == (0, "hi")
-    assert not list((tmp_path / "s").glob("aiosh/engine-*.log"))  # no engine process was ever started
+    assert "engine: stopped  pid: -" in r.stdout  # no engine process was ever started
+
+
+def test_a_script_that_names_a_model_agent_starts_the_engine_early(tmp_path):
+    # `chat` never runs here, but the script names it: the engine loads while the shell works (no first-call wait)
+    r = _aiosh(["-c", "sched; false && chat never"], tmp_path)
+    assert r.returncode == 1
+    assert "engine: starting" in r.stdout, r.stdout
 
 
 # --- on the real model -------------------------------------------------------------------------------------------
