@@ -23,12 +23,10 @@ class _VersionAction(argparse.Action):
 
 
 def decode_script(data: bytes) -> str:
-    """A script's text: UTF-8, or, for a file that is not valid UTF-8, each byte as its Latin-1 character (bash
-    runs such files byte by byte; a stray byte in a comment must not stop the script)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    """A script's text: UTF-8, with each byte that is not part of a UTF-8 character kept as itself (a
+    surrogate escape), as bash runs such files byte by byte: a stray Latin-1 byte in a comment does not stop the
+    script, and one in `echo` comes out as the same byte."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def build_parser() -> argparse.ArgumentParser:
