@@ -28,7 +28,7 @@ _thread_pids = itertools.count(4_194_305)
 # Shell threads alive at once (subshells, pipeline stages, background shell code), like `ulimit -u`: a fork bomb
 # (`:(){ :|:& };:`) meets this limit with one line per refused start, instead of thousands of "can't start new
 # thread" tracebacks and a shell that no longer answers.
-MAX_THREAD_PROCS = 1024
+MAX_THREAD_PROCS = 2048  # a fork bomb held at this limit: about 250 MB, and the shell still answers at once
 _live_threads = 0
 _live_lock = threading.Lock()
 # Process groups of shell threads. Code running on a shell thread starts its own children (a subshell's background
