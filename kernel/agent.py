@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
 from .memory import AgentMemory
 from .proc import Limits, Process, SyscallRecord
-from .requests import GenRequest, GenResult, SamplingParams
+from .requests import SCHED_CLASSES, GenRequest, GenResult, SamplingParams
 from .streams import Pipe
 from .tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
 
@@ -30,13 +30,12 @@ if TYPE_CHECKING:
 AgentMain = Callable[["AgentContext"], Awaitable[int | None]]
 
 
-CLASS_ORDER = ("interactive", "normal", "batch", "idle")  # most favoured first
 INHERITED_OPTIONS = ("seed", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
 
 
 def least_favoured(a: str, b: str) -> str:
     """Of two scheduling classes, the one the scheduler favours less (a child never outranks its parent)."""
-    rank = {c: i for i, c in enumerate(CLASS_ORDER)}
+    rank = {c: i for i, c in enumerate(SCHED_CLASSES)}
     return a if rank.get(a, 1) >= rank.get(b, 1) else b
 
 
@@ -303,12 +302,10 @@ class _Blocking:
         p = self.ctx._proc
         self.prev = (p.activity, p.wchan)
         p.activity, p.wchan = self.wchan, self.wchan
-        self.ctx._kernel._state_changed(p)
 
     async def __aexit__(self, *exc: object) -> None:
         p = self.ctx._proc
         p.activity, p.wchan = self.prev
-        self.ctx._kernel._state_changed(p)
 
 
 class AgentContext:
@@ -470,8 +467,7 @@ class AgentContext:
         parent = self._proc
         spec = self._kernel.agents.get(agent)
         klass = least_favoured(parent.sched.sched_class, sched_class or (spec.sched_class if spec else "normal"))
-        cfg = self._kernel.config.limits
-        own = limits or Limits(cfg.max_tokens, cfg.max_time, cfg.max_kv)
+        own = limits or self._kernel.default_limits()
         try:
             pid = self._kernel.spawn(
                 agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=parent.pgid,

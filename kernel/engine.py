@@ -231,11 +231,6 @@ class Engine:
     def set_policy(self, policy: Policy) -> None:
         self._commands.put(("policy", policy))
 
-    def kv_of(self, owner: int) -> tuple[int, int]:
-        """KV tokens and bytes now held for one owner (pid), from the last stats snapshot."""
-        tokens = sum(s.kv_tokens for s in self.stats.seqs if s.owner == owner)
-        return tokens, tokens * self.model.info.kv_bytes_per_token
-
     def forget_conversation(self, key: str) -> None:
         with self._conv_lock:
             self._conversations.pop(key, None)

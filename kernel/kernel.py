@@ -32,14 +32,13 @@ from .memory import MemoryManager
 from .model_info import ModelInfo
 from .plugins import AgentRegistry
 from .proc import Limits, Process, ProcInfo, SyscallRecord
-from .requests import GenRequest, GenResult, RequestHandle, SchedInfo
+from .requests import SCHED_CLASSES, GenRequest, GenResult, RequestHandle, SchedInfo
 from .routing import Backends, RemotePool, make_pools, probe_pools
 from .scheduler import Policy, load_policy
 from .storage import Storage, open_storage
 from .streams import Pipe
 from .tools import ToolManager, ToolSpec
 
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
 
 
@@ -210,7 +209,7 @@ class Kernel:
         klass = sched_class or spec.sched_class
         if klass not in SCHED_CLASSES:
             raise ValueError(f"unknown scheduling class '{klass}' (one of {', '.join(SCHED_CLASSES)})")
-        lim = limits or Limits(self.config.limits.max_tokens, self.config.limits.max_time, self.config.limits.max_kv)
+        lim = limits or self.default_limits()
         opts = options or {}
         for caps in (opts.get("allow"), opts.get("deny"), spec.needs):
             if caps is not None:
@@ -582,6 +581,11 @@ class Kernel:
             await parent.child_event.wait()
 
     # --- priorities and policy --------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        """The limits of an agent started without its own ([limits] in aiosh.toml)."""
+        cfg = self.config.limits
+        return Limits(cfg.max_tokens, cfg.max_time, cfg.max_kv)
+
     def renice(self, pid: int, nice: int) -> int:
         """Set a live process's nice (clamped to −20…19, as renice does); returns the value set."""
         with self._lock:
@@ -590,15 +594,6 @@ class Kernel:
                 raise NoSuchProcess(f"({pid}) - No such process")
             p.sched.nice = _clamp_nice(nice)
             return p.sched.nice
-
-    def set_class(self, pid: int, sched_class: str) -> None:
-        if sched_class not in SCHED_CLASSES:
-            raise ValueError(f"unknown scheduling class '{sched_class}' (one of {', '.join(SCHED_CLASSES)})")
-        with self._lock:
-            p = self._procs.get(pid)
-            if p is None or p.status is not None:
-                raise NoSuchProcess(f"({pid}) - No such process")
-            p.sched.sched_class = sched_class
 
     def set_policy(self, name: str, **params: float) -> Policy:
         """Switch the scheduling policy at run time; running agents keep their slots and KV."""
@@ -736,9 +731,6 @@ class Kernel:
                 fn(pid, kind, status)
             except Exception:  # noqa: BLE001 - a listener's bug must not break the kernel
                 traceback.print_exc()
-
-    def _state_changed(self, proc: Process) -> None:
-        """Hook for activity changes (the monitor reads states from snapshots; nothing to push yet)."""
 
     def _state_of(self, p: Process, seqs: tuple[SeqStats, ...]) -> str:
         if p.status is not None:

@@ -129,12 +129,6 @@ class AgentRegistry:
                 self._set = discover(self.extra_paths)
         return self._set
 
-    def rescan(self) -> PluginSet:
-        with self._lock:
-            self._stamp = self._signature()
-            self._set = discover(self.extra_paths)
-            return self._set
-
     def get(self, name: str) -> AgentSpec | None:
         return self._fresh().agents.get(name)
 

@@ -33,6 +33,9 @@ class SamplingParams:
     seed: int | None = None
 
 
+SCHED_CLASSES = ("interactive", "normal", "batch", "idle")  # scheduling classes, most favoured first
+
+
 @dataclass
 class SchedInfo:
     """Scheduling facts of the requesting agent, read by the policy each step (mutable: renice applies live)."""

@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import ClassVar
 
 from .entrypoints import builtin_entry_points, third_party_entry_points
-from .requests import SchedInfo
+from .requests import SCHED_CLASSES, SchedInfo
 
 # Linux CFS's weight for each nice level (kernel/sched/core.c, sched_prio_to_weight): each step is ~1.25x.
 NICE_TO_WEIGHT = [
@@ -50,8 +50,7 @@ NICE_TO_WEIGHT = [
 ]  # fmt: skip
 NICE_0_WEIGHT = 1024
 
-# Scheduling classes, most urgent first. An unknown class is treated as normal.
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
+# Scheduling classes (SCHED_CLASSES), most urgent first. An unknown class is treated as normal.
 CLASS_RANK = {name: i for i, name in enumerate(SCHED_CLASSES)}
 
 PROMPT_WEIGHT = 0.25  # service of one prompt token against one generated token, for policies that do not say
