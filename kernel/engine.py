@@ -261,6 +261,11 @@ class Engine:
             if not toks:
                 raise EngineError("empty prompt")
             return toks, None
+        if req.tokens is not None:  # rendered by the caller (the kernel, once per turn): decoded as they are
+            n_vocab = m.n_vocab
+            if not req.tokens or any(not 0 <= t < n_vocab for t in req.tokens):
+                raise EngineError("prompt tokens: empty, or an id outside the vocabulary")
+            return list(req.tokens), None
         messages = list(req.messages or [])
         if not messages:
             raise EngineError("no messages")
@@ -736,6 +741,7 @@ class Engine:
         res.finish_reason = reason
         res.error = error
         res.completion_tokens = len(act.generated)
+        res.tokens = list(act.generated)
         if act.stream is not None:
             tail = act.stream.finish() if reason in ("cancelled", "error") else ""
             res.text = act.stream.text

@@ -56,8 +56,7 @@ from .safepath import Resolved
 from .toolworker import STARTUP_S, WorkerCrashed, WorkerPool, WorkerTimeout
 
 if TYPE_CHECKING:
-    from .agent import AgentContext
-    from .kernel import Kernel
+    from .services import Syscalls
 
 __all__ = ["ToolChoice", "ToolContext", "ToolError", "ToolManager", "ToolSpec", "choice_grammar", "choice_schema",
            "describe_signature", "parse_choice", "tool", "tools_prompt", "type_name", "validate_args"]
@@ -535,7 +534,7 @@ class ToolContext:
             raise ValueError(f"mode must be 'read' or 'write', not {mode!r}")
         if not isinstance(path, str) or not path or "\0" in path:
             raise ToolError(f"{self.tool}: invalid path {path!r}")
-        access = self._manager.kernel.access
+        access = self._manager.access
         if os.path.isabs(path) or path.startswith("~"):
             access.record(self.pid, f"{mode}:{path}", "deny", f"{self.tool}: absolute path")
             raise PermissionError(f"{self.tool}: {path}: absolute paths are refused (use a path relative to the "
@@ -560,7 +559,7 @@ class ToolContext:
         try:
             return safepath.resolve(root, self.cwd, path, follow_last=follow, create_dirs=create)
         except safepath.Outside:
-            self._manager.kernel.access.record(self.pid, f"{mode}:{path}", "deny",
+            self._manager.access.record(self.pid, f"{mode}:{path}", "deny",
                                                f"{self.tool}: outside the working folder")
             raise PermissionError(f"{self.tool}: {path}: outside the working folder") from None
         except OSError as exc:
@@ -571,7 +570,7 @@ class ToolContext:
     def _check(self, real: str, mode: str, path: str) -> None:
         if (real, mode) in self._checked:
             return
-        if not self._manager.kernel.access.check(self.pid, f"{mode}:{real}", f"{self.tool} {path}"):
+        if not self._manager.access.check(self.pid, f"{mode}:{real}", f"{self.tool} {path}"):
             raise PermissionError(f"{mode}:{path}: {self.agent}[{self.pid}] may not {mode} {path}")
         self._checked.add((real, mode))
 
@@ -627,14 +626,14 @@ class ToolContext:
         if not stat.S_ISREG(mode):
             raise ToolError(f"{self.tool}: {path}: not a regular file ({_kind(mode)}): refused")
         if st.st_nlink > 1:
-            self._manager.kernel.access.record(self.pid, f"{how}:{path}", "deny",
+            self._manager.access.record(self.pid, f"{how}:{path}", "deny",
                                                f"{self.tool}: {st.st_nlink} hard links")
             raise PermissionError(f"{self.tool}: {path}: has {st.st_nlink} hard links (another name may be "
                                   "outside the working folder): refused")
 
     def search_memory(self, query: str, limit: int = 5) -> list:
         """Full-text search over the calling agent's own memory and messages (SearchHit rows, best first)."""
-        mm = self._manager.kernel.memory
+        mm = self._manager.memory
         if mm.storage.enabled:
             return mm.storage.search(query, pid=self.pid, conversations=self._conversations, limit=limit)
         return mm.local_search(self.pid, query, limit)
@@ -685,8 +684,16 @@ class ToolProvider(Protocol):
 class ToolManager:
     """Looks tools up (through the plugin registry), checks and runs calls. `call` runs on the kernel loop."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, registry: Any, access: Any, memory: Any, conversations_of: Callable[[int], list[str]],
+                 loop_thread: Callable[[], threading.Thread | None]) -> None:
+        """`registry`: the plugin registry (plugins.AgentRegistry: `tool(name)`, `tools()`); `access`, `memory`:
+        the access and memory managers; `conversations_of(pid)`: the conversations a process takes part in (for
+        memory search); `loop_thread()`: the kernel loop's thread (where nothing may block)."""
+        self.registry = registry
+        self.access = access
+        self.memory = memory
+        self._conversations_of = conversations_of
+        self._loop_thread = loop_thread
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._running: dict[str, int] = {}  # threads of each tool that have not ended (timed-out ones included)
         self._lock = threading.Lock()
@@ -701,7 +708,7 @@ class ToolManager:
         self._providers.append(provider)
 
     def _may_block(self) -> bool:
-        return threading.current_thread() is not getattr(self.kernel, "_loop_thread", None)
+        return threading.current_thread() is not self._loop_thread()
 
     async def refresh(self, names: list[str] | None = None) -> None:
         """Make providers' tools known (starting their servers) without blocking the loop; `names`: only the
@@ -711,7 +718,7 @@ class ToolManager:
                 await p.atools()
 
     def get(self, name: str) -> ToolSpec | None:
-        spec = self.kernel.agents.tool(name)
+        spec = self.registry.tool(name)
         if spec is None:
             for p in self._providers:
                 if p.owns(name):
@@ -746,7 +753,7 @@ class ToolManager:
                 os.close(fd)
 
     def all(self) -> dict[str, ToolSpec]:
-        out = self.kernel.agents.tools()
+        out = self.registry.tools()
         for p in self._providers:
             for name, spec in p.tools(start=self._may_block()).items():
                 out.setdefault(name, spec)
@@ -756,19 +763,19 @@ class ToolManager:
         with self._lock:
             return self._running.get(name, 0)
 
-    async def call(self, ctx: AgentContext, name: str, args: dict[str, Any]) -> Any:
-        """Check, confirm and run one call on behalf of `ctx`'s agent; the result, or ToolError/PermissionError."""
-        if isinstance(name, str) and self.kernel.agents.tool(name) is None:
+    async def call(self, sc: Syscalls, name: str, args: dict[str, Any]) -> Any:
+        """Check, confirm and run one call on behalf of `sc`'s process; the result, or ToolError/PermissionError."""
+        if isinstance(name, str) and self.registry.tool(name) is None:
             await self.refresh([name])  # an MCP server starts at its first use
         spec = self.get(name) if isinstance(name, str) else None
         if spec is None:
             raise ToolError(f"{name}: no such tool")
-        access = self.kernel.access
-        pid, agent = ctx.pid, ctx._proc.agent
+        access = self.access
+        pid, agent = sc.pid, sc.agent
         if not access.check(pid, f"tool:{name}", _short_args(args)):
             raise PermissionError(f"tool:{name}: {agent}[{pid}] may not call {name}")
         clean = validate_args(spec, args)
-        tctx = ToolContext(self, spec, pid, agent, ctx.cwd, self.kernel.context.conversations_of(pid))
+        tctx = ToolContext(self, spec, pid, agent, sc.cwd, self._conversations_of(pid))
         for arg, mode in spec.paths.items():
             if clean.get(arg) is not None:  # PermissionError before anyone is asked or anything runs
                 tctx.path(clean[arg], "write" if mode == "delete" else mode, follow=mode != "delete")
@@ -780,7 +787,7 @@ class ToolManager:
                 except Exception:  # noqa: BLE001 - the question is asked anyway, without the detail
                     what = ""
             text = f"{agent}[{pid}] wants to run {name}({_short_args(clean, 120)}).{what} Allow?"
-            async with ctx._blocking("user"):
+            async with sc.wchan("user"):
                 yes = await access.confirm(pid, agent, f"tool:{name}", text)
             if not yes:
                 raise PermissionError(f"tool:{name}: not confirmed ({name} is irreversible)")
