@@ -350,7 +350,7 @@ def test_preempted_sequence_resumes_with_its_context(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, how: str
 ):
     if how == "recompute":  # make saving the KV look dear, so the engine drops it and recomputes it later
-        monkeypatch.setattr(engine, "_swap_cost_per_byte", 1.0)
+        monkeypatch.setattr(engine.kv, "swap_cost_per_byte", 1.0)
     assert poll(lambda: engine.stats.slots_busy == 0)
     before = engine.stats
     sa = SchedInfo(owner=31)
