@@ -424,10 +424,7 @@ class Kernel:
             self._close_stdio_later(p)
             return
         if num in sig.STOPPING:
-            if not p.sched.stopped:
-                p.sched.stopped = True
-                p.resumed.clear()
-                p.stopped.set()
+            if p.set_stopped(True):
                 self.backends.wake()
                 self._persist(p)
                 self._notify(pid, "stopped", 128 + num)
@@ -444,10 +441,7 @@ class Kernel:
         self._cancel_task(p)
 
     def _continue(self, p: Process) -> None:
-        if p.sched.stopped:
-            p.sched.stopped = False
-            p.stopped.clear()
-            p.resumed.set()
+        if p.set_stopped(False):
             self.backends.wake()
             self._persist(p)
             self._notify(p.pid, "continued", None)
@@ -669,7 +663,7 @@ class Kernel:
     def _state_of(self, p: Process, seqs: tuple[SeqStats, ...]) -> str:
         if p.status is not None:
             return "Z"
-        if p.sched.stopped:
+        if p.is_stopped:
             return "T"
         if p.activity == "llm":
             for s in seqs:

@@ -154,6 +154,29 @@ class Process:
     child_event: asyncio.Event | None = None  # set when one of its children exits
     ctx: object | None = None  # its AgentContext (for closing its stdio after SIGKILL)
 
+    @property
+    def is_stopped(self) -> bool:
+        """Stopped (T): the one fact behind `sched.stopped` (which the scheduler reads), `resumed` and `stopped`."""
+        return self.sched.stopped
+
+    def set_stopped(self, stopped: bool) -> bool:
+        """Stop or continue: the flag the scheduler reads and the two events agents wait on change together,
+        here only (on the kernel loop). Returns whether anything changed."""
+        if self.sched.stopped == stopped:
+            return False
+        self.sched.stopped = stopped
+        if self.resumed is not None:
+            if stopped:
+                self.resumed.clear()
+            else:
+                self.resumed.set()
+        if self.stopped is not None:
+            if stopped:
+                self.stopped.set()
+            else:
+                self.stopped.clear()
+        return True
+
     def note_output(self, text: str) -> None:
         self.recent.append(text)
         self.recent_len += len(text)
@@ -237,7 +260,7 @@ class ProcessTable:
                 return None
             proc.status = status
             proc.ended = time.time()
-            proc.sched.stopped = False
+            proc.sched.stopped = False  # a zombie is not stopped (its events are the loop's: see set_stopped)
             to_kill = []
             for child in self._procs.values():
                 if child.ppid == proc.pid:
