@@ -88,27 +88,15 @@ class Syscalls:
         self._proc = proc
         self._save = save
         self.cwd = cwd
-
-    # --- the process's facts --------------------------------------------------------------------------------
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
+        # The process's facts its managers read (fixed at spawn; the parent can change: see `ppid`).
+        self.pid: int = proc.pid
+        self.agent: str = proc.agent
+        self.backend: str = proc.backend
+        self.limits: Limits = proc.limits
 
     @property
     def ppid(self) -> int:
         return self._proc.ppid
-
-    @property
-    def agent(self) -> str:
-        return self._proc.agent
-
-    @property
-    def backend(self) -> str:
-        return self._proc.backend
-
-    @property
-    def limits(self) -> Limits:
-        return self._proc.limits
 
     @property
     def proc(self) -> Process:
