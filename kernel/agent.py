@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
@@ -23,7 +24,7 @@ from .llmcall import LLMCall, build_request
 from .memory import AgentMemory
 from .proc import Limits, Process
 from .requests import SCHED_CLASSES, GenResult
-from .services import LimitExceeded, LLMError, ProcessKilled, Services, Syscalls
+from .services import Call, LimitExceeded, LLMError, ProcessKilled, Services, Syscalls
 from .streams import Pipe
 from .tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
 
@@ -324,7 +325,8 @@ class AgentContext:
     def print(self, *args: object, sep: str = " ", end: str = "\n") -> None:
         self.stdout.print(*args, sep=sep, end=end)
 
-    def syscall(self, kind: str, detail: str = "", *, wchan: str | None = None, cancellable: bool = False):
+    def syscall(self, kind: str, detail: str = "", *, wchan: str | None = None,
+                cancellable: bool = False) -> AbstractAsyncContextManager[Call]:
         """`async with ctx.syscall("kind", "detail", wchan=...) as call:` — one recorded syscall of this process
         (gate, record, wait channel, finish; set `call.outcome` to say how it ended). See Syscalls.call."""
         return self.syscalls.call(kind, detail, wchan=wchan, cancellable=cancellable)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal as _signal
 
-from aiosh.kernel import signals
-
 from ..agents import LIMIT_KEYS
 from ..errors import Cancelled, ShellError
 from ..jobs import Job
@@ -33,7 +31,10 @@ def signal_names() -> dict[int, str]:
 
 
 def parse_signal(spec: str) -> int | None:
-    """`TERM`, `SIGTERM`, `term`, `15` → 15 (the kernel's parser, over this host's signals); None when unknown."""
+    """`TERM`, `SIGTERM`, `term`, `15` → 15 (the kernel's parser, over this host's signals); None when unknown.
+    Imported on first use: the shell library loads no kernel module but streams."""
+    from aiosh.kernel import signals
+
     try:
         return signals.parse_signal(spec, signal_names())
     except ValueError:
