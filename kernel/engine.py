@@ -494,15 +494,27 @@ class Engine:
                     self._finish(act, "error", str(exc))
                     return True
                 act.stream = TextStream(act.req.stop)
-        slot.active = act
-        slot.conversation = act.req.conversation
-        act.slot = slot
-        act.seq.has_slot = True
+        self._attach(act, slot)
         if act.seq.state in ("waiting", "swapped"):
             act.seq.state = "decode" if act.pending_token is not None else "prefill"
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
+
+    def _attach(self, act: _Active, slot: Slot) -> None:
+        """A request gets a slot: the slot's holder, the request's slot and the scheduler's `has_slot` are one
+        fact, set here and in `_detach` only."""
+        slot.active = act
+        slot.conversation = act.req.conversation
+        act.slot = slot
+        act.seq.has_slot = True
+
+    def _detach(self, act: _Active) -> None:
+        """The request leaves its slot (preempted or ended); the slot's KV stays as the KV cache manager left it."""
+        if act.slot is not None and act.slot.active is act:
+            act.slot.active = None
+        act.slot = None
+        act.seq.has_slot = False
 
     def _prefix_in_flight(self, act: _Active) -> bool:
         """Is a longer prefix of this prompt still being prefilled by another request than is resident anywhere?
@@ -567,8 +579,7 @@ class Engine:
             # Recompute later: everything the sequence had becomes prompt again.
             self._totals["recomputes"] += 1
             _requeue_for_recompute(act, kv_tokens)
-        act.slot = None
-        act.seq.has_slot = False
+        self._detach(act)
         act.seq.state = "swapped" if act.swapped is not None else "waiting"
         act.seq.kv_tokens = 0
 
@@ -601,13 +612,11 @@ class Engine:
         res.t_end = time.monotonic()
         act.seq.state = "finished"
         slot = act.slot
+        self._detach(act)
         if slot is not None:
-            slot.active = None
             slot.last_used = res.t_end
             if reason in ("cancelled", "error"):
                 self.kv.forget(slot)  # cancelling frees the slot and its KV at once
-        act.slot = None
-        act.seq.has_slot = False
         act.swapped = None
         if act.sampler is not None:
             act.sampler.free()

@@ -163,7 +163,7 @@ class KVCache:
     # --- the context switch ---------------------------------------------------------------------------------
     def swap_out(self, slot: Slot) -> tuple[ctypes.Array, list[int]] | None:
         """Save the sequence's KV to RAM if that is estimated cheaper than recomputing it: (buffer, tokens), or
-        None (recompute). The slot is emptied either way."""
+        None (recompute). The slot's KV is emptied either way (its holder leaves it: the engine's `_detach`)."""
         n = len(slot.tokens)
         size = ll.llama_state_seq_get_size(self.ctx, slot.seq) if n else 0
         saved = None
@@ -176,7 +176,6 @@ class KVCache:
                 self.swap_cost_per_byte = 0.8 * self.swap_cost_per_byte + 0.2 * (dt / max(1, got))
                 saved = (buf, list(slot.tokens))
         self.forget(slot)
-        slot.active = None
         slot.last_used = time.monotonic()
         return saved
 
