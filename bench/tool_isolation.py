@@ -50,8 +50,8 @@ def _case(case: str, n: int) -> dict:
     base = read_file if tool == "read_file" else calculator
     spec = dataclasses.replace(base, isolated=(mode == "process"))
     args = {"path": "f.txt"} if tool == "read_file" else {"expression": "(2 + 3) * 4"}
-    kernel = SimpleNamespace(access=_Allow())
-    mgr = ToolManager(kernel)  # type: ignore[arg-type]
+    registry = SimpleNamespace(tool=lambda _name: None, tools=dict)
+    mgr = ToolManager(registry, _Allow(), None, lambda _pid: [], lambda: None)
 
     async def one() -> float:
         tctx = ToolContext(mgr, spec, 1, "bench", str(folder), [])

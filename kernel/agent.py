@@ -5,38 +5,40 @@ kernel's event loop. Everything it does through the kernel — LLM calls, childr
 `ctx`, which records each call as a syscall, honours stop/continue, and refuses every call once the process was
 killed. Signals arrive as `asyncio.CancelledError` at the agent's current await (catch it to handle TERM/INT/HUP;
 `ctx.signal` says which one); an agent that returns after catching it chooses its own exit status.
+
+The context holds no kernel: it reaches the managers through `Services` and makes every syscall through its
+process's `Syscalls` (kernel/services.py), the one way of gate, record, wait channel and finish.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
+from .llmcall import LLMCall, build_request
 from .memory import AgentMemory
-from .proc import Limits, Process, SyscallRecord
-from .requests import GenRequest, GenResult, SamplingParams
+from .proc import Limits, Process
+from .requests import SCHED_CLASSES, GenResult
+from .services import Call, LimitExceeded, LLMError, ProcessKilled, Services, Syscalls
 from .streams import Pipe
 from .tools import ToolChoice, ToolError, choice_grammar, parse_choice, tools_prompt
 
-if TYPE_CHECKING:
-    from .kernel import Kernel
+__all__ = ["AgentContext", "AgentSpec", "Child", "LimitExceeded", "LLMError", "ProcessKilled", "agent"]
 
 AgentMain = Callable[["AgentContext"], Awaitable[int | None]]
 
 
-CLASS_ORDER = ("interactive", "normal", "batch", "idle")  # most favoured first
 INHERITED_OPTIONS = ("seed", "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "max_tokens")
 
 
 def least_favoured(a: str, b: str) -> str:
     """Of two scheduling classes, the one the scheduler favours less (a child never outranks its parent)."""
-    rank = {c: i for i, c in enumerate(CLASS_ORDER)}
+    rank = {c: i for i, c in enumerate(SCHED_CLASSES)}
     return a if rank.get(a, 1) >= rank.get(b, 1) else b
 
 
@@ -63,23 +65,6 @@ def check_run_options(options: dict) -> None:
         value = options.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
             raise ValueError(f"{key.replace('_', '-')}: invalid number '{value}'")
-
-
-class ProcessKilled(Exception):
-    """Raised by every context call of an agent that received SIGKILL."""
-
-
-class LimitExceeded(Exception):
-    """A per-agent limit (tokens, time, KV) was crossed; the agent ends with status 152."""
-
-    def __init__(self, limit: str, value: float) -> None:
-        super().__init__(f"{limit} limit ({value:g}) exceeded")
-        self.limit = limit
-        self.value = value
-
-
-class LLMError(Exception):
-    """An LLM call the engine refused or could not finish (bad request, engine failure)."""
 
 
 @dataclass
@@ -147,7 +132,7 @@ def _parsing(name: str, options: tuple[Opt, ...], usage: str, fn: AgentMain, int
         try:
             parsed = parse(options, ctx.argv, intermixed=intermixed)
         except HelpRequested:
-            spec = ctx._kernel.agents.get(name)
+            spec = ctx._services.agents.get(name)
             ctx.stdout.write(spec.help() if spec is not None else usage + "\n")
             return 0
         except UsageError as exc:
@@ -164,17 +149,18 @@ def _parsing(name: str, options: tuple[Opt, ...], usage: str, fn: AgentMain, int
     return main
 
 
+
 class AgentOutput:
     """An agent's stdout or stderr: writes go to the pipe and to the process's recent-output tail."""
 
-    def __init__(self, pipe: Pipe, proc: Process, ctx: AgentContext, tee: bool) -> None:
+    def __init__(self, pipe: Pipe, proc: Process, sc: Syscalls, tee: bool) -> None:
         self.pipe = pipe
         self._proc = proc
-        self._ctx = ctx
+        self._sc = sc
         self._tee = tee
 
     def write(self, text: str) -> None:
-        self._ctx._check_alive()
+        self._sc.check_alive()
         if text:
             if self._tee:
                 self._proc.note_output(text)
@@ -191,21 +177,21 @@ class AgentOutput:
 class AgentInput:
     """An agent's stdin (reading waits in state S, wchan 'stdin')."""
 
-    def __init__(self, pipe: Pipe | None, ctx: AgentContext) -> None:
+    def __init__(self, pipe: Pipe | None, sc: Syscalls) -> None:
         self.pipe = pipe
-        self._ctx = ctx
+        self._sc = sc
 
     async def read(self) -> str:
         """Everything until end of file."""
         if self.pipe is None:
             return ""
-        async with self._ctx._blocking("stdin"):
+        async with self._sc.wchan("stdin"):
             return await self.pipe.aread_all()
 
     async def readline(self) -> str:
         if self.pipe is None:
             return ""
-        async with self._ctx._blocking("stdin"):
+        async with self._sc.wchan("stdin"):
             return await self.pipe.areadline()
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -225,9 +211,6 @@ class Child:
     stderr: Pipe
 
 
-_syscall_ids = itertools.count(1)
-
-
 class LLM:
     """`ctx.llm`: chat and completion calls, scheduled by the kernel token by token."""
 
@@ -245,10 +228,10 @@ class LLM:
     def stream_chat(self, messages: list[dict[str, str]] | str, **opts: object) -> AsyncIterator[str]:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return self._ctx._llm_call(GenRequest(messages=list(messages)), opts)
+        return self._ctx._llm_call(list(messages), None, opts)
 
     def stream(self, prompt: str, **opts: object) -> AsyncIterator[str]:
-        return self._ctx._llm_call(GenRequest(prompt=prompt), opts)
+        return self._ctx._llm_call(None, prompt, opts)
 
     async def call_tool(
         self, messages: list[dict[str, str]] | str, tools: list[str] | None = None, *, answer: bool = True,
@@ -264,14 +247,14 @@ class LLM:
         unknown tool name or a reply cut off by max_tokens. `opts` go to `chat` (temperature, seed, conversation…).
         """
         ctx = self._ctx
-        kernel = ctx._kernel
-        await kernel.tools.refresh(None if tools is None else list(tools))  # MCP servers start at first use
-        known = kernel.tools.all()
+        services = ctx._services
+        await services.tools.refresh(None if tools is None else list(tools))  # MCP servers start at first use
+        known = services.tools.all()
         names = sorted(known) if tools is None else list(tools)
         for n in names:
             if n not in known:
                 raise ToolError(f"{n}: no such tool")
-        specs = [known[n] for n in names if kernel.access.permits(ctx.pid, f"tool:{n}")]
+        specs = [known[n] for n in names if services.access.permits(ctx.pid, f"tool:{n}")]
         grammar = choice_grammar(specs, max_string=max_string, max_answer=max_answer, answer=answer)
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
@@ -288,42 +271,24 @@ class LLM:
 
     async def history(self, session: str) -> list[dict[str, str]]:
         """The messages to continue a stored session with (send them + the new turn with `session=`)."""
-        await self._ctx._gate()
-        return await self._ctx._kernel.context.history(self._ctx, session)
+        await self._ctx.syscalls.gate()
+        return await self._ctx._services.context.history(self._ctx.syscalls, session)
 
     async def last_session(self, agent: str | None = None) -> str | None:
         """The most recently used session of an agent type (this one's by default), from any run."""
-        await self._ctx._gate()
-        return await self._ctx._kernel.context.last_session(agent or self._ctx._proc.agent)
-
-
-@dataclass
-class _Blocking:
-    ctx: AgentContext
-    wchan: str
-    prev: tuple[str, str] = field(default=("run", ""))
-
-    async def __aenter__(self) -> None:
-        p = self.ctx._proc
-        self.prev = (p.activity, p.wchan)
-        p.activity, p.wchan = self.wchan, self.wchan
-        self.ctx._kernel._state_changed(p)
-
-    async def __aexit__(self, *exc: object) -> None:
-        p = self.ctx._proc
-        p.activity, p.wchan = self.prev
-        self.ctx._kernel._state_changed(p)
+        await self._ctx.syscalls.gate()
+        return await self._ctx._services.context.last_session(agent or self._ctx.syscalls.agent)
 
 
 class AgentContext:
     """The only door from an agent to the kernel."""
 
     def __init__(
-        self, kernel: Kernel, proc: Process, stdin: Pipe | None, stdout: Pipe, stderr: Pipe,
+        self, services: Services, proc: Process, stdin: Pipe | None, stdout: Pipe, stderr: Pipe,
         cwd: str, env: dict[str, str], options: dict,
     ) -> None:
-        self._kernel = kernel
-        self._proc = proc
+        self._services = services
+        self.syscalls = Syscalls(proc, services.storage.save_syscall, cwd)  # gate, record, wchan, finish
         self.pid = proc.pid
         self.argv = list(proc.argv)
         self.cwd = cwd
@@ -331,115 +296,84 @@ class AgentContext:
         self.options = dict(options)
         self.args: dict[str, object] = {}  # declared options, parsed (see `@agent(options=...)`)
         self.operands: list[str] = list(proc.argv)  # the arguments after the options
-        self.stdin = AgentInput(stdin, self)
-        self.stdout = AgentOutput(stdout, proc, self, tee=True)
-        self.stderr = AgentOutput(stderr, proc, self, tee=True)
+        self.stdin = AgentInput(stdin, self.syscalls)
+        self.stdout = AgentOutput(stdout, proc, self.syscalls, tee=True)
+        self.stderr = AgentOutput(stderr, proc, self.syscalls, tee=True)
         self.llm = LLM(self)
-        self.memory = AgentMemory(self)
+        self.memory = AgentMemory(self.syscalls, services)
         self.signal: int = 0  # the last signal delivered (TERM, INT, HUP …), for handlers
 
     @property
     def ppid(self) -> int:
-        return self._proc.ppid
+        return self.syscalls.ppid
+
+    @property
+    def nice(self) -> int:
+        return self.syscalls.proc.sched.nice
+
+    @property
+    def sched_class(self) -> str:
+        return self.syscalls.proc.sched.sched_class
+
+    @property
+    def limits(self) -> Limits:
+        """This process's limits (tokens, time, KV; 0 = none)."""
+        return self.syscalls.limits
 
     @property
     def run(self) -> int:
         """This kernel run's number in storage (pids restart each run; RUN.PID names a process for good)."""
-        return self._kernel.storage.run
+        return self._services.storage.run
 
     # --- helpers ----------------------------------------------------------------------------------------------
     def print(self, *args: object, sep: str = " ", end: str = "\n") -> None:
         self.stdout.print(*args, sep=sep, end=end)
 
-    def _check_alive(self) -> None:
-        if self._proc.killed:
-            raise ProcessKilled(f"process {self.pid} was killed")
+    def syscall(self, kind: str, detail: str = "", *, wchan: str | None = None,
+                cancellable: bool = False) -> AbstractAsyncContextManager[Call]:
+        """`async with ctx.syscall("kind", "detail", wchan=...) as call:` — one recorded syscall of this process
+        (gate, record, wait channel, finish; set `call.outcome` to say how it ended). See Syscalls.call."""
+        return self.syscalls.call(kind, detail, wchan=wchan, cancellable=cancellable)
 
-    async def _gate(self) -> None:
-        """Every syscall passes here: a killed process may make none, a stopped one waits for CONT."""
-        self._check_alive()
-        resumed = self._proc.resumed
-        if resumed is not None and not resumed.is_set():
-            await resumed.wait()
-            self._check_alive()
-
-    def _blocking(self, wchan: str) -> _Blocking:
-        return _Blocking(self, wchan)
-
-    def _record(self, kind: str, detail: str = "") -> SyscallRecord:
-        rec = SyscallRecord(id=next(_syscall_ids), pid=self.pid, kind=kind, detail=detail[:200],
-                            t_queued=time.time())
-        self._proc.syscall_count += 1
-        self._proc.syscalls.append(rec)
-        return rec
-
-    def _finish(self, rec: SyscallRecord, outcome: str, t_finished: float = 0.0) -> None:
-        """A syscall ended: its record is final and goes to storage (one record, committed at once)."""
-        rec.t_finished, rec.outcome = t_finished or time.time(), outcome
-        self._kernel.storage.save_syscall(rec)
+    def tool_names(self) -> list[str]:
+        """The names of the tools there are (built-in, plugins, MCP servers already known), sorted."""
+        return sorted(self._services.tools.all())
 
     # --- syscalls ---------------------------------------------------------------------------------------------
-    async def _llm_call(self, req: GenRequest, opts: dict) -> AsyncIterator[str]:
-        await self._gate()
-        kernel, proc = self._kernel, self._proc
+    async def _llm_call(self, messages: list[dict[str, str]] | None, prompt: str | None,
+                        opts: dict) -> AsyncIterator[str]:
+        sc, services = self.syscalls, self._services
+        await sc.gate()
         o = {**self.options, **opts}
-        req.max_tokens = int(o.get("max_tokens") or kernel.config.sampling.max_tokens)
-        if self.options.get("max_tokens"):  # the run's --max-tokens caps every call, whatever the call asks
-            req.max_tokens = min(req.max_tokens, int(self.options["max_tokens"]))
-        remaining = kernel._tokens_left(proc)
-        if remaining is not None:
-            req.max_tokens = max(1, min(req.max_tokens, remaining))
-        s = kernel.config.sampling
-        req.sampling = SamplingParams(
-            temperature=float(o["temperature"]) if o.get("temperature") is not None else s.temperature,
-            top_k=int(o.get("top_k", s.top_k)), top_p=float(o.get("top_p", s.top_p)),
-            min_p=float(o.get("min_p", s.min_p)), repeat_penalty=float(o.get("repeat_penalty", s.repeat_penalty)),
-            seed=int(o["seed"]) if o.get("seed") is not None else None,
-        )
-        req.stop = list(o.get("stop") or [])
-        req.grammar = o.get("grammar")  # type: ignore[assignment]
-        req.ignore_eos = bool(o.get("ignore_eos", False))
-        req.sched = proc.sched
-        req.max_kv = proc.limits.max_kv
+        req = build_request(services, sc, self.options, opts, messages=messages, prompt=prompt)
+        backend = str(o.get("backend") or sc.backend)  # the door names one per call
         # The context manager picks the conversation key (session = global, conversation = this process's) and
         # fits the messages into the window, compacting them if they grew too long.
-        await kernel.vocabulary_ready(proc.backend)
-        turn = await kernel.context.prepare(self, req, o)
-        rec = self._record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
-        handle = kernel.backends.submit(req, o.get("backend") or proc.backend)  # the door names one per call
-        kernel.track_call(proc, rec, handle)  # tokens and start time charged to rec step by step
-        proc.current_llm = handle
+        await services.vocabulary_ready(sc.backend)
+        turn = await services.context.prepare(sc, req, o)
+        rec = sc.record("llm", (req.messages[-1]["content"] if req.messages else req.prompt or ""))
+        call = LLMCall(services.backends, services.track_call, sc, req, backend, rec)
         got: list[str] = []
-        async with self._blocking("llm"):
-            try:
-                async for chunk in handle.astream():
-                    got.append(chunk)
-                    if proc.resumed is not None and not proc.resumed.is_set():
-                        await proc.resumed.wait()  # a token sampled before a STOP waits for CONT: none escapes
-                    yield chunk
-                result = await handle.await_result()
-            except (asyncio.CancelledError, GeneratorExit):
-                handle.cancel()
-                self._finish(rec, "cancelled")
-                kernel.context.finish(self, turn, "".join(got), None, "cancelled")
-                raise
-            finally:
-                proc.current_llm = None
+        try:
+            async for chunk in call:
+                got.append(chunk)
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            sc.finish(rec, "cancelled")
+            services.context.finish(sc, turn, "".join(got), None, "cancelled")
+            raise
+        result = call.result
+        assert result is not None
         self.llm.last = result
-        proc.llm_tokens += result.completion_tokens
-        wall = time.time() - time.monotonic()
-        rec.t_started = (result.t_admit or result.t_end) + wall
-        rec.t_first = (result.t_first + wall) if result.t_first else 0.0
-        rec.t_queued = result.t_submit + wall
         # rec.tokens_in/out were charged step by step (prompt tokens evaluated, tokens generated): the same
         # counts the process and every reader of it have.
-        self._finish(rec, "ok" if not result.error else f"error: {result.error}", result.t_end + wall)
-        kernel.context.finish(self, turn, result.text, result, rec.outcome)
+        sc.finish(rec, "ok" if not result.error else f"error: {result.error}", call.t_end)
+        services.context.finish(sc, turn, result.text, result, rec.outcome)
         if result.finish_reason == "kv_limit":
-            raise LimitExceeded("KV", proc.limits.max_kv)
+            raise LimitExceeded("KV", sc.limits.max_kv)
         if result.error:
             raise LLMError(result.error)
-        kernel._check_token_limit(proc)
+        sc.check_token_limit()
 
     async def spawn(
         self, agent: str, argv: list[str] | None = None, *, stdin: Pipe | str | None = None,
@@ -454,65 +388,58 @@ class AgentContext:
         asks for less — never more: its `max_tokens` and `limits` are at most this agent's, its class
         (`sched_class`, else its agent type's) at most as favoured. When a limit ends this agent its children end
         with it, unless started `detached`. PermissionError when refused."""
-        await self._gate()
-        rec = self._record("spawn", " ".join([agent, *(argv or [])]))
-        rec.t_started = rec.t_queued
-        access = self._kernel.access
-        if not access.check(self.pid, "spawn", " ".join([agent, *(argv or [])])[:200]):
-            self._finish(rec, "denied: spawn")
-            raise PermissionError(f"spawn: {self._proc.agent}[{self.pid}] may not start agents")
-        if nice is not None and nice < self._proc.sched.nice and not access.check(
-                self.pid, "nice.lower", f"{agent} at nice {nice} (own {self._proc.sched.nice})"):
-            self._finish(rec, "denied: nice.lower")
-            raise PermissionError(f"nice.lower: {self._proc.agent}[{self.pid}] may not start a child at nice "
-                                  f"{nice} (its own is {self._proc.sched.nice})")
-        if isinstance(stdin, str):
-            text, stdin = stdin, Pipe("child stdin")
-            stdin.write(text)
-            stdin.close()
-        out, err = Pipe(f"{agent} stdout"), Pipe(f"{agent} stderr")
-        parent = self._proc
-        spec = self._kernel.agents.get(agent)
-        klass = least_favoured(parent.sched.sched_class, sched_class or (spec.sched_class if spec else "normal"))
-        cfg = self._kernel.config.limits
-        own = limits or Limits(cfg.max_tokens, cfg.max_time, cfg.max_kv)
-        try:
-            pid = self._kernel.spawn(
-                agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=parent.pgid,
-                nice=parent.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
-                options=inherit_options(self.options, options or {}, parent.backend),
-                cwd=self.cwd, env=self.env, sched_class=klass, limits=own.inherited(parent.limits),
-                detached=detached,
-            )
-        except Exception as exc:
-            self._finish(rec, f"error: {exc}")
-            raise
-        self._finish(rec, f"ok: pid {pid}")
+        services, parent = self._services, self.syscalls.proc
+        async with self.syscall("spawn", " ".join([agent, *(argv or [])])) as call:
+            access = services.access
+            if not access.check(self.pid, "spawn", " ".join([agent, *(argv or [])])[:200]):
+                call.outcome = "denied: spawn"
+                raise PermissionError(f"spawn: {parent.agent}[{self.pid}] may not start agents")
+            if nice is not None and nice < parent.sched.nice and not access.check(
+                    self.pid, "nice.lower", f"{agent} at nice {nice} (own {parent.sched.nice})"):
+                call.outcome = "denied: nice.lower"
+                raise PermissionError(f"nice.lower: {parent.agent}[{self.pid}] may not start a child at nice "
+                                      f"{nice} (its own is {parent.sched.nice})")
+            if isinstance(stdin, str):
+                text, stdin = stdin, Pipe("child stdin")
+                stdin.write(text)
+                stdin.close()
+            out, err = Pipe(f"{agent} stdout"), Pipe(f"{agent} stderr")
+            spec = services.agents.get(agent)
+            klass = least_favoured(parent.sched.sched_class,
+                                   sched_class or (spec.sched_class if spec else "normal"))
+            own = limits or services.default_limits()
+            try:
+                pid = services.spawn(
+                    agent, list(argv or []), stdin=stdin, stdout=out, stderr=err, ppid=self.pid, pgid=parent.pgid,
+                    nice=parent.sched.nice if nice is None else nice, die_with_parent=die_with_parent,
+                    options=inherit_options(self.options, options or {}, parent.backend),
+                    cwd=self.cwd, env=self.env, sched_class=klass, limits=own.inherited(parent.limits),
+                    detached=detached,
+                )
+            except Exception as exc:
+                call.outcome = f"error: {exc}"
+                raise
+            call.outcome = f"ok: pid {pid}"
         return Child(pid=pid, stdout=out, stderr=err)
 
     async def wait(self, pid: int | None = None) -> tuple[int, int]:
         """Wait for a child (or any child) to end; returns (pid, status) and collects it."""
-        await self._gate()
-        rec = self._record("wait", str(pid or "any"))
-        rec.t_started = rec.t_queued
-        async with self._blocking("child"):
-            got = await self._kernel._await_child(self._proc, pid)
-        self._finish(rec, f"ok: {got[0]} status {got[1]}")
+        async with self.syscall("wait", str(pid or "any"), wchan="child") as call:
+            got = await self._services.await_child(self.syscalls.proc, pid)
+            call.outcome = f"ok: {got[0]} status {got[1]}"
         return got
 
     async def sleep(self, seconds: float) -> None:
         """Sleep without holding anything; time spent stopped (T) does not count, as with a stopped process."""
-        await self._gate()
-        rec = self._record("sleep", f"{seconds:g}")
-        rec.t_started = rec.t_queued
+        sc = self.syscalls
         remaining = seconds
-        async with self._blocking("timer"):
+        async with self.syscall("sleep", f"{seconds:g}", wchan="timer"):
             while remaining > 0:
-                await self._gate()  # while stopped, the clock does not run for this sleep
+                await sc.gate()  # while stopped, the clock does not run for this sleep
                 t0 = time.monotonic()
                 # Not asyncio.wait_for: on Python 3.11 it swallows a cancel (a TERM) that arrives in the same loop
                 # turn as the STOP that ends its wait, and the sleep then ran to its end with status 0.
-                waiter = asyncio.ensure_future(self._proc.stopped.wait())
+                waiter = asyncio.ensure_future(sc.proc.stopped.wait())
                 try:
                     done, _ = await asyncio.wait({waiter}, timeout=remaining)
                 finally:
@@ -520,7 +447,6 @@ class AgentContext:
                 if not done:
                     break
                 remaining -= time.monotonic() - t0
-        self._finish(rec, "ok")
 
     async def tool(self, name: str, /, **args: object) -> object:
         """Call a tool: access-checked, arguments validated against its schema, run in a thread under its timeout.
@@ -528,38 +454,14 @@ class AgentContext:
         Returns its result; raises ToolError (unknown tool, bad arguments, the tool failed or timed out) or
         PermissionError (a capability this agent lacks, a path outside its working folder, a refused
         confirmation). Recorded as a syscall of kind "tool"."""
-        await self._gate()
         try:
             detail = f"{name} {json.dumps(args, ensure_ascii=False, default=str)}"
         except (TypeError, ValueError):
             detail = f"{name} {args!r}"
-        rec = self._record("tool", detail)
-        rec.t_started = time.time()
-        try:
-            async with self._blocking("tool"):
-                value = await self._kernel.tools.call(self, name, dict(args))
-        except PermissionError as exc:
-            self._finish(rec, f"denied: {exc}")
-            raise
-        except ToolError as exc:
-            self._finish(rec, f"error: {exc}")
-            raise
-        except asyncio.CancelledError:
-            self._finish(rec, "cancelled")
-            raise
-        self._finish(rec, "ok")
-        return value
+        async with self.syscall("tool", detail, wchan="tool", cancellable=True):
+            return await self._services.tools.call(self.syscalls, name, dict(args))
 
     async def run_blocking(self, fn: Callable[..., object], *args: object, kind: str = "tool") -> object:
         """Run blocking work in the kernel's thread pool, never on the loop all agents share."""
-        await self._gate()
-        rec = self._record(kind, getattr(fn, "__name__", "call"))
-        rec.t_started = time.time()
-        async with self._blocking(kind):
-            try:
-                value = await asyncio.get_running_loop().run_in_executor(self._kernel.pool, fn, *args)
-            except Exception as exc:
-                self._finish(rec, f"error: {exc}")
-                raise
-        self._finish(rec, "ok")
-        return value
+        async with self.syscall(kind, getattr(fn, "__name__", "call"), wchan=kind):
+            return await asyncio.get_running_loop().run_in_executor(self._services.pool, fn, *args)

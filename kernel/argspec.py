@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scheduler import SCHED_CLASSES
+from .requests import SCHED_CLASSES
 
 
 class UsageError(Exception):

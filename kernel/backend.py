@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .engine_types import EngineStats, SeqStats, StepRecord
+from .engine_types import EngineInfo, EngineStats, SeqStats, StepRecord
 from .requests import GenRequest, GenResult, RequestHandle
 from .scheduler import Policy
 
@@ -196,8 +196,6 @@ class LocalBackend:
         self.engine.call(clear, timeout)
 
     def engine_info(self):
-        from .engine_client import EngineInfo
-
         return EngineInfo(pid=None, state="ready" if self.engine.error is None else "failed", restarts=0,
                           rss_bytes=None, extra_buffers=self.engine.model.extra_buffers.describe(),
                           log_path="", last_error=str(self.engine.error or ""))

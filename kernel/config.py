@@ -232,14 +232,6 @@ class KernelSettings:
     backend: str = setting("local", NAME, 'Where agents\' LLM calls go unless an agent names one (--backend): '
                            '"local" (the local engine), a [backends.NAME] entry, or the model of such entries.')
 
-    @property
-    def effective_kv_cells(self) -> int:
-        return self.kv_cells or self.slots * 2048
-
-    @property
-    def effective_max_batch(self) -> int:
-        return self.max_batch or self.slots
-
 
 @dataclass(frozen=True)
 class SchedulerSettings:

@@ -27,15 +27,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .agent import LLMError
+from .llmcall import LLMCall
+from .model_info import RenderedChat
+from .proc import Process, SyscallRecord
 from .requests import EngineError, GenRequest, GenResult, SamplingParams
-
-if TYPE_CHECKING:
-    from .agent import AgentContext
-    from .kernel import Kernel
+from .services import LLMError, Syscalls
 
 __all__ = ["ContextManager", "ConvState", "POLICIES", "SUMMARY_PREFIX", "Turn"]
 
@@ -67,6 +68,10 @@ class ConvState:
     summary_role: str = "system"
     stored: list[Message] = field(default_factory=list)  # agent-view messages already in storage
     last: list[Message] = field(default_factory=list)  # what the engine holds: last effective messages + reply
+    # … as tokens (the prompt as sent, then the reply as generated: the KV the engine keeps for the next turn),
+    # and as the template's text; [] and "" when the next turn must be tokenised afresh.
+    held_tokens: list[int] = field(default_factory=list)
+    held_text: str = ""
     compactions: int = 0
     used: float = 0.0  # time of its last turn
 
@@ -81,6 +86,8 @@ class Turn:
     effective: list[Message] | None  # as sent to the engine (None for raw prompts)
     new: list[Message]  # to store when the turn ends
     raw: bool = False
+    tokens: list[int] | None = None  # the prompt as sent to the engine (None: the engine renders it)
+    text: str = ""  # the prompt as the template rendered it
 
 
 def _summary_msg(text: str, role: str) -> Message:
@@ -97,17 +104,26 @@ def _leading_system(msgs: list[Message]) -> int:
 class ContextManager:
     """Per-conversation state, window fitting and turn recording for all agents (used on the kernel loop)."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self.model = kernel.model
-        self.storage = kernel.storage
+    def __init__(self, model: Any, storage: Any, config: Any, backends: Any, pool: Executor,
+                 track_call: Callable[[Process, SyscallRecord, Any], None]) -> None:
+        """`model`: the kernel's tokeniser (model.Model); `backends`: routing.Backends (window sizes, submit,
+        the local engine's conversations); `track_call`: Kernel.track_call, for the summaries' LLM calls."""
+        self.model = model
+        self.storage = storage
+        self.config = config
+        self.backends = backends
+        self.pool = pool
+        self._track_call = track_call
         self._states: dict[str, ConvState] = {}
         self._overhead: int | None = None
+        # The last chat rendered (messages, rendering, its token count): fitting counts the conversation and the
+        # request sends the same rendering, so a turn that needs no compaction goes through the template once.
+        self._memo: tuple[list[Message], RenderedChat, list[int]] | None = None
         self.compactions = 0
 
     # --- keys and state ---------------------------------------------------------------------------------------
-    def _state_for(self, ctx: AgentContext, opts: dict) -> ConvState:
-        pid, run = ctx.pid, self.storage.run
+    def _state_for(self, sc: Syscalls, opts: dict) -> ConvState:
+        pid, run = sc.pid, self.storage.run
         session, conv = opts.get("session"), opts.get("conversation")
         if session:
             key, ekey, is_session = str(session), f"session:{session}", True
@@ -117,7 +133,7 @@ class ContextManager:
             key, ekey, is_session = f"#{run}.{pid}", None, False
         st = self._states.get(key)
         if st is None:
-            st = self._new_state(ConvState(key=key, engine_key=ekey, session=is_session, agent=ctx._proc.agent))
+            st = self._new_state(ConvState(key=key, engine_key=ekey, session=is_session, agent=sc.agent))
         st.pids.add(pid)
         st.used = time.time()
         return st
@@ -130,7 +146,7 @@ class ContextManager:
             old = min(sessions, key=lambda s: s.used)
             del self._states[old.key]
             if old.engine_key:
-                self.kernel.local.forget_conversation(old.engine_key)
+                self.backends.local.forget_conversation(old.engine_key)
         return st
 
     def conversations_of(self, pid: int) -> list[str]:
@@ -142,7 +158,7 @@ class ContextManager:
             if not st.session and pid in st.pids:
                 del self._states[key]
                 if st.engine_key:
-                    self.kernel.local.forget_conversation(st.engine_key)
+                    self.backends.local.forget_conversation(st.engine_key)
 
     # --- counting ---------------------------------------------------------------------------------------------
     def count(self, messages: list[Message]) -> int:
@@ -154,10 +170,21 @@ class ContextManager:
 
     def _rendered(self, messages: list[Message]) -> int | None:
         """Tokens of the messages through the template (contents as plain text), None if it cannot render."""
+        got = self._render(messages)
+        return None if got is None else len(got[1])
+
+    def _render(self, messages: list[Message]) -> tuple[RenderedChat, list[int]] | None:
+        """The chat rendered and tokenised (the last one remembered), None if the template cannot render it."""
+        memo = self._memo
+        if memo is not None and memo[0] == messages:
+            return memo[1], memo[2]
         try:
-            return len(self.model.chat_tokens(messages))
+            rendered = self.model.render_chat(messages)
+            tokens = self.model.tokens_of(rendered)
         except Exception:  # noqa: BLE001 - raise_exception(), a syntax it cannot run, an unsupported order
             return None
+        self._memo = ([dict(m) for m in messages], rendered, tokens)
+        return rendered, tokens
 
     def cost(self, m: Message) -> int:
         """Estimated tokens one message adds to a rendered conversation."""
@@ -172,35 +199,46 @@ class ContextManager:
                 self._overhead = max(1, nb - na - len(self.model.tokenize("y", special=False)))
         return len(self.model.tokenize(m.get("content", ""), special=False)) + self._overhead
 
-    def window(self, ctx: AgentContext, opts: dict) -> int:
-        w = self.kernel.backends.resolve(ctx._proc.backend).n_ctx or self.kernel.local.n_ctx
-        if ctx._proc.limits.max_kv:
-            w = min(w, ctx._proc.limits.max_kv)
+    def window(self, sc: Syscalls, opts: dict) -> int:
+        w = self.backends.resolve(sc.backend).n_ctx or self.backends.local.n_ctx
+        if sc.limits.max_kv:
+            w = min(w, sc.limits.max_kv)
         if opts.get("context_window"):
             w = min(w, int(opts["context_window"]))
         return w
 
     # --- a turn -----------------------------------------------------------------------------------------------
-    async def prepare(self, ctx: AgentContext, req: GenRequest, opts: dict) -> Turn:
+    async def prepare(self, sc: Syscalls, req: GenRequest, opts: dict) -> Turn:
         """Before the call: resolve the conversation key, fit the messages into the window (maybe compacting)."""
-        st = self._state_for(ctx, opts)
+        st = self._state_for(sc, opts)
         if req.messages is None:  # a raw completion: recorded, not fitted (the engine refuses an oversize prompt)
             msg = {"role": "user", "content": req.prompt or ""}
             return Turn(st, [msg], None, [msg], raw=True)
         msgs = list(req.messages)
-        policy = str(opts.get("context_policy") or self.kernel.config.memory.context_policy)
+        policy = str(opts.get("context_policy") or self.config.memory.context_policy)
         if policy not in POLICIES:
             raise LLMError(f"context_policy: must be one of {', '.join(POLICIES)}, got {policy!r}")
-        window = self.window(ctx, opts)
+        window = self.window(sc, opts)
         reserve = min(req.max_tokens, window // 2)
         budget = max(8, window - reserve - SAFETY_TOKENS)
         n_stored = len(st.stored) if msgs[: len(st.stored)] == st.stored else 0
-        effective = await self._fit(ctx, st, msgs, budget, policy, n_stored, window)
+        effective = await self._fit(sc, st, msgs, budget, policy, n_stored, window)
         req.messages = effective
         req.conversation = st.engine_key
-        return Turn(st, msgs, effective, msgs[n_stored:])
+        turn = Turn(st, msgs, effective, msgs[n_stored:])
+        got = self._render(effective)  # rendered while fitting: not again
+        if got is not None:
+            rendered, tokens = got
+            held = len(st.last)
+            if (st.engine_key and st.held_tokens and effective[:held] == st.last
+                    and rendered.text.startswith(st.held_text)):
+                # A new turn appends tokens; the earlier ones (the model's own replies included) stay as they
+                # were generated, so the KV the engine kept for them is reused and nothing is re-tokenised.
+                tokens = st.held_tokens + self.model.tokens_of(rendered, skip_chars=len(st.held_text))
+            req.tokens, turn.tokens, turn.text = tokens, tokens, rendered.text
+        return turn
 
-    def finish(self, ctx: AgentContext, turn: Turn, text: str, result: GenResult | None, outcome: str) -> None:
+    def finish(self, sc: Syscalls, turn: Turn, text: str, result: GenResult | None, outcome: str) -> None:
         """After the call (also when it was cancelled): the new messages and the reply, as one record."""
         st = turn.state
         rows: list[tuple[str, str, int, dict | None]] = [
@@ -213,15 +251,22 @@ class ContextManager:
                             finish=result.finish_reason)
             tokens = result.completion_tokens if result is not None else self._tokens(text)
             rows.append(("assistant", text, tokens, meta))
-        self.storage.save_messages(st.key, session=st.session, agent=ctx._proc.agent, pid=ctx.pid, messages=rows)
+        self.storage.save_messages(st.key, session=st.session, agent=sc.agent, pid=sc.pid, messages=rows)
         reply = {"role": "assistant", "content": text}
         st.used = time.time()
         if turn.raw:
             st.stored = []
             return
+        st.held_tokens, st.held_text = [], ""
         if result is not None and outcome == "ok" and result.finish_reason in ("eos", "length", "stop"):
             st.stored = [*turn.messages, reply]
             st.last = [*(turn.effective or []), reply]
+            if turn.tokens is not None and result.finish_reason != "stop" and result.tokens:
+                # The end-of-generation token that ended the turn was sampled, never decoded; any others are in
+                # the KV and stay in the tokens, or the next turn would diverge from the KV there. (A stop string
+                # cut the reply's text short of its tokens: that turn is tokenised afresh.)
+                gen = result.tokens[:-1] if result.finish_reason == "eos" else result.tokens
+                st.held_tokens, st.held_text = [*turn.tokens, *gen], turn.text + text
         else:
             st.stored = list(turn.messages)
             st.last = []
@@ -230,7 +275,7 @@ class ContextManager:
         return len(self.model.tokenize(text, special=False)) if text else 0
 
     # --- fitting ----------------------------------------------------------------------------------------------
-    async def _fit(self, ctx: AgentContext, st: ConvState, msgs: list[Message], budget: int, policy: str,
+    async def _fit(self, sc: Syscalls, st: ConvState, msgs: list[Message], budget: int, policy: str,
                    n_stored: int, window: int) -> list[Message]:
         fold = st.fold_prefix
         if fold is not None and len(msgs) > st.fold_n and msgs[: st.fold_n] == fold:
@@ -259,7 +304,7 @@ class ContextManager:
         folded = tail[:k]
         summary, summary_role, note = st.summary, st.summary_role, ""
         if summarize and folded:
-            got = await self._summarize(ctx, st.sys, st.summary, folded, summary_max, window)
+            got = await self._summarize(sc, st.sys, st.summary, folded, summary_max, window)
             if got is None:
                 note = "summarize failed: dropped instead"
             else:
@@ -296,7 +341,7 @@ class ContextManager:
         meta = {"policy": used, "folded": len(folded), "kept": kept_stored, "tokens_before": before,
                 "tokens_after": after, "summary": bool(summary), "summary_role": summary_role, "window": window,
                 "trimmed": trimmed, "note": note}
-        self.storage.save_messages(st.key, session=st.session, agent=ctx._proc.agent, pid=ctx.pid,
+        self.storage.save_messages(st.key, session=st.session, agent=sc.agent, pid=sc.pid,
                                    messages=[("compaction", content or "", after, meta)], turn=False)
         return effective
 
@@ -314,11 +359,10 @@ class ContextManager:
                 return msgs
         return [{**newest, "content": ""}]
 
-    async def _summarize(self, ctx: AgentContext, sys: list[Message], previous: str | None, folded: list[Message],
+    async def _summarize(self, sc: Syscalls, sys: list[Message], previous: str | None, folded: list[Message],
                          max_tokens: int, window: int) -> str | None:
         """One LLM call on the agent's behalf (its scheduling identity, its token account); None if it failed."""
-        proc, kernel = ctx._proc, self.kernel
-        left = kernel._tokens_left(proc)
+        left = sc.tokens_left()
         if left is not None:
             max_tokens = min(max_tokens, left)
             if max_tokens <= 0:
@@ -338,35 +382,18 @@ class ContextManager:
             messages = build(lines)
         if self.count(messages) > limit:
             return None
-        rec = ctx._record("context", f"summarize {len(folded)} messages")
-        req = GenRequest(messages=messages, max_tokens=max_tokens, sched=proc.sched,
+        req = GenRequest(messages=messages, max_tokens=max_tokens, sched=sc.proc.sched,
                          sampling=SamplingParams(temperature=0.0, repeat_penalty=1.1))
-        try:
-            handle = kernel.backends.submit(req, proc.backend)
-        except EngineError as exc:
-            ctx._finish(rec, f"error: {exc}")
-            return None
-        proc.current_llm = handle
-        try:
-            async with ctx._blocking("llm"):
-                result = await handle.await_result()
-        except (asyncio.CancelledError, GeneratorExit):
-            handle.cancel()
-            ctx._finish(rec, "cancelled")
-            raise
-        finally:
-            proc.current_llm = None
-        proc.llm_tokens += result.completion_tokens
-        wall = time.time() - time.monotonic()
-        rec.t_queued = result.t_submit + wall
-        rec.t_started = (result.t_admit or result.t_end) + wall
-        rec.t_first = (result.t_first + wall) if result.t_first else 0.0
-        rec.tokens_in, rec.tokens_out = result.prompt_tokens, result.completion_tokens
-        text = " ".join(result.text.split())
-        if result.error or not text:
-            ctx._finish(rec, f"error: {result.error or 'empty summary'}")
-            return None
-        ctx._finish(rec, "ok")
+        async with sc.call("context", f"summarize {len(folded)} messages", started=False, cancellable=True) as call:
+            try:
+                result = await LLMCall(self.backends, self._track_call, sc, req, sc.backend, call.rec).run()
+            except EngineError as exc:
+                call.outcome = f"error: {exc}"
+                return None
+            text = " ".join(result.text.split())
+            if result.error or not text:
+                call.outcome = f"error: {result.error or 'empty summary'}"
+                return None
         return text
 
     # --- resuming a conversation ------------------------------------------------------------------------------
@@ -374,11 +401,11 @@ class ContextManager:
         """The most recently used session of an agent type: from storage (any run), else this run's."""
         if self.storage.enabled:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.kernel.pool, self.storage.last_session, agent)
+            return await loop.run_in_executor(self.pool, self.storage.last_session, agent)
         mine = [s for s in self._states.values() if s.session and s.agent == agent and s.used]
         return max(mine, key=lambda s: s.used).key if mine else None
 
-    async def history(self, ctx: AgentContext, session: str) -> list[Message]:
+    async def history(self, sc: Syscalls, session: str) -> list[Message]:
         """The messages to continue session `session` with: what the engine holds for it when it is still
         resident in this run (so its KV is reused), else rebuilt from storage (after its last compaction)."""
         st = self._states.get(session)
@@ -388,13 +415,13 @@ class ContextManager:
             summary, role, sys = st.summary, st.summary_role, list(st.sys)
         else:
             loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(self.kernel.pool, self.storage.conversation_rows, session)
+            rows = await loop.run_in_executor(self.pool, self.storage.conversation_rows, session)
             msgs, sys, summary, role = rebuild(rows)
             n_head = len(sys) + (1 if summary else 0)
             if st is None:
                 st = self._new_state(ConvState(key=session, engine_key=f"session:{session}", session=True,
-                                               agent=ctx._proc.agent))
-        st.pids.add(ctx.pid)
+                                               agent=sc.agent))
+        st.pids.add(sc.pid)
         st.sys, st.summary, st.summary_role = sys, summary, role
         if summary:
             st.fold_n, st.fold_prefix = n_head, list(msgs[:n_head])

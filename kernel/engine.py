@@ -11,13 +11,15 @@ Each step (after llama.cpp's examples/batched and its server's update_slots):
 Prefix reuse: every slot remembers the tokens whose KV it holds, also after its request ended. A new request
 takes the idle slot with the longest common prefix, or copies a longer prefix from any slot
 (`llama_memory_seq_cp`, which in a unified KV cache shares cells rather than copying them). Idle caches are
-evicted least recently used when cells or slots are needed.
+evicted least recently used when cells or slots are needed. All of that — slots, cells, slot choice, prefix reuse,
+swap and recompute — is the KV cache manager's (kvcache.py); callers that send a conversation as messages rather
+than tokens are served by the conversation cache (conversations.py). What stays here: the command thread, request
+preparation, the batch and sampling, the requests' lives and the statistics.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
 import os
 import queue
 import threading
@@ -29,25 +31,15 @@ from dataclasses import dataclass, field
 
 import llama_cpp as ll
 
+from .conversations import ConversationCache
 from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
 from .grammar_check import check_grammar_text
+from .kvcache import MIN_SHARED_PREFIX, KVCache, Slot, common_prefix
 from .model import Model
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .sampling import Sampler, check_grammar
 from .scheduler import Policy, Scheduler, SeqState
 from .textstream import TextStream
-
-MIN_SHARED_PREFIX = 8  # below this, copying a prefix between slots is not worth evicting anything
-
-
-@dataclass
-class _Slot:
-    seq: int
-    tokens: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds, positions 0..n-1
-    cells: list[int] = field(default_factory=list)  # our model of the KV cells behind those tokens
-    active: _Active | None = None
-    conversation: str | None = None
-    last_used: float = 0.0
 
 
 @dataclass
@@ -58,7 +50,7 @@ class _Active:
     prompt: list[int]  # tokens that must be in KV before the first sample
     sampler: Sampler | None = None
     stream: TextStream | None = None
-    slot: _Slot | None = None
+    slot: Slot | None = None
     generated: list[int] = field(default_factory=list)
     pending_token: int | None = None  # sampled, not yet decoded
     batch_index: int = -1
@@ -67,13 +59,6 @@ class _Active:
     swapped: ctypes.Array | None = None  # saved KV while swapped out
     swapped_tokens: list[int] = field(default_factory=list)
     conv_base: list[dict[str, str]] | None = None  # messages this turn was rendered from (conversations)
-
-
-@dataclass
-class _Conversation:
-    messages: list[dict[str, str]] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)  # exactly the tokens of `messages` rendered, without gen prompt
-    busy: bool = False
 
 
 class Engine:
@@ -94,20 +79,15 @@ class Engine:
         )
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._actives: dict[int, _Active] = {}
-        self._conversations: dict[str, _Conversation] = {}
-        self._conv_lock = threading.Lock()
+        self.conversations = ConversationCache(model, self._chat_tokens)  # for callers that send messages
         self._steps: deque[StepRecord] = deque(maxlen=settings.step_history)
         self._step_listeners: list[Callable[[StepRecord], None]] = []
         self.stats = EngineStats()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._cell_ids = itertools.count()
-        self._cell_refs: dict[int, int] = {}
         self._totals = dict.fromkeys(
             ("steps", "prompt", "generated", "cached", "preemptions", "swaps_out", "swaps_in", "recomputes"), 0
         )
-        self._swap_cost_per_byte = 1e-9  # seconds, refined by measurement
-        self._prefill_cost_per_token = 1e-3  # seconds, refined by measurement
         self.error: BaseException | None = None
         # Per-token facts of the vocabulary, filled as tokens are first sampled (saves two ctypes calls and a
         # buffer per token on the hot path).
@@ -136,11 +116,10 @@ class Engine:
                 f"(kernel.kv_cells / kernel.slots too large for this machine?)"
             )
         self.ctx = ctx
-        self.mem = ll.llama_get_memory(ctx)
-        self.n_cells = ll.llama_n_ctx(ctx)
+        self.kv = KVCache(ctx, s.n_slots)  # slots, cells, prefix reuse, swap/recompute
+        self.slots, self.mem, self.n_cells = self.kv.slots, self.kv.mem, self.kv.n_cells  # (the same objects)
         self.batch_cap = cp.n_batch
         self.batch = ll.llama_batch_init(self.batch_cap, 0, 1)
-        self.slots = [_Slot(seq=i) for i in range(s.n_slots)]
         self._publish_stats()  # slots and KV capacity are known before the first step
 
     def start(self) -> Engine:
@@ -186,7 +165,7 @@ class Engine:
                 )
         except EngineError as exc:
             if req.conversation:
-                self._release_conversation(req.conversation)
+                self.conversations.release(req.conversation)
             result.finish_reason, result.error, result.t_end = "error", str(exc), time.monotonic()
             handle._finish(result)
             return handle
@@ -231,14 +210,8 @@ class Engine:
     def set_policy(self, policy: Policy) -> None:
         self._commands.put(("policy", policy))
 
-    def kv_of(self, owner: int) -> tuple[int, int]:
-        """KV tokens and bytes now held for one owner (pid), from the last stats snapshot."""
-        tokens = sum(s.kv_tokens for s in self.stats.seqs if s.owner == owner)
-        return tokens, tokens * self.model.info.kv_bytes_per_token
-
     def forget_conversation(self, key: str) -> None:
-        with self._conv_lock:
-            self._conversations.pop(key, None)
+        self.conversations.forget(key)
 
     # --- request preparation (caller's thread) ----------------------------------------------------------------
     def _validate(self, req: GenRequest) -> None:
@@ -266,32 +239,17 @@ class Engine:
             if not toks:
                 raise EngineError("empty prompt")
             return toks, None
+        if req.tokens is not None:  # rendered by the caller (the kernel, once per turn): decoded as they are
+            n_vocab = m.n_vocab
+            if not req.tokens or any(not 0 <= t < n_vocab for t in req.tokens):
+                raise EngineError("prompt tokens: empty, or an id outside the vocabulary")
+            return list(req.tokens), None
         messages = list(req.messages or [])
         if not messages:
             raise EngineError("no messages")
         if not req.conversation:
-            return self._render(messages), None
-        with self._conv_lock:
-            conv = self._conversations.setdefault(req.conversation, _Conversation())
-            if conv.busy:
-                raise EngineError(f"conversation {req.conversation!r} already has a request in flight")
-            conv.busy = True
-            base = conv.messages
-        try:
-            if base and conv.tokens and messages[: len(base)] == base:
-                before = m.template.render(base, add_generation_prompt=False)
-                full = m.template.render(messages, add_generation_prompt=True)
-                if full.startswith(before):
-                    # A new turn appends tokens; the earlier ones (the model's own replies included) are kept as
-                    # they were generated, so their KV stays valid and nothing is re-tokenised.
-                    return conv.tokens + self._chat_tokens(messages, skip_chars=len(before)), messages
-            return self._render(messages), messages
-        except Exception:
-            self._release_conversation(req.conversation)
-            raise
-
-    def _render(self, messages: list[dict[str, str]]) -> list[int]:
-        return self._chat_tokens(messages)
+            return self._chat_tokens(messages), None
+        return self.conversations.prompt(req, messages), messages
 
     def _chat_tokens(self, messages: list[dict[str, str]], **kw: object) -> list[int]:
         """The template rendered and tokenised, message contents as plain text (model.chat_tokens)."""
@@ -299,12 +257,6 @@ class Engine:
             return self.model.chat_tokens(messages, **kw)  # type: ignore[arg-type]
         except Exception as exc:  # a template may raise on message orders it does not support
             raise EngineError(f"chat template: {' '.join(str(exc).split())}") from None
-
-    def _release_conversation(self, key: str) -> None:
-        with self._conv_lock:
-            conv = self._conversations.get(key)
-            if conv:
-                conv.busy = False
 
     # --- the engine thread ------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -419,22 +371,18 @@ class Engine:
             time.sleep(0.001)
             return
         self.batch.n_tokens = n
-        self._ensure_cells(n, members)
+        self.kv.ensure_cells(n)
         rc = ll.llama_decode(self.ctx, self.batch)
         if rc != 0:
             self._recover_failed_decode(rc, members)
             return
         for act in members:  # the cells just written
-            new = len(act.slot.tokens) - len(act.slot.cells)
-            for _ in range(new):
-                cid = next(self._cell_ids)
-                self._cell_refs[cid] = 1
-                act.slot.cells.append(cid)
+            self.kv.written(act.slot)
         t_dec = time.monotonic()
         n_prefill = sum(p[2] for p in prefilled)
         if n_prefill and not decoded:
             est = (t_dec - t0) / n_prefill
-            self._prefill_cost_per_token = 0.8 * self._prefill_cost_per_token + 0.2 * est
+            self.kv.learn_prefill(est)
         # Sample: a generated token is counted when it is sampled (the last one is never decoded).
         sampled = [(a.req.sched.owner, a.seq.rid) for a in members if a.batch_index >= 0 and a.sampler is not None]
         for act in members:
@@ -533,7 +481,7 @@ class Engine:
 
     # --- admission, prefix reuse, KV cells --------------------------------------------------------------------
     def _admit(self, act: _Active) -> bool:
-        slot = self._choose_slot(act)
+        slot = self.kv.choose(act.prompt, act.req.conversation, act.swapped is not None)
         if slot is None:
             return False
         if slot.active is not None:
@@ -550,15 +498,27 @@ class Engine:
                     self._finish(act, "error", str(exc))
                     return True
                 act.stream = TextStream(act.req.stop)
-        slot.active = act
-        slot.conversation = act.req.conversation
-        act.slot = slot
-        act.seq.has_slot = True
+        self._attach(act, slot)
         if act.seq.state in ("waiting", "swapped"):
             act.seq.state = "decode" if act.pending_token is not None else "prefill"
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
+
+    def _attach(self, act: _Active, slot: Slot) -> None:
+        """A request gets a slot: the slot's holder, the request's slot and the scheduler's `has_slot` are one
+        fact, set here and in `_detach` only."""
+        slot.active = act
+        slot.conversation = act.req.conversation
+        act.slot = slot
+        act.seq.has_slot = True
+
+    def _detach(self, act: _Active) -> None:
+        """The request leaves its slot (preempted or ended); the slot's KV stays as the KV cache manager left it."""
+        if act.slot is not None and act.slot.active is act:
+            act.slot.active = None
+        act.slot = None
+        act.seq.has_slot = False
 
     def _prefix_in_flight(self, act: _Active) -> bool:
         """Is a longer prefix of this prompt still being prefilled by another request than is resident anywhere?
@@ -568,101 +528,29 @@ class Engine:
         """
         if act.swapped is not None or act.seq.n_prefilled:
             return False
-        resident = max((_common_prefix(s.tokens, act.prompt) for s in self.slots), default=0)
+        resident = self.kv.resident_prefix(act.prompt)
         for s in self.slots:
             other = s.active
             if other is None or other.pending_token is not None:
                 continue
-            shared = _common_prefix(other.prompt, act.prompt)
+            shared = common_prefix(other.prompt, act.prompt)
             if shared > resident + MIN_SHARED_PREFIX and len(s.tokens) < min(shared, len(act.prompt) - 1):
                 return True
         return False
 
-    def _choose_slot(self, act: _Active) -> _Slot | None:
-        idle = [s for s in self.slots if s.active is None]
-        if not idle:
-            return None
-        if act.swapped is not None:
-            return min(idle, key=lambda s: (len(s.tokens), s.last_used))
-        conv = act.req.conversation
-        if conv:
-            for s in idle:
-                if s.conversation == conv:
-                    return s
-
-        def score(s: _Slot) -> tuple:
-            return (_common_prefix(s.tokens, act.prompt), -len(s.tokens) if not s.tokens else 0, -s.last_used)
-
-        best = max(idle, key=score)
-        if _common_prefix(best.tokens, act.prompt) < MIN_SHARED_PREFIX:
-            # Nothing worth reusing here: take an empty slot, else the least recently used cache, so that an idle
-            # conversation's KV survives for its next turn.
-            best = min(idle, key=lambda s: (len(s.tokens) > 0, s.conversation is not None, s.last_used))
-        return best
-
-    def _reuse_prefix(self, act: _Active, slot: _Slot) -> None:
-        prompt = act.prompt
-        keep = _common_prefix(slot.tokens, prompt)
-        # A longer prefix may be resident in another slot (a shared system prompt): share its cells.
-        donor, donor_len = None, keep
-        for other in self.slots:
-            if other is slot:
-                continue
-            n = _common_prefix(other.tokens, prompt)
-            if n > donor_len + MIN_SHARED_PREFIX:
-                donor, donor_len = other, n
-        limit = len(prompt) - 1  # the last prompt token is always evaluated: its logits start generation
-        if donor is not None:
-            donor_len = min(donor_len, limit)
-            self._truncate(slot, 0)
-            ll.llama_memory_seq_cp(self.mem, donor.seq, slot.seq, 0, donor_len)
-            slot.tokens = list(prompt[:donor_len])
-            slot.cells = list(donor.cells[:donor_len])
-            for cid in slot.cells:
-                self._cell_refs[cid] += 1
-            keep = donor_len
-        else:
-            keep = min(keep, limit)
-            self._truncate(slot, keep)
+    def _reuse_prefix(self, act: _Active, slot: Slot) -> None:
+        keep = self.kv.reuse_prefix(slot, act.prompt)
         act.seq.n_prefilled = keep
         if not act.result.t_admit:  # a re-admission after a recompute is not a cache hit of the request
             act.result.cached_tokens = keep
             self._totals["cached"] += keep
 
-    def _truncate(self, slot: _Slot, keep: int) -> None:
-        """Drop this sequence's KV from position keep on (the cells stay while another sequence shares them)."""
-        if keep >= len(slot.tokens):
-            return
-        if not ll.llama_memory_seq_rm(self.mem, slot.seq, keep, -1):
-            ll.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
-            keep = 0
-        for cid in slot.cells[keep:]:
-            self._cell_refs[cid] -= 1
-            if self._cell_refs[cid] == 0:
-                del self._cell_refs[cid]
-        del slot.tokens[keep:]
-        del slot.cells[keep:]
-
-    def _ensure_cells(self, needed: int, members: list[_Active]) -> None:
-        """Free idle caches, least recently used first, until the step's new tokens fit in the KV pool."""
-        free = self.n_cells - len(self._cell_refs)
-        if free >= needed:
-            return
-        for slot in sorted((s for s in self.slots if s.active is None and s.tokens), key=lambda s: s.last_used):
-            self._truncate(slot, 0)
-            slot.conversation = None
-            if self.n_cells - len(self._cell_refs) >= needed:
-                return
-
     def _recover_failed_decode(self, rc: int, members: list[_Active]) -> None:
         """llama_decode refused the batch: undo the tokens we appended, then shrink the load and retry next step."""
         for act in members:
-            extra = len(act.slot.tokens) - len(act.slot.cells)
-            if extra > 0:
-                ll.llama_memory_seq_rm(self.mem, act.slot.seq, len(act.slot.cells), -1)
-                del act.slot.tokens[len(act.slot.cells) :]
-                if act.pending_token is None:  # a prompt chunk that was not evaluated after all
-                    act.result.evaluated_tokens -= extra
+            extra = self.kv.unwritten(act.slot)
+            if extra and act.pending_token is None:  # a prompt chunk that was not evaluated after all
+                act.result.evaluated_tokens -= extra
             act.batch_index = -1
         if rc == 1:  # no KV space: the scheduler names a victim (stopped agents first) to swap out
             victim = self.scheduler.kv_victim([a.seq for a in self._actives.values()])
@@ -678,61 +566,35 @@ class Engine:
 
     # --- preemption: the context switch -----------------------------------------------------------------------
     def _preempt(self, act: _Active) -> None:
-        """Take the slot away: save the KV to RAM or drop it for recompute, whichever is estimated cheaper."""
+        """Take the slot away: its KV saved to RAM or dropped for recompute, whichever the KV cache manager
+        estimates cheaper."""
         slot = act.slot
         if slot is None:
             return
-        n = len(slot.tokens)
-        size = ll.llama_state_seq_get_size(self.ctx, slot.seq) if n else 0
-        swap_cost = 2 * size * self._swap_cost_per_byte
-        recompute_cost = n * self._prefill_cost_per_token
         self._totals["preemptions"] += 1
         act.seq.switches += 1
         act.result.preemptions += 1
-        if n and swap_cost <= recompute_cost:
-            t0 = time.perf_counter()
-            buf = (ctypes.c_uint8 * size)()
-            got = ll.llama_state_seq_get_data(self.ctx, buf, size, slot.seq)
-            dt = time.perf_counter() - t0
-            if got:
-                self._swap_cost_per_byte = 0.8 * self._swap_cost_per_byte + 0.2 * (dt / max(1, got))
-                act.swapped = buf
-                act.swapped_tokens = list(slot.tokens)
-                self._totals["swaps_out"] += 1
-        if act.swapped is None:
+        kv_tokens = list(slot.tokens)
+        saved = self.kv.swap_out(slot)
+        if saved is not None:
+            act.swapped, act.swapped_tokens = saved
+            self._totals["swaps_out"] += 1
+        else:
             # Recompute later: everything the sequence had becomes prompt again.
             self._totals["recomputes"] += 1
-            _requeue_for_recompute(act, slot.tokens)
-        self._truncate(slot, 0)
-        slot.active = None
-        slot.conversation = None
-        slot.last_used = time.monotonic()
-        act.slot = None
-        act.seq.has_slot = False
+            _requeue_for_recompute(act, kv_tokens)
+        self._detach(act)
         act.seq.state = "swapped" if act.swapped is not None else "waiting"
         act.seq.kv_tokens = 0
 
-    def _swap_in(self, act: _Active, slot: _Slot) -> None:
-        self._truncate(slot, 0)
-        buf = act.swapped
-        t0 = time.perf_counter()
-        ok = ll.llama_state_seq_set_data(self.ctx, buf, len(buf), slot.seq)
-        dt = time.perf_counter() - t0
-        act.swapped = None
-        if not ok:  # could not restore (e.g. no room): fall back to recompute
+    def _swap_in(self, act: _Active, slot: Slot) -> None:
+        buf, tokens = act.swapped, act.swapped_tokens
+        act.swapped, act.swapped_tokens = None, []
+        if buf is None or not self.kv.swap_in(slot, buf, tokens):  # no room: fall back to recompute
             self._totals["recomputes"] += 1
-            _requeue_for_recompute(act, act.swapped_tokens)
-            act.swapped_tokens = []
+            _requeue_for_recompute(act, tokens)
             return
-        self._swap_cost_per_byte = 0.8 * self._swap_cost_per_byte + 0.2 * (dt / max(1, len(buf)))
         self._totals["swaps_in"] += 1
-        slot.tokens = act.swapped_tokens
-        act.swapped_tokens = []
-        slot.cells = []
-        for _ in slot.tokens:  # a restored sequence owns fresh cells (it no longer shares any)
-            cid = next(self._cell_ids)
-            self._cell_refs[cid] = 1
-            slot.cells.append(cid)
         act.seq.n_prefilled = act.seq.prompt_len
 
     # --- ending requests --------------------------------------------------------------------------------------
@@ -745,6 +607,7 @@ class Engine:
         res.finish_reason = reason
         res.error = error
         res.completion_tokens = len(act.generated)
+        res.tokens = list(act.generated)
         if act.stream is not None:
             tail = act.stream.finish() if reason in ("cancelled", "error") else ""
             res.text = act.stream.text
@@ -753,53 +616,21 @@ class Engine:
         res.t_end = time.monotonic()
         act.seq.state = "finished"
         slot = act.slot
+        self._detach(act)
         if slot is not None:
-            slot.active = None
             slot.last_used = res.t_end
             if reason in ("cancelled", "error"):
-                self._truncate(slot, 0)  # cancelling frees the slot and its KV at once
-                slot.conversation = None
-        act.slot = None
-        act.seq.has_slot = False
+                self.kv.forget(slot)  # cancelling frees the slot and its KV at once
         act.swapped = None
         if act.sampler is not None:
             act.sampler.free()
             act.sampler = None
-        self._close_conversation(act, reason)
+        if act.req.conversation:
+            # (act.prompt grew by the generated tokens if the request was recomputed after a preemption)
+            self.conversations.close(act.req.conversation, act.conv_base, act.result.text,
+                                     act.prompt[: act.result.prompt_tokens], act.generated, reason)
         act.handle.n_generated = len(act.generated)
         act.handle._finish(res)
-
-    def _close_conversation(self, act: _Active, reason: str) -> None:
-        key = act.req.conversation
-        if not key:
-            return
-        with self._conv_lock:
-            conv = self._conversations.get(key)
-            if conv is None:
-                return
-            conv.busy = False
-            if reason not in ("eos", "length", "stop") or act.conv_base is None:
-                return
-            reply = act.result.text
-            msgs = [*act.conv_base, {"role": "assistant", "content": reply}]
-            tpl = self.model.template
-            with_prompt = tpl.render(act.conv_base, add_generation_prompt=True)
-            closed = tpl.render(msgs, add_generation_prompt=False)
-            # The end-of-generation token that ended the turn was sampled, never decoded; any others (ignore_eos)
-            # are in the KV and must stay in the tokens, or the next turn diverges from the KV there.
-            gen = act.generated[:-1] if reason == "eos" else list(act.generated)
-            if reason != "stop" and closed.startswith(with_prompt + reply):
-                # Keep the tokens as generated and close the turn with the template's own suffix.
-                # (act.prompt grew by the generated tokens if the request was recomputed after a preemption)
-                prompt = act.prompt[: act.result.prompt_tokens]
-                tokens = prompt + gen + self.model.tokenize(closed[len(with_prompt) + len(reply) :])
-            else:
-                tokens = self._render_closed(msgs)
-            conv.messages = msgs
-            conv.tokens = tokens
-
-    def _render_closed(self, msgs: list[dict[str, str]]) -> list[int]:
-        return self.model.chat_tokens(msgs, add_generation_prompt=False)
 
     # --- statistics -------------------------------------------------------------------------------------------
     def _publish_stats(self, last_batch: int = 0) -> None:
@@ -819,14 +650,7 @@ class Engine:
                     switches=a.seq.switches, boosted=a.seq.boosted, service=a.seq.service,
                 )
             )
-        used = len(self._cell_refs)
-        cached_idle = 0
-        if any(s.active is None and s.cells for s in self.slots):  # else every cell in use is an active one's
-            active_cells: set[int] = set()
-            for s in self.slots:
-                if s.active is not None:
-                    active_cells.update(s.cells)
-            cached_idle = used - len(active_cells)
+        used, cached_idle = self.kv.used, self.kv.cached_idle()
         t = self._totals
         self.stats = EngineStats(
             kv_capacity=self.n_cells, kv_used=used, kv_cached_idle=cached_idle,
@@ -842,8 +666,7 @@ class Engine:
     def clear_idle_caches(self) -> None:
         for s in self.slots:
             if s.active is None:
-                self._truncate(s, 0)
-                s.conversation = None
+                self.kv.forget(s)
 
 
 def _requeue_for_recompute(act: _Active, kv_tokens: list[int]) -> None:
@@ -858,11 +681,3 @@ def _requeue_for_recompute(act: _Active, kv_tokens: list[int]) -> None:
         act.pending_token = None
     act.seq.prompt_len = len(act.prompt)
     act.seq.n_prefilled = 0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import LOCAL, BackendStats, RequestTracker
 from .cpu import ExtraBuffers
-from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
+from .engine_types import EngineInfo, EngineSettings, EngineStats, SeqStats, StepRecord
 from .grammar_check import check_grammar_text
 from .model_info import ModelInfo
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
@@ -62,19 +62,6 @@ class EngineSpec:
     boost_after_s: float
     verbose: bool = False
     log_path: str = ""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """The engine process as `sched`, `free` and the monitor's header show it."""
-
-    pid: int | None
-    state: str  # stopped (not started yet) | starting | ready | restarting | crashed | failed
-    restarts: int
-    rss_bytes: int | None
-    extra_buffers: str  # "on (why)" / "off (why)"
-    log_path: str
-    last_error: str = ""
 
 
 @dataclass

@@ -84,3 +84,16 @@ class EngineStats:
 
 
 __all__ = ["EngineSettings", "EngineStats", "SeqStats", "StepRecord"]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The engine process as `sched`, `free` and the monitor's header show it."""
+
+    pid: int | None
+    state: str  # stopped (not started yet) | starting | ready | restarting | crashed | failed
+    restarts: int
+    rss_bytes: int | None
+    extra_buffers: str  # "on (why)" / "off (why)"
+    log_path: str
+    last_error: str = ""

@@ -9,7 +9,6 @@ code on the caller's thread.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 import traceback
@@ -20,7 +19,7 @@ from typing import Any
 
 from . import signals as sig
 from .access import AccessManager, Question, parse_capabilities
-from .agent import AgentContext, AgentSpec, LimitExceeded, LLMError, ProcessKilled, check_run_options
+from .agent import AgentContext, AgentSpec, check_run_options
 from .backend import LOCAL, BackendStats
 from .config import Config, load_config
 from .context import ContextManager
@@ -31,15 +30,15 @@ from .mcp import McpManager
 from .memory import MemoryManager
 from .model_info import ModelInfo
 from .plugins import AgentRegistry
-from .proc import Limits, Process, ProcInfo, SyscallRecord
-from .requests import GenRequest, GenResult, RequestHandle, SchedInfo
+from .proc import Limits, Process, ProcessTable, ProcInfo, SyscallRecord
+from .requests import SCHED_CLASSES, GenRequest, GenResult, RequestHandle, SchedInfo
 from .routing import Backends, RemotePool, make_pools, probe_pools
 from .scheduler import Policy, load_policy
+from .services import LimitExceeded, LLMError, ProcessKilled, Services
 from .storage import Storage, open_storage
 from .streams import Pipe
 from .tools import ToolManager, ToolSpec
 
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
 
 
@@ -119,20 +118,19 @@ class Kernel:
             self.storage, per_agent_tokens=c.memory.per_agent_tokens, total_tokens=c.memory.total_tokens,
             count_tokens=lambda text: len(self.model.tokenize(text, special=False)), access=self.access,
         )
-        self.context = ContextManager(self)
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
+        self.context = ContextManager(self.model, self.storage, c, self.backends, self.pool, self.track_call)
         self._acc_lock = threading.Lock()  # backends account from their own threads
         self.backends.add_step_listener(self._on_step)
         self.agents = AgentRegistry(c.plugins.paths)
-        self.tools = ToolManager(self)
+        self.tools = ToolManager(self.agents, self.access, self.memory, self.context.conversations_of,
+                                 lambda: self._loop_thread)
         self.mcp = McpManager(c.mcp)  # MCP servers' tools as NAME.TOOL; servers start at first use
         self.tools.add_provider(self.mcp)
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiosh-pool")
         self.started_at = time.time()
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
-        self._procs: dict[int, Process] = {}
-        self._pids = itertools.count(1)
-        self._last_pid = 0
+        self.procs = ProcessTable()  # the one owner of the process records
+        self._lock = self.procs.lock
+        self._cond = self.procs.cond
         self._listeners: list[Listener] = []
         # The LLM call in flight per request id: each step's tokens go to its record and to its Process (the one
         # place every reader, ps, top, logs and storage, takes them from); `_early` holds a step that came before
@@ -140,7 +138,13 @@ class Kernel:
         self._calls: dict[int, SyscallRecord] = {}
         self._early: dict[int, list[float]] = {}
         self.door = Door(self)  # the OpenAI-compatible door for host programs; its server starts at first use
-        self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}  # what `time` asks after collection
+        # What an agent's context may use of the kernel (never the Kernel itself).
+        self.services = Services(
+            config=c, storage=self.storage, access=self.access, memory=self.memory, context=self.context,
+            tools=self.tools, agents=self.agents, backends=self.backends, door=self.door, pool=self.pool,
+            spawn=self.spawn, await_child=self.await_child, track_call=self.track_call,
+            vocabulary_ready=self.vocabulary_ready, default_limits=self.default_limits, process=self.process,
+        )
         self.watchdog_events: list[str] = []
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._run_loop, name="aiosh-kernel", daemon=True)
@@ -166,7 +170,7 @@ class Kernel:
             self._post(pid, sig.SIGHUP)
         deadline = time.monotonic() + grace
         with self._cond:
-            while any(p.status is None for p in self._procs.values()) and time.monotonic() < deadline:
+            while self.procs.live() and time.monotonic() < deadline:
                 self._cond.wait(0.05)
         killed = self._live()
         for p in killed:
@@ -212,21 +216,21 @@ class Kernel:
         klass = sched_class or spec.sched_class
         if klass not in SCHED_CLASSES:
             raise ValueError(f"unknown scheduling class '{klass}' (one of {', '.join(SCHED_CLASSES)})")
-        lim = limits or Limits(self.config.limits.max_tokens, self.config.limits.max_time, self.config.limits.max_kv)
+        lim = limits or self.default_limits()
         opts = options or {}
         for caps in (opts.get("allow"), opts.get("deny"), spec.needs):
             if caps is not None:
                 parse_capabilities(caps)  # ValueError now, before a pid is handed out
         backend = self.backends.resolve(opts.get("backend"))  # ValueError for an unknown name
         with self._lock:
-            if ppid and (ppid not in self._procs or self._procs[ppid].status is not None):
+            parent = self.procs.get(ppid)
+            if ppid and (parent is None or parent.status is not None):
                 raise NoSuchProcess(f"({ppid}) - No such process")
             max_procs = self.config.limits.max_procs
-            if max_procs and sum(1 for p in self._procs.values() if p.status is None) >= max_procs:
+            if max_procs and len(self.procs.live()) >= max_procs:
                 raise TooManyProcesses(f"fork: retry: Resource temporarily unavailable ({max_procs} agent processes "
                                        "alive: limits.max_procs)")
-            pid = next(self._pids)
-            self._last_pid = pid
+            pid = self.procs.next_pid()
             group = pgid if pgid is not None else pid
             proc = Process(
                 pid=pid, ppid=ppid, pgid=group, agent=agent, argv=list(argv or []),
@@ -236,10 +240,10 @@ class Kernel:
             )
             self.access.admit(pid, agent=agent, cwd=cwd, needs=spec.needs, allow=opts.get("allow"),
                               deny=opts.get("deny"), yes=bool(opts.get("yes")), parent=ppid)
-            self._procs[pid] = proc
+            self.procs.add(proc)
         out = stdout or Pipe(f"{agent}[{pid}] stdout")
         err = stderr or Pipe(f"{agent}[{pid}] stderr")
-        ctx = AgentContext(self, proc, stdin, out, err, cwd, env or {}, options or {})
+        ctx = AgentContext(self.services, proc, stdin, out, err, cwd, env or {}, options or {})
         proc.ctx = ctx
         self.loop.call_soon_threadsafe(self._start, proc, spec, ctx)
         return pid
@@ -250,7 +254,6 @@ class Kernel:
         proc.stopped = asyncio.Event()
         proc.exit_future = self.loop.create_future()
         proc.started = time.time()
-        proc.state = "R"
         proc.task = self.loop.create_task(self._run_agent(proc, spec, ctx), name=f"agent:{proc.pid}")
         proc.task.add_done_callback(lambda _t: self._ended_before_start(proc, ctx))
         self._persist(proc)
@@ -310,35 +313,16 @@ class Kernel:
             # Its children go at once, not when its task has unwound: a child's own (inherited) timer started
             # later and must not win the race against the parent's.
             with self._lock:
-                doomed = [c.pid for c in self._procs.values()
-                          if c.ppid == proc.pid and c.status is None and not c.detached]
+                doomed = [c.pid for c in self.procs.children(proc.pid) if c.status is None and not c.detached]
             for pid in doomed:
                 self._deliver(pid, sig.SIGKILL)
             self._cancel_task(proc)
 
     def _exit(self, proc: Process, status: int, ctx: AgentContext | None) -> None:
         """The process ends: status kept (Z) until collected; stdio closed; children reparented or killed."""
-        with self._cond:
-            if proc.status is not None:
-                return
-            proc.status = status
-            proc.ended = time.time()
-            proc.state = "Z"
-            proc.sched.stopped = False
-            orphans_to_kill = []
-            for child in self._procs.values():
-                if child.ppid == proc.pid:
-                    # a parent ended by a limit takes its children with it, unless they were started detached
-                    if child.status is None and (child.die_with_parent or (proc.limit_hit and not child.detached)):
-                        orphans_to_kill.append(child.pid)
-                    child.ppid = 0
-                    child.from_shell = False
-            for pid in [p.pid for p in self._procs.values() if p.ppid == 0 and not p.from_shell and p.status is not None]:
-                self._reap(pid)
-            self._persist(proc)
-            if proc.ppid == 0 and not proc.from_shell:
-                self._reap(proc.pid)  # an orphan is collected by "init" at once
-            self._cond.notify_all()
+        orphans_to_kill = self.procs.exited(proc, status, _doomed, self._persist)
+        if orphans_to_kill is None:
+            return
         for rec in list(proc.syscalls):  # a call the process never returned from (killed, signalled)
             if not rec.t_finished:
                 rec.outcome = rec.outcome or "interrupted"
@@ -351,37 +335,21 @@ class Kernel:
                 pipe.close()
         if proc.exit_future is not None and not proc.exit_future.done():
             proc.exit_future.set_result(status)
-        parent = self._procs.get(proc.ppid)
+        parent = self.procs.get(proc.ppid)
         if parent is not None and parent.child_event is not None:
             parent.child_event.set()
         for pid in orphans_to_kill:
             self._deliver(pid, sig.SIGKILL)
         self._notify(proc.pid, "exited", status)
 
-    def _reap(self, pid: int) -> Process | None:
-        proc = self._procs.pop(pid, None)
-        if proc is not None:
-            self._usage_of_reaped[pid] = (proc.tokens_in, proc.tokens_out, proc.decode_s)
-            while len(self._usage_of_reaped) > 4096:
-                self._usage_of_reaped.pop(next(iter(self._usage_of_reaped)))
-        return proc
-
     def usage(self, pids: range | list[int]) -> tuple[int, int, float]:
         """Tokens in, tokens out and decode seconds of these pids, live or already collected (for `time`)."""
-        tin = tout = 0
-        dec = 0.0
-        with self._lock:
-            for pid in pids:
-                p = self._procs.get(pid)
-                got = (p.tokens_in, p.tokens_out, p.decode_s) if p is not None else self._usage_of_reaped.get(pid)
-                if got:
-                    tin, tout, dec = tin + int(got[0]), tout + int(got[1]), dec + float(got[2])
-        return tin, tout, dec
+        return self.procs.usage(pids)
 
     @property
     def last_pid(self) -> int:
         """The highest pid handed out so far (pids grow and are never reused)."""
-        return self._last_pid
+        return self.procs.last_pid
 
     # --- signals ----------------------------------------------------------------------------------------------
     def signal(self, target: int, signum: int | str = sig.SIGTERM) -> list[int]:
@@ -391,15 +359,16 @@ class Kernel:
             raise ValueError(f"{signum}: invalid signal specification")
         with self._lock:
             if target > 0:
-                p = self._procs.get(target)
+                p = self.procs.get(target)
                 if p is None:
                     raise NoSuchProcess(f"({target}) - No such process")
                 pids = [target] if p.status is None else []
                 if p.status is not None:
                     return []  # a zombie ignores signals, as on Unix
             elif target < 0:
-                pids = [p.pid for p in self._procs.values() if p.pgid == -target and p.status is None]
-                if not pids and not any(p.pgid == -target for p in self._procs.values()):
+                group = self.procs.group(-target)
+                pids = [p.pid for p in group if p.status is None]
+                if not pids and not group:
                     raise NoSuchProcess(f"({target}) - No such process")
             else:
                 raise NoSuchProcess("(0) - No such process")
@@ -416,7 +385,7 @@ class Kernel:
         if num == sig.SIGKILL:
             with self._lock:
                 for pid in pids:
-                    p = self._procs.get(pid)
+                    p = self.procs.get(pid)
                     if p is not None and p.status is None:
                         p.killed = True  # from now on every context call raises, even before the loop runs
         if not pids:
@@ -444,7 +413,7 @@ class Kernel:
 
     def _deliver(self, pid: int, num: int) -> None:
         """On the kernel loop: apply one signal's default action (or hand it to the agent)."""
-        p = self._procs.get(pid)
+        p = self.procs.get(pid)
         if p is None or p.status is not None or num == 0 or num in sig.IGNORED_BY_DEFAULT:
             return
         if num == sig.SIGKILL:
@@ -457,10 +426,7 @@ class Kernel:
             self._close_stdio_later(p)
             return
         if num in sig.STOPPING:
-            if not p.sched.stopped:
-                p.sched.stopped = True
-                p.resumed.clear()
-                p.stopped.set()
+            if p.set_stopped(True):
                 self.backends.wake()
                 self._persist(p)
                 self._notify(pid, "stopped", 128 + num)
@@ -477,10 +443,7 @@ class Kernel:
         self._cancel_task(p)
 
     def _continue(self, p: Process) -> None:
-        if p.sched.stopped:
-            p.sched.stopped = False
-            p.stopped.clear()
-            p.resumed.set()
+        if p.set_stopped(False):
             self.backends.wake()
             self._persist(p)
             self._notify(p.pid, "continued", None)
@@ -534,73 +497,26 @@ class Kernel:
 
         Returns (pid, status), or None on timeout. NoSuchProcess if there is nothing to wait for.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if pid is not None:
-                    p = self._procs.get(pid)
-                    if p is None:
-                        raise NoSuchProcess(f"pid {pid} is not a child of this shell")
-                    if p.status is not None:
-                        self._reap(pid)
-                        return pid, p.status
-                else:
-                    kids = [p for p in self._procs.values() if p.ppid == 0 and p.from_shell]
-                    if not kids:
-                        raise NoSuchProcess("no child processes")
-                    done = [p for p in kids if p.status is not None]
-                    if done:
-                        first = min(done, key=lambda p: p.ended)
-                        self._reap(first.pid)
-                        return first.pid, first.status  # type: ignore[return-value]
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(left if left is not None else 1.0)
+        return self.procs.wait(pid, timeout, NoSuchProcess)
 
-    async def _await_child(self, parent: Process, pid: int | None) -> tuple[int, int]:
+    async def await_child(self, parent: Process, pid: int | None) -> tuple[int, int]:
         """An agent waits for its own child (on the kernel loop)."""
-        if parent.child_event is None:
-            parent.child_event = asyncio.Event()
-        while True:
-            with self._lock:
-                if pid is not None:
-                    p = self._procs.get(pid)
-                    if p is None or p.ppid != parent.pid:
-                        raise ChildProcessError(f"pid {pid} is not a child of process {parent.pid}")
-                    if p.status is not None:
-                        self._reap(pid)
-                        return pid, p.status
-                else:
-                    kids = [p for p in self._procs.values() if p.ppid == parent.pid]
-                    if not kids:
-                        raise ChildProcessError(f"process {parent.pid} has no children")
-                    done = [p for p in kids if p.status is not None]
-                    if done:
-                        first = min(done, key=lambda p: p.ended)
-                        self._reap(first.pid)
-                        return first.pid, first.status  # type: ignore[return-value]
-                parent.child_event.clear()
-            await parent.child_event.wait()
+        return await self.procs.await_child(parent, pid)
 
     # --- priorities and policy --------------------------------------------------------------------------------
+    def default_limits(self) -> Limits:
+        """The limits of an agent started without its own ([limits] in aiosh.toml)."""
+        cfg = self.config.limits
+        return Limits(cfg.max_tokens, cfg.max_time, cfg.max_kv)
+
     def renice(self, pid: int, nice: int) -> int:
         """Set a live process's nice (clamped to −20…19, as renice does); returns the value set."""
         with self._lock:
-            p = self._procs.get(pid)
+            p = self.procs.get(pid)
             if p is None or p.status is not None:
                 raise NoSuchProcess(f"({pid}) - No such process")
             p.sched.nice = _clamp_nice(nice)
             return p.sched.nice
-
-    def set_class(self, pid: int, sched_class: str) -> None:
-        if sched_class not in SCHED_CLASSES:
-            raise ValueError(f"unknown scheduling class '{sched_class}' (one of {', '.join(SCHED_CLASSES)})")
-        with self._lock:
-            p = self._procs.get(pid)
-            if p is None or p.status is not None:
-                raise NoSuchProcess(f"({pid}) - No such process")
-            p.sched.sched_class = sched_class
 
     def set_policy(self, name: str, **params: float) -> Policy:
         """Switch the scheduling policy at run time; running agents keep their slots and KV."""
@@ -620,6 +536,8 @@ class Kernel:
     def _count_prompt(self, req: GenRequest) -> int:
         """Prompt tokens of a request as the local model counts them: a remote server's own count replaces this
         estimate when it reports usage."""
+        if req.tokens is not None:
+            return len(req.tokens)
         if req.messages is not None:
             return self.context.count(req.messages)
         return len(self.model.tokenize(req.prompt or ""))
@@ -696,23 +614,28 @@ class Kernel:
     def ps(self) -> list[ProcInfo]:
         seqs = self.backends.seqs()
         with self._lock:
-            return [self._info(p, seqs) for p in sorted(self._procs.values(), key=lambda p: p.pid)]
+            return [self._info(p, seqs) for p in self.procs.all()]
 
     def proc(self, pid: int) -> ProcInfo:
         with self._lock:
-            p = self._procs.get(pid)
+            p = self.procs.get(pid)
             if p is None:
                 raise NoSuchProcess(f"({pid}) - No such process")
             return self._info(p, self.backends.seqs())
 
     def state(self, pid: int) -> str | None:
         with self._lock:
-            p = self._procs.get(pid)
+            p = self.procs.get(pid)
             return None if p is None else self._state_of(p, self.backends.seqs())
+
+    def process(self, pid: int) -> Process | None:
+        """The kernel's own record of a process (for its managers: the door), None once it was collected."""
+        with self._lock:
+            return self.procs.get(pid)
 
     def syscalls(self, pid: int) -> list[SyscallRecord]:
         with self._lock:
-            p = self._procs.get(pid)
+            p = self.procs.get(pid)
             if p is None:
                 raise NoSuchProcess(f"({pid}) - No such process")
             return [replace(r) for r in p.syscalls]
@@ -721,7 +644,7 @@ class Kernel:
         stats = self.local.stats
         seqs = self.backends.seqs()
         with self._lock:
-            procs = tuple(self._info(p, seqs) for p in sorted(self._procs.values(), key=lambda p: p.pid))
+            procs = tuple(self._info(p, seqs) for p in self.procs.all())
         return KernelSnapshot(
             t=time.time(), uptime=time.time() - self.started_at, procs=procs, engine=stats,
             steps=tuple(self.local.steps(steps)), policy=self.policy.describe(), model=self.local.model_info,
@@ -739,13 +662,10 @@ class Kernel:
             except Exception:  # noqa: BLE001 - a listener's bug must not break the kernel
                 traceback.print_exc()
 
-    def _state_changed(self, proc: Process) -> None:
-        """Hook for activity changes (the monitor reads states from snapshots; nothing to push yet)."""
-
     def _state_of(self, p: Process, seqs: tuple[SeqStats, ...]) -> str:
         if p.status is not None:
             return "Z"
-        if p.sched.stopped:
+        if p.is_stopped:
             return "T"
         if p.activity == "llm":
             for s in seqs:
@@ -793,7 +713,7 @@ class Kernel:
             self._charge(owner, rid, n, 0, share * n)
 
     def _charge(self, owner: int, rid: int, tin: int, tout: int, secs: float) -> None:
-        p = self._procs.get(owner)
+        p = self.procs.get(owner)
         if p is None:
             return
         p.tokens_in += tin
@@ -834,21 +754,8 @@ class Kernel:
 
         handle.add_done_callback(ended)
 
-    def _tokens_left(self, proc: Process) -> int | None:
-        if not proc.limits.max_tokens:
-            return None
-        return max(0, proc.limits.max_tokens - proc.llm_tokens)
-
-    def _check_token_limit(self, proc: Process) -> None:
-        """Called after each LLM call with its result counted."""
-        if not proc.limits.max_tokens:
-            return
-        if proc.llm_tokens >= proc.limits.max_tokens:
-            raise LimitExceeded("token", proc.limits.max_tokens)
-
     def _live(self) -> list[Process]:
-        with self._lock:
-            return [p for p in self._procs.values() if p.status is None]
+        return self.procs.live()
 
     # --- watchdog ---------------------------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -871,7 +778,7 @@ class Kernel:
                 if name.startswith("agent:") and reported != id(task):
                     reported = id(task)
                     pid = int(name.split(":", 1)[1])
-                    p = self._procs.get(pid)
+                    p = self.procs.get(pid)
                     what = f"{p.agent}[{pid}]" if p else f"pid {pid}"
                     line = f"aiosh: watchdog: {what} blocks the kernel loop (>{limit * 1000:.0f} ms); " \
                            f"blocking work belongs in ctx.run_blocking"
@@ -881,6 +788,11 @@ class Kernel:
 
     def _heartbeat(self) -> None:
         self._beat = time.monotonic()
+
+
+def _doomed(parent: Process, child: Process) -> bool:
+    """A child ends with its parent if started so, or if a limit ended the parent and it was not detached."""
+    return child.die_with_parent or bool(parent.limit_hit and not child.detached)
 
 
 def _clamp_nice(nice: int) -> int:

@@ -21,15 +21,16 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .services import Call, Services, Syscalls
 from .storage import SearchHit, Storage
 
 if TYPE_CHECKING:
     from .access import AccessManager
-    from .agent import AgentContext
 
 __all__ = ["AgentMemory", "MemoryManager", "MemoryStats"]
 
@@ -293,93 +294,90 @@ class AgentMemory:
     Every method is a syscall (kind "memory"): it waits while the agent is stopped and refuses once it was killed.
     """
 
-    def __init__(self, ctx: AgentContext) -> None:
-        self._ctx = ctx
+    def __init__(self, sc: Syscalls, services: Services) -> None:
+        self._sc = sc
+        self._services = services
 
     @property
     def _mm(self) -> MemoryManager:
-        return self._ctx._kernel.memory
+        return self._services.memory
 
     async def set(self, key: str, value: Any) -> None:
         """Keep `value` (a string or anything JSON-serialisable) under `key`, replacing what was there."""
-        rec = await self._begin(f"set {key}")
-        evicted = self._mm.put(self._ctx.pid, self._ctx._proc.agent, key, value)
-        self._ctx._finish(rec, f"ok: evicted {len(evicted)}" if evicted else "ok")
+        async with self._call(f"set {key}") as call:
+            evicted = self._mm.put(self._sc.pid, self._sc.agent, key, value)
+            call.outcome = f"ok: evicted {len(evicted)}" if evicted else "ok"
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value under `key` (read back from storage if it was evicted), else `default`."""
-        rec = await self._begin(f"get {key}")
-        how, value = self._mm.lookup(self._ctx.pid, key)
-        if how == "stored":
-            got = await self._blocking(self._mm.storage.memory_value, self._mm.storage.run, self._ctx.pid, key)
-            if got is None:
-                how, value = "none", None
-            else:
-                value = self._mm.fault_in(self._ctx.pid, key, got[0], got[1])
-        self._ctx._finish(rec, "ok" if how != "none" else "ok: no such key")
+        async with self._call(f"get {key}") as call:
+            how, value = self._mm.lookup(self._sc.pid, key)
+            if how == "stored":
+                got = await self._blocking(self._mm.storage.memory_value, self._mm.storage.run, self._sc.pid, key)
+                if got is None:
+                    how, value = "none", None
+                else:
+                    value = self._mm.fault_in(self._sc.pid, key, got[0], got[1])
+            call.outcome = "ok" if how != "none" else "ok: no such key"
         return default if how == "none" else value
 
     async def delete(self, key: str) -> bool:
-        rec = await self._begin(f"delete {key}")
-        found = self._mm.delete(self._ctx.pid, key)
-        self._ctx._finish(rec, "ok" if found else "ok: no such key")
+        async with self._call(f"delete {key}") as call:
+            found = self._mm.delete(self._sc.pid, key)
+            call.outcome = "ok" if found else "ok: no such key"
         return found
 
     async def note(self, text: str) -> str:
         """Keep a free-text note (found later by `search`); returns its key (note:N)."""
-        key = self._mm.next_note_key(self._ctx.pid, self._ctx._proc.agent)
-        rec = await self._begin(f"note {key}")
-        self._mm.put(self._ctx.pid, self._ctx._proc.agent, key, str(text), kind="note")
-        self._ctx._finish(rec, "ok")
+        key = self._mm.next_note_key(self._sc.pid, self._sc.agent)
+        async with self._call(f"note {key}"):
+            self._mm.put(self._sc.pid, self._sc.agent, key, str(text), kind="note")
         return key
 
     async def keys(self) -> list[str]:
-        rec = await self._begin("keys")
-        out = self._mm.keys(self._ctx.pid)
-        self._ctx._finish(rec, "ok")
-        return out
+        async with self._call("keys"):
+            return self._mm.keys(self._sc.pid)
 
     async def search(self, query: str, limit: int = 5) -> list[SearchHit]:
         """Full-text search (FTS5, bm25-ranked) over this agent's stored messages (including the earlier turns of
         the conversations it takes part in) and its memory entries, evicted ones included; best first."""
-        rec = await self._begin(f"search {query}")
-        mm, pid = self._mm, self._ctx.pid
-        if mm.storage.enabled:
-            convs = self._ctx._kernel.context.conversations_of(pid)
-            hits = await self._blocking(lambda: mm.storage.search(query, pid=pid, conversations=convs, limit=limit))
-        else:
-            hits = mm.local_search(pid, query, limit)
-        self._ctx._finish(rec, f"ok: {len(hits)} found")
+        async with self._call(f"search {query}") as call:
+            mm, pid = self._mm, self._sc.pid
+            if mm.storage.enabled:
+                convs = self._services.context.conversations_of(pid)
+                hits = await self._blocking(
+                    lambda: mm.storage.search(query, pid=pid, conversations=convs, limit=limit))
+            else:
+                hits = mm.local_search(pid, query, limit)
+            call.outcome = f"ok: {len(hits)} found"
         return hits
 
     async def read_other(self, pid: int, key: str, default: Any = None) -> Any:
         """Another agent's entry: needs the "memory.read_other" grant (default deny); audited either way."""
-        rec = await self._begin(f"read_other {pid} {key}")
-        kernel = self._ctx._kernel
-        if not kernel.access.check(self._ctx.pid, "memory.read_other", f"pid {pid} key {key}"):
-            self._ctx._finish(rec, "denied")
-            raise PermissionError(f"memory.read_other: process {self._ctx.pid} may not read the memory of "
-                                  f"process {pid}")
-        how, value = self._mm.peek(pid, key)
-        if how in ("hit", "cold"):
-            self._ctx._finish(rec, "ok")
-            return value
-        got = await self._blocking(self._mm.storage.memory_value, self._mm.storage.run, pid, key)
-        self._ctx._finish(rec, "ok" if got is not None else "ok: no such key")
+        async with self._call(f"read_other {pid} {key}") as call:
+            if not self._services.access.check(self._sc.pid, "memory.read_other", f"pid {pid} key {key}"):
+                call.outcome = "denied"
+                raise PermissionError(f"memory.read_other: process {self._sc.pid} may not read the memory of "
+                                      f"process {pid}")
+            how, value = self._mm.peek(pid, key)
+            if how in ("hit", "cold"):
+                return value
+            got = await self._blocking(self._mm.storage.memory_value, self._mm.storage.run, pid, key)
+            call.outcome = "ok" if got is not None else "ok: no such key"
         return default if got is None else _decode(*got)
 
     def stats(self) -> MemoryStats:
-        return self._mm.stats(self._ctx.pid)
+        return self._mm.stats(self._sc.pid)
 
     # --- helpers ----------------------------------------------------------------------------------------------
-    async def _begin(self, detail: str):
-        await self._ctx._gate()
-        await self._ctx._kernel.vocabulary_ready()  # quotas count tokens: the tokeniser loads off the loop
-        rec = self._ctx._record("memory", detail)
-        rec.t_started = rec.t_queued
-        return rec
+    @asynccontextmanager
+    async def _call(self, detail: str) -> AsyncIterator[Call]:
+        await self._sc.gate()
+        await self._services.vocabulary_ready()  # quotas count tokens: the tokeniser loads off the loop
+        async with self._sc.call("memory", detail) as call:
+            yield call
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        async with self._ctx._blocking("memory"):
-            return await loop.run_in_executor(self._ctx._kernel.pool, fn, *args)
+        async with self._sc.wchan("memory"):
+            return await loop.run_in_executor(self._services.pool, fn, *args)

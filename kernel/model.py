@@ -21,6 +21,7 @@ from .model_info import (  # noqa: F401 - re-exported: the names callers know
     EMBEDDED_PACKAGE,
     ModelError,
     ModelInfo,
+    RenderedChat,
     check_gguf,
     find_embedded_model,
 )
@@ -171,7 +172,18 @@ class Model:
         the rendered text first (a new turn appended to tokens already held). `add_bos` None = when the
         rendered text does not begin with the BOS text itself. ValueError when the template's output cannot be
         split into its own text and the contents (then nothing is tokenised that could inject)."""
+        return self.tokens_of(self.render_chat(messages, add_generation_prompt=add_generation_prompt),
+                              skip_chars=skip_chars, add_bos=add_bos)
+
+    def render_chat(self, messages: list[dict[str, str]], *, add_generation_prompt: bool = True) -> RenderedChat:
+        """The chat through the template, once: its text, cut into the template's own text and the contents
+        (`tokens_of` turns it into tokens). ValueError as `chat_tokens`."""
         spans, text = self.template.spans(messages, add_generation_prompt)
+        return RenderedChat(spans, text)
+
+    def tokens_of(self, rendered: RenderedChat, *, skip_chars: int = 0, add_bos: bool | None = None) -> list[int]:
+        """The tokens of a rendered chat (see `chat_tokens`), from `skip_chars` on."""
+        spans, text = rendered.spans, rendered.text
         if add_bos is None:
             add_bos = skip_chars == 0 and not text.startswith(self.template.bos_token or "\0")
         out: list[int] = []

@@ -171,3 +171,11 @@ def read_gguf_facts(path: Path) -> GGUFFacts:
         n_head_kv=int(got["attention.head_count_kv"] or n_head),  # type: ignore[arg-type]
         n_vocab=int(kv.get("tokenizer.ggml.tokens", 0) or 0),  # type: ignore[arg-type]
     )
+
+
+@dataclass(frozen=True)
+class RenderedChat:
+    """A chat rendered by the template: the text, and the same text as (piece, is_template_text) spans."""
+
+    spans: list[tuple[str, bool]]
+    text: str

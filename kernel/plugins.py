@@ -9,17 +9,14 @@ takes the kernel down.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint
 from pathlib import Path
 from types import ModuleType
 
 from .agent import AgentSpec
-from .entrypoints import builtin_entry_points, third_party_entry_points
+from .discovery import scan, user_files
 from .tools import ToolSpec
 
 USER_SUBFOLDERS = ("agents", "tools")
@@ -43,55 +40,21 @@ def _add(value: object, found: PluginSet, origin: str) -> None:
         found.tool_origins[value.name] = origin
 
 
-def _collect(module: ModuleType, found: PluginSet, origin: str) -> None:
-    for value in vars(module).values():
-        _add(value, found, origin)
-
-
-def _import_file(path: Path) -> ModuleType:
-    name = "aiosh_user_plugin_" + "_".join(path.with_suffix("").parts[-3:]).replace("-", "_").replace(".", "_")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _user_files(paths: Iterable[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        folder = Path(p).expanduser()
-        for sub in (folder, *(folder / name for name in USER_SUBFOLDERS)):
-            if sub.is_dir():
-                files.extend(sorted(f for f in sub.glob("*.py") if not f.name.startswith("_")))
-    return files
-
-
-def _collect_entry_points(eps: Iterable[EntryPoint], found: PluginSet) -> None:
-    for ep in eps:
-        try:
-            obj = ep.load()
-        except Exception as exc:  # noqa: BLE001
-            found.errors.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
-            continue
+def _collect_into(found: PluginSet) -> Callable[[object, str], None]:
+    def collect(obj: object, origin: str) -> None:
         if isinstance(obj, ModuleType):
-            _collect(obj, found, obj.__name__)
+            for value in vars(obj).values():
+                _add(value, found, origin)
         else:
-            _add(obj, found, f"entry point {ep.name}")
+            _add(obj, found, origin)
+
+    return collect
 
 
 def discover(extra_paths: Iterable[str] = ()) -> PluginSet:
     """Everything findable now. Built-ins win over user plugins of the same name, user over entry points."""
     found = PluginSet()
-    _collect_entry_points(builtin_entry_points(), found)
-    for path in _user_files(extra_paths):
-        try:
-            _collect(_import_file(path), found, str(path))
-        except Exception as exc:  # noqa: BLE001
-            found.errors.append(f"{path}: {type(exc).__name__}: {exc}")
-    _collect_entry_points(third_party_entry_points(), found)
+    scan(extra_paths, USER_SUBFOLDERS, _collect_into(found), found.errors)
     return found
 
 
@@ -118,7 +81,7 @@ class AgentRegistry:
                     stamps.append((str(sub), sub.stat().st_mtime_ns))
                 except OSError:
                     stamps.append((str(sub), 0))
-        stamps.extend((str(f), f.stat().st_mtime_ns) for f in _user_files(self.extra_paths) if f.exists())
+        stamps.extend((str(f), f.stat().st_mtime_ns) for f in user_files(self.extra_paths, USER_SUBFOLDERS) if f.exists())
         return tuple(stamps)
 
     def _fresh(self) -> PluginSet:
@@ -128,12 +91,6 @@ class AgentRegistry:
                 self._stamp = stamp
                 self._set = discover(self.extra_paths)
         return self._set
-
-    def rescan(self) -> PluginSet:
-        with self._lock:
-            self._stamp = self._signature()
-            self._set = discover(self.extra_paths)
-            return self._set
 
     def get(self, name: str) -> AgentSpec | None:
         return self._fresh().agents.get(name)

@@ -7,8 +7,11 @@ copies, so a snapshot is consistent even while agents run.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +130,6 @@ class Process:
     created: float = field(default_factory=time.time)
     started: float = 0.0
     ended: float = 0.0
-    state: str = "S"
     wchan: str = ""
     activity: str = "run"  # run | llm | child | stdin | timer | tool
     decode_s: float = 0.0
@@ -152,6 +154,29 @@ class Process:
     child_event: asyncio.Event | None = None  # set when one of its children exits
     ctx: object | None = None  # its AgentContext (for closing its stdio after SIGKILL)
 
+    @property
+    def is_stopped(self) -> bool:
+        """Stopped (T): the one fact behind `sched.stopped` (which the scheduler reads), `resumed` and `stopped`."""
+        return self.sched.stopped
+
+    def set_stopped(self, stopped: bool) -> bool:
+        """Stop or continue: the flag the scheduler reads and the two events agents wait on change together,
+        here only (on the kernel loop). Returns whether anything changed."""
+        if self.sched.stopped == stopped:
+            return False
+        self.sched.stopped = stopped
+        if self.resumed is not None:
+            if stopped:
+                self.resumed.clear()
+            else:
+                self.resumed.set()
+        if self.stopped is not None:
+            if stopped:
+                self.stopped.set()
+            else:
+                self.stopped.clear()
+        return True
+
     def note_output(self, text: str) -> None:
         self.recent.append(text)
         self.recent_len += len(text)
@@ -160,3 +185,152 @@ class Process:
 
     def recent_output(self) -> str:
         return "".join(self.recent)[-RECENT_OUTPUT_CHARS:]
+
+
+class ProcessTable:
+    """The one owner of the process records: pids, spawn (`add`), exit (`exited`: status kept, Z), reap
+    (collection by a parent's wait, or at once for an orphan), and the wait for a child — the shell's (on its
+    own thread) and an agent's (on the kernel loop) — decided by one rule (`collect`).
+
+    Thread-safe: `lock` (re-entrant) guards every record; `cond` is notified when a process exits."""
+
+    USAGE_KEPT = 4096  # collected processes whose usage `time` can still ask for
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self._procs: dict[int, Process] = {}
+        self._pids = itertools.count(1)
+        self.last_pid = 0  # the highest pid handed out (pids grow and are never reused)
+        self._usage_of_reaped: dict[int, tuple[int, int, float]] = {}
+
+    # --- reading ------------------------------------------------------------------------------------------
+    def get(self, pid: int) -> Process | None:
+        with self.lock:
+            return self._procs.get(pid)
+
+    def all(self) -> list[Process]:
+        """Every record (live and zombie), by pid."""
+        with self.lock:
+            return sorted(self._procs.values(), key=lambda p: p.pid)
+
+    def live(self) -> list[Process]:
+        with self.lock:
+            return [p for p in self._procs.values() if p.status is None]
+
+    def children(self, ppid: int) -> list[Process]:
+        with self.lock:
+            return [p for p in self._procs.values() if p.ppid == ppid]
+
+    def group(self, pgid: int) -> list[Process]:
+        with self.lock:
+            return [p for p in self._procs.values() if p.pgid == pgid]
+
+    def usage(self, pids: range | list[int]) -> tuple[int, int, float]:
+        """Tokens in, tokens out and decode seconds of these pids, live or already collected (for `time`)."""
+        tin = tout = 0
+        dec = 0.0
+        with self.lock:
+            for pid in pids:
+                p = self._procs.get(pid)
+                got = (p.tokens_in, p.tokens_out, p.decode_s) if p is not None else self._usage_of_reaped.get(pid)
+                if got:
+                    tin, tout, dec = tin + int(got[0]), tout + int(got[1]), dec + float(got[2])
+        return tin, tout, dec
+
+    # --- the life of a process ------------------------------------------------------------------------------
+    def next_pid(self) -> int:
+        """A new pid (under `lock`, with the checks that go before a spawn)."""
+        with self.lock:
+            pid = next(self._pids)
+            self.last_pid = pid
+            return pid
+
+    def add(self, proc: Process) -> None:
+        with self.lock:
+            self._procs[proc.pid] = proc
+
+    def exited(self, proc: Process, status: int, doomed: Callable[[Process, Process], bool],
+               persist: Callable[[Process], None]) -> list[int] | None:
+        """`proc` ended with `status`: kept as a zombie until collected, its children reparented to pid 0 (and
+        those `doomed(proc, child)` returned to be killed), orphans that ended collected at once; `persist(proc)`
+        before any waiter wakes. None if it had ended already."""
+        with self.cond:
+            if proc.status is not None:
+                return None
+            proc.status = status
+            proc.ended = time.time()
+            proc.sched.stopped = False  # a zombie is not stopped (its events are the loop's: see set_stopped)
+            to_kill = []
+            for child in self._procs.values():
+                if child.ppid == proc.pid:
+                    if child.status is None and doomed(proc, child):
+                        to_kill.append(child.pid)
+                    child.ppid = 0
+                    child.from_shell = False
+            for pid in [p.pid for p in self._procs.values() if p.ppid == 0 and not p.from_shell and p.status is not None]:
+                self.reap(pid)
+            persist(proc)
+            if proc.ppid == 0 and not proc.from_shell:
+                self.reap(proc.pid)  # an orphan is collected by "init" at once
+            self.cond.notify_all()
+            return to_kill
+
+    def reap(self, pid: int) -> Process | None:
+        with self.lock:
+            proc = self._procs.pop(pid, None)
+            if proc is not None:
+                self._usage_of_reaped[pid] = (proc.tokens_in, proc.tokens_out, proc.decode_s)
+                while len(self._usage_of_reaped) > self.USAGE_KEPT:
+                    self._usage_of_reaped.pop(next(iter(self._usage_of_reaped)))
+            return proc
+
+    def collect(self, parent: int, pid: int | None, missing: Callable[[str], Exception]) -> tuple[int, int] | None:
+        """One look for a child of `parent` (0 = the shell: the children it started) that has exited: `pid`, or
+        the one that ended first; reaped and returned as (pid, status). None: none has ended yet. `missing(why)`
+        is raised when there is nothing to wait for."""
+        with self.lock:
+            if pid is not None:
+                p = self._procs.get(pid)
+                if p is None or (parent and p.ppid != parent):
+                    raise missing(f"pid {pid} is not a child of "
+                                  + (f"process {parent}" if parent else "this shell"))
+                if p.status is None:
+                    return None
+                self.reap(pid)
+                return pid, p.status
+            kids = [p for p in self._procs.values()
+                    if p.ppid == parent and (parent or p.from_shell)]
+            if not kids:
+                raise missing(f"process {parent} has no children" if parent else "no child processes")
+            done = [p for p in kids if p.status is not None]
+            if not done:
+                return None
+            first = min(done, key=lambda p: p.ended)
+            self.reap(first.pid)
+            return first.pid, first.status  # type: ignore[return-value]
+
+    def wait(self, pid: int | None, timeout: float | None, missing: Callable[[str], Exception]
+             ) -> tuple[int, int] | None:
+        """The shell's wait (blocks its thread): `collect` until a child has exited; None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while True:
+                got = self.collect(0, pid, missing)
+                if got is not None:
+                    return got
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self.cond.wait(left if left is not None else 1.0)
+
+    async def await_child(self, parent: Process, pid: int | None) -> tuple[int, int]:
+        """An agent's wait for its own child (on the kernel loop): `collect`, woken by its children's exits."""
+        if parent.child_event is None:
+            parent.child_event = asyncio.Event()
+        while True:
+            got = self.collect(parent.pid, pid, ChildProcessError)
+            if got is not None:
+                return got
+            parent.child_event.clear()
+            await parent.child_event.wait()

@@ -33,6 +33,9 @@ class SamplingParams:
     seed: int | None = None
 
 
+SCHED_CLASSES = ("interactive", "normal", "batch", "idle")  # scheduling classes, most favoured first
+
+
 @dataclass
 class SchedInfo:
     """Scheduling facts of the requesting agent, read by the policy each step (mutable: renice applies live)."""
@@ -56,6 +59,10 @@ class GenRequest:
     ignore_eos: bool = False
     grammar: str | None = None
     conversation: str | None = None  # key: later turns append to this conversation's tokens and KV
+    # The prompt as token ids, when the caller rendered it already (the kernel does, once per turn): the local
+    # engine decodes these as they are and renders nothing; `messages` still say what was asked (remote servers
+    # and the transcript use them).
+    tokens: list[int] | None = None
     sched: SchedInfo = field(default_factory=SchedInfo)
     max_kv: int = 0  # a KV limit in tokens for this sequence (0 = the window only)
 
@@ -75,6 +82,7 @@ class GenResult:
     t_end: float = 0.0
     preemptions: int = 0
     backend: str = ""  # the server that answered ("local", or a [backends.NAME] entry)
+    tokens: list[int] = field(default_factory=list)  # the generated token ids (the local engine's; remote: none)
     usage_estimated: bool = False  # a remote server reported no usage: prompt tokens counted by the local tokenizer
 
     @property

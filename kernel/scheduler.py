@@ -26,20 +26,16 @@ counted by the engine when it preempts, not here.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import math
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint
-from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
 
-from .entrypoints import builtin_entry_points, third_party_entry_points
-from .requests import SchedInfo
+from .discovery import scan
+from .requests import SCHED_CLASSES, SchedInfo
 
 # Linux CFS's weight for each nice level (kernel/sched/core.c, sched_prio_to_weight): each step is ~1.25x.
 NICE_TO_WEIGHT = [
@@ -50,8 +46,7 @@ NICE_TO_WEIGHT = [
 ]  # fmt: skip
 NICE_0_WEIGHT = 1024
 
-# Scheduling classes, most urgent first. An unknown class is treated as normal.
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
+# Scheduling classes (SCHED_CLASSES), most urgent first. An unknown class is treated as normal.
 CLASS_RANK = {name: i for i, name in enumerate(SCHED_CLASSES)}
 
 PROMPT_WEIGHT = 0.25  # service of one prompt token against one generated token, for policies that do not say
@@ -215,9 +210,6 @@ def _coerce(policy: str, key: str, value: object, default: object) -> object:
 
 # --- discovery ---------------------------------------------------------------------------------------------------
 
-_file_cache: dict[Path, tuple[float, ModuleType]] = {}
-
-
 def _policies_in(obj: object) -> list[type[Policy]]:
     """Policy classes a module holds (or the class itself): subclasses of Policy that set their own `name`."""
     if inspect.isclass(obj):
@@ -233,40 +225,6 @@ def _policies_in(obj: object) -> list[type[Policy]]:
     ]
 
 
-def _import_file(path: Path) -> ModuleType:
-    mtime = path.stat().st_mtime
-    cached = _file_cache.get(path)
-    if cached and cached[0] == mtime:
-        return cached[1]
-    stem = "_".join(path.with_suffix("").parts[-3:])
-    name = "aiosh_policy_plugin_" + "".join(ch if ch.isalnum() else "_" for ch in stem)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    _file_cache[path] = (mtime, module)
-    return module
-
-
-def _plugin_files(extra_paths: Iterable[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in extra_paths:
-        folder = Path(p).expanduser()
-        if folder.is_file() and folder.suffix == ".py":
-            files.append(folder)
-            continue
-        for sub in (folder, folder / "policies"):
-            if sub.is_dir():
-                files.extend(sorted(f for f in sub.glob("*.py") if not f.name.startswith("_")))
-    return files
-
-
 def available_policies(
     extra_paths: Iterable[str] = (), *, errors: list[str] | None = None
 ) -> dict[str, type[Policy]]:
@@ -277,24 +235,11 @@ def available_policies(
     errs: list[str] = errors if errors is not None else []
     found: dict[str, type[Policy]] = {}
 
-    def add(obj: object) -> None:
+    def collect(obj: object, _origin: str) -> None:
         for cls in _policies_in(obj):
             found.setdefault(cls.name, cls)
 
-    def add_entry_points(eps: Iterable[EntryPoint]) -> None:
-        for ep in eps:
-            try:
-                add(ep.load())
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the kernel down
-                errs.append(f"entry point {ep.name}: {type(exc).__name__}: {exc}")
-
-    add_entry_points(builtin_entry_points())
-    for path in _plugin_files(extra_paths):
-        try:
-            add(_import_file(path))
-        except Exception as exc:  # noqa: BLE001
-            errs.append(f"{path}: {type(exc).__name__}: {exc}")
-    add_entry_points(third_party_entry_points())
+    scan(extra_paths, ("policies",), collect, errs)
     return dict(sorted(found.items()))
 
 

@@ -16,22 +16,31 @@ STOPPING = {SIGSTOP, SIGTSTP, 21, 22}
 IGNORED_BY_DEFAULT = {17, 23, 28}  # CHLD, URG, WINCH: the default action is to ignore
 
 
-def parse_signal(spec: str | int) -> int:
-    """'TERM', 'SIGTERM', 'term', '15' → 15; ValueError for anything else."""
+ALIASES = {"CLD": 17, "POLL": 29, "IOT": 6}  # other names Linux knows for CHLD, IO, ABRT
+
+
+def parse_signal(spec: str | int, names: dict[int, str] | None = None) -> int:
+    """'TERM', 'SIGTERM', 'term', '15' → 15; ValueError for anything else.
+
+    `names`: number → name of the signals there are (default: Linux's 1…31; the shell's `kill` passes the host's,
+    real-time signals included)."""
+    table = NAMES if names is None else names
     if isinstance(spec, int):
-        if spec in NAMES or spec == 0:
+        if spec in table or spec == 0:
             return spec
         raise ValueError(str(spec))
-    s = spec.strip().upper()
-    if s.isdigit():
+    s = spec.upper()
+    if s.isascii() and s.isdigit():
         n = int(s)
-        if n in NAMES or n == 0:
+        if n in table or n == 0:
             return n
         raise ValueError(spec)
-    if s.startswith("SIG"):
-        s = s[3:]
-    if s in NUMBERS:
-        return NUMBERS[s]
+    s = s.removeprefix("SIG")
+    for num, name in table.items():
+        if name == s:
+            return num
+    if s in ALIASES:
+        return ALIASES[s]
     raise ValueError(spec)
 
 

@@ -42,7 +42,7 @@ def test_defaults():
     cfg = default_config()
     assert cfg.model.n_ctx == 2048 and cfg.model.path == "" and cfg.model.n_gpu_layers == 0
     assert cfg.kernel.slots == 16 and cfg.kernel.unified_kv is True
-    assert cfg.kernel.effective_kv_cells == 16 * 2048 and cfg.kernel.effective_max_batch == 16
+    assert cfg.kernel.kv_cells == 0 and cfg.kernel.max_batch == 0  # 0 = slots × 2048 cells, a batch of `slots`
     assert cfg.scheduler.policy == "fair" and cfg.scheduler.prompt_weight == 0.25
     assert cfg.sampling.top_p == 0.95 and cfg.sampling.max_tokens == 512
     assert cfg.limits.max_time == 0.0 and cfg.plugins.paths == ()
@@ -61,10 +61,15 @@ def test_no_files_gives_defaults(env):
 
 
 def test_effective_values():
-    k = C.KernelSettings(slots=4, kv_cells=0, max_batch=0)
-    assert (k.effective_kv_cells, k.effective_max_batch) == (8192, 4)
-    k = C.KernelSettings(slots=4, kv_cells=1000, max_batch=2)
-    assert (k.effective_kv_cells, k.effective_max_batch) == (1000, 2)
+    from aiosh.kernel.local_engine import engine_settings
+
+    def engine(**kernel):
+        return engine_settings(C.Config(kernel=C.KernelSettings(**kernel)))
+
+    s = engine(slots=4, kv_cells=0, max_batch=0)
+    assert (s.effective_kv_cells, s.effective_max_batch) == (8192, 4)
+    s = engine(slots=4, kv_cells=1000, max_batch=2)
+    assert (s.effective_kv_cells, s.effective_max_batch) == (1000, 2)
 
 
 def test_user_dirs(monkeypatch, tmp_path):

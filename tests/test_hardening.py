@@ -72,9 +72,8 @@ AGENTS = textwrap.dedent('''
 
     @agent("probe", description="prints what it was given: options, class, nice, limits")
     async def probe(ctx):
-        info = ctx._kernel.proc(ctx.pid)
-        ctx.print(json.dumps({"max_tokens": ctx.options.get("max_tokens"), "class": info.sched_class,
-                              "nice": info.nice, "max_time": info.limits.max_time}))
+        ctx.print(json.dumps({"max_tokens": ctx.options.get("max_tokens"), "class": ctx.sched_class,
+                              "nice": ctx.nice, "max_time": ctx.limits.max_time}))
         return 0
 
     @agent("bomb", description="spawns two copies of itself, forever (a fork bomb): a refused spawn is tried again")
@@ -314,7 +313,7 @@ class _Access:
 
 
 def _tctx(folder: Path, spec) -> ToolContext:
-    return ToolContext(SimpleNamespace(kernel=SimpleNamespace(access=_Access())), spec, 7, "tester", str(folder), [])
+    return ToolContext(SimpleNamespace(access=_Access()), spec, 7, "tester", str(folder), [])
 
 
 @pytest.mark.timeout(60)
@@ -340,7 +339,7 @@ def test_a_racing_swap_never_leads_a_tool_outside(tmp_path):
             writes += 1
         except (ToolError, PermissionError):
             refused += 1
-        rows = c._manager.kernel.access.rows
+        rows = c._manager.access.rows
         assert all(cap.split(":", 1)[1].startswith(str(work)) for _, cap, d, _ in rows if d == "allow")
     swaps = int(proc.communicate(timeout=20)[0])
     assert (outside / "f.txt").read_text() == "SECRET", "write_file wrote outside"

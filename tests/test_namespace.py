@@ -78,3 +78,76 @@ def test_layers_aiosh_to_kernel_from_plugins():
 
 def test_the_shell_library_imports_no_terminal_library():
     assert _violations("aiosh/shell", ("textual", "prompt_toolkit", "aiosh.monitor", "aiosh.plugins")) == []
+
+
+def _kernel_import_graph() -> dict[str, set[str]]:
+    """Module → the kernel modules it imports (relative imports, type-checking and function-level ones too: a
+    circle drawn only for the type checker is a circle for the reader as well)."""
+    folder = ROOT / "kernel"
+    modules = {".".join(p.relative_to(folder).with_suffix("").parts).removesuffix(".__init__").removesuffix(
+        "__init__"): p for p in folder.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        package = [p for p in package if p]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            targets = [".".join([*base, *node.module.split(".")])] if node.module else []
+            targets += [".".join([*base, *(node.module.split(".") if node.module else []), a.name])
+                        for a in node.names]
+            deps.update(t for t in targets if t in modules and t != name)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_kernel_has_no_import_circles():
+    graph = _kernel_import_graph()
+    assert {"agent", "kernel", "services", "tools.manager" if "tools.manager" in graph else "tools"} <= set(graph)
+    assert _cycles(graph) == []
+
+
+def test_agents_and_managers_never_hold_the_kernel():
+    """The context and the managers reach the kernel through kernel/services.py, never the Kernel class."""
+    graph = _kernel_import_graph()
+    for name, deps in graph.items():
+        if name not in ("kernel", ""):
+            assert "kernel" not in deps, f"kernel/{name}.py imports kernel.py"
+    assert graph["services"] <= {"proc", "requests"}  # a leaf: the records only

@@ -217,8 +217,7 @@ class StubAccess:
 
 
 def tctx(folder: Path, spec=read_file, allow: bool = True) -> ToolContext:
-    kernel = SimpleNamespace(access=StubAccess(allow))
-    return ToolContext(SimpleNamespace(kernel=kernel), spec, 7, "tester", str(folder), [])
+    return ToolContext(SimpleNamespace(access=StubAccess(allow)), spec, 7, "tester", str(folder), [])
 
 
 @pytest.fixture()
@@ -256,7 +255,7 @@ def test_escapes_are_refused(work, path):
     c = tctx(work)
     with pytest.raises(PermissionError):
         read_file(c, path)
-    assert c._manager.kernel.access.rows[-1][2] == "deny"
+    assert c._manager.access.rows[-1][2] == "deny"
 
 
 def test_write_and_delete_confined(work, tmp_path):
@@ -280,7 +279,7 @@ def test_capabilities_are_asked_for_each_path(work):
     c = tctx(work, allow=False)
     with pytest.raises(PermissionError, match="may not read docs/a.txt"):
         read_file(c, "docs/a.txt")
-    pid, cap, decision, detail = c._manager.kernel.access.rows[-1]
+    pid, cap, decision, detail = c._manager.access.rows[-1]
     assert (pid, cap, decision) == (7, f"read:{os.path.realpath(work / 'docs' / 'a.txt')}", "deny")
     assert detail == "read_file docs/a.txt"
 

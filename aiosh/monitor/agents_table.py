@@ -25,12 +25,13 @@ from textual.binding import Binding
 from textual.strip import Strip
 from textual.widgets import DataTable
 
+from aiosh.kernel.requests import SCHED_CLASSES
 from aiosh.monitor.collector import AgentRow
 from aiosh.monitor.format import fmt_bytes, fmt_count, fmt_elapsed, fmt_rate, fmt_time
 from aiosh.monitor.messages import SelectedExited, SelectionMoved
 
 STATE_RANK = {"R": 0, "S": 1, "T": 2, "Z": 3}
-CLASS_RANK = {"interactive": 0, "normal": 1, "batch": 2, "idle": 3}
+CLASS_RANK = {name: i for i, name in enumerate(SCHED_CLASSES)}
 STATE_STYLE = {"R": "bold green", "S": "", "T": "bold yellow", "Z": "red"}
 CMD_MAX = 60
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-MIB = 1024 * 1024
-
 
 def fmt_bytes(n: float) -> str:
     """1536 → '1.5K', 11_800_000 → '11.3M' (binary units, as top and free -h print them)."""
@@ -15,10 +13,6 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.1f}{unit}" if abs(n) < 100 else f"{n:.0f}{unit}"
         n /= 1024
     return f"{n:.0f}T"  # pragma: no cover - the loop always returns
-
-
-def fmt_mib(n: float) -> str:
-    return f"{n / MIB:.1f}M"
 
 
 def fmt_time(seconds: float) -> str:

@@ -91,7 +91,6 @@ class Renicer(Protocol):
     def renice(self, pid: int, nice: int) -> int | None: ...
 
 
-SCHED_CLASSES = ("interactive", "normal", "batch", "idle")
 LIMIT_KEYS = ("max_tokens", "max_time", "max_kv")
 
 

@@ -282,10 +282,6 @@ class JobTable:
             self._notices = []
         return out
 
-    def add_notice(self, text: str) -> None:
-        with self.cond:
-            self._notices.append(text)
-
     def cleanup_done(self) -> None:
         """Non-interactive shells drop finished jobs silently (bash prints no notices there)."""
         with self.cond:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,8 +25,17 @@ from ..requests import GenResult
 from . import translate as tr
 from .translate import Call, ChatCall, DoorError
 
-if TYPE_CHECKING:
-    from .service import Door
+
+class Door(Protocol):
+    """What the app uses of its door (service.Door): the app is built by the door, so it names no class of it."""
+
+    kernel: Any
+
+    def process(self, token: str | None) -> tuple[Any, AgentContext] | None: ...
+
+    def model_names(self) -> list[str]: ...
+
+    def track(self, pid: int, task: asyncio.Task) -> None: ...
 
 _END = object()
 

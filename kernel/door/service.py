@@ -20,14 +20,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import signals as sig
 from ..agent import AgentContext, AgentSpec
 from .tokens import TokenTable
 
 if TYPE_CHECKING:
-    from ..kernel import Kernel
     from ..proc import Process
 
 START_TIMEOUT_S = 10.0
@@ -44,9 +43,9 @@ class HostAttachment:
 
 async def _host_main(ctx: AgentContext) -> int:
     """A host program's process: waits (state S, wchan "host") until the program ends, then takes its status."""
-    door: Door = ctx._kernel.door
-    ended = door._ended_future(ctx.pid)
-    async with ctx._blocking("host"):
+    door: Door = ctx._services.door
+    ended = door.ended_future(ctx.pid)
+    async with ctx.syscalls.wchan("host"):
         return await ended
 
 
@@ -57,7 +56,9 @@ HOST_SPEC = AgentSpec(name="host", main=_host_main, description="a program start
 class Door:
     """The OpenAI-compatible door of one kernel. Thread-safe; the server itself lives on the kernel loop."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Any) -> None:
+        """`kernel`: the Kernel's public side (spawn, signal, process, add_listener, loop, config, backends,
+        access); typed loosely so that the door, a part of the kernel, does not import the class that owns it."""
         self.kernel = kernel
         self.tokens = TokenTable()
         self.url = ""  # http://127.0.0.1:PORT/v1 once started
@@ -142,10 +143,9 @@ class Door:
         options = {"backend": backend} if backend else {}
         pid = self.kernel.spawn(name, list(argv[1:]), nice=nice, sched_class=sched_class, cwd=cwd,
                                 options=options, spec=HOST_SPEC)
-        with self.kernel._lock:
-            proc = self.kernel._procs.get(pid)
-            if proc is not None:
-                proc.from_shell = False  # the shell waits for the program, not for this: collected at exit
+        proc = self.kernel.process(pid)
+        if proc is not None:
+            proc.from_shell = False  # the shell waits for the program, not for this: collected at exit
         token = self.tokens.issue(pid)
         env = {"OPENAI_BASE_URL": url, "OPENAI_API_BASE": url, "OPENAI_API_KEY": token}
         return HostAttachment(pid=pid, token=token, env=env)
@@ -164,10 +164,10 @@ class Door:
         self.tokens.revoke(pid)
 
         def settle() -> None:
-            proc = self.kernel._procs.get(pid)
+            proc = self.kernel.process(pid)
             if proc is None or proc.status is not None:
                 return  # it ended first (killed): nothing to settle
-            fut = self._ended_future(pid)
+            fut = self.ended_future(pid)
             if not fut.done():
                 fut.set_result(status & 0xFF)
             self._cancel_calls(pid)
@@ -177,7 +177,7 @@ class Door:
         except RuntimeError:  # the loop is closed: the kernel is gone
             pass
 
-    def _ended_future(self, pid: int) -> asyncio.Future:
+    def ended_future(self, pid: int) -> asyncio.Future:
         fut = self._ended.get(pid)
         if fut is None:
             fut = self._ended[pid] = self.kernel.loop.create_future()
@@ -195,8 +195,7 @@ class Door:
         pid = self.tokens.pid(token)
         if pid is None:
             return None
-        with self.kernel._lock:
-            proc = self.kernel._procs.get(pid)
+        proc = self.kernel.process(pid)
         if proc is None or proc.status is not None or proc.killed or not isinstance(proc.ctx, AgentContext):
             return None
         return proc, proc.ctx
@@ -217,8 +216,7 @@ class Door:
     def _idle(self, pid: int) -> None:
         """No call in flight: the host process waits for its program again (overlapping calls each saved and
         restored the wait channel; the last one to end must leave it at 'host')."""
-        with self.kernel._lock:
-            proc = self.kernel._procs.get(pid)
+        proc = self.kernel.process(pid)
         if proc is not None and proc.status is None:
             proc.activity = proc.wchan = "host"
 

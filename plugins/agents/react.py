@@ -48,7 +48,7 @@ async def main(ctx: AgentContext) -> int:
     opts: dict = {"conversation": "react"}
     if ctx.options.get("temperature") is None:
         opts["temperature"] = 0.0
-    offered = tools if tools is not None else sorted(ctx._kernel.tools.all())
+    offered = tools if tools is not None else ctx.tool_names()
     demo = DEMO if "calculator" in offered else []
     messages = [{"role": "system", "content": SYSTEM}, *demo, {"role": "user", "content": question}]
     answer = None

@@ -52,7 +52,10 @@ def _pow(base: int | float, exp: int | float) -> int | float:
     if isinstance(base, int) and isinstance(exp, int) and exp > 0 and base not in (0, 1, -1) \
             and base.bit_length() * exp > MAX_INT_BITS + 64:
         raise ToolError(f"result too large (more than {MAX_INT_BITS} bits)")
-    result = base ** exp
+    try:
+        result = base ** exp
+    except ZeroDivisionError:  # 0 to a negative power
+        raise ToolError("division by zero") from None
     if isinstance(result, complex):
         raise ToolError("result is complex (a negative number to a fractional power)")
     return result

@@ -33,17 +33,14 @@ def signal_names() -> dict[int, str]:
 
 
 def parse_signal(spec: str) -> int | None:
-    """`TERM`, `SIGTERM`, `term`, `15` → 15; None when unknown."""
-    if is_digits(spec):
-        n = int(spec)
-        return n if n == 0 or n in signal_names() else None
-    name = spec.upper()
-    if name.startswith("SIG"):
-        name = name[3:]
-    for num, nm in signal_names().items():
-        if nm == name:
-            return num
-    return {"CLD": int(_signal.SIGCHLD), "POLL": int(_signal.SIGIO), "IOT": int(_signal.SIGABRT)}.get(name)
+    """`TERM`, `SIGTERM`, `term`, `15` → 15 (the kernel's parser, over this host's signals); None when unknown.
+    Imported on first use: the shell library loads no kernel module but streams."""
+    from aiosh.kernel import signals
+
+    try:
+        return signals.parse_signal(spec, signal_names())
+    except ValueError:
+        return None
 
 
 def kill(ctx: BuiltinContext) -> int:
