@@ -325,3 +325,26 @@ def test_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
 @pytest.mark.parametrize(("script", "check_err"), JOBS, ids=[s[:40] for s, _ in JOBS])
 def test_jobs_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
     _compare(script, check_err, workdir, FakeAgentHost())
+
+
+# Whole processes, `bash -c` against `python -m aiosh.shell -c`, with the given text on stdin through a pipe and
+# stderr sent where stdout goes (as `> log 2>&1` does): what the shell reads from a pipe, and the order of its writes.
+PROCESS: list[tuple[str, str]] = [
+    ("while read -r l; do echo \"$l\"; /bin/true; done", "a\nb\nc\n"),
+    ("while read -r l; do echo \"<$l>\"; head -c 1; echo; done", "a\nb\nc\n"),
+    ("read a; cat; echo \"[$a]\"", "x\ny\n"),
+    ("read -n 1 a; echo $a; cat", "xy\nzw\n"),
+    ("read -t 0; echo $?; read l; echo $l", "q\n"),
+    ("for i in 1 2 3; do echo out$i; echo err$i >&2; done; set -x; echo traced", ""),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("script", "stdin"), PROCESS, ids=[s[:40] for s, _ in PROCESS])
+def test_process_same_as_bash(script: str, stdin: str, workdir: Path) -> None:
+    def run(argv: list[str]) -> tuple[str, int]:
+        r = subprocess.run(argv, input=stdin.encode(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir,
+                           env=_env(workdir / "sub"), timeout=30)  # fmt: skip
+        return r.stdout.decode("utf-8", "replace").replace("bash: ", "aiosh: "), r.returncode
+
+    assert run([sys.executable, "-m", "aiosh.shell", "-c", script]) == run(["bash", "-c", script])

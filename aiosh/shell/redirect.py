@@ -15,7 +15,7 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .errors import ShellError
 from .expand import expand_string, expand_target
-from .filepipe import FilePipe, seekable
+from .filepipe import FilePipe
 from .lexer import is_digits
 from .nodes import HereDoc, Redir, Word
 from .state import IO
@@ -97,7 +97,7 @@ class RedirectMixin:
             if op == "<>" and not os.path.exists(path):
                 open(path, "ab").close()
             f = self._open(target, path, mode)
-            if op == "<" and seekable(f.fileno()):
+            if op == "<":
                 pipe: Pipe = FilePipe(os.dup(f.fileno()), target)
                 f.close()
             else:

@@ -291,7 +291,7 @@ def read_(ctx: BuiltinContext) -> int:
         if src is None:
             return 1
         if isinstance(src, FilePipe):
-            return 0  # a file is always ready
+            return 0 if src.ready() else 1
         for _ in range(5):  # a pipe's writer may be a thread that has not run yet
             if src.has_data or src.closed or reader.has_pushback(src):
                 return 0
