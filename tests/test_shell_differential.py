@@ -242,6 +242,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("PATH=/usr/bin:/bin; whoami > /dev/null; hash; hash -r; hash; echo $?", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
+    ("set -eu; echo \"[$unset]\"; echo never", ERR),
+    ("set -x + -v x y; echo \"$@\"; case $- in *v*x*) echo vx;; esac; set - +; echo \"$@\" ${-//[!vx]}; set + -; echo \"$@\"", OUT),
+    ("w=$'[\\t]' s=\"'q'\" u=$'a\\x01'; set | grep '^[wsu]='; echo ${w@Q} ${s@Q}; printf '%q\\n' \"$w\"", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

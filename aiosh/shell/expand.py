@@ -18,6 +18,7 @@ from .braces import brace_expand
 from .errors import ShellError
 from .lexer import is_digits
 from .nodes import Arith, BadSubst, CmdSub, CommandList, Lit, Param, Part, Tilde, Word
+from .quoting import single_quote
 
 Segment = tuple[str, str]
 DEFAULT_IFS = " \t\n"
@@ -261,7 +262,7 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     """`${x@Q}` and friends: quoted for reuse, escapes decoded, case, attributes, assignment form."""
     op = part.op
     if op == "@Q":
-        return "'" + text.replace("'", "'\\''") + "'"
+        return single_quote(text)
     if op == "@E":
         from .lexer import _ansi_escape
 
@@ -283,7 +284,7 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     if op == "@a":
         return env.attributes(part.name)
     if op == "@A":
-        return f"{part.name}='" + text.replace("'", "'\\''") + "'"
+        return f"{part.name}=" + single_quote(text)
     return text
 
 

@@ -300,6 +300,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         status = 0
         try:
             while True:
+                begin = parser.offset()
                 try:
                     lst = parser.parse_next()
                 except ShellSyntaxError as exc:
@@ -317,6 +318,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 self._warnings(parser, io)
                 if lst is None:
                     break
+                if self.state.verbose:
+                    read = text[begin:parser.offset()].lstrip("\n")
+                    plumbing.safe_write(io.stderr, read if read.endswith("\n") else read + "\n")
                 if nested or not self.main:
                     status = self.run_list(lst, io)
                     continue
@@ -360,8 +364,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             if self.proc is not None or not self.main:
                 raise ExitShell(1)
             raise AbortCommand(1)
-        if exc.fatal and (self.proc is not None or not self.main or not self.shell.interactive):
-            raise ExitShell(exc.exit_status if self.main else 1)
+        if exc.fatal:
+            if self.main and self.proc is None and self.shell.abort_lines:
+                raise AbortCommand(1)  # interactive: the rest of the line is dropped, the shell goes on
+            # bash: 127 for the parameter errors, but 1 under `set -e` and in a subshell
+            raise ExitShell(exc.exit_status if self.main and not self.state.errexit else 1)
         return exc.status
 
     # -- lists, and-or, pipelines ----------------------------------------------------------------------------

@@ -80,6 +80,10 @@ class Parser:
             raise self.error_at(tok)
         return self.advance()
 
+    def offset(self) -> int:
+        """Where in the text the next token starts (or the lexer stands)."""
+        return self.lexer.pos if self._tok is None else self._tok.start
+
     def peek_line(self) -> int:
         """The line being parsed (for errors raised outside the grammar)."""
         return self.src.line_at(self.lexer.pos)

@@ -99,6 +99,7 @@ class Shell:
                            readonly={"UID", "EUID", "PPID"})
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
+        self.abort_lines = interactive  # a fatal expansion error ends the line, not the shell (bash -i)
         self.exited: int | None = None
         # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
         # report (the kernel's decode time and tokens of the agents it ran)

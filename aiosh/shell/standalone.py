@@ -69,5 +69,6 @@ def run(flags: Flags) -> int:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     stdin = stdin_pipe() if filename is not None else None
     shell = Shell(stdout=fd_writer(1), stderr=fd_writer(2), stdin=stdin, argv0=argv0, args=args)
+    shell.abort_lines = flags.interactive
     apply_options(shell, flags)
     return shell.run_source(text, filename=filename)

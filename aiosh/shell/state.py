@@ -53,6 +53,7 @@ class ShellState:
     jobtags: bool = False  # `set -o jobtags`: background output lines start with `[n] `
     noglob: bool = False
     xtrace: bool = False
+    verbose: bool = False  # `set -v`: input lines are echoed to stderr as they are read
     nounset: bool = False
     last_status: int = 0
     last_bg_pid: int | None = None
@@ -93,7 +94,7 @@ class ShellState:
 
     def flags(self) -> str:
         pairs = (("a", self.allexport), ("e", self.errexit), ("f", self.noglob), ("u", self.nounset),
-                 ("x", self.xtrace))
+                 ("v", self.verbose), ("x", self.xtrace))
         return "".join(f for f, on in pairs if on)
 
 

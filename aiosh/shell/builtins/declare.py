@@ -9,17 +9,13 @@ from __future__ import annotations
 import re
 
 from ..errors import ShellError
+from ..quoting import double_quote, value_quote
 from ..state import Assoc, Indexed
 from ..variables import NAME, save_local, split_subscript
 from . import BuiltinContext, BuiltinRegistry
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
-
-
-def _dq(value: str) -> str:
-    """bash's double-quoted form in `declare -p`."""
-    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
 
 
 def describe(ctx: BuiltinContext, name: str) -> str | None:
@@ -41,16 +37,16 @@ def describe(ctx: BuiltinContext, name: str) -> str | None:
         flags += "x"
     head = f"declare -{flags or '-'} {name}"
     if isinstance(arr, Indexed):
-        body = " ".join(f"[{k}]={_dq(arr[k])}" for k in sorted(arr))
+        body = " ".join(f"[{k}]={double_quote(arr[k])}" for k in sorted(arr))
         return f"{head}=({body})"
     if isinstance(arr, Assoc):
-        body = "".join(f"[{_key(k)}]={_dq(v)} " for k, v in arr.items())
+        body = "".join(f"[{_key(k)}]={double_quote(v)} " for k, v in arr.items())
         return f"{head}=({body})"
-    return f"{head}={_dq(st.vars[name])}"
+    return f"{head}={double_quote(st.vars[name])}"
 
 
 def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else _dq(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else double_quote(key)
 
 
 def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
@@ -98,7 +94,7 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
         if bare and not flags.get("p") and not (readonly or export):
             for name in sorted(set(st.vars) | set(st.arrays)):
                 if name in st.vars:
-                    ctx.write(f"{name}={_quote(st.vars[name])}\n")
+                    ctx.write(f"{name}={value_quote(st.vars[name])}\n")
             return 0
         return _print(ctx, flags, [a for _, a in operands], readonly=readonly, export=export)
     status = 0
@@ -153,12 +149,6 @@ def _set_attrs(st, name: str, flags: dict[str, bool], *, before: bool) -> None: 
         return
     if flags.get("r"):
         st.readonly.add(name)
-
-
-def _quote(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_./:,+@%=^-]*", value):
-        return value
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def _print(ctx: BuiltinContext, flags: dict[str, bool], names: list[str], *, readonly: bool, export: bool) -> int:

@@ -9,6 +9,7 @@ import threading
 import time
 
 from ..lexer import byte_char
+from ..quoting import dollar_quote, has_controls
 from . import BuiltinContext, BuiltinRegistry
 from .files import hex_escape
 
@@ -62,19 +63,8 @@ def shell_quote(text: str) -> str:
     """`%q`: bash's quoting — backslashes, or `$'…'` when there are control characters."""
     if text == "":
         return "''"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        inner = []
-        for c in text:
-            code = ord(c)
-            rev = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v",
-                   "\x1b": "\\E", "'": "\\'", "\\": "\\\\"}  # fmt: skip
-            if c in rev:
-                inner.append(rev[c])
-            elif code < 32 or code == 127:
-                inner.append(f"\\{code:03o}")
-            else:
-                inner.append(c)
-        return "$'" + "".join(inner) + "'"
+    if has_controls(text):
+        return dollar_quote(text)
     out = []
     for k, c in enumerate(text):
         if _SAFE_Q.fullmatch(c) or ord(c) > 127:

@@ -10,29 +10,17 @@ from .. import reader
 from ..errors import AbortCommand, ReturnFromFunction
 from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
+from ..quoting import double_quote, value_quote
 from . import BuiltinContext, BuiltinRegistry
-
-SAFE = re.compile(r"[A-Za-z0-9_./:,+@%=^-]*")
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
-                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags"}  # fmt: skip
-LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport"}
+                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags", "verbose": "verbose"}  # fmt: skip
+LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport", "v": "verbose"}
 IGNORED_OPTIONS = frozenset(
-    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
+    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "vi"]
 )
-IGNORED_LETTERS = frozenset("bhkmnptvBCEHPT")
-
-
-def _quote(value: str) -> str:
-    """Quote a value the way `set` shows it, so it can be read back."""
-    if SAFE.fullmatch(value):
-        return value
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-def _dquote(value: str) -> str:
-    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
+IGNORED_LETTERS = frozenset("bhkmnptBCEHPT")
 
 
 def export(ctx: BuiltinContext) -> int:
@@ -51,7 +39,7 @@ def export(ctx: BuiltinContext) -> int:
     if not args:
         for name in sorted(st.exported):
             if name in st.vars:
-                ctx.write(f"declare -x {name}={_dquote(st.vars[name])}\n")
+                ctx.write(f"declare -x {name}={double_quote(st.vars[name])}\n")
             else:
                 ctx.write(f"declare -x {name}\n")
         return 0
@@ -101,7 +89,7 @@ def set_(ctx: BuiltinContext) -> int:
     args = list(ctx.args)
     if not args:
         for name in sorted(st.vars):
-            ctx.write(f"{name}={_quote(st.vars[name])}\n")
+            ctx.write(f"{name}={value_quote(st.vars[name])}\n")
         return 0
     while args:
         arg = args[0]
@@ -109,10 +97,12 @@ def set_(ctx: BuiltinContext) -> int:
             args.pop(0)
             st.positional = list(args)
             return 0
-        if arg in ("-", "+"):
+        if arg == "+":  # an ignored flag
             args.pop(0)
-            if arg == "-":
-                st.xtrace = False
+            continue
+        if arg == "-":  # the end of the options, and -x -v off
+            args.pop(0)
+            st.xtrace = st.verbose = False
             if args:
                 st.positional = list(args)
             return 0
