@@ -245,6 +245,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("set -eu; echo \"[$unset]\"; echo never", ERR),
     ("set -x + -v x y; echo \"$@\"; case $- in *v*x*) echo vx;; esac; set - +; echo \"$@\" ${-//[!vx]}; set + -; echo \"$@\"", OUT),
     ("w=$'[\\t]' s=\"'q'\" u=$'a\\x01'; set | grep '^[wsu]='; echo ${w@Q} ${s@Q}; printf '%q\\n' \"$w\"", ERR),
+    ("shopt -s extglob\necho @(a|b).txt !(*.txt|sub) +(c).log\nx=ab.cc; echo ${x%@(.cc|.h)} ${x/+(a|b)/Z}; case $x in @(ab|cd).cc) echo y;; esac", ERR),
+    ("[[ foo == !(bar) ]] && echo notbar; [[ bar == @(b|c)ar ]] && echo bar; shopt -s extglob\necho hi > bad_@(*.zz|*.h); echo bad*", ERR),
+    ("shopt -s nullglob; echo [q*] n; shopt -u nullglob; shopt -s failglob\necho q*; echo st=$?\necho z; echo hi > a-{1,2}; echo st=$?", ERR),
+    ("shopt -s dotglob; echo *; shopt -u dotglob globskipdots; echo .*; shopt -s nocaseglob; echo A*", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -41,6 +41,7 @@ class ExpandEnv(Protocol):
     def var_names(self, prefix: str) -> list[str]: ...
     def attributes(self, name: str) -> str: ...
     def command_subst(self, body: CommandList) -> str: ...
+    def shopt(self, name: str) -> bool: ...
 
 
 # -- public entry points -------------------------------------------------------------------------------------------
@@ -62,13 +63,19 @@ def expand_word(env: ExpandEnv, word: Word, *, glob: bool = True) -> list[str]:
     for f in fields:
         split.extend(_split(f, DEFAULT_IFS if ifs is None else ifs))
     out: list[str] = []
+    ext = env.shopt("extglob")
     for f in split:
-        if glob and not env.noglob and any(k != "q" and patterns.has_magic(t) for t, k in f):
+        if glob and not env.noglob and any(k != "q" and patterns.has_magic(t, ext) for t, k in f):
             pat = "".join(t if k != "q" else patterns.escape(t) for t, k in f)
-            if patterns.has_magic(pat):
-                found = patterns.glob(pat, env.cwd)
+            if patterns.has_magic(pat, ext):
+                found = patterns.glob(pat, env.cwd, ext=ext, dotglob=env.shopt("dotglob"),
+                                      skipdots=env.shopt("globskipdots"), nocase=env.shopt("nocaseglob"))  # fmt: skip
                 if found:
                     out.extend(found)
+                    continue
+                if env.shopt("failglob"):
+                    raise ShellError(f"no match: {''.join(t for t, _ in f)}", abort=True)
+                if env.shopt("nullglob"):
                     continue
         out.append("".join(t for t, _ in f))
     return out
@@ -88,7 +95,8 @@ def expand_pattern(env: ExpandEnv, word: Word) -> str:
 
 def expand_target(env: ExpandEnv, word: Word) -> str:
     """A redirection target: must come out as exactly one field (bash: `ambiguous redirect`)."""
-    fields = expand_word(env, word)
+    words = brace_expand(word)
+    fields = expand_word(env, words[0]) if len(words) == 1 else []
     if len(fields) != 1:
         raise ShellError(f"{word.raw}: ambiguous redirect")
     return fields[0]
@@ -306,15 +314,16 @@ def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
         conv = str.upper if op[0] == "^" else str.lower
         if part.arg.parts:
             pat = expand_pattern(env, part.arg)
+            ext = env.shopt("extglob")
             if len(op) == 2:
-                return "".join(conv(c) if patterns.match(pat, c) else c for c in text)
-            return (conv(text[:1]) if text and patterns.match(pat, text[0]) else text[:1]) + text[1:]
+                return "".join(conv(c) if patterns.match(pat, c, ext) else c for c in text)
+            return (conv(text[:1]) if text and patterns.match(pat, text[0], ext) else text[:1]) + text[1:]
         return conv(text) if len(op) == 2 else conv(text[:1]) + text[1:]
     pat = expand_pattern(env, part.arg)
     if op in ("/", "//", "/#", "/%"):
         rep = _replacement(env, part.rep)
-        return patterns.replace(text, pat, rep, op)
-    return patterns.strip(text, pat, op)
+        return patterns.replace(text, pat, rep, op, env.shopt("extglob"))
+    return patterns.strip(text, pat, op, env.shopt("extglob"))
 
 
 def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:

@@ -59,7 +59,7 @@ from .nodes import (
 from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
 from .redirect import RedirectMixin
-from .state import IO, Foreground, Indexed, ShellState
+from .state import IO, SHOPT_DEFAULTS, Foreground, Indexed, ShellState
 from .variables import VariablesMixin, restore_local
 
 if TYPE_CHECKING:
@@ -119,6 +119,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     @property
     def noglob(self) -> bool:
         return self.state.noglob
+
+    def shopt(self, name: str) -> bool:
+        """A `shopt` option's value (bash's default when never set)."""
+        if self.state.shopts is None:
+            return SHOPT_DEFAULTS.get(name, False)
+        return bool(self.state.shopts.get(name))
 
     @property
     def nounset(self) -> bool:
@@ -295,6 +301,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         ends this text with status 2. `nested` (eval) keeps the caller's line numbering.
         """
         parser = Parser(text, first_line=self.lineno if nested else 1)
+        parser.lexer.extglob = lambda: self.shopt("extglob")
         saved = self.source_name
         self.source_name = source_name
         status = 0
@@ -734,7 +741,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             status = 0
             fall = False
             for item in node.items:
-                if fall or any(patterns.match(expand_pattern(self, p), value) for p in item.patterns):
+                if fall or any(patterns.match(expand_pattern(self, p), value, self.shopt("extglob"))
+                               for p in item.patterns):
                     status = self.run_list(item.body, io) if item.body is not None else 0
                     if item.terminator == ";;":
                         return status

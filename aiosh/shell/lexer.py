@@ -31,6 +31,10 @@ SUBST_OPS = ("//", "/#", "/%", "/")
 MAX_DEPTH = 1000  # compound commands and substitutions nested in each other (bash: no fixed limit)
 
 
+def _off() -> bool:
+    return False
+
+
 def is_digits(text: str) -> bool:
     """ASCII digits only (str.isdigit also accepts '¹' and friends, which int() refuses)."""
     return text.isascii() and text.isdigit()
@@ -102,6 +106,7 @@ class Lexer:
         self.pending: list[HereDoc] = []
         self.warnings: list[tuple[int, str]] = []
         self._after_heredoc_op: str | None = None
+        self.extglob: Callable[[], bool] = _off  # `shopt -s extglob`: `@(a|b)` and friends are part of a word
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _error(self, message: str, pos: int) -> ShellSyntaxError:
@@ -269,10 +274,38 @@ class Lexer:
                 flush()
                 parts.append(self._read_backquote(quoted))
                 continue
+            if c in "@*+?!" and mode == "word" and self._peekc(1) == "(" and self.extglob():
+                group = self._extglob_group()
+                if group is not None:
+                    lit.append(group)
+                    continue
             lit.append(c)
             self.pos += 1
         flush()
         return parts
+
+    def _extglob_group(self) -> str | None:
+        """`@(…)` at pos, up to its matching `)` (the text is a pattern, blanks and `|` included)."""
+        text = self.text
+        depth = 0
+        i = self.pos + 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "\n":
+                return None
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    group = text[self.pos : i + 1]
+                    self.pos = i + 1
+                    return group
+            i += 1
+        return None
 
     def _read_single(self, parts: list[Part]) -> None:
         start = self.pos

@@ -457,6 +457,12 @@ class Parser:
                     raise self.error_at(self.peek())
                 return ("binary", op, left, right)
             self.advance()
+            if op in ("==", "!=", "="):  # the pattern: extglob forms are always read here, as in bash
+                saved, self.lexer.extglob = self.lexer.extglob, _always
+                try:
+                    return ("binary", op, left, self._db_word())
+                finally:
+                    self.lexer.extglob = saved
             return ("binary", op, left, self._db_word())
         return ("word", left)
 
@@ -560,6 +566,10 @@ class Parser:
         return Subshell(body, line=line)
 
     _last_end = 0
+
+
+def _always() -> bool:
+    return True
 
 
 def _assignment(word: Word) -> Assign | None:

@@ -39,6 +39,17 @@ class Assoc(dict):
 Array = Indexed | Assoc
 
 
+# `shopt` options and bash's defaults (the ones aiosh acts on: lastpipe, extglob, nullglob, failglob, dotglob,
+# globskipdots, nocaseglob; the others are accepted so scripts that set them run)
+SHOPT_DEFAULTS = {
+    "checkwinsize": True, "cmdhist": True, "complete_fullquote": True, "expand_aliases": False,
+    "extglob": False, "extquote": True, "force_fignore": True, "globasciiranges": True, "hostcomplete": True,
+    "interactive_comments": True, "inherit_errexit": False, "lastpipe": False, "nocaseglob": False,
+    "nocasematch": False, "nullglob": False, "failglob": False, "dotglob": False, "globstar": False, "globskipdots": True,
+    "progcomp": True, "promptvars": True, "sourcepath": True, "xpg_echo": False,
+}  # fmt: skip
+
+
 @dataclass
 class ShellState:
     """Everything a subshell copies: variables, exports, positional parameters, cwd, options, limits."""

@@ -7,6 +7,7 @@ import shlex
 import signal
 
 from ..errors import ExitShell, ShellError
+from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
 
 # -- let -------------------------------------------------------------------------------------------------------
@@ -256,13 +257,6 @@ def builtin(ctx: BuiltinContext) -> int:
 
 # -- shopt, hash (accepted so scripts that set them run) --------------------------------------------------------
 
-SHOPT_DEFAULTS = {
-    "checkwinsize": True, "cmdhist": True, "complete_fullquote": True, "expand_aliases": False,
-    "extglob": False, "extquote": True, "force_fignore": True, "globasciiranges": True, "hostcomplete": True,
-    "interactive_comments": True, "inherit_errexit": False, "lastpipe": False, "nocaseglob": False,
-    "nocasematch": False, "nullglob": False, "failglob": False, "dotglob": False, "globstar": False,
-    "progcomp": True, "promptvars": True, "sourcepath": True, "xpg_echo": False,
-}  # fmt: skip
 
 
 def shopt(ctx: BuiltinContext) -> int:
