@@ -249,6 +249,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("[[ foo == !(bar) ]] && echo notbar; [[ bar == @(b|c)ar ]] && echo bar; shopt -s extglob\necho hi > bad_@(*.zz|*.h); echo bad*", ERR),
     ("shopt -s nullglob; echo [q*] n; shopt -u nullglob; shopt -s failglob\necho q*; echo st=$?\necho z; echo hi > a-{1,2}; echo st=$?", ERR),
     ("shopt -s dotglob; echo *; shopt -u dotglob globskipdots; echo .*; shopt -s nocaseglob; echo A*", ERR),
+    ("trap 'echo usr1 $?; (exit 4)' USR1; echo b=$?; sh -c \"kill -USR1 $$\"; echo a=$?; trap 'echo urg' URG; kill -URG $$; kill -0 $$; echo k=$?", ERR),
+    ("trap 'echo term' TERM; kill $$; echo alive; trap '' USR1; kill -USR1 $$; echo ign; trap - TERM USR1; kill -l 0 INT", ERR),
+    ("trap 'echo bye' EXIT; trap 'echo u2' USR2; ( trap ); echo \"$(trap)\"; trap | cat", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 
@@ -272,6 +275,8 @@ JOBS: list[tuple[str, bool]] = [
     ("wait %3; echo $?; disown %2; echo $?", ERR),
     ("sleep 0.2 & echo started; wait; echo waited", ERR),
     ("fg; echo $?; bg; echo $?", ERR),
+    ("trap 'echo usr2' USR2; sleep 2 & (sleep 0.3; kill -USR2 $$) & wait $!; echo w=$?", ERR),
+    ("sleep 0.1 & sleep 0.1 | cat & jobs | wc -l; wait -n bad; echo $?; wait zzz; echo $?", OUT),
 ]
 
 

@@ -201,10 +201,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     def subshell(self, *, same_thread: bool, proc: ThreadProc | None = None) -> Interp:
         """A child interpreter on a copy of the state; same-thread ones share our foreground (Ctrl-C reaches them)."""
+        table = JobTable(interactive=False)
+        table.inherited = [*self.jobs.inherited, *sorted(self.jobs.jobs.values(), key=lambda j: j.id)]
         sub = Interp(
             self.shell,
             self.state.clone(),
-            JobTable(interactive=False),
+            table,
             proc=self.proc if same_thread else proc,
             fg=self.fg if same_thread else Foreground(),
         )
@@ -263,6 +265,25 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         finally:
             self.in_trap = False
             self.state.last_status = status
+
+    def run_signal_traps(self, io: IO) -> None:
+        """Run the trap of each signal that reached the shell since the last command (main shell only); `$?`
+        inside is the status before, and is put back after."""
+        shell = self.shell
+        if not shell.pending_signals or not self.main or self.proc is not None or self.in_trap:
+            return
+        status = self.state.last_status
+        while shell.pending_signals:
+            num = shell.pending_signals.pop(0)
+            action = self.state.traps.get(_signal.Signals(num).name[3:])
+            if not action:
+                continue
+            self.in_trap = True
+            try:
+                self.run_text(action, source_name=self.source_name, io=io, nested=True)
+            finally:
+                self.in_trap = False
+                self.state.last_status = status
 
     def checkpoint(self) -> None:
         """Where signals to shell code take effect: a thread's cancel/stop, or Ctrl-C in the main thread."""
@@ -388,6 +409,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             else:
                 status = self.run_andor(item.command, io)
             self.state.last_status = status
+            if self.shell.pending_signals:
+                self.run_signal_traps(io)
         return status
 
     def run_andor(self, ao: AndOr, io: IO) -> int:

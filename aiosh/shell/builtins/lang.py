@@ -130,8 +130,9 @@ def trap(ctx: BuiltinContext) -> int:
     if args and args[0] == "--":
         args.pop(0)
     if not args or args == ["-p"]:
-        for name in sorted(st.traps, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
+        shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
+        for name in sorted(shown, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(shown[name])} {_shown(name)}\n")
         return 0
     if args[0] == "-l":
         ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
@@ -158,6 +159,9 @@ def trap(ctx: BuiltinContext) -> int:
             st.traps.pop(name, None)
         else:
             st.traps[name] = action
+        st.shown_traps = None
+        if name in SIGNAL_NAMES and ctx.interp.main and ctx.interp.proc is None:
+            ctx.shell.sync_signal_trap(SIGNAL_NAMES[name])
     return status
 
 
