@@ -252,6 +252,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("trap 'echo usr1 $?; (exit 4)' USR1; echo b=$?; sh -c \"kill -USR1 $$\"; echo a=$?; trap 'echo urg' URG; kill -URG $$; kill -0 $$; echo k=$?", ERR),
     ("trap 'echo term' TERM; kill $$; echo alive; trap '' USR1; kill -USR1 $$; echo ign; trap - TERM USR1; kill -l 0 INT", ERR),
     ("trap 'echo bye' EXIT; trap 'echo u2' USR2; ( trap ); echo \"$(trap)\"; trap | cat", ERR),
+    ("unlocal() { unset \"$@\"; }; l2() { local h=yy; unlocal h; echo l2=$h; }; l1() { local h=xx; l2; unlocal h; echo l1=$h; }; h=g; l1", ERR),
+    ("f() { x=mut; echo $x; unset x; echo \"[$x]\"; sh -c 'echo $F'; }; x=g; x=temp F=exp f; echo $x \"[$F]\"; unset %; echo $?", ERR),
+    ("set -- -c foo -h; getopts 'hc:' opt-; echo $? $OPTARG $OPTIND; set --; getopts h o; echo $? $OPTIND", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -60,7 +60,7 @@ from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
 from .redirect import RedirectMixin
 from .state import IO, SHOPT_DEFAULTS, Foreground, Indexed, ShellState
-from .variables import VariablesMixin, restore_local
+from .variables import VariablesMixin, restore_local, save_local
 
 if TYPE_CHECKING:
     from .shell import Shell
@@ -938,6 +938,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.fail(io, exc)
         if resolved.kind == "builtin" and resolved.argv == ["exec"]:
             return self.exec_redirections(io, io2, closers)
+        if resolved.kind == "function":
+            try:
+                return self.call_function(resolved.argv, io2, env)
+            finally:
+                for fn in closers:
+                    fn()
         saved = {k: self.state.vars.get(k) for k in env}
         for k, v in env.items():
             if k in self.state.readonly:
@@ -947,8 +953,6 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 return 1
             self.state.vars[k] = v
         try:
-            if resolved.kind == "function":
-                return self.call_function(resolved.argv, io2)
             assert resolved.builtin is not None
             ctx = BuiltinContext(resolved.argv, io2, self)
             try:
@@ -965,8 +969,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             for fn in closers:
                 fn()
 
-    def call_function(self, argv: list[str], io: IO) -> int:
-        """Run a shell function: its own positional parameters and `local` scope, `return` ends it."""
+    def call_function(self, argv: list[str], io: IO, temp: dict[str, str] | None = None) -> int:
+        """Run a shell function: its own positional parameters and `local` scope, `return` ends it.
+
+        `temp` (`NAME=value f`): bindings in a scope of their own under the function's, exported to the
+        programs it runs and gone when it returns, as in bash."""
         body = self.state.functions.get(argv[0])
         if body is None:
             self.diag(io, f"{argv[0]}: command not found")
@@ -975,6 +982,18 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
             raise AbortCommand(2) if self.main and self.proc is None else ExitShell(2)
         st = self.state
+        for k in temp or ():
+            if k in st.readonly:
+                self.diag(io, f"{k}: readonly variable")
+                return 1
+        frames = 1
+        if temp:
+            self.locals.append({k: save_local(st, k) for k in temp})
+            frames = 2
+            for k, v in temp.items():
+                st.vars[k] = v
+                st.arrays.pop(k, None)
+                st.exported.add(k)
         saved_args = st.positional
         st.positional = argv[1:]
         self.func_depth += 1
@@ -984,8 +1003,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         except ReturnFromFunction as exc:
             return exc.status
         finally:
-            for name, old in self.locals.pop().items():
-                restore_local(st, name, old)
+            for _ in range(frames):
+                for name, old in self.locals.pop().items():
+                    restore_local(st, name, old)
             self.func_depth -= 1
             st.positional = saved_args
 

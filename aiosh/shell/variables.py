@@ -191,6 +191,13 @@ class VariablesMixin:
         if base in st.readonly:
             raise ShellError(f"{base}: cannot unset: readonly variable")
         if sub is None:
+            frames = self.locals
+            owner = next((k for k in range(len(frames) - 1, -1, -1) if base in frames[k]), None)
+            if owner is not None and owner != len(frames) - 1:
+                # local to a calling function (or a temporary binding of this call): bash's dynamic scope
+                # unsets that one, and the value from further out shows again
+                restore_local(st, base, frames[owner].pop(base))
+                return
             st.vars.pop(base, None)
             st.arrays.pop(base, None)
             st.exported.discard(base)

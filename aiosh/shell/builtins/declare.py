@@ -228,7 +228,10 @@ def unset(ctx: BuiltinContext) -> int:
             continue
         base, sub = split_subscript(name)
         if not NAME.fullmatch(base):
-            status = ctx.error(f"`{name}': not a valid identifier")
+            if "v" in flags:
+                status = ctx.error(f"`{name}': not a valid identifier")
+            else:  # bash: not a variable's name, so a function's (any word names a function)
+                st.functions.pop(name, None)
             continue
         if sub is None and base not in st.vars and base not in st.arrays and "v" not in flags:
             st.functions.pop(base, None)  # bash: no such variable, so the function of that name

@@ -7,6 +7,7 @@ import shlex
 import signal
 
 from ..errors import ExitShell, ShellError
+from ..lexer import is_name
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
 
@@ -48,13 +49,17 @@ def getopts(ctx: BuiltinContext) -> int:
     silent = optstring.startswith(":")
 
     def finish(opt: str, status: int) -> int:
-        interp.assign(name, opt)
         interp.assign("OPTIND", str(optind))
         interp.state.getopts_last = (optind, sub)
+        if not is_name(name):
+            return ctx.error(f"`{name}': not a valid identifier")
+        interp.assign(name, opt)
         return status
 
     if optind < 1 or optind > len(args):
         interp.unset_var("OPTARG")
+        if optind > len(args):
+            optind, sub = len(args) + 1, 0  # bash: past the end is the end (`set --` after a loop)
         return finish("?", 1)
     arg = args[optind - 1]
     if sub == 0:

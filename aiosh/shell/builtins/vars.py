@@ -58,32 +58,6 @@ def export(ctx: BuiltinContext) -> int:
     return status
 
 
-def unset(ctx: BuiltinContext) -> int:
-    st = ctx.state
-    args = list(ctx.args)
-    flags: set[str] = set()
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        if any(c not in "vfn" for c in opt[1:]):
-            return ctx.usage_error(f"{opt}: invalid option")
-        flags.update(opt[1:])
-    status = 0
-    for name in args:
-        if "f" in flags:
-            st.functions.pop(name, None)
-            continue
-        if not valid_name(name):
-            status = ctx.error(f"`{name}': not a valid identifier")
-            continue
-        if name not in st.vars and "v" not in flags:
-            st.functions.pop(name, None)  # bash: no such variable, so the function of that name
-        st.vars.pop(name, None)
-        st.exported.discard(name)
-    return status
-
-
 def set_(ctx: BuiltinContext) -> int:
     st = ctx.state
     args = list(ctx.args)
@@ -459,7 +433,6 @@ def local(ctx: BuiltinContext) -> int:
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
-    reg.register("unset", unset, "remove variables", "unset [-f] [-v] [-n] [name ...]")
     reg.register("set", set_, "set options (-e, -u, -x, -f, -o pipefail) or positional parameters",
                  "set [-efux] [-o option-name] [--] [-] [arg ...]")  # fmt: skip
     reg.register("shift", shift, "drop the first N positional parameters", "shift [n]")
