@@ -255,6 +255,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("unlocal() { unset \"$@\"; }; l2() { local h=yy; unlocal h; echo l2=$h; }; l1() { local h=xx; l2; unlocal h; echo l1=$h; }; h=g; l1", ERR),
     ("f() { x=mut; echo $x; unset x; echo \"[$x]\"; sh -c 'echo $F'; }; x=g; x=temp F=exp f; echo $x \"[$F]\"; unset %; echo $?", ERR),
     ("set -- -c foo -h; getopts 'hc:' opt-; echo $? $OPTARG $OPTIND; set --; getopts h o; echo $? $OPTIND", OUT),
+    ("x=abc; echo \"${x%$'b'*}\" \"[${u:-$'q\\x41'}]\" \"${v-'}'}\" \"${v-'a}b'}\"; x=/_/; echo ${x////c} ${x///}; echo ${x////\\\\/}", ERR),
+    ("UID=1 true; echo st=$?; A=a B=(b b) env | grep '^[AB]=' | sort; : foo; echo \"[$_]\"; s=1; echo \"[$_]\"; declare a=(1 2); echo \"[$_]\"", OUT),
+    ("case x in y) ;; esac; echo \"[${PIPESTATUS[@]}]\"; false; if false; then :; fi; echo \"[${PIPESTATUS[@]}]\"; { true | false; }; echo ${PIPESTATUS[@]}", ERR),
+    ("p_1=1 p_2=2; IFS=''; printf '<%s>' ${!p_@} ${!p_*}; a=(x y); printf '<%s>' ${!a[*]} ${a[*]}; echo", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -224,6 +224,11 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
     ifs = env.get_var("IFS")
     if ifs is None or ifs:  # unquoted: joined by IFS's first character, then split like any expansion (bash)
         return [[(_ifs_sep(env).join(values), "x")]] if values else []
+    if how == "*" and part.indirect and values:  # bash joins these two anyway: `${!pre*}` by IFS, `${!a[*]}` by " "
+        if part.op == "names*":
+            return [[("".join(values), "x")]]
+        if part.index is not None:
+            return [[(" ".join(values), "x")]]
     return [[(v, "x")] for v in values]  # IFS='': no splitting, but the elements stay separate words
 
 

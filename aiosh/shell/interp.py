@@ -465,7 +465,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         try:
             if len(p.commands) == 1:
                 status = self.run_command(p.commands[0], io)
-                self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
+                if not isinstance(p.commands[0], COMPOUND_NO_ERREXIT):  # those leave their last command's
+                    self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
             elif self.lastpipe():
                 status = self.run_lastpipe(p, io)
             else:
@@ -827,10 +828,16 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             shadowed: dict[str, str | None] = {}
             try:
                 for a in cmd.assigns:
-                    if a.items is not None or a.index is not None:
-                        continue  # bash ignores array assignments in front of a command
-                    value = expand_string(self, a.value)
+                    if a.index is not None:
+                        continue  # bash ignores `a[i]=v` in front of a command
                     name = a.name[:-1] if a.name.endswith("+") else a.name
+                    if name in self.state.readonly:
+                        self.diag(io, f"{name}: readonly variable")  # bash: said, left out, the command runs
+                        continue
+                    if a.items is not None:  # `B=(b c) cmd`: the text, as a string
+                        value = "(" + " ".join(w.raw for w in a.items) + ")"
+                    else:
+                        value = expand_string(self, a.value)
                     if a.name.endswith("+"):
                         value = env.get(name, self.get_var(name) or "") + value
                     env[name] = value
@@ -849,10 +856,15 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.fail(io, exc)
         if self.state.xtrace:
             plumbing.safe_write(io.stderr, "+ " + " ".join(argv) + "\n")
-        self.state.vars["_"] = argv[-1]
+        last = cmd.words[-1] if cmd.words else None
+        if first in DECLARATIONS and last is not None and last.items is not None:
+            self.state.vars["_"] = argv[-1].split("=", 1)[0].rstrip("+")  # bash: `declare a=(1 2)` leaves `a`
+        else:
+            self.state.vars["_"] = argv[-1]
         return argv, env, self.resolve(argv)
 
     def assign_only(self, cmd: SimpleCommand, io: IO) -> int:
+        self.state.vars["_"] = ""  # bash: a command of assignments alone has no last argument
         for a in cmd.assigns:
             self.run_assign(a)
         try:
@@ -945,12 +957,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 for fn in closers:
                     fn()
         saved = {k: self.state.vars.get(k) for k in env}
-        for k, v in env.items():
-            if k in self.state.readonly:
-                self.diag(io2, f"{k}: readonly variable")
-                for fn in closers:
-                    fn()
-                return 1
+        for k, v in env.items():  # (prepare left out readonly names)
             self.state.vars[k] = v
         try:
             assert resolved.builtin is not None
@@ -982,10 +989,6 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
             raise AbortCommand(2) if self.main and self.proc is None else ExitShell(2)
         st = self.state
-        for k in temp or ():
-            if k in st.readonly:
-                self.diag(io, f"{k}: readonly variable")
-                return 1
         frames = 1
         if temp:
             self.locals.append({k: save_local(st, k) for k in temp})

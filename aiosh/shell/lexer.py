@@ -215,10 +215,16 @@ class Lexer:
                 _add_lit(parts, "".join(lit), quoted)
                 lit.clear()
 
+        sq_open = False  # inside "${x:-'…'}": the quotes stay, but a `}` between them does not end the word
         while self.pos < n:
             c = text[self.pos]
-            if c in stop:
+            if c in stop and not (sq_open and c == "}"):
                 break
+            if c == "'" and mode == "dqbrace":
+                sq_open = not sq_open
+                lit.append(c)
+                self.pos += 1
+                continue
             if c == "\\":
                 nxt = self._peekc(1)
                 if nxt == "\n":
@@ -253,7 +259,7 @@ class Lexer:
                 continue
             if c == "$":
                 nxt = self._peekc(1)
-                if nxt == "'" and mode in ("word", "brace"):
+                if nxt == "'" and mode in ("word", "brace", "dqbrace", "dqpat"):
                     flush()
                     self._read_ansi_c(parts)
                     continue
@@ -411,7 +417,11 @@ class Lexer:
         for op in SUBST_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
-                pat = self._read_parts(frozenset("/}"), mode)
+                lead: list[Part] = []
+                if op == "//" and self._peekc() == "/":  # `${x///}`, `${x////c}`: bash's pattern is that `/`
+                    self.pos += 1
+                    lead = [Lit("/", False)]
+                pat = lead + self._read_parts(frozenset("/}"), mode)
                 rep = None
                 if self._peekc() == "/":
                     self.pos += 1
