@@ -259,6 +259,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("UID=1 true; echo st=$?; A=a B=(b b) env | grep '^[AB]=' | sort; : foo; echo \"[$_]\"; s=1; echo \"[$_]\"; declare a=(1 2); echo \"[$_]\"", OUT),
     ("case x in y) ;; esac; echo \"[${PIPESTATUS[@]}]\"; false; if false; then :; fi; echo \"[${PIPESTATUS[@]}]\"; { true | false; }; echo ${PIPESTATUS[@]}", ERR),
     ("p_1=1 p_2=2; IFS=''; printf '<%s>' ${!p_@} ${!p_*}; a=(x y); printf '<%s>' ${!a[*]} ${a[*]}; echo", ERR),
+    ("cat <<${a}\nhere\n${a}\ncat <<$(a)\nthere\n$(a)\necho $\\\n? done", ERR),
+    ("for x in a b; do echo $x; continue 1 2; done; echo never", ERR),
+    ("continue 1 2; echo after; a=(1 2)\na[0]=(3 4)\necho \"status=$?\" ${a[@]}", OUT),
+    ("printf '%u %u %d\\n' -18446744073709551615 -18446744073709551616 -18446744073709551616", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

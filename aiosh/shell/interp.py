@@ -914,6 +914,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         append = a.name.endswith("+")
         name = a.name[:-1] if append else a.name
         if a.items is not None:
+            if a.index is not None:
+                raise ShellError(f"{name}[{expand_string(self, a.index)}]: cannot assign list to array member", abort=True)
             self.assign_array(name, self.array_items(a.items), append=append)
             return
         value = expand_string(self, a.value)

@@ -358,6 +358,9 @@ class Lexer:
 
     def _read_dollar(self, quoted: bool) -> Part | None:
         text = self.text
+        start = self.pos
+        while self._peekc(1) == "\\" and self._peekc(2) == "\n":  # `$\<newline>?` is `$?`
+            self.pos += 2
         nxt = self._peekc(1)
         if nxt == "{":
             return self._read_braced(quoted)
@@ -375,6 +378,7 @@ class Lexer:
         if is_digits(nxt) or (nxt and nxt in SPECIAL_PARAMS):
             self.pos += 2
             return Param(nxt, quoted)
+        self.pos = start
         return None
 
     def _read_braced(self, quoted: bool) -> Part:
@@ -642,7 +646,10 @@ class Lexer:
 
     # -- here-documents ----------------------------------------------------------------------------------------
     def _new_heredoc(self, word: Word, strip_tabs: bool) -> HereDoc:
-        delim = "".join(p.text if isinstance(p, Lit) else _raw_of(p) for p in word.parts)
+        if not word.has_quotes and word.raw:  # `<<${a}`, `<<$(a)`: the text as written (bash expands nothing)
+            delim = word.raw.replace("\\\n", "")
+        else:
+            delim = "".join(p.text if isinstance(p, Lit) else _raw_of(p) for p in word.parts)
         doc = HereDoc(delim, not word.has_quotes, strip_tabs, line=self.src.line_at(self.pos))
         self.pending.append(doc)
         return doc

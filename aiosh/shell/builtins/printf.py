@@ -98,10 +98,10 @@ class Printf:
             self.ctx.error(f"{arg}: invalid number")
             self.status = 1
         value *= sign
-        if unsigned:  # strtoumax: clamps at 2**64-1; a negative number wraps
-            if value >= 1 << 64:
+        if unsigned:  # strtoumax: a magnitude past 2**64-1 clamps there (either sign); a negative one wraps
+            if abs(value) >= 1 << 64:
                 return (1 << 64) - 1
-            return value & ((1 << 64) - 1) if value >= -(1 << 63) else 1 << 63
+            return value & ((1 << 64) - 1)
         return max(-(1 << 63), min((1 << 63) - 1, value))  # strtoimax clamps
 
     def real(self, arg: str) -> float:
