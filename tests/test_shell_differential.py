@@ -263,6 +263,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("for x in a b; do echo $x; continue 1 2; done; echo never", ERR),
     ("continue 1 2; echo after; a=(1 2)\na[0]=(3 4)\necho \"status=$?\" ${a[@]}", OUT),
     ("printf '%u %u %d\\n' -18446744073709551615 -18446744073709551616 -18446744073709551616", OUT),
+    ("a=A; echo {$a,b}_{c,d} {_$a,b}_{c,d}; a_c=AC; echo $a{_c,x}; printf '<%s>' {X,,Y,}''; echo; echo ~{/x,root} ~/y", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -374,7 +374,7 @@ class Lexer:
             m = NAME_RE.match(text, self.pos + 1)
             assert m is not None
             self.pos = m.end()
-            return Param(m.group(), quoted)
+            return Param(m.group(), quoted, bare=True)
         if is_digits(nxt) or (nxt and nxt in SPECIAL_PARAMS):
             self.pos += 2
             return Param(nxt, quoted)
@@ -721,6 +721,8 @@ def _tilde(parts: list[Part]) -> list[Part]:
         return parts
     text = parts[0].text
     slash = text.find("/")
+    if not _tilde_user(text[1:] if slash < 0 else text[1:slash]):
+        return parts  # `~{/src,root}`: brace expansion comes first, then a tilde of each word
     if slash < 0:
         if len(parts) > 1:
             return parts
