@@ -42,7 +42,8 @@ class Param:
     rep: Word | None = None
     index: Word | None = None  # `${a[sub]}`; `@` / `*` as a literal word for all elements
     indirect: bool = False  # `${!name}`, `${!a[@]}` (the keys), `${!prefix*}` (op "names*" / "names@")
-    bare: bool = False  # `$NAME` without braces: brace expansion may lengthen the name (`$a{b,c}` is `$ab $ac`)
+    # `$NAME` without braces: brace expansion may lengthen the name (`$a{b,c}` is `$ab $ac`)
+    bare: bool = field(default=False, compare=False)
 
 
 @dataclass
