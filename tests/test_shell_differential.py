@@ -264,6 +264,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("continue 1 2; echo after; a=(1 2)\na[0]=(3 4)\necho \"status=$?\" ${a[@]}", OUT),
     ("printf '%u %u %d\\n' -18446744073709551615 -18446744073709551616 -18446744073709551616", OUT),
     ("a=A; echo {$a,b}_{c,d} {_$a,b}_{c,d}; a_c=AC; echo $a{_c,x}; printf '<%s>' {X,,Y,}''; echo; echo ~{/x,root} ~/y", ERR),
+    ("echo XX >| c.txt; set -o noclobber; echo YY > c.txt; echo status=$?; cat c.txt; echo ZZ >| c.txt; cat c.txt; echo q > /dev/null; set +C; echo one 1>&nx; cat nx", ERR),
+    ("printf '#!/bin/sh\\necho hi\\n' > sub/hello; chmod +x sub/hello; PATH=\"$PWD/sub:$PATH\" hello; hello; echo $?", OUT),
+    ("echo before; foo-$(echo hi)() { ls ; }; echo after $?", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -628,6 +628,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if isinstance(cmd, SimpleCommand):
             return self.run_simple(cmd, io)
         if isinstance(cmd, FunctionDef):
+            if not cmd.valid:
+                plumbing.safe_write(io.stderr, f"{self.shell.argv0}: `{cmd.name}': not a valid identifier\n")
+                return 1
             self.state.functions[cmd.name] = cmd.body
             return 0
         self.lineno = cmd.line
@@ -861,7 +864,19 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.state.vars["_"] = argv[-1].split("=", 1)[0].rstrip("+")  # bash: `declare a=(1 2)` leaves `a`
         else:
             self.state.vars["_"] = argv[-1]
-        return argv, env, self.resolve(argv)
+        if "PATH" not in env:
+            return argv, env, self.resolve(argv)
+        st = self.state  # `PATH=… cmd`: found on that PATH (and not remembered by `hash`)
+        saved_path, saved_hash = st.vars.get("PATH"), st.hashed
+        st.vars["PATH"], st.hashed = env["PATH"], None
+        try:
+            return argv, env, self.resolve(argv)
+        finally:
+            st.hashed = saved_hash
+            if saved_path is None:
+                st.vars.pop("PATH", None)
+            else:
+                st.vars["PATH"] = saved_path
 
     def assign_only(self, cmd: SimpleCommand, io: IO) -> int:
         self.state.vars["_"] = ""  # bash: a command of assignments alone has no last argument

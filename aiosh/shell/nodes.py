@@ -247,6 +247,7 @@ class FunctionDef:
     body: Command
     line: int = 0
     redirs: list[Redir] = field(default_factory=list)
+    valid: bool = True  # False: the name had expansions in it
 
     def render(self) -> str:
         return f"{self.name} () {self.body.render()}"

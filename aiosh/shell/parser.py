@@ -273,9 +273,8 @@ class Parser:
                 raise ShellSyntaxError("syntax error near unexpected token `newline'", end, self.src.line_text(end))
             raise self.error_at(tok)
         self.advance()
-        if not name.is_plain:
-            raise ShellSyntaxError(f"`{name.raw}': not a valid identifier", line, self.src.line_text(line))
-        return FunctionDef(name.raw, self._function_body(), line)
+        # a name with expansions (`$foo-bar() {…}`) parses; running the definition fails, as in bash
+        return FunctionDef(name.raw, self._function_body(), line, valid=name.is_plain)
 
     def parse_function_keyword(self) -> FunctionDef:
         """`function name [()] compound-command`."""

@@ -80,10 +80,9 @@ class RedirectMixin:
                     raise ShellError(f"{target}: Bad file descriptor")
                 io.fds[fd] = io.fds[src]
                 return
-            if op == ">&" and r.fd is None:
-                op = "&>"
-            else:
+            if op != ">&":
                 raise ShellError(f"{r.target.raw}: ambiguous redirect")
+            op = "&>" if r.fd is None else ">"  # `>&file` is `&>file`; `1>&file` is `1>file` (bash)
         special = self._dev_path(target, io)
         if special is not None:
             if op == "&>" or op == "&>>":
@@ -106,6 +105,8 @@ class RedirectMixin:
             io.fds[0 if r.fd is None else r.fd] = pipe
             return
         mode = "ab" if op in (">>", "&>>") else "wb"
+        if op in (">", "&>") and self.state.noclobber and os.path.isfile(path):
+            raise ShellError(f"{target}: cannot overwrite existing file")  # `set -C`; `>|` still may
         f = self._open(target, path, mode)
         pipe = plumbing.FileSink(f, target)
         closers.append(pipe.close)

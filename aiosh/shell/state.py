@@ -64,6 +64,7 @@ class ShellState:
     jobtags: bool = False  # `set -o jobtags`: background output lines start with `[n] `
     noglob: bool = False
     xtrace: bool = False
+    noclobber: bool = False  # `set -C`: `>` refuses to overwrite a file (`>|` may)
     verbose: bool = False  # `set -v`: input lines are echoed to stderr as they are read
     nounset: bool = False
     last_status: int = 0
@@ -107,7 +108,7 @@ class ShellState:
 
     def flags(self) -> str:
         pairs = (("a", self.allexport), ("e", self.errexit), ("f", self.noglob), ("u", self.nounset),
-                 ("v", self.verbose), ("x", self.xtrace))
+                 ("v", self.verbose), ("x", self.xtrace), ("C", self.noclobber))
         return "".join(f for f, on in pairs if on)
 
 

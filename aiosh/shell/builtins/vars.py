@@ -15,12 +15,14 @@ from . import BuiltinContext, BuiltinRegistry
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
-                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags", "verbose": "verbose"}  # fmt: skip
-LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport", "v": "verbose"}
+                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags", "verbose": "verbose",
+                 "noclobber": "noclobber"}  # fmt: skip
+LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport", "v": "verbose",
+           "C": "noclobber"}
 IGNORED_OPTIONS = frozenset(
-    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "vi"]
+    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "vi"]
 )
-IGNORED_LETTERS = frozenset("bhkmnptBCEHPT")
+IGNORED_LETTERS = frozenset("bhkmnptBEHPT")
 
 
 def export(ctx: BuiltinContext) -> int:
