@@ -692,17 +692,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.eval_arith(node.init)
             while True:
                 self.checkpoint()
+                self.lineno = node.line  # `$LINENO` in the condition is the loop's line
                 if node.cond.raw.strip() and not self.eval_arith(node.cond):
                     break
-                try:
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
+                status, broke = self._loop_body(node.body, io)
+                if broke:
                     break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
                 self.eval_arith(node.step)
         except ShellError as exc:
             return self.fail(io, exc)
@@ -748,16 +743,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             for value in items:
                 self.checkpoint()
                 self.assign(node.name, value)
-                try:
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
+                status, broke = self._loop_body(node.body, io)
+                if broke:
                     break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
-                    continue
         finally:
             self.loop_depth -= 1
         return status
@@ -786,20 +774,32 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 self.checkpoint()
                 try:
                     cond = self.run_condition(node.cond, io)
-                    if (cond == 0) == node.until:
+                except LoopControl as exc:  # `while break; do …` (bash allows it)
+                    _pass_outer_levels(exc)
+                    status = 0
+                    if isinstance(exc, BreakLoop):
                         break
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
-                    break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
                     continue
+                if (cond == 0) == node.until:
+                    break
+                status, broke = self._loop_body(node.body, io)
+                if broke:
+                    break
         finally:
             self.loop_depth -= 1
         return status
+
+    def _loop_body(self, body: CommandList, io: IO) -> tuple[int, bool]:
+        """One pass of a loop's body: its status, and whether `break` ended the loop (`break N`/`continue N`
+        for outer loops go on up)."""
+        try:
+            return self.run_list(body, io), False
+        except BreakLoop as exc:
+            _pass_outer_levels(exc)
+            return 0, True
+        except ContinueLoop as exc:
+            _pass_outer_levels(exc)
+            return 0, False
 
     # -- simple commands -------------------------------------------------------------------------------------
     def run_simple(self, cmd: SimpleCommand, io: IO) -> int:
