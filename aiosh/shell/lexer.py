@@ -263,7 +263,7 @@ class Lexer:
                     flush()
                     self._read_ansi_c(parts)
                     continue
-                if nxt == '"' and mode in ("word", "brace"):
+                if nxt == '"' and mode in ("word", "brace", "arith", "arithcmd"):
                     flush()
                     self.pos += 1
                     self._read_double(parts)

@@ -211,8 +211,22 @@ class VariablesMixin:
         if sub in ("@", "*"):
             st.arrays.pop(base, None)
             return
+        if any(c in sub for c in "$\"'`\\"):  # `unset 'a["$k"]'`: the subscript is expanded first (bash)
+            sub = self._expand_subscript(sub)
+            if isinstance(arr, Assoc):
+                arr.pop(sub, None)
+                return
         key = self.array_index(arr, sub, for_write=True)
         arr.pop(key, None)
+
+    def _expand_subscript(self, text: str) -> str:
+        from .expand import expand_string
+        from .lexer import Lexer, Source
+        from .nodes import Word
+        from .parser import _parse_subst
+
+        lexer = Lexer(Source(text), subparser=_parse_subst)
+        return expand_string(self, Word(lexer._read_parts(frozenset(), "brace")))  # type: ignore[arg-type]
 
 
 def save_local(st: ShellState, name: str) -> tuple:
