@@ -267,6 +267,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("echo XX >| c.txt; set -o noclobber; echo YY > c.txt; echo status=$?; cat c.txt; echo ZZ >| c.txt; cat c.txt; echo q > /dev/null; set +C; echo one 1>&nx; cat nx", ERR),
     ("printf '#!/bin/sh\\necho hi\\n' > sub/hello; chmod +x sub/hello; PATH=\"$PWD/sub:$PATH\" hello; hello; echo $?", OUT),
     ("echo before; foo-$(echo hi)() { ls ; }; echo after $?", OUT),
+    ("echo first >rw.txt; exec 8<>rw.txt; read line <&8; echo line=$line; echo second 1>&8; cat rw.txt; echo x <> new.txt; cat new.txt", ERR),
+    ("mkfifo f.pipe; exec 9<> f.pipe; echo first >&9; echo second >&9; read l1 <&9; read l2 <&9; exec 9<&-; echo $l1 $l2", ERR),
+    ("for ((i = $\"3\"; i < $\"5\"; ++i)); do echo $i; done; echo $(( 02#0110 )); echo next", OUT),
+    ("declare -A d=(); k=1],a[1; d[\"$k\"]=foo; echo ${#d[@]}; unset -v 'd[\"$k\"]'; echo ${#d[@]} keys=${!d[@]}", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -114,6 +114,26 @@ class FilePipe(Pipe):
             self.owned = False
 
 
+class ReadWritePipe(FilePipe):
+    """`N<>FILE`: read on demand like `<`, and a write goes to the descriptor at once, where the reading got to
+    (`read l <&8; echo more >&8` puts `more` after the first line, as in bash)."""
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        fd = self.handoff()  # the descriptor's offset back at what readers consumed
+        data = text.encode("utf-8", "surrogateescape")
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            pass
+        self.bytes_written += len(text)
+
+    def close(self) -> None:
+        pass  # a writer finishing is no end of file for the readers
+
+
 def seekable(fd: int) -> bool:
     try:
         os.lseek(fd, 0, os.SEEK_CUR)

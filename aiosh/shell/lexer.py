@@ -806,6 +806,6 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         if c == "x":
             return byte_char(code), j
         return (chr(code) if code <= 0x10FFFF else "\ufffd"), j
-    if c == "c" and i + 1 < len(text):
+    if c == "c" and i + 1 < len(text) and text[i + 1] != "'":  # `$'\c'` is a backslash and a c (bash)
         return chr(ord(text[i + 1]) & 0x1F), i + 2
     return "\\" + c, i + 1

@@ -15,7 +15,7 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .errors import ShellError
 from .expand import expand_string, expand_target
-from .filepipe import FilePipe
+from .filepipe import FilePipe, ReadWritePipe
 from .lexer import is_digits
 from .nodes import HereDoc, Redir, Word
 from .state import IO
@@ -92,15 +92,9 @@ class RedirectMixin:
             return
         path = os.path.join(self.state.cwd, target)
         if op in ("<", "<>"):
-            mode = "rb" if op == "<" else "r+b"
-            if op == "<>" and not os.path.exists(path):
-                open(path, "ab").close()
-            f = self._open(target, path, mode)
-            if op == "<":
-                pipe: Pipe = FilePipe(os.dup(f.fileno()), target)
-                f.close()
-            else:
-                pipe, _thread = plumbing.file_reader(f, target)
+            f = self._open(target, path, "rb" if op == "<" else "rw")
+            pipe: Pipe = FilePipe(os.dup(f.fileno()), target) if op == "<" else ReadWritePipe(os.dup(f.fileno()), target)
+            f.close()
             closers.append(pipe.close_reader)
             io.fds[0 if r.fd is None else r.fd] = pipe
             return
@@ -144,6 +138,8 @@ class RedirectMixin:
     @staticmethod
     def _open(shown: str, path: str, mode: str):  # noqa: ANN205 - a binary file object
         try:
+            if mode == "rw":  # `<>`: created if missing, never truncated; a FIFO opens without waiting
+                return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "rb", buffering=0)
             return open(path, mode)  # noqa: SIM115 - closed by the pump thread
         except FileNotFoundError:
             raise ShellError(f"{shown}: No such file or directory") from None
