@@ -271,6 +271,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("mkfifo f.pipe; exec 9<> f.pipe; echo first >&9; echo second >&9; read l1 <&9; read l2 <&9; exec 9<&-; echo $l1 $l2", ERR),
     ("for ((i = $\"3\"; i < $\"5\"; ++i)); do echo $i; done; echo $(( 02#0110 )); echo next", OUT),
     ("declare -A d=(); k=1],a[1; d[\"$k\"]=foo; echo ${#d[@]}; unset -v 'd[\"$k\"]'; echo ${#d[@]} keys=${!d[@]}", ERR),
+    ("s=123; echo \"[${s: }]\" \"[${s:1: }]\" \"[${s:1:}]\"; a=(1 2 3); echo \"[${a[@]: }]\"\necho ${x:}; echo never", ERR),
+    ("HOME=/home/bar; x=~:${undef-~:~}; echo $x; y=${undef:-~/a:~}; echo $y; printf '%c' \"$(printf '\\316\\274')\" | od -An -tx1", ERR),
+    ("./$(printf 'a%.0s' {1..300}) 2>/dev/null; echo $?; ln -s /nonexistent dangling; ./dangling; echo $?", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -334,6 +334,7 @@ def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
 def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
     """`${@:off:len}`, `${a[@]:off:len}`: whole elements; for `$@` offset 0 is `$0`."""
     assert part.arg is not None
+    _no_empty_offset(part)
     spec = expand_string(env, part.arg)
     vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
@@ -365,22 +366,28 @@ def _replacement(env: ExpandEnv, word: Word | None):  # noqa: ANN202 - a str -> 
     return lambda m: "".join(t if k == "q" else t.replace("&", m) for t, k in segs)
 
 
+def _no_empty_offset(part: Param) -> None:
+    """`${x:}` is a bad substitution in bash (`${x: }` is offset 0)."""
+    assert part.arg is not None
+    if not part.arg.parts:
+        raise ShellError(f"{part.arg.raw}: bad substitution", fatal=True, abort=True)
+
+
 def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     """`${x:offset}` / `${x:offset:length}`: arithmetic offsets, negative ones from the end."""
     assert part.arg is not None
+    _no_empty_offset(part)
     spec = expand_string(env, part.arg)
-    if not spec.strip():
-        raise ShellError(f"{part.arg.raw}: bad substitution")
     vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
     n = len(text)
-    off = arith.evaluate(off_text, vars_)
+    off = arith.evaluate(off_text, vars_) if off_text.strip() else 0  # `${s: }` is `${s:0}`
     start = off if off >= 0 else n + off
     if start < 0 or start > n:
         return ""
     if not colon:
         return text[start:]
-    length = arith.evaluate(len_text, vars_)
+    length = arith.evaluate(len_text, vars_) if len_text.strip() else 0
     end = start + length if length >= 0 else n + length
     if end < start:
         raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)

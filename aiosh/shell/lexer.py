@@ -8,6 +8,7 @@ when it reaches the newline that ends the line naming them, as POSIX says. `$(â€
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ SPECIAL_PARAMS = "?#@*$!-"
 PARAM_OPS = (":-", ":=", ":+", ":?", "##", "%%", "-", "=", "+", "?", "#", "%", "^^", "^", ",,", ",", ":")
 SUBST_OPS = ("//", "/#", "/%", "/")
 MAX_DEPTH = 1000  # compound commands and substitutions nested in each other (bash: no fixed limit)
+
+
+_WORD_OPS = frozenset({"-", ":-", "=", ":=", "+", ":+", "?", ":?"})
 
 
 def _off() -> bool:
@@ -740,6 +744,8 @@ def tilde_value(parts: list[Part]) -> list[Part]:
     """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
     out: list[Part] = []
     for k, p in enumerate(parts):
+        if isinstance(p, Param) and not p.quoted and p.arg is not None and p.op in _WORD_OPS:
+            p = dataclasses.replace(p, arg=Word(tilde_value(p.arg.parts), p.arg.raw))  # `x=${u-~:~}`
         if not isinstance(p, Lit) or p.quoted or "~" not in p.text:
             out.append(p)
             continue

@@ -86,7 +86,7 @@ class Shell:
         self.builtins = (registry if builtins is None else builtins).copy()
         self.jobs = JobTable(interactive=interactive)
         variables = dict(os.environ if env is None else env)
-        cwd = os.path.abspath(cwd or os.getcwd())
+        cwd = os.path.abspath(cwd or _logical_cwd(variables.get("PWD")))
         variables["PWD"] = cwd
         exported = set(variables)
         for name, value in _shell_variables().items():
@@ -300,3 +300,16 @@ class Shell:
             proc = self._agent_procs.get(pid)
         if proc is not None:
             proc.on_event(event, status)
+
+
+def _logical_cwd(pwd: str | None) -> str:
+    """The folder we start in, by the inherited $PWD when it names it (a path through a symlink, as bash keeps)."""
+    here = os.getcwd()
+    if pwd and os.path.isabs(pwd) and pwd != here:
+        try:
+            a, b = os.stat(pwd), os.stat(here)
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and "/./" not in pwd + "/" and "/../" not in pwd + "/":
+                return pwd
+        except OSError:
+            pass
+    return here

@@ -221,8 +221,9 @@ class Printf:
         if conv in "eEfFgGaA":
             c = conv if conv not in "aA" else ("e" if conv == "a" else "E")
             return (spec + c) % self.real(arg or "")
-        if conv == "c":
-            return (spec.split(".")[0] + "s") % (arg or "")[:1]
+        if conv == "c":  # bash prints the first byte, even of a multi-byte character
+            first = (arg or "")[:1].encode("utf-8", "surrogateescape")[:1].decode("utf-8", "surrogateescape")
+            return (spec.split(".")[0] + "s") % first
         if conv == "b":
             try:
                 text = escapes(arg or "", in_b=True)
