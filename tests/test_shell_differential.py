@@ -274,6 +274,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("s=123; echo \"[${s: }]\" \"[${s:1: }]\" \"[${s:1:}]\"; a=(1 2 3); echo \"[${a[@]: }]\"\necho ${x:}; echo never", ERR),
     ("HOME=/home/bar; x=~:${undef-~:~}; echo $x; y=${undef:-~/a:~}; echo $y; printf '%c' \"$(printf '\\316\\274')\" | od -An -tx1", ERR),
     ("./$(printf 'a%.0s' {1..300}) 2>/dev/null; echo $?; ln -s /nonexistent dangling; ./dangling; echo $?", OUT),
+    ("shopt -s expand_aliases\nw='a b'; alias e=export; e ex=$w; echo \"$ex\"; alias ls='ls -d'; alias; ls /tmp; unalias ls; alias nope; echo $?\nalias zz='{ echo 1; }'\nzz > /dev/null; zz\nset -e\nzz > /\necho never", ERR),
+    ("alias e=echo\ne not expanded; echo $?", ERR),
+    ("cd /tmp; p='\\w \\W'; echo \"${p@P}\"", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

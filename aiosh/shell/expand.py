@@ -288,6 +288,10 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
                 out.append(text[i])
                 i += 1
         return "".join(out)
+    if op == "@P":  # as a prompt: `\u`, `\w`, `\$` …
+        from .prompt import render_ps1
+
+        return render_ps1(text, env.shell)  # type: ignore[attr-defined]
     if op == "@U":
         return text.upper()
     if op == "@u":

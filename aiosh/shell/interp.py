@@ -120,6 +120,13 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     def noglob(self) -> bool:
         return self.state.noglob
 
+    def _alias(self, name: str) -> str | None:
+        """An alias's value, when aliases expand (`shopt -s expand_aliases`, or an interactive shell)."""
+        aliases = self.state.aliases
+        if not aliases or name not in aliases:
+            return None
+        return aliases[name] if self.shell.interactive or self.shopt("expand_aliases") else None
+
     def shopt(self, name: str) -> bool:
         """A `shopt` option's value (bash's default when never set)."""
         if self.state.shopts is None:
@@ -323,6 +330,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """
         parser = Parser(text, first_line=self.lineno if nested else 1)
         parser.lexer.extglob = lambda: self.shopt("extglob")
+        parser.aliases = self._alias
         saved = self.source_name
         self.source_name = source_name
         status = 0

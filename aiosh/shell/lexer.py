@@ -60,6 +60,11 @@ class Source:
     def line_at(self, pos: int) -> int:
         return bisect.bisect_left(self._nl, pos) + self.first_line
 
+    def splice(self, start: int, end: int, text: str) -> None:
+        """Replace text[start:end] (an alias by its value)."""
+        self.text = self.text[:start] + text + self.text[end:]
+        self._nl = [i for i, c in enumerate(self.text) if c == "\n"]
+
     def line_text(self, line: int) -> str:
         i = line - self.first_line
         start = self._nl[i - 1] + 1 if 0 < i <= len(self._nl) else 0
@@ -416,7 +421,7 @@ class Lexer:
             return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
-        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEUuLaAK":
+        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEPUuLaAK":
             op = text[self.pos : self.pos + 2]
             self.pos += 3
             return Param(name, quoted, op=op, arg=Word([], ""), index=index, indirect=indirect)

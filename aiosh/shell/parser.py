@@ -8,6 +8,7 @@ Error messages copy bash's wording.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .errors import ShellSyntaxError
 from .lexer import MAX_DEPTH, REDIR_OPS, Lexer, Source, Token, tilde_value
@@ -50,6 +51,9 @@ class Parser:
         self.depth = depth
         self.lexer = Lexer(self.src, pos, subparser=_parse_subst, depth=depth)
         self._tok: Token | None = None
+        # `alias`: a word in command position whose value this returns is replaced by it (top-level text only)
+        self.aliases: Callable[[str], str | None] | None = None
+        self._alias_until: dict[str, int] = {}  # an alias is not expanded again inside its own value
 
     @property
     def warnings(self) -> list[tuple[int, str]]:
@@ -184,7 +188,7 @@ class Parser:
         return Pipeline(commands, negate, stderr_too, line, timed=timed)
 
     def parse_command(self) -> Command:
-        tok = self.peek()
+        tok = self._expand_alias() if self.aliases is not None else self.peek()
         if tok.kind == "WORD" and tok.word is not None and tok.word.is_plain:
             parse = {
                 "if": self.parse_if,
@@ -210,6 +214,23 @@ class Parser:
         if tok.kind in ("EOF", "NEWLINE") or (tok.kind == "OP" and tok.value not in REDIR_OPS):
             raise self.error_at(tok)
         return self.parse_simple()
+
+    def _expand_alias(self) -> Token:
+        tok = self.peek()
+        while tok.kind == "WORD" and tok.word is not None and tok.word.is_plain and tok.heredoc is None:
+            name = tok.value
+            value = None if self._alias_until.get(name, -1) > tok.start else self.aliases(name)  # type: ignore[misc]
+            if value is None:
+                break
+            self.src.splice(tok.start, tok.end, value)
+            self.lexer.text = self.src.text
+            self.lexer.pos = tok.start
+            self._tok = None
+            delta = len(value) - (tok.end - tok.start)
+            self._alias_until = {k: v + delta if v > tok.start else v for k, v in self._alias_until.items()}
+            self._alias_until[name] = tok.start + len(value)
+            tok = self.peek()
+        return tok
 
     def _compound(self, parse) -> Command:  # noqa: ANN001 - one of the parse_* methods below
         if self.depth >= MAX_DEPTH:

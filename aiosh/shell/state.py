@@ -76,6 +76,7 @@ class ShellState:
     integer: set[str] = field(default_factory=set)
     allexport: bool = False
     traps: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
     shown_traps: dict[str, str] | None = None  # a subshell's `trap` lists the parent's until it sets its own
     getopts_last: tuple[int, int] = (0, 0)  # (OPTIND, letter position) after the last getopts
     shopts: dict[str, bool] | None = None
@@ -95,6 +96,7 @@ class ShellState:
         new.integer = set(self.integer)
         new.hashed = None if self.hashed is None else dict(self.hashed)
         new.hash_hits = dict(self.hash_hits)
+        new.aliases = dict(self.aliases)
         new.traps = {k: v for k, v in self.traps.items() if v == ""}  # only ignored signals stay ignored
         new.shown_traps = dict(self.traps if self.shown_traps is None else self.shown_traps)
         return new

@@ -8,6 +8,7 @@ import signal
 
 from ..errors import ExitShell, ShellError
 from ..lexer import is_name
+from ..quoting import single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
 
@@ -103,6 +104,49 @@ def getopts(ctx: BuiltinContext) -> int:
     if sub >= len(arg):
         optind, sub = optind + 1, 0
     return finish(c, 0)
+
+
+# -- alias, unalias ----------------------------------------------------------------------------------------------
+
+
+def alias(ctx: BuiltinContext) -> int:
+    """`alias [-p] [name[=value] …]`: define or show aliases (they expand in scripts after
+    `shopt -s expand_aliases`, and at the prompt)."""
+    aliases = ctx.state.aliases
+    args = [a for a in ctx.args if a != "-p"]
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        for name in sorted(aliases):
+            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+        return 0
+    status = 0
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if eq:
+            if not name or any(c in name for c in " \t\n/$`=|&;()<>'\"\\"):
+                status = ctx.error(f"`{name}': invalid alias name")
+                continue
+            aliases[name] = value
+        elif name in aliases:
+            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+        else:
+            status = ctx.error(f"{name}: not found")
+    return status
+
+
+def unalias(ctx: BuiltinContext) -> int:
+    aliases = ctx.state.aliases
+    if ctx.args[:1] == ["-a"]:
+        aliases.clear()
+        return 0
+    if not ctx.args:
+        return ctx.usage_error()
+    status = 0
+    for name in ctx.args:
+        if aliases.pop(name, None) is None:
+            status = ctx.error(f"{name}: not found")
+    return status
 
 
 # -- trap ------------------------------------------------------------------------------------------------------
@@ -342,6 +386,8 @@ def hash_(ctx: BuiltinContext) -> int:
 def register(reg: BuiltinRegistry) -> None:
     reg.register("let", let, "evaluate arithmetic expressions; status 0 when the last is non-zero", "let arg [arg ...]")
     reg.register("getopts", getopts, "parse positional parameters as options", "getopts optstring name [arg ...]")
+    reg.register("alias", alias, "define or show aliases", "alias [-p] [name[=value] ... ]")
+    reg.register("unalias", unalias, "remove aliases", "unalias [-a] name [name ...]")
     reg.register("trap", trap, "run commands when the shell exits (EXIT), a command fails (ERR) or a signal comes",
                  "trap [-lp] [[arg] signal_spec ...]")  # fmt: skip
     reg.register("command", command, "run a command bypassing functions; -v / -V say what a name is",
