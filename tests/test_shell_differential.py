@@ -277,6 +277,8 @@ CORPUS: list[tuple[str, bool]] = [
     ("shopt -s expand_aliases\nw='a b'; alias e=export; e ex=$w; echo \"$ex\"; alias ls='ls -d'; alias; ls /tmp; unalias ls; alias nope; echo $?\nalias zz='{ echo 1; }'\nzz > /dev/null; zz\nset -e\nzz > /\necho never", ERR),
     ("alias e=echo\ne not expanded; echo $?", ERR),
     ("cd /tmp; p='\\w \\W'; echo \"${p@P}\"", ERR),
+    ("set -- '' ''; IFS=; echo a=${*:-minus} b=${*:+plus}; printf '<%s>' \"${*:-x}\" \"${@:-x}\"; e=(); printf '<%s>' \"${e[@]+x}\" \"${e[*]+x}\"; echo", ERR),
+    ("a=(''); r='a[*]'; echo \"[${!r:-w}]\"; a=(); echo \"[${!r:-w}]\"\necho \"[${!nope+x}]\"; echo never", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -175,8 +175,8 @@ def _single_value(env: ExpandEnv, part: Param) -> str | None:
     name = part.name
     if part.indirect:
         ref = _value(env, name) if part.index is None else env.lookup(f"{name}[{_subscript(env, part)}]")
-        if ref is None:
-            return None
+        if ref is None:  # bash 5.2: `${!ref}` with ref unset is an error, not an empty value
+            raise ShellError(f"{name}: invalid indirect expansion", fatal=True, abort=True)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\[.*\])?|[0-9]+|[?$!#-]", ref, re.S):
             raise ShellError(f"{ref}: invalid indirect expansion", fatal=True, abort=True)
         return _value(env, ref) if "[" not in ref else env.lookup(ref)
@@ -197,13 +197,17 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
     if op is not None and not op.startswith("names"):
         assert part.arg is not None
         if op in (":-", "-", ":+", "+", ":=", "=", ":?", "?"):
-            joined = (" " if how == "@" else _ifs_sep(env)).join(values)
-            is_set = bool(values) and (not op.startswith(":") or joined != "")
+            # bash's null test for the list forms: the words joined (by IFS's first character only for a quoted
+            # `*` form); `${!ref:-…}` with ref=`a[@]` is null only without elements
+            sep = _ifs_sep(env) if how == "*" and part.quoted else " "
+            is_set = bool(values) and (not op.startswith(":") or part.indirect or sep.join(values) != "")
             if op in (":-", "-"):
                 if not is_set:
                     return _arg(env, part)
             elif op in (":+", "+"):
-                return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
+                if is_set:
+                    return _arg(env, part)
+                return ([] if how == "@" else [[("", "q")]]) if part.quoted else [[]]  # "${e[@]+x}" vanishes
             elif op in (":=", "="):
                 if not is_set:
                     raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
