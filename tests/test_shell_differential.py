@@ -279,6 +279,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("cd /tmp; p='\\w \\W'; echo \"${p@P}\"", ERR),
     ("set -- '' ''; IFS=; echo a=${*:-minus} b=${*:+plus}; printf '<%s>' \"${*:-x}\" \"${@:-x}\"; e=(); printf '<%s>' \"${e[@]+x}\" \"${e[*]+x}\"; echo", ERR),
     ("a=(''); r='a[*]'; echo \"[${!r:-w}]\"; a=(); echo \"[${!r:-w}]\"\necho \"[${!nope+x}]\"; echo never", ERR),
+    ("printf 'a\\nb\\nc\\n' | { mapfile -t -s 1 -n 1 arr; declare -p arr; cat; }; printf 'a,b,' | { readarray -d , -t x; declare -p x; }; mapfile m < a.txt; declare -p m", ERR),
+    ("mapfile -t w < ./sub; echo st=$?; for s in foo: a:b: xax 'xaxx  '; do echo \"$s\" | (IFS='x:'; read a b; echo \"[$a|$b]\"); done", OUT),
+    ("printf '%s\\n' 'a b\\' 'c d' | (read -d ,; echo \"[$REPLY]\"); printf '%s\\n' 'a b\\,c d' | (read -d ,; echo \"[$REPLY]\")", ERR),
+    ("TZ=UTC; a=$(printf '%(%H)T' 1557978599); export TZ=Asia/Tokyo; b=$(printf '%(%H)T' 1557978599); echo $b", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

@@ -41,4 +41,6 @@ def value_quote(text: str) -> str:
 
 def double_quote(text: str) -> str:
     r"""`"…"` with `"`, `\`, `$` and backquote escaped: `declare -p`, `export -p`."""
+    if has_controls(text):
+        return dollar_quote(text)
     return '"' + re.sub(r'(["\\$`])', r"\\\1", text) + '"'

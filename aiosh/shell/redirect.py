@@ -139,7 +139,9 @@ class RedirectMixin:
     def _open(shown: str, path: str, mode: str):  # noqa: ANN205 - a binary file object
         try:
             if mode == "rw":  # `<>`: created if missing, never truncated; a FIFO opens without waiting
-                return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "rb", buffering=0)
+                return _RawFd(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
+            if mode == "rb":  # a directory opens too (reading it fails, as in bash)
+                return _RawFd(os.open(path, os.O_RDONLY))
             return open(path, mode)  # noqa: SIM115 - closed by the pump thread
         except FileNotFoundError:
             raise ShellError(f"{shown}: No such file or directory") from None
@@ -151,3 +153,16 @@ class RedirectMixin:
             raise ShellError(f"{shown}: {exc.strerror}") from None
         except ValueError:  # a NUL in the name
             raise ShellError(f"{shown}: No such file or directory") from None
+
+
+class _RawFd:
+    """An open descriptor with the two methods the redirection code uses of a file object."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -205,7 +205,8 @@ class Printf:
             tfmt = conv[1:-2]
             value = -1 if arg is None or not arg.strip() else self.number(arg)
             when = time.time() if value == -1 else self.ctx.shell.started_wall if value == -2 else value
-            text = _strftime(tfmt or "%X", when, self.ctx.interp.get_var("TZ"))
+            tz = self.ctx.interp.get_var("TZ") if "TZ" in self.ctx.state.exported else os.environ.get("TZ")
+            text = _strftime(tfmt or "%X", when, tz)  # bash: an unexported TZ does not count
             return (spec + "s") % text
         if conv in "di":
             return (spec + "d") % self.number(arg or "")
@@ -239,7 +240,7 @@ _tz_lock = threading.Lock()
 
 
 def _strftime(fmt: str, when: float, tz: str | None) -> str:
-    """strftime in the shell's TZ (a variable of this shell, not of the aiosh process)."""
+    """strftime in the shell's exported TZ (a variable of this shell, not of the aiosh process)."""
     with _tz_lock:
         saved = os.environ.get("TZ")
         try:
