@@ -283,6 +283,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("mapfile -t w < ./sub; echo st=$?; for s in foo: a:b: xax 'xaxx  '; do echo \"$s\" | (IFS='x:'; read a b; echo \"[$a|$b]\"); done", OUT),
     ("printf '%s\\n' 'a b\\' 'c d' | (read -d ,; echo \"[$REPLY]\"); printf '%s\\n' 'a b\\,c d' | (read -d ,; echo \"[$REPLY]\")", ERR),
     ("TZ=UTC; a=$(printf '%(%H)T' 1557978599); export TZ=Asia/Tokyo; b=$(printf '%(%H)T' 1557978599); echo $b", ERR),
+    ("declare -a a1; readonly -a a2; declare -A d1; declare -p a1 a2 d1; a1+=(x); declare -i n; export zz; declare -p a1 n zz", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

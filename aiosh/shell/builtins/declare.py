@@ -22,7 +22,7 @@ def describe(ctx: BuiltinContext, name: str) -> str | None:
     """One `declare -p` line, or None when the name is neither a variable nor an array."""
     st = ctx.state
     arr = st.arrays.get(name)
-    if arr is None and name not in st.vars:
+    if arr is None and name not in st.vars and not (name in st.readonly or name in st.integer or name in st.exported):
         return None
     flags = ""
     if isinstance(arr, Indexed):
@@ -36,6 +36,8 @@ def describe(ctx: BuiltinContext, name: str) -> str | None:
     if name in st.exported:
         flags += "x"
     head = f"declare -{flags or '-'} {name}"
+    if (arr is None and name not in st.vars) or (arr is not None and not arr and getattr(arr, "unset", False)):
+        return head  # declared with attributes, never given a value
     if isinstance(arr, Indexed):
         body = " ".join(f"[{k}]={double_quote(arr[k])}" for k in sorted(arr))
         return f"{head}=({body})"
@@ -128,12 +130,14 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 elif flags.get("a") and base not in st.arrays:
                     interp.assign_array(base, [], append=True)
                 interp.assign(name, value, append=append)
-            else:
+            elif not readonly:  # `declare -a x`: an array without a value yet (`readonly -a x` makes none)
                 if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
                     st.vars.pop(base, None)
                     st.arrays[base] = Assoc()
+                    st.arrays[base].unset = True  # type: ignore[attr-defined]
                 elif flags.get("a") and base not in st.arrays:
                     interp.assign_array(base, [], append=True)
+                    st.arrays[base].unset = True  # type: ignore[attr-defined]
             _set_attrs(st, base, flags, before=False)
         except ShellError as exc:
             status = ctx.error(exc.message)
