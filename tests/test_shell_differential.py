@@ -284,6 +284,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("printf '%s\\n' 'a b\\' 'c d' | (read -d ,; echo \"[$REPLY]\"); printf '%s\\n' 'a b\\,c d' | (read -d ,; echo \"[$REPLY]\")", ERR),
     ("TZ=UTC; a=$(printf '%(%H)T' 1557978599); export TZ=Asia/Tokyo; b=$(printf '%(%H)T' 1557978599); echo $b", ERR),
     ("declare -a a1; readonly -a a2; declare -A d1; declare -p a1 a2 d1; a1+=(x); declare -i n; export zz; declare -p a1 n zz", ERR),
+    ("export LC_ALL=C; s='_\u03bc_ and _\u03bc_'; echo ${s//_?_/foo} ${s/#_?_/foo} ${s%_??_} ${#s}", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

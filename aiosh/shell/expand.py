@@ -309,10 +309,24 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     return text
 
 
+def _c_locale(env: ExpandEnv) -> bool:
+    """The shell's LC_ALL / LC_CTYPE / LANG make it the C locale, where bash counts and matches bytes."""
+    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
+    return locale in ("C", "POSIX")
+
+
+def _to_bytes(text: str) -> str:
+    """Text as one character per UTF-8 byte (for C-locale matching); `_from_bytes` undoes it."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _from_bytes(text: str) -> str:
+    return text.encode("latin-1").decode("utf-8", "surrogateescape")
+
+
 def _length(env: ExpandEnv, text: str) -> int:
     """`${#x}`: characters, or bytes in the C locale (LC_ALL / LC_CTYPE / LANG), as bash counts."""
-    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
-    if locale in ("C", "POSIX"):
+    if _c_locale(env):
         return len(text.encode("utf-8", "surrogateescape"))
     return len(text)
 
@@ -333,6 +347,12 @@ def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
             return (conv(text[:1]) if text and patterns.match(pat, text[0], ext) else text[:1]) + text[1:]
         return conv(text) if len(op) == 2 else conv(text[:1]) + text[1:]
     pat = expand_pattern(env, part.arg)
+    if not text.isascii() and _c_locale(env):  # `?` is one byte there, as in bash
+        if op in ("/", "//", "/#", "/%"):
+            rep = _replacement(env, part.rep)
+            return _from_bytes(patterns.replace(_to_bytes(text), _to_bytes(pat), lambda m: _to_bytes(rep(_from_bytes(m))),
+                                                op, env.shopt("extglob")))  # fmt: skip
+        return _from_bytes(patterns.strip(_to_bytes(text), _to_bytes(pat), op, env.shopt("extglob")))
     if op in ("/", "//", "/#", "/%"):
         rep = _replacement(env, part.rep)
         return patterns.replace(text, pat, rep, op, env.shopt("extglob"))

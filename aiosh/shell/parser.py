@@ -459,8 +459,9 @@ class Parser:
             nxt = self.peek()
             if nxt.kind == "WORD" and not nxt.is_word("]]"):
                 return ("unary", op, self._db_word())
-            if nxt.is_word("]]") or nxt.is_op("&&", "||", ")"):
-                return ("word", Word([Lit(op)], op))
+            if nxt.is_word("]]") or nxt.is_op("&&", "||", ")"):  # `[[ -z ]]`: an operator with no operand
+                raise ShellSyntaxError(f"unexpected argument `{nxt.value}' to conditional unary operator", nxt.line,
+                                       self.src.line_text(nxt.line))  # fmt: skip
             raise self.error_at(nxt)
         left = self._db_word()
         nxt = self.peek()
