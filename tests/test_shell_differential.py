@@ -285,6 +285,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("TZ=UTC; a=$(printf '%(%H)T' 1557978599); export TZ=Asia/Tokyo; b=$(printf '%(%H)T' 1557978599); echo $b", ERR),
     ("declare -a a1; readonly -a a2; declare -A d1; declare -p a1 a2 d1; a1+=(x); declare -i n; export zz; declare -p a1 n zz", ERR),
     ("export LC_ALL=C; s='_\u03bc_ and _\u03bc_'; echo ${s//_?_/foo} ${s/#_?_/foo} ${s%_??_} ${#s}", ERR),
+    ("x=`if`; echo \"[$x] $?\"; echo `echo \"`; echo st=$?", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 
@@ -379,7 +380,7 @@ PROCESS: list[tuple[str, str]] = [
     ("while read -r l; do echo \"<$l>\"; head -c 1; echo; done", "a\nb\nc\n"),
     ("read a; cat; echo \"[$a]\"", "x\ny\n"),
     ("read -n 1 a; echo $a; cat", "xy\nzw\n"),
-    ("read -t 0; echo $?; read l; echo $l", "q\n"),
+    ("read l; echo $l; cat", "q\nr\n"),
     ("for i in 1 2 3; do echo out$i; echo err$i >&2; done; set -x; echo traced", ""),
 ]
 

@@ -122,7 +122,12 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             for more in result[1:]:
                 fields.append(list(more))
         elif isinstance(part, CmdSub):
-            text = env.command_subst(part.body).rstrip("\n")
+            if part.error is not None:
+                env.report_syntax(part.error, env.cur_io)  # type: ignore[attr-defined]
+                env.subst_status = 2  # type: ignore[attr-defined]
+                text = ""
+            else:
+                text = env.command_subst(part.body).rstrip("\n")
             fields[-1].append((text, "q" if part.quoted else "x"))
         elif isinstance(part, Arith):
             expr = expand_string(env, part.expr)

@@ -650,7 +650,12 @@ class Lexer:
             raise self._error("syntax error: nesting too deep", start)
         from .parser import parse  # the parser imports this module
 
-        body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+        try:
+            body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+        except ShellSyntaxError as exc:
+            if "nesting too deep" in exc.message:
+                raise
+            return CmdSub(CommandList([]), quoted, error=exc)
         return CmdSub(body, quoted)
 
     # -- here-documents ----------------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ splitting and globbing apply only to the unquoted results of expansions; quote r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import ShellSyntaxError
 
 # -- word parts --------------------------------------------------------------------------------------------------
 
@@ -52,6 +56,8 @@ class CmdSub:
 
     body: CommandList
     quoted: bool = False
+    # a backquoted text that does not parse: bash reports it when the substitution runs, which then gives ""
+    error: ShellSyntaxError | None = field(default=None, compare=False)
 
 
 @dataclass
