@@ -286,6 +286,9 @@ CORPUS: list[tuple[str, bool]] = [
     ("declare -a a1; readonly -a a2; declare -A d1; declare -p a1 a2 d1; a1+=(x); declare -i n; export zz; declare -p a1 n zz", ERR),
     ("export LC_ALL=C; s='_\u03bc_ and _\u03bc_'; echo ${s//_?_/foo} ${s/#_?_/foo} ${s%_??_} ${#s}", ERR),
     ("x=`if`; echo \"[$x] $?\"; echo `echo \"`; echo st=$?", OUT),
+    ("foo() { set -e; false; echo never; }; ! foo; echo never2", ERR),
+    ("set -e; foo() { set +e; set -e; false; echo in; }; ! foo; trap 'echo err' ERR; ! { false; echo in2; }; echo after", ERR),
+    ("trap 'echo err' ERR; ! { false; echo in; }; echo after", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

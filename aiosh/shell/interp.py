@@ -468,7 +468,10 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.run_timed(p, io, exempt)
         self.checkpoint()
         self.redirect_failed = False
-        if p.negate:
+        # `! cmd` exempts cmd from set -e only when set -e is on already: a `set -e` inside a negated function
+        # then takes effect at once, and an ERR trap still runs inside, as in bash
+        suppress = p.negate and self.state.errexit
+        if suppress:
             self.no_errexit += 1
         try:
             if len(p.commands) == 1:
@@ -485,7 +488,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     {i: str(proc.status or 0) for i, proc in enumerate(job.procs)}
                 )
         finally:
-            if p.negate:
+            if suppress:
                 self.no_errexit -= 1
         if p.negate:
             status = 0 if status else 1
