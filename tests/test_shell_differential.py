@@ -289,6 +289,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("foo() { set -e; false; echo never; }; ! foo; echo never2", ERR),
     ("set -e; foo() { set +e; set -e; false; echo in; }; ! foo; trap 'echo err' ERR; ! { false; echo in2; }; echo after", ERR),
     ("trap 'echo err' ERR; ! { false; echo in; }; echo after", ERR),
+    ("a=( inside=() )\necho len=${#a[@]} $?\nb=(1 (2) 3); echo never\necho ok", OUT),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 

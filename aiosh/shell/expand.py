@@ -134,7 +134,7 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var, env.nounset))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
-            raise ShellError(f"{part.text}: bad substitution", fatal=True, abort=True)
+            raise ShellError(part.message or f"{part.text}: bad substitution", fatal=True, abort=True)
     return fields
 
 

@@ -194,12 +194,40 @@ class Lexer:
             if c == ")":
                 self.pos += 1
                 return items
-            if c in ";&|<>(":
-                raise self._error(f"syntax error near unexpected token `{c}'", self.pos)
+            if c in ";&|<>(":  # bash parses the literal when it assigns: an error then, and the command ends
+                bad = BadSubst("", message=f"syntax error near unexpected token `{c}'")
+                self._skip_to_close_paren(start)
+                return [Word([bad], "")]
             wstart = self.pos
             word = self._read_word()
             word.raw = text[wstart : self.pos]
             items.append(word)
+
+    def _skip_to_close_paren(self, start: int) -> None:
+        """Past the `)` that closes the array literal opened at `start` (quotes and nested parentheses skipped)."""
+        text = self.text
+        depth = 1
+        i = start + 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    break
+                i = end + 1
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    self.pos = i + 1
+                    return
+            i += 1
+        raise self._eof_error(")", start)
 
     def _read_word(self) -> Word:
         parts = self._read_parts(META, "word")

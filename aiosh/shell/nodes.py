@@ -74,6 +74,7 @@ class BadSubst:
 
     text: str
     quoted: bool = False
+    message: str | None = None  # another run-time error instead (an array literal that does not parse)
 
 
 Part = Lit | Tilde | Param | CmdSub | Arith | BadSubst
