@@ -38,12 +38,34 @@ class RedirectMixin:
         closers: list[Callable[[], None]] = []
         try:
             for r in redirs:
+                before = len(closers)
                 self._redirect_one(r, new, closers)
+                if r.fd_var is not None:  # `{name}>file` stays open after the command, as in bash
+                    self._persist_named(r, io, new, closers[before:])
+                    del closers[before:]
         except BaseException:
             for fn in closers:
                 fn()
             raise
         return new, closers
+
+    def _persist_named(self, r: Redir, io: IO, new: IO, closers: list[Callable[[], None]]) -> None:
+        value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+        if value is None or not is_digits(value):
+            return
+        fd = int(value)
+        shell = self.shell  # type: ignore[attr-defined]
+        targets = [io.fds]
+        if self.main and self.proc is None:  # type: ignore[attr-defined]
+            if shell.exec_fds is None:
+                shell.exec_fds = {0: shell.stdin, 1: shell.stdout, 2: shell.stderr}
+            targets.append(shell.exec_fds)
+        for fds in targets:
+            if fd in new.fds:
+                fds[fd] = new.fds[fd]
+            else:
+                fds.pop(fd, None)
+        self.exec_closers.extend(closers)  # type: ignore[attr-defined]
 
     def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
         if r.fd_var is not None:
