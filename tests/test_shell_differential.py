@@ -291,6 +291,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("trap 'echo err' ERR; ! { false; echo in; }; echo after", ERR),
     ("a=( inside=() )\necho len=${#a[@]} $?\nb=(1 (2) 3); echo never\necho ok", OUT),
     ("echo {v}>/dev/null; s=$v; echo x= {v}>/dev/null; echo $((v-s)); echo hi {o}>o.txt; echo to >&$o; exec {o}>&-; cat o.txt", ERR),
+    ("set -v\necho a\nif true; then\n  echo b\nfi\nset +v\necho c", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 
@@ -399,3 +400,16 @@ def test_process_same_as_bash(script: str, stdin: str, workdir: Path) -> None:
         return r.stdout.decode("utf-8", "replace").replace("bash: ", "aiosh: "), r.returncode
 
     assert run([sys.executable, "-m", "aiosh.shell", "-c", script]) == run(["bash", "-c", script])
+
+
+@pytest.mark.timeout(30)
+def test_interactive_flag_ends_the_line_not_the_shell(workdir: Path) -> None:
+    """`-i`: a fatal expansion error drops the rest of its line and the shell goes on (bash -i)."""
+    script = "set -u; echo before; echo $x; echo after\necho line2\necho ${y:?oops}; echo no\necho $?"
+
+    def run(argv: list[str]) -> tuple[str, int]:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=workdir,
+                           env=_env(workdir / "sub"), timeout=30)  # fmt: skip
+        return r.stdout, r.returncode
+
+    assert run([sys.executable, "-m", "aiosh.shell", "-i", "-c", script]) == run(["bash", "-i", "-c", script])
