@@ -290,6 +290,7 @@ CORPUS: list[tuple[str, bool]] = [
     ("set -e; foo() { set +e; set -e; false; echo in; }; ! foo; trap 'echo err' ERR; ! { false; echo in2; }; echo after", ERR),
     ("trap 'echo err' ERR; ! { false; echo in; }; echo after", ERR),
     ("a=( inside=() )\necho len=${#a[@]} $?\nb=(1 (2) 3); echo never\necho ok", OUT),
+    ("echo before\na=(\n1\n&\n2\n)\necho never", OUT),
     ("echo {v}>/dev/null; s=$v; echo x= {v}>/dev/null; echo $((v-s)); echo hi {o}>o.txt; echo to >&$o; exec {o}>&-; cat o.txt", ERR),
     ("set -v\necho a\nif true; then\n  echo b\nfi\nset +v\necho c", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),

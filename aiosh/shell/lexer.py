@@ -194,10 +194,12 @@ class Lexer:
             if c == ")":
                 self.pos += 1
                 return items
-            if c in ";&|<>(":  # bash parses the literal when it assigns: an error then, and the command ends
+            if c == "(":  # `a=( x=() )`: bash finds this when it assigns: an error then, and the command ends
                 bad = BadSubst("", message=f"syntax error near unexpected token `{c}'")
                 self._skip_to_close_paren(start)
                 return [Word([bad], "")]
+            if c in ";&|<>":
+                raise self._error(f"syntax error near unexpected token `{c}'", self.pos)
             wstart = self.pos
             word = self._read_word()
             word.raw = text[wstart : self.pos]
