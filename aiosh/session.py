@@ -7,8 +7,6 @@ HUP to its jobs, lets the kernel flush, and exits 128+n.
 from __future__ import annotations
 
 import argparse
-import codecs
-import os
 import signal
 import sys
 import threading
@@ -19,36 +17,14 @@ from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
 from aiosh.shell import Shell
-from aiosh.shell.filepipe import FilePipe, seekable
 from aiosh.shell.plumbing import CallbackPipe
-from aiosh.shell.standalone import fd_writer
+from aiosh.shell.standalone import fd_writer, stdin_pipe
 from aiosh.terminal import Pump, Screen
 
 
 class _Terminated(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
-
-
-def _stdin_pipe() -> Pipe:
-    """aiosh's own standard input as a Pipe (for `echo hi | aiosh -c 'cat'`), fed by a daemon thread; a file
-    is read on demand instead, so programs the script starts inherit the offset (as in bash)."""
-    if seekable(0):
-        return FilePipe(0, "aiosh stdin", owned=False)
-    pipe = Pipe("aiosh stdin")
-
-    def feed() -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            while data := os.read(0, 65536):
-                pipe.write(decoder.decode(data))
-            pipe.write(decoder.decode(b"", final=True))
-        except OSError:
-            pass
-        pipe.close()
-
-    threading.Thread(target=feed, name="aiosh-stdin", daemon=True).start()
-    return pipe
 
 
 def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pipe | None, interactive: bool,
@@ -147,7 +123,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
         out, err = CallbackPipe(fd_writer(1), "stdout"), CallbackPipe(fd_writer(2), "stderr")
         pumps = []
     reads_commands_from_stdin = ns.command is None and source is None and not interactive
-    stdin = None if (interactive or reads_commands_from_stdin or sys.stdin.isatty()) else _stdin_pipe()
+    stdin = None if (interactive or reads_commands_from_stdin or sys.stdin.isatty()) else stdin_pipe("aiosh stdin")
     if ns.command is not None:
         argv0, args = (ns.script or "aiosh"), list(ns.args)
     elif source is not None:

@@ -146,7 +146,8 @@ def test_export_listing_and_errors(sh: Run) -> None:
 
 def test_unset(sh: Run) -> None:
     assert sh("x=1; export x; unset x; echo [$x]; getenv x") == ("[]\n\n", "", 0)
-    assert sh("unset 9z") == ("", "aiosh: line 1: unset: `9z': not a valid identifier\n", 1)
+    assert sh("unset -v 9z") == ("", "aiosh: line 1: unset: `9z': not a valid identifier\n", 1)
+    assert sh("unset 9z; echo $?") == ("0\n", "", 0)  # bash: then it names a function
 
 
 def test_set_options_and_positional(sh: Run) -> None:

@@ -242,6 +242,57 @@ CORPUS: list[tuple[str, bool]] = [
     ("PATH=/usr/bin:/bin; whoami > /dev/null; hash; hash -r; hash; echo $?", ERR),
     ("[[ a == a\n&& b == b\n]] && echo multi; trap 'echo t' EXIT INT; trap", ERR),
     ("set -e; f() { false; echo after; }; f || echo failed; { false && true; }; echo end", ERR),
+    ("set -eu; echo \"[$unset]\"; echo never", ERR),
+    ("set -x + -v x y; echo \"$@\"; case $- in *v*x*) echo vx;; esac; set - +; echo \"$@\" ${-//[!vx]}; set + -; echo \"$@\"", OUT),
+    ("w=$'[\\t]' s=\"'q'\" u=$'a\\x01'; set | grep '^[wsu]='; echo ${w@Q} ${s@Q}; printf '%q\\n' \"$w\"", ERR),
+    ("shopt -s extglob\necho @(a|b).txt !(*.txt|sub) +(c).log\nx=ab.cc; echo ${x%@(.cc|.h)} ${x/+(a|b)/Z}; case $x in @(ab|cd).cc) echo y;; esac", ERR),
+    ("[[ foo == !(bar) ]] && echo notbar; [[ bar == @(b|c)ar ]] && echo bar; shopt -s extglob\necho hi > bad_@(*.zz|*.h); echo bad*", ERR),
+    ("shopt -s nullglob; echo [q*] n; shopt -u nullglob; shopt -s failglob\necho q*; echo st=$?\necho z; echo hi > a-{1,2}; echo st=$?", ERR),
+    ("shopt -s dotglob; echo *; shopt -u dotglob globskipdots; echo .*; shopt -s nocaseglob; echo A*", ERR),
+    ("trap 'echo usr1 $?; (exit 4)' USR1; echo b=$?; sh -c \"kill -USR1 $$\"; echo a=$?; trap 'echo urg' URG; kill -URG $$; kill -0 $$; echo k=$?", ERR),
+    ("trap 'echo term' TERM; kill $$; echo alive; trap '' USR1; kill -USR1 $$; echo ign; trap - TERM USR1; kill -l 0 INT", ERR),
+    ("trap 'echo bye' EXIT; trap 'echo u2' USR2; ( trap ); echo \"$(trap)\"; trap | cat", ERR),
+    ("unlocal() { unset \"$@\"; }; l2() { local h=yy; unlocal h; echo l2=$h; }; l1() { local h=xx; l2; unlocal h; echo l1=$h; }; h=g; l1", ERR),
+    ("f() { x=mut; echo $x; unset x; echo \"[$x]\"; sh -c 'echo $F'; }; x=g; x=temp F=exp f; echo $x \"[$F]\"; unset %; echo $?", ERR),
+    ("set -- -c foo -h; getopts 'hc:' opt-; echo $? $OPTARG $OPTIND; set --; getopts h o; echo $? $OPTIND", OUT),
+    ("x=abc; echo \"${x%$'b'*}\" \"[${u:-$'q\\x41'}]\" \"${v-'}'}\" \"${v-'a}b'}\"; x=/_/; echo ${x////c} ${x///}; echo ${x////\\\\/}", ERR),
+    ("UID=1 true; echo st=$?; A=a B=(b b) env | grep '^[AB]=' | sort; : foo; echo \"[$_]\"; s=1; echo \"[$_]\"; declare a=(1 2); echo \"[$_]\"", OUT),
+    ("case x in y) ;; esac; echo \"[${PIPESTATUS[@]}]\"; false; if false; then :; fi; echo \"[${PIPESTATUS[@]}]\"; { true | false; }; echo ${PIPESTATUS[@]}", ERR),
+    ("p_1=1 p_2=2; IFS=''; printf '<%s>' ${!p_@} ${!p_*}; a=(x y); printf '<%s>' ${!a[*]} ${a[*]}; echo", ERR),
+    ("cat <<${a}\nhere\n${a}\ncat <<$(a)\nthere\n$(a)\necho $\\\n? done", ERR),
+    ("for x in a b; do echo $x; continue 1 2; done; echo never", ERR),
+    ("continue 1 2; echo after; a=(1 2)\na[0]=(3 4)\necho \"status=$?\" ${a[@]}", OUT),
+    ("printf '%u %u %d\\n' -18446744073709551615 -18446744073709551616 -18446744073709551616", OUT),
+    ("a=A; echo {$a,b}_{c,d} {_$a,b}_{c,d}; a_c=AC; echo $a{_c,x}; printf '<%s>' {X,,Y,}''; echo; echo ~{/x,root} ~/y", ERR),
+    ("echo XX >| c.txt; set -o noclobber; echo YY > c.txt; echo status=$?; cat c.txt; echo ZZ >| c.txt; cat c.txt; echo q > /dev/null; set +C; echo one 1>&nx; cat nx", ERR),
+    ("printf '#!/bin/sh\\necho hi\\n' > sub/hello; chmod +x sub/hello; PATH=\"$PWD/sub:$PATH\" hello; hello; echo $?", OUT),
+    ("echo before; foo-$(echo hi)() { ls ; }; echo after $?", OUT),
+    ("echo first >rw.txt; exec 8<>rw.txt; read line <&8; echo line=$line; echo second 1>&8; cat rw.txt; echo x <> new.txt; cat new.txt", ERR),
+    ("mkfifo f.pipe; exec 9<> f.pipe; echo first >&9; echo second >&9; read l1 <&9; read l2 <&9; exec 9<&-; echo $l1 $l2", ERR),
+    ("for ((i = $\"3\"; i < $\"5\"; ++i)); do echo $i; done; echo $(( 02#0110 )); echo next", OUT),
+    ("declare -A d=(); k=1],a[1; d[\"$k\"]=foo; echo ${#d[@]}; unset -v 'd[\"$k\"]'; echo ${#d[@]} keys=${!d[@]}", ERR),
+    ("s=123; echo \"[${s: }]\" \"[${s:1: }]\" \"[${s:1:}]\"; a=(1 2 3); echo \"[${a[@]: }]\"\necho ${x:}; echo never", ERR),
+    ("HOME=/home/bar; x=~:${undef-~:~}; echo $x; y=${undef:-~/a:~}; echo $y; printf '%c' \"$(printf '\\316\\274')\" | od -An -tx1", ERR),
+    ("./$(printf 'a%.0s' {1..300}) 2>/dev/null; echo $?; ln -s /nonexistent dangling; ./dangling; echo $?", OUT),
+    ("shopt -s expand_aliases\nw='a b'; alias e=export; e ex=$w; echo \"$ex\"; alias ls='ls -d'; alias; ls /tmp; unalias ls; alias nope; echo $?\nalias zz='{ echo 1; }'\nzz > /dev/null; zz\nset -e\nzz > /\necho never", ERR),
+    ("alias e=echo\ne not expanded; echo $?", ERR),
+    ("cd /tmp; p='\\w \\W'; echo \"${p@P}\"", ERR),
+    ("set -- '' ''; IFS=; echo a=${*:-minus} b=${*:+plus}; printf '<%s>' \"${*:-x}\" \"${@:-x}\"; e=(); printf '<%s>' \"${e[@]+x}\" \"${e[*]+x}\"; echo", ERR),
+    ("a=(''); r='a[*]'; echo \"[${!r:-w}]\"; a=(); echo \"[${!r:-w}]\"\necho \"[${!nope+x}]\"; echo never", ERR),
+    ("printf 'a\\nb\\nc\\n' | { mapfile -t -s 1 -n 1 arr; declare -p arr; cat; }; printf 'a,b,' | { readarray -d , -t x; declare -p x; }; mapfile m < a.txt; declare -p m", ERR),
+    ("mapfile -t w < ./sub; echo st=$?; for s in foo: a:b: xax 'xaxx  '; do echo \"$s\" | (IFS='x:'; read a b; echo \"[$a|$b]\"); done", OUT),
+    ("printf '%s\\n' 'a b\\' 'c d' | (read -d ,; echo \"[$REPLY]\"); printf '%s\\n' 'a b\\,c d' | (read -d ,; echo \"[$REPLY]\")", ERR),
+    ("TZ=UTC; a=$(printf '%(%H)T' 1557978599); export TZ=Asia/Tokyo; b=$(printf '%(%H)T' 1557978599); echo $b", ERR),
+    ("declare -a a1; readonly -a a2; declare -A d1; declare -p a1 a2 d1; a1+=(x); declare -i n; export zz; declare -p a1 n zz", ERR),
+    ("export LC_ALL=C; s='_\u03bc_ and _\u03bc_'; echo ${s//_?_/foo} ${s/#_?_/foo} ${s%_??_} ${#s}", ERR),
+    ("x=`if`; echo \"[$x] $?\"; echo `echo \"`; echo st=$?", OUT),
+    ("foo() { set -e; false; echo never; }; ! foo; echo never2", ERR),
+    ("set -e; foo() { set +e; set -e; false; echo in; }; ! foo; trap 'echo err' ERR; ! { false; echo in2; }; echo after", ERR),
+    ("trap 'echo err' ERR; ! { false; echo in; }; echo after", ERR),
+    ("a=( inside=() )\necho len=${#a[@]} $?\nb=(1 (2) 3); echo never\necho ok", OUT),
+    ("echo before\na=(\n1\n&\n2\n)\necho never", OUT),
+    ("echo {v}>/dev/null; s=$v; echo x= {v}>/dev/null; echo $((v-s)); echo hi {o}>o.txt; echo to >&$o; exec {o}>&-; cat o.txt", ERR),
+    ("set -v\necho a\nif true; then\n  echo b\nfi\nset +v\necho c", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
 ]
 
@@ -265,6 +316,8 @@ JOBS: list[tuple[str, bool]] = [
     ("wait %3; echo $?; disown %2; echo $?", ERR),
     ("sleep 0.2 & echo started; wait; echo waited", ERR),
     ("fg; echo $?; bg; echo $?", ERR),
+    ("trap 'echo usr2' USR2; sleep 2 & (sleep 0.3; kill -USR2 $$) & wait $!; echo w=$?", ERR),
+    ("sleep 0.1 & sleep 0.1 | cat & jobs | wc -l; wait -n bad; echo $?; wait zzz; echo $?", OUT),
 ]
 
 
@@ -325,3 +378,39 @@ def test_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
 @pytest.mark.parametrize(("script", "check_err"), JOBS, ids=[s[:40] for s, _ in JOBS])
 def test_jobs_same_as_bash(script: str, check_err: bool, workdir: Path) -> None:
     _compare(script, check_err, workdir, FakeAgentHost())
+
+
+# Whole processes, `bash -c` against `python -m aiosh.shell -c`, with the given text on stdin through a pipe and
+# stderr sent where stdout goes (as `> log 2>&1` does): what the shell reads from a pipe, and the order of its writes.
+PROCESS: list[tuple[str, str]] = [
+    ("while read -r l; do echo \"$l\"; /bin/true; done", "a\nb\nc\n"),
+    ("while read -r l; do echo \"<$l>\"; head -c 1; echo; done", "a\nb\nc\n"),
+    ("read a; cat; echo \"[$a]\"", "x\ny\n"),
+    ("read -n 1 a; echo $a; cat", "xy\nzw\n"),
+    ("read l; echo $l; cat", "q\nr\n"),
+    ("for i in 1 2 3; do echo out$i; echo err$i >&2; done; set -x; echo traced", ""),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("script", "stdin"), PROCESS, ids=[s[:40] for s, _ in PROCESS])
+def test_process_same_as_bash(script: str, stdin: str, workdir: Path) -> None:
+    def run(argv: list[str]) -> tuple[str, int]:
+        r = subprocess.run(argv, input=stdin.encode(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir,
+                           env=_env(workdir / "sub"), timeout=30)  # fmt: skip
+        return r.stdout.decode("utf-8", "replace").replace("bash: ", "aiosh: "), r.returncode
+
+    assert run([sys.executable, "-m", "aiosh.shell", "-c", script]) == run(["bash", "-c", script])
+
+
+@pytest.mark.timeout(30)
+def test_interactive_flag_ends_the_line_not_the_shell(workdir: Path) -> None:
+    """`-i`: a fatal expansion error drops the rest of its line and the shell goes on (bash -i)."""
+    script = "set -u; echo before; echo $x; echo after\necho line2\necho ${y:?oops}; echo no\necho $?"
+
+    def run(argv: list[str]) -> tuple[str, int]:
+        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=workdir,
+                           env=_env(workdir / "sub"), timeout=30)  # fmt: skip
+        return r.stdout, r.returncode
+
+    assert run([sys.executable, "-m", "aiosh.shell", "-i", "-c", script]) == run(["bash", "-i", "-c", script])

@@ -367,3 +367,10 @@ def test_running_any_text_returns_a_status(text: str) -> None:
             timer.cancel()
     assert 0 <= status <= 255
     assert not any("internal error" in e or "Traceback" in e for e in errors), errors
+
+
+def test_unary_test_operator_without_operand_is_a_syntax_error() -> None:
+    """`[[ -z ]]` as in bash (which then exits 0, where aiosh gives 2: see the README's deliberate differences)."""
+    for text in ("[[ -z ]]", "[[ ! -n ]]", "[[ -f || x ]]"):
+        with pytest.raises(ShellSyntaxError, match="to conditional unary operator"):
+            parse(text)

@@ -218,6 +218,8 @@ class _Parser:
         try:
             if "#" in text:
                 base, digits = text.split("#", 1)
+                if len(base) > 1 and base.startswith("0"):  # bash reads the base in decimal only
+                    raise ShellError(f'{text}: invalid number (error token is "{text}")', fatal=True, abort=True)
                 return _wrap(_based(int(base), digits))
             if text.lower().startswith("0x"):
                 return _wrap(int(text, 16))

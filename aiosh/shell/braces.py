@@ -4,10 +4,11 @@ expansion, as in bash. Only unquoted braces and commas count, so `"{a,b}"` and `
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .errors import ShellError
-from .nodes import Lit, Part, Word
+from .nodes import Lit, Param, Part, Word
 
 Atom = tuple[str | None, Part | None, bool]  # (char, opaque part, active): active = an unquoted literal char
 
@@ -21,9 +22,9 @@ def brace_expand(word: Word) -> list[Word]:
         return [word]
     atoms: list[Atom] = []
     for p in word.parts:
-        if isinstance(p, Lit):
+        if isinstance(p, Lit) and (p.text or not p.quoted):
             atoms.extend((c, None, not p.quoted) for c in p.text)
-        else:
+        else:  # an expansion, or `''` (it keeps an otherwise empty word: `{X,}''`)
             atoms.append((None, p, False))
     if _first_brace(atoms) is None:
         return [word]
@@ -109,6 +110,10 @@ def _to_word(atoms: list[Atom], raw: str) -> Word:
             continue
         assert c is not None
         quoted = not active
+        last = parts[-1] if parts else None
+        if active and isinstance(last, Param) and last.bare and (c.isalnum() or c == "_") and c.isascii():
+            parts[-1] = dataclasses.replace(last, name=last.name + c)  # the text is joined first, as in bash
+            continue
         if parts and isinstance(parts[-1], Lit) and parts[-1].quoted == quoted:
             parts[-1] = Lit(parts[-1].text + c, quoted)
         else:

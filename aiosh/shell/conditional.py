@@ -43,7 +43,7 @@ def evaluate(interp: Interp, expr: tuple) -> bool:
     op, left, right = expr[1], expr[2], expr[3]
     a = expand_string(interp, left)
     if op in ("==", "=", "!="):
-        matched = patterns.match(expand_pattern(interp, right), a)
+        matched = patterns.match(expand_pattern(interp, right), a, True)  # extglob is always on in [[ ]]
         return matched if op != "!=" else not matched
     if op == "=~":
         return _regex(interp, a, right)

@@ -18,6 +18,7 @@ from .braces import brace_expand
 from .errors import ShellError
 from .lexer import is_digits
 from .nodes import Arith, BadSubst, CmdSub, CommandList, Lit, Param, Part, Tilde, Word
+from .quoting import single_quote
 
 Segment = tuple[str, str]
 DEFAULT_IFS = " \t\n"
@@ -40,6 +41,7 @@ class ExpandEnv(Protocol):
     def var_names(self, prefix: str) -> list[str]: ...
     def attributes(self, name: str) -> str: ...
     def command_subst(self, body: CommandList) -> str: ...
+    def shopt(self, name: str) -> bool: ...
 
 
 # -- public entry points -------------------------------------------------------------------------------------------
@@ -61,13 +63,19 @@ def expand_word(env: ExpandEnv, word: Word, *, glob: bool = True) -> list[str]:
     for f in fields:
         split.extend(_split(f, DEFAULT_IFS if ifs is None else ifs))
     out: list[str] = []
+    ext = env.shopt("extglob")
     for f in split:
-        if glob and not env.noglob and any(k != "q" and patterns.has_magic(t) for t, k in f):
+        if glob and not env.noglob and any(k != "q" and patterns.has_magic(t, ext) for t, k in f):
             pat = "".join(t if k != "q" else patterns.escape(t) for t, k in f)
-            if patterns.has_magic(pat):
-                found = patterns.glob(pat, env.cwd)
+            if patterns.has_magic(pat, ext):
+                found = patterns.glob(pat, env.cwd, ext=ext, dotglob=env.shopt("dotglob"),
+                                      skipdots=env.shopt("globskipdots"), nocase=env.shopt("nocaseglob"))  # fmt: skip
                 if found:
                     out.extend(found)
+                    continue
+                if env.shopt("failglob"):
+                    raise ShellError(f"no match: {''.join(t for t, _ in f)}", abort=True)
+                if env.shopt("nullglob"):
                     continue
         out.append("".join(t for t, _ in f))
     return out
@@ -87,7 +95,8 @@ def expand_pattern(env: ExpandEnv, word: Word) -> str:
 
 def expand_target(env: ExpandEnv, word: Word) -> str:
     """A redirection target: must come out as exactly one field (bash: `ambiguous redirect`)."""
-    fields = expand_word(env, word)
+    words = brace_expand(word)
+    fields = expand_word(env, words[0]) if len(words) == 1 else []
     if len(fields) != 1:
         raise ShellError(f"{word.raw}: ambiguous redirect")
     return fields[0]
@@ -113,14 +122,19 @@ def _expand_fields(env: ExpandEnv, parts: list[Part], *, join_at: bool = False) 
             for more in result[1:]:
                 fields.append(list(more))
         elif isinstance(part, CmdSub):
-            text = env.command_subst(part.body).rstrip("\n")
+            if part.error is not None:
+                env.report_syntax(part.error, env.cur_io)  # type: ignore[attr-defined]
+                env.subst_status = 2  # type: ignore[attr-defined]
+                text = ""
+            else:
+                text = env.command_subst(part.body).rstrip("\n")
             fields[-1].append((text, "q" if part.quoted else "x"))
         elif isinstance(part, Arith):
             expr = expand_string(env, part.expr)
             value = arith.evaluate(expr, arith.Vars(env.get_var, env.set_var, env.nounset))
             fields[-1].append((str(value), "q" if part.quoted else "x"))
         elif isinstance(part, BadSubst):
-            raise ShellError(f"{part.text}: bad substitution", fatal=True, abort=True)
+            raise ShellError(part.message or f"{part.text}: bad substitution", fatal=True, abort=True)
     return fields
 
 
@@ -166,8 +180,8 @@ def _single_value(env: ExpandEnv, part: Param) -> str | None:
     name = part.name
     if part.indirect:
         ref = _value(env, name) if part.index is None else env.lookup(f"{name}[{_subscript(env, part)}]")
-        if ref is None:
-            return None
+        if ref is None:  # bash 5.2: `${!ref}` with ref unset is an error, not an empty value
+            raise ShellError(f"{name}: invalid indirect expansion", fatal=True, abort=True)
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\[.*\])?|[0-9]+|[?$!#-]", ref, re.S):
             raise ShellError(f"{ref}: invalid indirect expansion", fatal=True, abort=True)
         return _value(env, ref) if "[" not in ref else env.lookup(ref)
@@ -188,13 +202,17 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
     if op is not None and not op.startswith("names"):
         assert part.arg is not None
         if op in (":-", "-", ":+", "+", ":=", "=", ":?", "?"):
-            joined = (" " if how == "@" else _ifs_sep(env)).join(values)
-            is_set = bool(values) and (not op.startswith(":") or joined != "")
+            # bash's null test for the list forms: the words joined (by IFS's first character only for a quoted
+            # `*` form); `${!ref:-…}` with ref=`a[@]` is null only without elements
+            sep = _ifs_sep(env) if how == "*" and part.quoted else " "
+            is_set = bool(values) and (not op.startswith(":") or part.indirect or sep.join(values) != "")
             if op in (":-", "-"):
                 if not is_set:
                     return _arg(env, part)
             elif op in (":+", "+"):
-                return _arg(env, part) if is_set else [[("", "q")]] if part.quoted else [[]]
+                if is_set:
+                    return _arg(env, part)
+                return ([] if how == "@" else [[("", "q")]]) if part.quoted else [[]]  # "${e[@]+x}" vanishes
             elif op in (":=", "="):
                 if not is_set:
                     raise ShellError(f"${part.name}: cannot assign in this way", fatal=True, abort=True)
@@ -215,6 +233,11 @@ def _param(env: ExpandEnv, part: Param, join_at: bool = False) -> list[list[Segm
     ifs = env.get_var("IFS")
     if ifs is None or ifs:  # unquoted: joined by IFS's first character, then split like any expansion (bash)
         return [[(_ifs_sep(env).join(values), "x")]] if values else []
+    if how == "*" and part.indirect and values:  # bash joins these two anyway: `${!pre*}` by IFS, `${!a[*]}` by " "
+        if part.op == "names*":
+            return [[("".join(values), "x")]]
+        if part.index is not None:
+            return [[(" ".join(values), "x")]]
     return [[(v, "x")] for v in values]  # IFS='': no splitting, but the elements stay separate words
 
 
@@ -261,7 +284,7 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     """`${x@Q}` and friends: quoted for reuse, escapes decoded, case, attributes, assignment form."""
     op = part.op
     if op == "@Q":
-        return "'" + text.replace("'", "'\\''") + "'"
+        return single_quote(text)
     if op == "@E":
         from .lexer import _ansi_escape
 
@@ -274,6 +297,10 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
                 out.append(text[i])
                 i += 1
         return "".join(out)
+    if op == "@P":  # as a prompt: `\u`, `\w`, `\$` …
+        from .prompt import render_ps1
+
+        return render_ps1(text, env.shell)  # type: ignore[attr-defined]
     if op == "@U":
         return text.upper()
     if op == "@u":
@@ -283,14 +310,28 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     if op == "@a":
         return env.attributes(part.name)
     if op == "@A":
-        return f"{part.name}='" + text.replace("'", "'\\''") + "'"
+        return f"{part.name}=" + single_quote(text)
     return text
+
+
+def _c_locale(env: ExpandEnv) -> bool:
+    """The shell's LC_ALL / LC_CTYPE / LANG make it the C locale, where bash counts and matches bytes."""
+    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
+    return locale in ("C", "POSIX")
+
+
+def _to_bytes(text: str) -> str:
+    """Text as one character per UTF-8 byte (for C-locale matching); `_from_bytes` undoes it."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def _from_bytes(text: str) -> str:
+    return text.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 def _length(env: ExpandEnv, text: str) -> int:
     """`${#x}`: characters, or bytes in the C locale (LC_ALL / LC_CTYPE / LANG), as bash counts."""
-    locale = env.get_var("LC_ALL") or env.get_var("LC_CTYPE") or env.get_var("LANG") or ""
-    if locale in ("C", "POSIX"):
+    if _c_locale(env):
         return len(text.encode("utf-8", "surrogateescape"))
     return len(text)
 
@@ -305,20 +346,28 @@ def _apply_op(env: ExpandEnv, part: Param, text: str) -> str:
         conv = str.upper if op[0] == "^" else str.lower
         if part.arg.parts:
             pat = expand_pattern(env, part.arg)
+            ext = env.shopt("extglob")
             if len(op) == 2:
-                return "".join(conv(c) if patterns.match(pat, c) else c for c in text)
-            return (conv(text[:1]) if text and patterns.match(pat, text[0]) else text[:1]) + text[1:]
+                return "".join(conv(c) if patterns.match(pat, c, ext) else c for c in text)
+            return (conv(text[:1]) if text and patterns.match(pat, text[0], ext) else text[:1]) + text[1:]
         return conv(text) if len(op) == 2 else conv(text[:1]) + text[1:]
     pat = expand_pattern(env, part.arg)
+    if not text.isascii() and _c_locale(env):  # `?` is one byte there, as in bash
+        if op in ("/", "//", "/#", "/%"):
+            rep = _replacement(env, part.rep)
+            return _from_bytes(patterns.replace(_to_bytes(text), _to_bytes(pat), lambda m: _to_bytes(rep(_from_bytes(m))),
+                                                op, env.shopt("extglob")))  # fmt: skip
+        return _from_bytes(patterns.strip(_to_bytes(text), _to_bytes(pat), op, env.shopt("extglob")))
     if op in ("/", "//", "/#", "/%"):
         rep = _replacement(env, part.rep)
-        return patterns.replace(text, pat, rep, op)
-    return patterns.strip(text, pat, op)
+        return patterns.replace(text, pat, rep, op, env.shopt("extglob"))
+    return patterns.strip(text, pat, op, env.shopt("extglob"))
 
 
 def _slice_list(env: ExpandEnv, part: Param, values: list[str]) -> list[str]:
     """`${@:off:len}`, `${a[@]:off:len}`: whole elements; for `$@` offset 0 is `$0`."""
     assert part.arg is not None
+    _no_empty_offset(part)
     spec = expand_string(env, part.arg)
     vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
@@ -350,22 +399,28 @@ def _replacement(env: ExpandEnv, word: Word | None):  # noqa: ANN202 - a str -> 
     return lambda m: "".join(t if k == "q" else t.replace("&", m) for t, k in segs)
 
 
+def _no_empty_offset(part: Param) -> None:
+    """`${x:}` is a bad substitution in bash (`${x: }` is offset 0)."""
+    assert part.arg is not None
+    if not part.arg.parts:
+        raise ShellError(f"{part.arg.raw}: bad substitution", fatal=True, abort=True)
+
+
 def _substring(env: ExpandEnv, text: str, part: Param) -> str:
     """`${x:offset}` / `${x:offset:length}`: arithmetic offsets, negative ones from the end."""
     assert part.arg is not None
+    _no_empty_offset(part)
     spec = expand_string(env, part.arg)
-    if not spec.strip():
-        raise ShellError(f"{part.arg.raw}: bad substitution")
     vars_ = arith.Vars(env.get_var, env.set_var, env.nounset)
     off_text, colon, len_text = spec.partition(":")
     n = len(text)
-    off = arith.evaluate(off_text, vars_)
+    off = arith.evaluate(off_text, vars_) if off_text.strip() else 0  # `${s: }` is `${s:0}`
     start = off if off >= 0 else n + off
     if start < 0 or start > n:
         return ""
     if not colon:
         return text[start:]
-    length = arith.evaluate(len_text, vars_)
+    length = arith.evaluate(len_text, vars_) if len_text.strip() else 0
     end = start + length if length >= 0 else n + length
     if end < start:
         raise ShellError(f"{len_text.strip()}: substring expression < 0", fatal=True, abort=True)

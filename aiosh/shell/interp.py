@@ -59,8 +59,8 @@ from .nodes import (
 from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
 from .redirect import RedirectMixin
-from .state import IO, Foreground, Indexed, ShellState
-from .variables import VariablesMixin, restore_local
+from .state import IO, SHOPT_DEFAULTS, Foreground, Indexed, ShellState
+from .variables import VariablesMixin, restore_local, save_local
 
 if TYPE_CHECKING:
     from .shell import Shell
@@ -119,6 +119,19 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     @property
     def noglob(self) -> bool:
         return self.state.noglob
+
+    def _alias(self, name: str) -> str | None:
+        """An alias's value, when aliases expand (`shopt -s expand_aliases`, or an interactive shell)."""
+        aliases = self.state.aliases
+        if not aliases or name not in aliases:
+            return None
+        return aliases[name] if self.shell.interactive or self.shopt("expand_aliases") else None
+
+    def shopt(self, name: str) -> bool:
+        """A `shopt` option's value (bash's default when never set)."""
+        if self.state.shopts is None:
+            return SHOPT_DEFAULTS.get(name, False)
+        return bool(self.state.shopts.get(name))
 
     @property
     def nounset(self) -> bool:
@@ -195,10 +208,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     def subshell(self, *, same_thread: bool, proc: ThreadProc | None = None) -> Interp:
         """A child interpreter on a copy of the state; same-thread ones share our foreground (Ctrl-C reaches them)."""
+        table = JobTable(interactive=False)
+        table.inherited = [*self.jobs.inherited, *sorted(self.jobs.jobs.values(), key=lambda j: j.id)]
         sub = Interp(
             self.shell,
             self.state.clone(),
-            JobTable(interactive=False),
+            table,
             proc=self.proc if same_thread else proc,
             fg=self.fg if same_thread else Foreground(),
         )
@@ -258,6 +273,25 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.in_trap = False
             self.state.last_status = status
 
+    def run_signal_traps(self, io: IO) -> None:
+        """Run the trap of each signal that reached the shell since the last command (main shell only); `$?`
+        inside is the status before, and is put back after."""
+        shell = self.shell
+        if not shell.pending_signals or not self.main or self.proc is not None or self.in_trap:
+            return
+        status = self.state.last_status
+        while shell.pending_signals:
+            num = shell.pending_signals.pop(0)
+            action = self.state.traps.get(_signal.Signals(num).name[3:])
+            if not action:
+                continue
+            self.in_trap = True
+            try:
+                self.run_text(action, source_name=self.source_name, io=io, nested=True)
+            finally:
+                self.in_trap = False
+                self.state.last_status = status
+
     def checkpoint(self) -> None:
         """Where signals to shell code take effect: a thread's cancel/stop, or Ctrl-C in the main thread."""
         if self.proc is not None:
@@ -295,11 +329,14 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         ends this text with status 2. `nested` (eval) keeps the caller's line numbering.
         """
         parser = Parser(text, first_line=self.lineno if nested else 1)
+        parser.lexer.extglob = lambda: self.shopt("extglob")
+        parser.aliases = self._alias
         saved = self.source_name
         self.source_name = source_name
         status = 0
         try:
             while True:
+                begin = parser.offset()
                 try:
                     lst = parser.parse_next()
                 except ShellSyntaxError as exc:
@@ -317,6 +354,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 self._warnings(parser, io)
                 if lst is None:
                     break
+                if self.state.verbose:
+                    read = text[begin:parser.offset()].lstrip("\n")
+                    plumbing.safe_write(io.stderr, read if read.endswith("\n") else read + "\n")
                 if nested or not self.main:
                     status = self.run_list(lst, io)
                     continue
@@ -360,8 +400,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             if self.proc is not None or not self.main:
                 raise ExitShell(1)
             raise AbortCommand(1)
-        if exc.fatal and (self.proc is not None or not self.main or not self.shell.interactive):
-            raise ExitShell(exc.exit_status if self.main else 1)
+        if exc.fatal:
+            if self.main and self.proc is None and self.shell.abort_lines:
+                raise AbortCommand(1)  # interactive: the rest of the line is dropped, the shell goes on
+            # bash: 127 for the parameter errors, but 1 under `set -e` and in a subshell
+            raise ExitShell(exc.exit_status if self.main and not self.state.errexit else 1)
         return exc.status
 
     # -- lists, and-or, pipelines ----------------------------------------------------------------------------
@@ -374,6 +417,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             else:
                 status = self.run_andor(item.command, io)
             self.state.last_status = status
+            if self.shell.pending_signals:
+                self.run_signal_traps(io)
         return status
 
     def run_andor(self, ao: AndOr, io: IO) -> int:
@@ -423,12 +468,16 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.run_timed(p, io, exempt)
         self.checkpoint()
         self.redirect_failed = False
-        if p.negate:
+        # `! cmd` exempts cmd from set -e only when set -e is on already: a `set -e` inside a negated function
+        # then takes effect at once, and an ERR trap still runs inside, as in bash
+        suppress = p.negate and self.state.errexit
+        if suppress:
             self.no_errexit += 1
         try:
             if len(p.commands) == 1:
                 status = self.run_command(p.commands[0], io)
-                self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
+                if not isinstance(p.commands[0], COMPOUND_NO_ERREXIT):  # those leave their last command's
+                    self.state.arrays["PIPESTATUS"] = Indexed({0: str(status)})
             elif self.lastpipe():
                 status = self.run_lastpipe(p, io)
             else:
@@ -439,7 +488,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                     {i: str(proc.status or 0) for i, proc in enumerate(job.procs)}
                 )
         finally:
-            if p.negate:
+            if suppress:
                 self.no_errexit -= 1
         if p.negate:
             status = 0 if status else 1
@@ -596,6 +645,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if isinstance(cmd, SimpleCommand):
             return self.run_simple(cmd, io)
         if isinstance(cmd, FunctionDef):
+            if not cmd.valid:
+                plumbing.safe_write(io.stderr, f"{self.shell.argv0}: `{cmd.name}': not a valid identifier\n")
+                return 1
             self.state.functions[cmd.name] = cmd.body
             return 0
         self.lineno = cmd.line
@@ -657,17 +709,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.eval_arith(node.init)
             while True:
                 self.checkpoint()
+                self.lineno = node.line  # `$LINENO` in the condition is the loop's line
                 if node.cond.raw.strip() and not self.eval_arith(node.cond):
                     break
-                try:
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
+                status, broke = self._loop_body(node.body, io)
+                if broke:
                     break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
                 self.eval_arith(node.step)
         except ShellError as exc:
             return self.fail(io, exc)
@@ -713,16 +760,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             for value in items:
                 self.checkpoint()
                 self.assign(node.name, value)
-                try:
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
+                status, broke = self._loop_body(node.body, io)
+                if broke:
                     break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
-                    continue
         finally:
             self.loop_depth -= 1
         return status
@@ -733,7 +773,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             status = 0
             fall = False
             for item in node.items:
-                if fall or any(patterns.match(expand_pattern(self, p), value) for p in item.patterns):
+                if fall or any(patterns.match(expand_pattern(self, p), value, self.shopt("extglob"))
+                               for p in item.patterns):
                     status = self.run_list(item.body, io) if item.body is not None else 0
                     if item.terminator == ";;":
                         return status
@@ -750,20 +791,32 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 self.checkpoint()
                 try:
                     cond = self.run_condition(node.cond, io)
-                    if (cond == 0) == node.until:
+                except LoopControl as exc:  # `while break; do …` (bash allows it)
+                    _pass_outer_levels(exc)
+                    status = 0
+                    if isinstance(exc, BreakLoop):
                         break
-                    status = self.run_list(node.body, io)
-                except BreakLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
-                    break
-                except ContinueLoop as exc:
-                    _pass_outer_levels(exc)
-                    status = 0
                     continue
+                if (cond == 0) == node.until:
+                    break
+                status, broke = self._loop_body(node.body, io)
+                if broke:
+                    break
         finally:
             self.loop_depth -= 1
         return status
+
+    def _loop_body(self, body: CommandList, io: IO) -> tuple[int, bool]:
+        """One pass of a loop's body: its status, and whether `break` ended the loop (`break N`/`continue N`
+        for outer loops go on up)."""
+        try:
+            return self.run_list(body, io), False
+        except BreakLoop as exc:
+            _pass_outer_levels(exc)
+            return 0, True
+        except ContinueLoop as exc:
+            _pass_outer_levels(exc)
+            return 0, False
 
     # -- simple commands -------------------------------------------------------------------------------------
     def run_simple(self, cmd: SimpleCommand, io: IO) -> int:
@@ -795,10 +848,16 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             shadowed: dict[str, str | None] = {}
             try:
                 for a in cmd.assigns:
-                    if a.items is not None or a.index is not None:
-                        continue  # bash ignores array assignments in front of a command
-                    value = expand_string(self, a.value)
+                    if a.index is not None:
+                        continue  # bash ignores `a[i]=v` in front of a command
                     name = a.name[:-1] if a.name.endswith("+") else a.name
+                    if name in self.state.readonly:
+                        self.diag(io, f"{name}: readonly variable")  # bash: said, left out, the command runs
+                        continue
+                    if a.items is not None:  # `B=(b c) cmd`: the text, as a string
+                        value = "(" + " ".join(w.raw for w in a.items) + ")"
+                    else:
+                        value = expand_string(self, a.value)
                     if a.name.endswith("+"):
                         value = env.get(name, self.get_var(name) or "") + value
                     env[name] = value
@@ -817,10 +876,27 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.fail(io, exc)
         if self.state.xtrace:
             plumbing.safe_write(io.stderr, "+ " + " ".join(argv) + "\n")
-        self.state.vars["_"] = argv[-1]
-        return argv, env, self.resolve(argv)
+        last = cmd.words[-1] if cmd.words else None
+        if first in DECLARATIONS and last is not None and last.items is not None:
+            self.state.vars["_"] = argv[-1].split("=", 1)[0].rstrip("+")  # bash: `declare a=(1 2)` leaves `a`
+        else:
+            self.state.vars["_"] = argv[-1]
+        if "PATH" not in env:
+            return argv, env, self.resolve(argv)
+        st = self.state  # `PATH=… cmd`: found on that PATH (and not remembered by `hash`)
+        saved_path, saved_hash = st.vars.get("PATH"), st.hashed
+        st.vars["PATH"], st.hashed = env["PATH"], None
+        try:
+            return argv, env, self.resolve(argv)
+        finally:
+            st.hashed = saved_hash
+            if saved_path is None:
+                st.vars.pop("PATH", None)
+            else:
+                st.vars["PATH"] = saved_path
 
     def assign_only(self, cmd: SimpleCommand, io: IO) -> int:
+        self.state.vars["_"] = ""  # bash: a command of assignments alone has no last argument
         for a in cmd.assigns:
             self.run_assign(a)
         try:
@@ -870,6 +946,8 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         append = a.name.endswith("+")
         name = a.name[:-1] if append else a.name
         if a.items is not None:
+            if a.index is not None:
+                raise ShellError(f"{name}[{expand_string(self, a.index)}]: cannot assign list to array member", abort=True)
             self.assign_array(name, self.array_items(a.items), append=append)
             return
         value = expand_string(self, a.value)
@@ -906,17 +984,16 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.fail(io, exc)
         if resolved.kind == "builtin" and resolved.argv == ["exec"]:
             return self.exec_redirections(io, io2, closers)
-        saved = {k: self.state.vars.get(k) for k in env}
-        for k, v in env.items():
-            if k in self.state.readonly:
-                self.diag(io2, f"{k}: readonly variable")
+        if resolved.kind == "function":
+            try:
+                return self.call_function(resolved.argv, io2, env)
+            finally:
                 for fn in closers:
                     fn()
-                return 1
+        saved = {k: self.state.vars.get(k) for k in env}
+        for k, v in env.items():  # (prepare left out readonly names)
             self.state.vars[k] = v
         try:
-            if resolved.kind == "function":
-                return self.call_function(resolved.argv, io2)
             assert resolved.builtin is not None
             ctx = BuiltinContext(resolved.argv, io2, self)
             try:
@@ -933,8 +1010,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             for fn in closers:
                 fn()
 
-    def call_function(self, argv: list[str], io: IO) -> int:
-        """Run a shell function: its own positional parameters and `local` scope, `return` ends it."""
+    def call_function(self, argv: list[str], io: IO, temp: dict[str, str] | None = None) -> int:
+        """Run a shell function: its own positional parameters and `local` scope, `return` ends it.
+
+        `temp` (`NAME=value f`): bindings in a scope of their own under the function's, exported to the
+        programs it runs and gone when it returns, as in bash."""
         body = self.state.functions.get(argv[0])
         if body is None:
             self.diag(io, f"{argv[0]}: command not found")
@@ -943,6 +1023,14 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.diag(io, f"{argv[0]}: maximum function nesting level exceeded ({MAX_FUNCTION_DEPTH})")
             raise AbortCommand(2) if self.main and self.proc is None else ExitShell(2)
         st = self.state
+        frames = 1
+        if temp:
+            self.locals.append({k: save_local(st, k) for k in temp})
+            frames = 2
+            for k, v in temp.items():
+                st.vars[k] = v
+                st.arrays.pop(k, None)
+                st.exported.add(k)
         saved_args = st.positional
         st.positional = argv[1:]
         self.func_depth += 1
@@ -952,8 +1040,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         except ReturnFromFunction as exc:
             return exc.status
         finally:
-            for name, old in self.locals.pop().items():
-                restore_local(st, name, old)
+            for _ in range(frames):
+                for name, old in self.locals.pop().items():
+                    restore_local(st, name, old)
             self.func_depth -= 1
             st.positional = saved_args
 

@@ -125,6 +125,7 @@ class JobTable:
         self.remembered: dict[int, int] = {}  # pid → status of finished jobs, for `wait PID`
         self.past_agents: dict[int, list[int]] = {}  # job number → agent pids of the last finished job so numbered
         self.cond = threading.Condition()
+        self.inherited: list[Job] = []  # a subshell's copy of its parent's jobs: `jobs` lists them, as in bash
 
     # -- membership --------------------------------------------------------------------------------------------
     def watch(self, job: Job, proc: Proc) -> None:

@@ -6,6 +6,7 @@ its stdout at exit can never close a stream the shell shares with other commands
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -103,7 +104,11 @@ class LaunchMixin:
     def find_program(self, name: str) -> tuple[str | None, int, str]:
         if "/" in name:
             full = os.path.join(self.state.cwd, os.path.expanduser(name))
-            if not os.path.exists(full):
+            try:
+                os.stat(full)
+            except OSError as exc:
+                if exc.errno == errno.ENAMETOOLONG:
+                    return None, 126, f"{name}: File name too long"
                 return None, 127, f"{name}: No such file or directory"
             if os.path.isdir(full):
                 return None, 126, f"{name}: Is a directory"

@@ -8,6 +8,7 @@ when it reaches the newline that ends the line naming them, as POSIX says. `$(�
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ SUBST_OPS = ("//", "/#", "/%", "/")
 MAX_DEPTH = 1000  # compound commands and substitutions nested in each other (bash: no fixed limit)
 
 
+_WORD_OPS = frozenset({"-", ":-", "=", ":=", "+", ":+", "?", ":?"})
+
+
+def _off() -> bool:
+    return False
+
+
 def is_digits(text: str) -> bool:
     """ASCII digits only (str.isdigit also accepts '¹' and friends, which int() refuses)."""
     return text.isascii() and text.isdigit()
@@ -51,6 +59,11 @@ class Source:
 
     def line_at(self, pos: int) -> int:
         return bisect.bisect_left(self._nl, pos) + self.first_line
+
+    def splice(self, start: int, end: int, text: str) -> None:
+        """Replace text[start:end] (an alias by its value)."""
+        self.text = self.text[:start] + text + self.text[end:]
+        self._nl = [i for i, c in enumerate(self.text) if c == "\n"]
 
     def line_text(self, line: int) -> str:
         i = line - self.first_line
@@ -102,6 +115,7 @@ class Lexer:
         self.pending: list[HereDoc] = []
         self.warnings: list[tuple[int, str]] = []
         self._after_heredoc_op: str | None = None
+        self.extglob: Callable[[], bool] = _off  # `shopt -s extglob`: `@(a|b)` and friends are part of a word
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _error(self, message: str, pos: int) -> ShellSyntaxError:
@@ -180,12 +194,42 @@ class Lexer:
             if c == ")":
                 self.pos += 1
                 return items
-            if c in ";&|<>(":
+            if c == "(":  # `a=( x=() )`: bash finds this when it assigns: an error then, and the command ends
+                bad = BadSubst("", message=f"syntax error near unexpected token `{c}'")
+                self._skip_to_close_paren(start)
+                return [Word([bad], "")]
+            if c in ";&|<>":
                 raise self._error(f"syntax error near unexpected token `{c}'", self.pos)
             wstart = self.pos
             word = self._read_word()
             word.raw = text[wstart : self.pos]
             items.append(word)
+
+    def _skip_to_close_paren(self, start: int) -> None:
+        """Past the `)` that closes the array literal opened at `start` (quotes and nested parentheses skipped)."""
+        text = self.text
+        depth = 1
+        i = start + 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"":
+                end = text.find(c, i + 1)
+                if end < 0:
+                    break
+                i = end + 1
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    self.pos = i + 1
+                    return
+            i += 1
+        raise self._eof_error(")", start)
 
     def _read_word(self) -> Word:
         parts = self._read_parts(META, "word")
@@ -210,10 +254,16 @@ class Lexer:
                 _add_lit(parts, "".join(lit), quoted)
                 lit.clear()
 
+        sq_open = False  # inside "${x:-'…'}": the quotes stay, but a `}` between them does not end the word
         while self.pos < n:
             c = text[self.pos]
-            if c in stop:
+            if c in stop and not (sq_open and c == "}"):
                 break
+            if c == "'" and mode == "dqbrace":
+                sq_open = not sq_open
+                lit.append(c)
+                self.pos += 1
+                continue
             if c == "\\":
                 nxt = self._peekc(1)
                 if nxt == "\n":
@@ -248,11 +298,11 @@ class Lexer:
                 continue
             if c == "$":
                 nxt = self._peekc(1)
-                if nxt == "'" and mode in ("word", "brace"):
+                if nxt == "'" and mode in ("word", "brace", "dqbrace", "dqpat"):
                     flush()
                     self._read_ansi_c(parts)
                     continue
-                if nxt == '"' and mode in ("word", "brace"):
+                if nxt == '"' and mode in ("word", "brace", "arith", "arithcmd"):
                     flush()
                     self.pos += 1
                     self._read_double(parts)
@@ -269,10 +319,38 @@ class Lexer:
                 flush()
                 parts.append(self._read_backquote(quoted))
                 continue
+            if c in "@*+?!" and mode == "word" and self._peekc(1) == "(" and self.extglob():
+                group = self._extglob_group()
+                if group is not None:
+                    lit.append(group)
+                    continue
             lit.append(c)
             self.pos += 1
         flush()
         return parts
+
+    def _extglob_group(self) -> str | None:
+        """`@(…)` at pos, up to its matching `)` (the text is a pattern, blanks and `|` included)."""
+        text = self.text
+        depth = 0
+        i = self.pos + 1
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == "\n":
+                return None
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    group = text[self.pos : i + 1]
+                    self.pos = i + 1
+                    return group
+            i += 1
+        return None
 
     def _read_single(self, parts: list[Part]) -> None:
         start = self.pos
@@ -319,6 +397,9 @@ class Lexer:
 
     def _read_dollar(self, quoted: bool) -> Part | None:
         text = self.text
+        start = self.pos
+        while self._peekc(1) == "\\" and self._peekc(2) == "\n":  # `$\<newline>?` is `$?`
+            self.pos += 2
         nxt = self._peekc(1)
         if nxt == "{":
             return self._read_braced(quoted)
@@ -332,10 +413,11 @@ class Lexer:
             m = NAME_RE.match(text, self.pos + 1)
             assert m is not None
             self.pos = m.end()
-            return Param(m.group(), quoted)
+            return Param(m.group(), quoted, bare=True)
         if is_digits(nxt) or (nxt and nxt in SPECIAL_PARAMS):
             self.pos += 2
             return Param(nxt, quoted)
+        self.pos = start
         return None
 
     def _read_braced(self, quoted: bool) -> Part:
@@ -369,7 +451,7 @@ class Lexer:
             return Param(name, quoted, length=length, index=index, indirect=indirect)
         if length:
             return self._bad_subst(start, quoted)
-        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEUuLaAK":
+        if text[self.pos] == "@" and self.pos + 2 < len(text) and text[self.pos + 2] == "}" and text[self.pos + 1] in "QEPUuLaAK":
             op = text[self.pos : self.pos + 2]
             self.pos += 3
             return Param(name, quoted, op=op, arg=Word([], ""), index=index, indirect=indirect)
@@ -378,7 +460,11 @@ class Lexer:
         for op in SUBST_OPS:
             if text.startswith(op, self.pos):
                 self.pos += len(op)
-                pat = self._read_parts(frozenset("/}"), mode)
+                lead: list[Part] = []
+                if op == "//" and self._peekc() == "/":  # `${x///}`, `${x////c}`: bash's pattern is that `/`
+                    self.pos += 1
+                    lead = [Lit("/", False)]
+                pat = lead + self._read_parts(frozenset("/}"), mode)
                 rep = None
                 if self._peekc() == "/":
                     self.pos += 1
@@ -594,12 +680,20 @@ class Lexer:
             raise self._error("syntax error: nesting too deep", start)
         from .parser import parse  # the parser imports this module
 
-        body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+        try:
+            body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+        except ShellSyntaxError as exc:
+            if "nesting too deep" in exc.message:
+                raise
+            return CmdSub(CommandList([]), quoted, error=exc)
         return CmdSub(body, quoted)
 
     # -- here-documents ----------------------------------------------------------------------------------------
     def _new_heredoc(self, word: Word, strip_tabs: bool) -> HereDoc:
-        delim = "".join(p.text if isinstance(p, Lit) else _raw_of(p) for p in word.parts)
+        if not word.has_quotes and word.raw:  # `<<${a}`, `<<$(a)`: the text as written (bash expands nothing)
+            delim = word.raw.replace("\\\n", "")
+        else:
+            delim = "".join(p.text if isinstance(p, Lit) else _raw_of(p) for p in word.parts)
         doc = HereDoc(delim, not word.has_quotes, strip_tabs, line=self.src.line_at(self.pos))
         self.pending.append(doc)
         return doc
@@ -671,6 +765,8 @@ def _tilde(parts: list[Part]) -> list[Part]:
         return parts
     text = parts[0].text
     slash = text.find("/")
+    if not _tilde_user(text[1:] if slash < 0 else text[1:slash]):
+        return parts  # `~{/src,root}`: brace expansion comes first, then a tilde of each word
     if slash < 0:
         if len(parts) > 1:
             return parts
@@ -688,6 +784,8 @@ def tilde_value(parts: list[Part]) -> list[Part]:
     """Tilde expansion in an assignment's value: at its start and after each unquoted `:` (PATH=$PATH:~/bin)."""
     out: list[Part] = []
     for k, p in enumerate(parts):
+        if isinstance(p, Param) and not p.quoted and p.arg is not None and p.op in _WORD_OPS:
+            p = dataclasses.replace(p, arg=Word(tilde_value(p.arg.parts), p.arg.raw))  # `x=${u-~:~}`
         if not isinstance(p, Lit) or p.quoted or "~" not in p.text:
             out.append(p)
             continue
@@ -754,6 +852,6 @@ def _ansi_escape(text: str, i: int) -> tuple[str, int]:
         if c == "x":
             return byte_char(code), j
         return (chr(code) if code <= 0x10FFFF else "\ufffd"), j
-    if c == "c" and i + 1 < len(text):
+    if c == "c" and i + 1 < len(text) and text[i + 1] != "'":  # `$'\c'` is a backslash and a c (bash)
         return chr(ord(text[i + 1]) & 0x1F), i + 2
     return "\\" + c, i + 1

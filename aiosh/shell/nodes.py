@@ -7,6 +7,10 @@ splitting and globbing apply only to the unquoted results of expansions; quote r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .errors import ShellSyntaxError
 
 # -- word parts --------------------------------------------------------------------------------------------------
 
@@ -42,6 +46,8 @@ class Param:
     rep: Word | None = None
     index: Word | None = None  # `${a[sub]}`; `@` / `*` as a literal word for all elements
     indirect: bool = False  # `${!name}`, `${!a[@]}` (the keys), `${!prefix*}` (op "names*" / "names@")
+    # `$NAME` without braces: brace expansion may lengthen the name (`$a{b,c}` is `$ab $ac`)
+    bare: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -50,6 +56,8 @@ class CmdSub:
 
     body: CommandList
     quoted: bool = False
+    # a backquoted text that does not parse: bash reports it when the substitution runs, which then gives ""
+    error: ShellSyntaxError | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -66,6 +74,7 @@ class BadSubst:
 
     text: str
     quoted: bool = False
+    message: str | None = None  # another run-time error instead (an array literal that does not parse)
 
 
 Part = Lit | Tilde | Param | CmdSub | Arith | BadSubst
@@ -245,6 +254,7 @@ class FunctionDef:
     body: Command
     line: int = 0
     redirs: list[Redir] = field(default_factory=list)
+    valid: bool = True  # False: the name had expansions in it
 
     def render(self) -> str:
         return f"{self.name} () {self.body.render()}"

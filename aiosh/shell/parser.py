@@ -8,6 +8,7 @@ Error messages copy bash's wording.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .errors import ShellSyntaxError
 from .lexer import MAX_DEPTH, REDIR_OPS, Lexer, Source, Token, tilde_value
@@ -50,6 +51,9 @@ class Parser:
         self.depth = depth
         self.lexer = Lexer(self.src, pos, subparser=_parse_subst, depth=depth)
         self._tok: Token | None = None
+        # `alias`: a word in command position whose value this returns is replaced by it (top-level text only)
+        self.aliases: Callable[[str], str | None] | None = None
+        self._alias_until: dict[str, int] = {}  # an alias is not expanded again inside its own value
 
     @property
     def warnings(self) -> list[tuple[int, str]]:
@@ -79,6 +83,10 @@ class Parser:
         if not tok.is_word(value):
             raise self.error_at(tok)
         return self.advance()
+
+    def offset(self) -> int:
+        """Where in the text the next token starts (or the lexer stands)."""
+        return self.lexer.pos if self._tok is None else self._tok.start
 
     def peek_line(self) -> int:
         """The line being parsed (for errors raised outside the grammar)."""
@@ -180,7 +188,7 @@ class Parser:
         return Pipeline(commands, negate, stderr_too, line, timed=timed)
 
     def parse_command(self) -> Command:
-        tok = self.peek()
+        tok = self._expand_alias() if self.aliases is not None else self.peek()
         if tok.kind == "WORD" and tok.word is not None and tok.word.is_plain:
             parse = {
                 "if": self.parse_if,
@@ -206,6 +214,23 @@ class Parser:
         if tok.kind in ("EOF", "NEWLINE") or (tok.kind == "OP" and tok.value not in REDIR_OPS):
             raise self.error_at(tok)
         return self.parse_simple()
+
+    def _expand_alias(self) -> Token:
+        tok = self.peek()
+        while tok.kind == "WORD" and tok.word is not None and tok.word.is_plain and tok.heredoc is None:
+            name = tok.value
+            value = None if self._alias_until.get(name, -1) > tok.start else self.aliases(name)  # type: ignore[misc]
+            if value is None:
+                break
+            self.src.splice(tok.start, tok.end, value)
+            self.lexer.text = self.src.text
+            self.lexer.pos = tok.start
+            self._tok = None
+            delta = len(value) - (tok.end - tok.start)
+            self._alias_until = {k: v + delta if v > tok.start else v for k, v in self._alias_until.items()}
+            self._alias_until[name] = tok.start + len(value)
+            tok = self.peek()
+        return tok
 
     def _compound(self, parse) -> Command:  # noqa: ANN001 - one of the parse_* methods below
         if self.depth >= MAX_DEPTH:
@@ -269,9 +294,8 @@ class Parser:
                 raise ShellSyntaxError("syntax error near unexpected token `newline'", end, self.src.line_text(end))
             raise self.error_at(tok)
         self.advance()
-        if not name.is_plain:
-            raise ShellSyntaxError(f"`{name.raw}': not a valid identifier", line, self.src.line_text(line))
-        return FunctionDef(name.raw, self._function_body(), line)
+        # a name with expansions (`$foo-bar() {…}`) parses; running the definition fails, as in bash
+        return FunctionDef(name.raw, self._function_body(), line, valid=name.is_plain)
 
     def parse_function_keyword(self) -> FunctionDef:
         """`function name [()] compound-command`."""
@@ -435,8 +459,9 @@ class Parser:
             nxt = self.peek()
             if nxt.kind == "WORD" and not nxt.is_word("]]"):
                 return ("unary", op, self._db_word())
-            if nxt.is_word("]]") or nxt.is_op("&&", "||", ")"):
-                return ("word", Word([Lit(op)], op))
+            if nxt.is_word("]]") or nxt.is_op("&&", "||", ")"):  # `[[ -z ]]`: an operator with no operand
+                raise ShellSyntaxError(f"unexpected argument `{nxt.value}' to conditional unary operator", nxt.line,
+                                       self.src.line_text(nxt.line))  # fmt: skip
             raise self.error_at(nxt)
         left = self._db_word()
         nxt = self.peek()
@@ -453,6 +478,12 @@ class Parser:
                     raise self.error_at(self.peek())
                 return ("binary", op, left, right)
             self.advance()
+            if op in ("==", "!=", "="):  # the pattern: extglob forms are always read here, as in bash
+                saved, self.lexer.extglob = self.lexer.extglob, _always
+                try:
+                    return ("binary", op, left, self._db_word())
+                finally:
+                    self.lexer.extglob = saved
             return ("binary", op, left, self._db_word())
         return ("word", left)
 
@@ -556,6 +587,10 @@ class Parser:
         return Subshell(body, line=line)
 
     _last_end = 0
+
+
+def _always() -> bool:
+    return True
 
 
 def _assignment(word: Word) -> Assign | None:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 
 GLOB_CHARS = frozenset("*?[")
+EXT_OPS = frozenset("@*+?!")
 
 CLASSES = {
     "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
@@ -22,36 +23,50 @@ CLASSES = {
 
 def escape(text: str) -> str:
     """Make text match only itself inside a pattern."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+    return re.sub(r"([*?\[\]\\()|])", r"\\\1", text)
 
 
 def unescape(pattern: str) -> str:
     return re.sub(r"\\(.)", r"\1", pattern, flags=re.S)
 
 
-def has_magic(pattern: str) -> bool:
-    """True when the pattern has an unescaped `*`, `?` or `[`."""
+def has_magic(pattern: str, ext: bool = False) -> bool:
+    """True when the pattern has an unescaped `*`, `?` or `[` (or, with `ext`, an extglob group)."""
     i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "\\":
             i += 2
             continue
-        if c in GLOB_CHARS:
+        if c in GLOB_CHARS or (ext and c in EXT_OPS and pattern[i + 1 : i + 2] == "("):
             return True
         i += 1
     return False
 
 
 @functools.lru_cache(maxsize=512)
-def to_regex(pattern: str, *, path: bool = False) -> re.Pattern[str]:
-    """Translate a pattern to a compiled regex matching a whole string; `path` keeps `*`/`?` off `/`."""
-    any_char = "[^/]" if path else "."
+def to_regex(pattern: str, *, path: bool = False, ext: bool = False) -> re.Pattern[str]:
+    """Translate a pattern to a compiled regex matching a whole string; `path` keeps `*`/`?` off `/`; `ext`:
+    bash's extglob forms `@(a|b)` `*(…)` `+(…)` `?(…)` `!(…)`."""
+    return re.compile(_translate(pattern, 0, len(pattern), "[^/]" if path else ".", ext, top=True), re.S)
+
+
+def _translate(pattern: str, i: int, n: int, any_char: str, ext: bool, *, top: bool = False) -> str:
     out: list[str] = []
-    i = 0
-    n = len(pattern)
     while i < n:
         c = pattern[i]
+        if ext and c in EXT_OPS and i + 1 < n and pattern[i + 1] == "(":
+            close = _close_paren(pattern, i + 1, n)
+            if close is not None:
+                alts = "|".join(_translate(pattern, a, b, any_char, ext) for a, b in _alternatives(pattern, i + 2, close))
+                if c == "!":
+                    rest = _translate(pattern, close + 1, n, any_char, ext, top=top)
+                    tail = rest + "\\Z" if top else ""
+                    out.append(f"(?:(?!(?:{alts}){tail}){any_char}*?){rest}")
+                    return "".join(out)
+                out.append(f"(?:{alts})" + {"@": "", "*": "*", "+": "+", "?": "?"}[c])
+                i = close + 1
+                continue
         if c == "\\" and i + 1 < n:
             out.append(re.escape(pattern[i + 1]))
             i += 2
@@ -62,17 +77,56 @@ def to_regex(pattern: str, *, path: bool = False) -> re.Pattern[str]:
             out.append(any_char)
             i += 1
         elif c == "[":
-            cls, i = _bracket(pattern, i)
+            cls, i = _bracket(pattern, i, n)
             out.append(cls)
         else:
             out.append(re.escape(c))
             i += 1
-    return re.compile("".join(out), re.S)
+    return "".join(out)
 
 
-def _bracket(pattern: str, i: int) -> tuple[str, int]:
-    """Translate `[…]` starting at pattern[i]; an unclosed bracket is a literal `[`."""
-    n = len(pattern)
+def _close_paren(pattern: str, i: int, n: int) -> int | None:
+    """The `)` closing the `(` at pattern[i], skipping escapes and nested groups; None when unclosed."""
+    depth = 0
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _alternatives(pattern: str, i: int, end: int) -> list[tuple[int, int]]:
+    """The spans of the `|`-separated patterns between i and end (top level only)."""
+    spans: list[tuple[int, int]] = []
+    depth = 0
+    start = i
+    while i < end:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            spans.append((start, i))
+            start = i + 1
+        i += 1
+    spans.append((start, end))
+    return spans
+
+
+def _bracket(pattern: str, i: int, n: int) -> tuple[str, int]:
+    """Translate `[…]` starting at pattern[i] (and ending before n); an unclosed bracket is a literal `[`."""
     j = i + 1
     negate = j < n and pattern[j] in "!^"
     if negate:
@@ -111,13 +165,13 @@ def _bracket(pattern: str, i: int) -> tuple[str, int]:
     return re.escape("["), i + 1
 
 
-def match(pattern: str, text: str) -> bool:
-    return to_regex(pattern).fullmatch(text) is not None
+def match(pattern: str, text: str, ext: bool = False) -> bool:
+    return to_regex(pattern, ext=ext).fullmatch(text) is not None
 
 
-def strip(value: str, pattern: str, op: str) -> str:
+def strip(value: str, pattern: str, op: str, ext: bool = False) -> str:
     """`${x#p}`, `${x##p}`, `${x%p}`, `${x%%p}`: remove the shortest/longest matching prefix/suffix."""
-    rx = to_regex(pattern)
+    rx = to_regex(pattern, ext=ext)
     n = len(value)
     if op in ("#", "##"):
         order = range(n + 1) if op == "#" else range(n, -1, -1)
@@ -132,9 +186,9 @@ def strip(value: str, pattern: str, op: str) -> str:
     return value
 
 
-def replace(value: str, pattern: str, rep: Callable[[str], str], op: str) -> str:
+def replace(value: str, pattern: str, rep: Callable[[str], str], op: str, ext: bool = False) -> str:
     """`${x/p/r}` (first), `${x//p/r}` (all), `${x/#p/r}` (prefix), `${x/%p/r}` (suffix); longest matches."""
-    rx = to_regex(pattern)
+    rx = to_regex(pattern, ext=ext)
     if op == "/#":
         for i in range(len(value), -1, -1):
             if rx.fullmatch(value[:i]):
@@ -165,8 +219,12 @@ def replace(value: str, pattern: str, rep: Callable[[str], str], op: str) -> str
     return "".join(out)
 
 
-def glob(pattern: str, cwd: str) -> list[str]:
-    """Files matching the pattern, relative to cwd as the pattern was written; [] when none match."""
+def glob(pattern: str, cwd: str, *, ext: bool = False, dotglob: bool = False, skipdots: bool = True,
+         nocase: bool = False) -> list[str]:
+    """Files matching the pattern, relative to cwd as the pattern was written; [] when none match.
+
+    bash's shopts: `extglob` (ext), `dotglob` (`*` matches names starting with a dot), `globskipdots` (never
+    `.` and `..`), `nocaseglob`."""
     absolute = pattern.startswith("/")
     comps = [c for c in pattern.split("/") if c]
     if not comps:
@@ -178,7 +236,7 @@ def glob(pattern: str, cwd: str) -> list[str]:
         nxt: list[str] = []
         for base in results:
             real_base = os.path.join(cwd, base) if base else cwd
-            if not has_magic(comp):
+            if not has_magic(comp, ext):
                 name = unescape(comp)
                 cand = base + name
                 if os.path.lexists(os.path.join(cwd, cand)) and (last or os.path.isdir(os.path.join(cwd, cand))):
@@ -188,10 +246,14 @@ def glob(pattern: str, cwd: str) -> list[str]:
                 names = os.listdir(real_base)
             except (OSError, ValueError):
                 continue
-            rx = to_regex(comp, path=True)
+            rx = to_regex(comp, path=True, ext=ext)
+            if nocase:
+                rx = re.compile(rx.pattern, re.S | re.I)
             dot_ok = comp.startswith(".") or comp.startswith("\\.")
+            if dot_ok and not skipdots:
+                names += [".", ".."]
             for name in names:
-                if name.startswith(".") and not dot_ok:
+                if name.startswith(".") and not dot_ok and (not dotglob or name in (".", "..")):
                     continue
                 if rx.fullmatch(name):
                     cand = base + name

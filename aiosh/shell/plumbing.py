@@ -113,28 +113,6 @@ def pump_pipe(
     return _thread(run, f"pump:{src.name}->{dst.name}")
 
 
-def file_reader(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
-    """A Pipe fed from an open binary file (closed when done): `< FILE`."""
-    pipe = Pipe(name)
-
-    def run() -> None:
-        dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        try:
-            while not pipe.reader_gone:
-                data = f.read(CHUNK)
-                if not data:
-                    break
-                pipe.write(dec.decode(data))
-            pipe.write(dec.decode(b"", final=True))
-        except (OSError, ValueError):
-            pass
-        finally:
-            f.close()
-            pipe.close()
-
-    return pipe, _thread(run, f"read:{name}")
-
-
 def file_writer(f: IO[bytes], name: str) -> tuple[Pipe, threading.Thread]:
     """A Pipe drained into an open binary file, which is closed at end of file: `> FILE`, `>> FILE`."""
     pipe = Pipe(name)

@@ -21,6 +21,7 @@ from .agents import AgentHost
 from .errors import Cancelled, ExitShell
 
 STOP_SIGNALS = frozenset({_signal.SIGSTOP, _signal.SIGTSTP, _signal.SIGTTIN, _signal.SIGTTOU})
+IGNORED_BY_DEFAULT = frozenset({_signal.SIGURG, _signal.SIGCHLD, _signal.SIGWINCH})
 JOIN_TIMEOUT = 2.0
 
 # Threads get pids above Linux's largest possible pid (2**22), so they never collide with host programs.
@@ -335,7 +336,9 @@ class ThreadProc(Proc):
             raise LookupError("no such process")
         if sig == 0:
             return
-        if sig in STOP_SIGNALS:
+        if sig in IGNORED_BY_DEFAULT:
+            pass  # shell code in a thread has no handler for them: ignored, as by a process
+        elif sig in STOP_SIGNALS:
             self.set_stopped(sig)
         elif sig == _signal.SIGCONT:
             with self._resume:

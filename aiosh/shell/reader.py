@@ -30,12 +30,15 @@ def take_pushback(pipe: Pipe) -> str | None:
         return _pushback.pop(pipe, None)
 
 
-def read(pipe: Pipe, timeout: float | None = None) -> str | None:
-    """Like Pipe.read: text, '' at end of file, None on timeout; put-back text first."""
+def read(pipe: Pipe, timeout: float | None = None, *, small: bool = False) -> str | None:
+    """Like Pipe.read: text, '' at end of file, None on timeout; put-back text first. `small`: a line reader's
+    read, which takes no byte past the next character from a descriptor that cannot seek (see FilePipe)."""
     with _lock:
         back = _pushback.pop(pipe, None)
     if back:
         return back
+    if small and getattr(pipe, "careful", False):
+        return pipe.read_char(timeout)  # type: ignore[attr-defined]
     return pipe.read(timeout)
 
 
@@ -45,7 +48,7 @@ def read_line(pipe: Pipe, delim: str = "\n", checkpoint: Callable[[], None] | No
     while True:
         if checkpoint is not None:
             checkpoint()
-        chunk = read(pipe, 0.1)
+        chunk = read(pipe, 0.1, small=True)
         if chunk is None:
             continue
         if chunk == "":
@@ -84,7 +87,7 @@ def read_upto(
             if left <= 0:
                 return "".join(parts), "timeout"
             wait = min(wait, left)
-        chunk = read(pipe, wait)
+        chunk = read(pipe, wait, small=True)
         if chunk is None:
             continue
         if chunk == "":

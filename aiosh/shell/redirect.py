@@ -15,7 +15,7 @@ from aiosh.kernel.streams import Pipe
 from . import plumbing
 from .errors import ShellError
 from .expand import expand_string, expand_target
-from .filepipe import FilePipe, seekable
+from .filepipe import FilePipe, ReadWritePipe
 from .lexer import is_digits
 from .nodes import HereDoc, Redir, Word
 from .state import IO
@@ -38,12 +38,34 @@ class RedirectMixin:
         closers: list[Callable[[], None]] = []
         try:
             for r in redirs:
+                before = len(closers)
                 self._redirect_one(r, new, closers)
+                if r.fd_var is not None:  # `{name}>file` stays open after the command, as in bash
+                    self._persist_named(r, io, new, closers[before:])
+                    del closers[before:]
         except BaseException:
             for fn in closers:
                 fn()
             raise
         return new, closers
+
+    def _persist_named(self, r: Redir, io: IO, new: IO, closers: list[Callable[[], None]]) -> None:
+        value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+        if value is None or not is_digits(value):
+            return
+        fd = int(value)
+        shell = self.shell  # type: ignore[attr-defined]
+        targets = [io.fds]
+        if self.main and self.proc is None:  # type: ignore[attr-defined]
+            if shell.exec_fds is None:
+                shell.exec_fds = {0: shell.stdin, 1: shell.stdout, 2: shell.stderr}
+            targets.append(shell.exec_fds)
+        for fds in targets:
+            if fd in new.fds:
+                fds[fd] = new.fds[fd]
+            else:
+                fds.pop(fd, None)
+        self.exec_closers.extend(closers)  # type: ignore[attr-defined]
 
     def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
         if r.fd_var is not None:
@@ -80,10 +102,9 @@ class RedirectMixin:
                     raise ShellError(f"{target}: Bad file descriptor")
                 io.fds[fd] = io.fds[src]
                 return
-            if op == ">&" and r.fd is None:
-                op = "&>"
-            else:
+            if op != ">&":
                 raise ShellError(f"{r.target.raw}: ambiguous redirect")
+            op = "&>" if r.fd is None else ">"  # `>&file` is `&>file`; `1>&file` is `1>file` (bash)
         special = self._dev_path(target, io)
         if special is not None:
             if op == "&>" or op == "&>>":
@@ -93,19 +114,15 @@ class RedirectMixin:
             return
         path = os.path.join(self.state.cwd, target)
         if op in ("<", "<>"):
-            mode = "rb" if op == "<" else "r+b"
-            if op == "<>" and not os.path.exists(path):
-                open(path, "ab").close()
-            f = self._open(target, path, mode)
-            if op == "<" and seekable(f.fileno()):
-                pipe: Pipe = FilePipe(os.dup(f.fileno()), target)
-                f.close()
-            else:
-                pipe, _thread = plumbing.file_reader(f, target)
+            f = self._open(target, path, "rb" if op == "<" else "rw")
+            pipe: Pipe = FilePipe(os.dup(f.fileno()), target) if op == "<" else ReadWritePipe(os.dup(f.fileno()), target)
+            f.close()
             closers.append(pipe.close_reader)
             io.fds[0 if r.fd is None else r.fd] = pipe
             return
         mode = "ab" if op in (">>", "&>>") else "wb"
+        if op in (">", "&>") and self.state.noclobber and os.path.isfile(path):
+            raise ShellError(f"{target}: cannot overwrite existing file")  # `set -C`; `>|` still may
         f = self._open(target, path, mode)
         pipe = plumbing.FileSink(f, target)
         closers.append(pipe.close)
@@ -143,6 +160,10 @@ class RedirectMixin:
     @staticmethod
     def _open(shown: str, path: str, mode: str):  # noqa: ANN205 - a binary file object
         try:
+            if mode == "rw":  # `<>`: created if missing, never truncated; a FIFO opens without waiting
+                return _RawFd(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
+            if mode == "rb":  # a directory opens too (reading it fails, as in bash)
+                return _RawFd(os.open(path, os.O_RDONLY))
             return open(path, mode)  # noqa: SIM115 - closed by the pump thread
         except FileNotFoundError:
             raise ShellError(f"{shown}: No such file or directory") from None
@@ -154,3 +175,16 @@ class RedirectMixin:
             raise ShellError(f"{shown}: {exc.strerror}") from None
         except ValueError:  # a NUL in the name
             raise ShellError(f"{shown}: No such file or directory") from None
+
+
+class _RawFd:
+    """An open descriptor with the two methods the redirection code uses of a file object."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        os.close(self._fd)

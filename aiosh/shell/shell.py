@@ -27,6 +27,7 @@ from .state import ShellState
 
 Output = Pipe | Callable[[str], object] | None
 RECURSION_LIMIT = 40_000
+_SIGNALS = frozenset(int(s) for s in _signal.Signals)
 
 
 def _shell_variables() -> dict[str, str]:
@@ -85,7 +86,7 @@ class Shell:
         self.builtins = (registry if builtins is None else builtins).copy()
         self.jobs = JobTable(interactive=interactive)
         variables = dict(os.environ if env is None else env)
-        cwd = os.path.abspath(cwd or os.getcwd())
+        cwd = os.path.abspath(cwd or _logical_cwd(variables.get("PWD")))
         variables["PWD"] = cwd
         exported = set(variables)
         for name, value in _shell_variables().items():
@@ -99,6 +100,10 @@ class Shell:
                            readonly={"UID", "EUID", "PPID"})
         self.interp = Interp(self, state, self.jobs, main=True)
         self.interrupted = False
+        self.abort_lines = interactive  # a fatal expansion error ends the line, not the shell (bash -i)
+        # signals with a `trap` action that reached this process, for the main shell to run between commands
+        self.pending_signals: list[int] = []
+        self._saved_handlers: dict[int, object] = {}
         self.exited: int | None = None
         # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
         # report (the kernel's decode time and tokens of the agents it ran)
@@ -150,9 +155,11 @@ class Shell:
         """
         self.interrupted = False
         status = self._run(text, filename)
+        self.interp.run_signal_traps(self.interp.shell_io())
         trap_status = self.interp.run_exit_trap(self.interp.shell_io(), status)
         if trap_status is not None:
             status = self.state.last_status = trap_status
+        self.restore_signal_handlers()
         if not self.interactive:
             self.wait_background()
         return status
@@ -189,6 +196,37 @@ class Shell:
         return not any("here-document" in message for _line, message in parser.warnings)
 
     # -- jobs and signals ------------------------------------------------------------------------------------
+    def sync_signal_trap(self, num: int) -> None:
+        """`trap` changed signal NUM's action in the main shell: a handler that queues it for the shell (run
+        after the current command, as bash does), SIG_IGN for an empty action, or whatever was there before."""
+        if num in (_signal.SIGKILL, _signal.SIGSTOP) or threading.current_thread() is not threading.main_thread():
+            return
+        action = self.state.traps.get(_signal.Signals(num).name[3:]) if num in _SIGNALS else None
+        try:
+            if num not in self._saved_handlers:
+                self._saved_handlers[num] = _signal.getsignal(num)
+            if action is None:
+                old = self._saved_handlers.pop(num)
+                _signal.signal(num, old if old is not None else _signal.SIG_DFL)  # type: ignore[arg-type]
+            elif action == "":
+                _signal.signal(num, _signal.SIG_IGN)
+            else:
+                _signal.signal(num, self._queue_signal)
+        except (ValueError, OSError):
+            pass
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers `trap` replaced (a script run by an embedding program has ended)."""
+        for num, old in list(self._saved_handlers.items()):
+            try:
+                _signal.signal(num, old if old is not None else _signal.SIG_DFL)  # type: ignore[arg-type]
+            except (ValueError, OSError):
+                pass
+        self._saved_handlers.clear()
+
+    def _queue_signal(self, signum: int, _frame: object) -> None:
+        self.pending_signals.append(signum)
+
     def foreground_signal(self, sig: int) -> bool:
         """Forward a terminal signal (SIGINT from Ctrl-C, SIGTSTP from Ctrl-Z) to the foreground job.
 
@@ -262,3 +300,16 @@ class Shell:
             proc = self._agent_procs.get(pid)
         if proc is not None:
             proc.on_event(event, status)
+
+
+def _logical_cwd(pwd: str | None) -> str:
+    """The folder we start in, by the inherited $PWD when it names it (a path through a symlink, as bash keeps)."""
+    here = os.getcwd()
+    if pwd and os.path.isabs(pwd) and pwd != here:
+        try:
+            a, b = os.stat(pwd), os.stat(here)
+            if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) and "/./" not in pwd + "/" and "/../" not in pwd + "/":
+                return pwd
+        except OSError:
+            pass
+    return here

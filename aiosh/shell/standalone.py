@@ -6,7 +6,6 @@ bash's interleaving of stdout and stderr.
 
 from __future__ import annotations
 
-import codecs
 import os
 import sys
 import threading
@@ -14,7 +13,7 @@ import threading
 from aiosh.kernel.streams import Pipe
 
 from .cli_flags import Flags
-from .filepipe import FilePipe, seekable
+from .filepipe import FilePipe
 from .shell import Shell
 
 _write_lock = threading.Lock()
@@ -36,25 +35,10 @@ def fd_writer(fd: int):  # noqa: ANN201 - a str -> None callable
     return write
 
 
-def stdin_pipe() -> Pipe:
-    """fd 0 as a Pipe: read on demand when it is a file (children then inherit the offset), else fed by a
-    daemon thread (commands in the script read it)."""
-    if seekable(0):
-        return FilePipe(0, "stdin", owned=False)
-    pipe = Pipe("stdin")
-
-    def feed() -> None:
-        dec = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
-        try:
-            while data := os.read(0, 65536):
-                pipe.write(dec.decode(data))
-            pipe.write(dec.decode(b"", final=True))
-        except OSError:
-            pass
-        pipe.close()
-
-    threading.Thread(target=feed, name="stdin", daemon=True).start()
-    return pipe
+def stdin_pipe(name: str = "stdin") -> Pipe:
+    """fd 0 as a Pipe read on demand, so programs the script starts inherit the descriptor and find there what
+    the shell's readers left (see FilePipe)."""
+    return FilePipe(0, name, owned=False)
 
 
 def read_script(path: str) -> str:
@@ -85,5 +69,6 @@ def run(flags: Flags) -> int:
         text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     stdin = stdin_pipe() if filename is not None else None
     shell = Shell(stdout=fd_writer(1), stderr=fd_writer(2), stdin=stdin, argv0=argv0, args=args)
+    shell.abort_lines = flags.interactive
     apply_options(shell, flags)
     return shell.run_source(text, filename=filename)

@@ -39,6 +39,17 @@ class Assoc(dict):
 Array = Indexed | Assoc
 
 
+# `shopt` options and bash's defaults (the ones aiosh acts on: lastpipe, extglob, nullglob, failglob, dotglob,
+# globskipdots, nocaseglob; the others are accepted so scripts that set them run)
+SHOPT_DEFAULTS = {
+    "checkwinsize": True, "cmdhist": True, "complete_fullquote": True, "expand_aliases": False,
+    "extglob": False, "extquote": True, "force_fignore": True, "globasciiranges": True, "hostcomplete": True,
+    "interactive_comments": True, "inherit_errexit": False, "lastpipe": False, "nocaseglob": False,
+    "nocasematch": False, "nullglob": False, "failglob": False, "dotglob": False, "globstar": False, "globskipdots": True,
+    "progcomp": True, "promptvars": True, "sourcepath": True, "xpg_echo": False,
+}  # fmt: skip
+
+
 @dataclass
 class ShellState:
     """Everything a subshell copies: variables, exports, positional parameters, cwd, options, limits."""
@@ -53,6 +64,8 @@ class ShellState:
     jobtags: bool = False  # `set -o jobtags`: background output lines start with `[n] `
     noglob: bool = False
     xtrace: bool = False
+    noclobber: bool = False  # `set -C`: `>` refuses to overwrite a file (`>|` may)
+    verbose: bool = False  # `set -v`: input lines are echoed to stderr as they are read
     nounset: bool = False
     last_status: int = 0
     last_bg_pid: int | None = None
@@ -63,6 +76,8 @@ class ShellState:
     integer: set[str] = field(default_factory=set)
     allexport: bool = False
     traps: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    shown_traps: dict[str, str] | None = None  # a subshell's `trap` lists the parent's until it sets its own
     getopts_last: tuple[int, int] = (0, 0)  # (OPTIND, letter position) after the last getopts
     shopts: dict[str, bool] | None = None
     hashed: dict[str, str] | None = None  # command name → path found on PATH (`hash`)
@@ -81,7 +96,9 @@ class ShellState:
         new.integer = set(self.integer)
         new.hashed = None if self.hashed is None else dict(self.hashed)
         new.hash_hits = dict(self.hash_hits)
+        new.aliases = dict(self.aliases)
         new.traps = {k: v for k, v in self.traps.items() if v == ""}  # only ignored signals stay ignored
+        new.shown_traps = dict(self.traps if self.shown_traps is None else self.shown_traps)
         return new
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -93,7 +110,7 @@ class ShellState:
 
     def flags(self) -> str:
         pairs = (("a", self.allexport), ("e", self.errexit), ("f", self.noglob), ("u", self.nounset),
-                 ("x", self.xtrace))
+                 ("v", self.verbose), ("x", self.xtrace), ("C", self.noclobber))
         return "".join(f for f, on in pairs if on)
 
 

@@ -191,6 +191,13 @@ class VariablesMixin:
         if base in st.readonly:
             raise ShellError(f"{base}: cannot unset: readonly variable")
         if sub is None:
+            frames = self.locals
+            owner = next((k for k in range(len(frames) - 1, -1, -1) if base in frames[k]), None)
+            if owner is not None and owner != len(frames) - 1:
+                # local to a calling function (or a temporary binding of this call): bash's dynamic scope
+                # unsets that one, and the value from further out shows again
+                restore_local(st, base, frames[owner].pop(base))
+                return
             st.vars.pop(base, None)
             st.arrays.pop(base, None)
             st.exported.discard(base)
@@ -204,8 +211,22 @@ class VariablesMixin:
         if sub in ("@", "*"):
             st.arrays.pop(base, None)
             return
+        if any(c in sub for c in "$\"'`\\"):  # `unset 'a["$k"]'`: the subscript is expanded first (bash)
+            sub = self._expand_subscript(sub)
+            if isinstance(arr, Assoc):
+                arr.pop(sub, None)
+                return
         key = self.array_index(arr, sub, for_write=True)
         arr.pop(key, None)
+
+    def _expand_subscript(self, text: str) -> str:
+        from .expand import expand_string
+        from .lexer import Lexer, Source
+        from .nodes import Word
+        from .parser import _parse_subst
+
+        lexer = Lexer(Source(text), subparser=_parse_subst)
+        return expand_string(self, Word(lexer._read_parts(frozenset(), "brace")))  # type: ignore[arg-type]
 
 
 def save_local(st: ShellState, name: str) -> tuple:

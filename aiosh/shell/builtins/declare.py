@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ..errors import ShellError
+from ..quoting import double_quote, value_quote
 from ..state import Assoc, Indexed
 from ..variables import NAME, save_local, split_subscript
 from . import BuiltinContext, BuiltinRegistry
@@ -17,16 +18,11 @@ FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
 
 
-def _dq(value: str) -> str:
-    """bash's double-quoted form in `declare -p`."""
-    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
-
-
 def describe(ctx: BuiltinContext, name: str) -> str | None:
     """One `declare -p` line, or None when the name is neither a variable nor an array."""
     st = ctx.state
     arr = st.arrays.get(name)
-    if arr is None and name not in st.vars:
+    if arr is None and name not in st.vars and not (name in st.readonly or name in st.integer or name in st.exported):
         return None
     flags = ""
     if isinstance(arr, Indexed):
@@ -40,17 +36,19 @@ def describe(ctx: BuiltinContext, name: str) -> str | None:
     if name in st.exported:
         flags += "x"
     head = f"declare -{flags or '-'} {name}"
+    if (arr is None and name not in st.vars) or (arr is not None and not arr and getattr(arr, "unset", False)):
+        return head  # declared with attributes, never given a value
     if isinstance(arr, Indexed):
-        body = " ".join(f"[{k}]={_dq(arr[k])}" for k in sorted(arr))
+        body = " ".join(f"[{k}]={double_quote(arr[k])}" for k in sorted(arr))
         return f"{head}=({body})"
     if isinstance(arr, Assoc):
-        body = "".join(f"[{_key(k)}]={_dq(v)} " for k, v in arr.items())
+        body = "".join(f"[{_key(k)}]={double_quote(v)} " for k, v in arr.items())
         return f"{head}=({body})"
-    return f"{head}={_dq(st.vars[name])}"
+    return f"{head}={double_quote(st.vars[name])}"
 
 
 def _key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else _dq(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else double_quote(key)
 
 
 def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
@@ -98,7 +96,7 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
         if bare and not flags.get("p") and not (readonly or export):
             for name in sorted(set(st.vars) | set(st.arrays)):
                 if name in st.vars:
-                    ctx.write(f"{name}={_quote(st.vars[name])}\n")
+                    ctx.write(f"{name}={value_quote(st.vars[name])}\n")
             return 0
         return _print(ctx, flags, [a for _, a in operands], readonly=readonly, export=export)
     status = 0
@@ -132,12 +130,14 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 elif flags.get("a") and base not in st.arrays:
                     interp.assign_array(base, [], append=True)
                 interp.assign(name, value, append=append)
-            else:
+            elif not readonly:  # `declare -a x`: an array without a value yet (`readonly -a x` makes none)
                 if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
                     st.vars.pop(base, None)
                     st.arrays[base] = Assoc()
+                    st.arrays[base].unset = True  # type: ignore[attr-defined]
                 elif flags.get("a") and base not in st.arrays:
                     interp.assign_array(base, [], append=True)
+                    st.arrays[base].unset = True  # type: ignore[attr-defined]
             _set_attrs(st, base, flags, before=False)
         except ShellError as exc:
             status = ctx.error(exc.message)
@@ -153,12 +153,6 @@ def _set_attrs(st, name: str, flags: dict[str, bool], *, before: bool) -> None: 
         return
     if flags.get("r"):
         st.readonly.add(name)
-
-
-def _quote(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_./:,+@%=^-]*", value):
-        return value
-    return "'" + value.replace("'", "'\\''") + "'"
 
 
 def _print(ctx: BuiltinContext, flags: dict[str, bool], names: list[str], *, readonly: bool, export: bool) -> int:
@@ -238,7 +232,10 @@ def unset(ctx: BuiltinContext) -> int:
             continue
         base, sub = split_subscript(name)
         if not NAME.fullmatch(base):
-            status = ctx.error(f"`{name}': not a valid identifier")
+            if "v" in flags:
+                status = ctx.error(f"`{name}': not a valid identifier")
+            else:  # bash: not a variable's name, so a function's (any word names a function)
+                st.functions.pop(name, None)
             continue
         if sub is None and base not in st.vars and base not in st.arrays and "v" not in flags:
             st.functions.pop(base, None)  # bash: no such variable, so the function of that name

@@ -248,8 +248,9 @@ def exit_(ctx: BuiltinContext) -> int:
 
 
 def _loop_count(ctx: BuiltinContext) -> int:
-    if len(ctx.args) > 1:
-        raise ShellError(f"{ctx.name}: too many arguments")
+    if len(ctx.args) > 1:  # bash ends the shell here (status 1)
+        ctx.error("too many arguments")
+        raise ExitShell(1)
     if not ctx.args:
         return 1
     arg = ctx.args[0]
@@ -264,18 +265,18 @@ def _loop_count(ctx: BuiltinContext) -> int:
 
 
 def break_(ctx: BuiltinContext) -> int:
-    n = _loop_count(ctx)
     if ctx.interp.loop_depth == 0:
         ctx.error("only meaningful in a `for', `while', or `until' loop")
         return 0
+    n = _loop_count(ctx)
     raise BreakLoop(min(n, ctx.interp.loop_depth))
 
 
 def continue_(ctx: BuiltinContext) -> int:
-    n = _loop_count(ctx)
     if ctx.interp.loop_depth == 0:
         ctx.error("only meaningful in a `for', `while', or `until' loop")
         return 0
+    n = _loop_count(ctx)
     raise ContinueLoop(min(n, ctx.interp.loop_depth))
 
 

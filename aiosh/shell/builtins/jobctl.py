@@ -8,7 +8,7 @@ import signal as _signal
 from .. import procs as _procs
 from ..agents import LIMIT_KEYS
 from ..errors import Cancelled, ShellError
-from ..jobs import Job
+from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
@@ -120,6 +120,12 @@ def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
                     break
         if signal_group(-num, sig):  # shell threads whose job has ended (a fork bomb's descendants)
             return
+    if num == shell.pid:  # the shell itself (`kill -USR1 $$`): a trap runs after this command, as in bash
+        try:
+            os.kill(num, sig)
+        except OSError as exc:
+            raise ShellError(f"kill: ({num}) - {exc.strerror}") from None
+        return
     if shell.agents is None:
         raise ShellError(f"kill: ({num}) - No such process")
     try:
@@ -143,7 +149,9 @@ def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
             n = int(a)
             if n > 128:
                 n -= 128
-            if n in names:
+            if n == 0:
+                ctx.write("EXIT\n")
+            elif n in names:
                 ctx.write(names[n] + "\n")
             else:
                 status = ctx.error(f"{a}: invalid signal specification")
@@ -186,6 +194,11 @@ def jobs(ctx: BuiltinContext) -> int:
     except ShellError as exc:
         ctx.interp.diag(ctx.io, exc.message)
         return 1
+    if not args and not chosen and table.inherited:  # a subshell: the parent's jobs, left as they are
+        for job in table.inherited:
+            if job.state != "done":
+                ctx.write((f"{job.pgid}" if "p" in opts else table.format(job, long="l" in opts, cwd=ctx.state.cwd)) + "\n")
+        return 0
     for job in chosen:
         st = job.state
         if "r" in opts and st != "running" or "s" in opts and st != "stopped":
@@ -285,6 +298,8 @@ def disown(ctx: BuiltinContext) -> int:
 
 # -- wait --------------------------------------------------------------------------------------------------------
 
+_REPORTED_SIGNALS = frozenset(int(s) for s in _signal.Signals) - {_signal.SIGINT, _signal.SIGTERM, _signal.SIGPIPE}
+
 
 def wait(ctx: BuiltinContext) -> int:
     parsed = _options(ctx, "nf")
@@ -294,7 +309,13 @@ def wait(ctx: BuiltinContext) -> int:
     interp = ctx.interp
     table = interp.jobs
 
+    caught = [int(_signal.SIGINT)]
+
     def interrupted() -> bool:
+        """A trapped signal ends the wait (128+n, then the trap runs), and so does Ctrl-C."""
+        if ctx.shell.pending_signals and interp.main and interp.proc is None:
+            caught[0] = ctx.shell.pending_signals[0]
+            return True
         try:
             interp.checkpoint()
         except Cancelled:
@@ -302,13 +323,20 @@ def wait(ctx: BuiltinContext) -> int:
         return False
 
     if "n" in opts:
-        pool = [table.resolve(a, "wait") for a in args] if args else list(table.jobs.values())
+        pool = []
+        for a in args:
+            try:
+                pool.append(table.resolve(a, "wait"))
+            except ShellError as exc:
+                ctx.interp.diag(ctx.io, exc.message)
+        if not args:
+            pool = list(table.jobs.values())
         pool = [j for j in pool if j.state != "done" or j.reported != "done"]
         if not pool:
             return 127
         job = table.wait_any(pool, interrupted)
         if job is None:
-            return 128 + _signal.SIGINT
+            return 128 + caught[0]
         job.reported = "done"
         table.remove(job)
         return job.status
@@ -317,7 +345,7 @@ def wait(ctx: BuiltinContext) -> int:
             if job.state == "stopped":
                 continue
             if table.wait_job(job, return_on_stop=False, interrupted=interrupted) is None:
-                return 128 + _signal.SIGINT
+                return 128 + caught[0]
             job.reported = "done"
             table.remove(job)
         return 0
@@ -332,14 +360,14 @@ def wait(ctx: BuiltinContext) -> int:
                 continue
             got = table.wait_job(job, return_on_stop=False, interrupted=interrupted)
             if got is None:
-                return 128 + _signal.SIGINT
+                return 128 + caught[0]
             status = got
             job.reported = "done"
             table.remove(job)
             continue
         if not is_digits(spec):
             ctx.error(f"`{spec}': not a pid or valid job spec")
-            status = 2
+            status = 1
             continue
         pid = int(spec)
         found = table.find_pid(pid)
@@ -353,9 +381,14 @@ def wait(ctx: BuiltinContext) -> int:
         proc = next(p for p in found.procs if p.pid == pid)
         while not proc.finished:
             if interrupted():
-                return 128 + _signal.SIGINT
+                return 128 + caught[0]
             proc.wait(0.05)
+        if interrupted():  # a trapped signal that came while we waited (its handler may run only now)
+            return 128 + caught[0]
         status = proc.status or 0
+        if status - 128 in _REPORTED_SIGNALS and not table.interactive and found.background:
+            # bash reports a waited-for process that a signal ended (not INT, TERM or PIPE)
+            ctx.write_err(f"{ctx.shell.argv0}: {pid} {describe_status(status):<{STATUS_WIDTH}}{found.text}\n")
         if found.state == "done":
             found.reported = "done"
             table.remove(found)

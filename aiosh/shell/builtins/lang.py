@@ -7,6 +7,9 @@ import shlex
 import signal
 
 from ..errors import ExitShell, ShellError
+from ..lexer import is_name
+from ..quoting import single_quote
+from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
 
 # -- let -------------------------------------------------------------------------------------------------------
@@ -47,13 +50,17 @@ def getopts(ctx: BuiltinContext) -> int:
     silent = optstring.startswith(":")
 
     def finish(opt: str, status: int) -> int:
-        interp.assign(name, opt)
         interp.assign("OPTIND", str(optind))
         interp.state.getopts_last = (optind, sub)
+        if not is_name(name):
+            return ctx.error(f"`{name}': not a valid identifier")
+        interp.assign(name, opt)
         return status
 
     if optind < 1 or optind > len(args):
         interp.unset_var("OPTARG")
+        if optind > len(args):
+            optind, sub = len(args) + 1, 0  # bash: past the end is the end (`set --` after a loop)
         return finish("?", 1)
     arg = args[optind - 1]
     if sub == 0:
@@ -99,6 +106,49 @@ def getopts(ctx: BuiltinContext) -> int:
     return finish(c, 0)
 
 
+# -- alias, unalias ----------------------------------------------------------------------------------------------
+
+
+def alias(ctx: BuiltinContext) -> int:
+    """`alias [-p] [name[=value] …]`: define or show aliases (they expand in scripts after
+    `shopt -s expand_aliases`, and at the prompt)."""
+    aliases = ctx.state.aliases
+    args = [a for a in ctx.args if a != "-p"]
+    if args and args[0] == "--":
+        args.pop(0)
+    if not args:
+        for name in sorted(aliases):
+            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+        return 0
+    status = 0
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if eq:
+            if not name or any(c in name for c in " \t\n/$`=|&;()<>'\"\\"):
+                status = ctx.error(f"`{name}': invalid alias name")
+                continue
+            aliases[name] = value
+        elif name in aliases:
+            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+        else:
+            status = ctx.error(f"{name}: not found")
+    return status
+
+
+def unalias(ctx: BuiltinContext) -> int:
+    aliases = ctx.state.aliases
+    if ctx.args[:1] == ["-a"]:
+        aliases.clear()
+        return 0
+    if not ctx.args:
+        return ctx.usage_error()
+    status = 0
+    for name in ctx.args:
+        if aliases.pop(name, None) is None:
+            status = ctx.error(f"{name}: not found")
+    return status
+
+
 # -- trap ------------------------------------------------------------------------------------------------------
 
 SIGNAL_NAMES = {s.name[3:]: int(s) for s in signal.Signals if s.name.startswith("SIG") and not s.name.startswith("SIG_")}
@@ -129,8 +179,9 @@ def trap(ctx: BuiltinContext) -> int:
     if args and args[0] == "--":
         args.pop(0)
     if not args or args == ["-p"]:
-        for name in sorted(st.traps, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
+        shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
+        for name in sorted(shown, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(shown[name])} {_shown(name)}\n")
         return 0
     if args[0] == "-l":
         ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
@@ -157,6 +208,9 @@ def trap(ctx: BuiltinContext) -> int:
             st.traps.pop(name, None)
         else:
             st.traps[name] = action
+        st.shown_traps = None
+        if name in SIGNAL_NAMES and ctx.interp.main and ctx.interp.proc is None:
+            ctx.shell.sync_signal_trap(SIGNAL_NAMES[name])
     return status
 
 
@@ -256,13 +310,6 @@ def builtin(ctx: BuiltinContext) -> int:
 
 # -- shopt, hash (accepted so scripts that set them run) --------------------------------------------------------
 
-SHOPT_DEFAULTS = {
-    "checkwinsize": True, "cmdhist": True, "complete_fullquote": True, "expand_aliases": False,
-    "extglob": False, "extquote": True, "force_fignore": True, "globasciiranges": True, "hostcomplete": True,
-    "interactive_comments": True, "inherit_errexit": False, "lastpipe": False, "nocaseglob": False,
-    "nocasematch": False, "nullglob": False, "failglob": False, "dotglob": False, "globstar": False,
-    "progcomp": True, "promptvars": True, "sourcepath": True, "xpg_echo": False,
-}  # fmt: skip
 
 
 def shopt(ctx: BuiltinContext) -> int:
@@ -339,6 +386,8 @@ def hash_(ctx: BuiltinContext) -> int:
 def register(reg: BuiltinRegistry) -> None:
     reg.register("let", let, "evaluate arithmetic expressions; status 0 when the last is non-zero", "let arg [arg ...]")
     reg.register("getopts", getopts, "parse positional parameters as options", "getopts optstring name [arg ...]")
+    reg.register("alias", alias, "define or show aliases", "alias [-p] [name[=value] ... ]")
+    reg.register("unalias", unalias, "remove aliases", "unalias [-a] name [name ...]")
     reg.register("trap", trap, "run commands when the shell exits (EXIT), a command fails (ERR) or a signal comes",
                  "trap [-lp] [[arg] signal_spec ...]")  # fmt: skip
     reg.register("command", command, "run a command bypassing functions; -v / -V say what a name is",

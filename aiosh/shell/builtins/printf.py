@@ -9,6 +9,7 @@ import threading
 import time
 
 from ..lexer import byte_char
+from ..quoting import dollar_quote, has_controls
 from . import BuiltinContext, BuiltinRegistry
 from .files import hex_escape
 
@@ -62,19 +63,8 @@ def shell_quote(text: str) -> str:
     """`%q`: bash's quoting — backslashes, or `$'…'` when there are control characters."""
     if text == "":
         return "''"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        inner = []
-        for c in text:
-            code = ord(c)
-            rev = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v",
-                   "\x1b": "\\E", "'": "\\'", "\\": "\\\\"}  # fmt: skip
-            if c in rev:
-                inner.append(rev[c])
-            elif code < 32 or code == 127:
-                inner.append(f"\\{code:03o}")
-            else:
-                inner.append(c)
-        return "$'" + "".join(inner) + "'"
+    if has_controls(text):
+        return dollar_quote(text)
     out = []
     for k, c in enumerate(text):
         if _SAFE_Q.fullmatch(c) or ord(c) > 127:
@@ -108,10 +98,10 @@ class Printf:
             self.ctx.error(f"{arg}: invalid number")
             self.status = 1
         value *= sign
-        if unsigned:  # strtoumax: clamps at 2**64-1; a negative number wraps
-            if value >= 1 << 64:
+        if unsigned:  # strtoumax: a magnitude past 2**64-1 clamps there (either sign); a negative one wraps
+            if abs(value) >= 1 << 64:
                 return (1 << 64) - 1
-            return value & ((1 << 64) - 1) if value >= -(1 << 63) else 1 << 63
+            return value & ((1 << 64) - 1)
         return max(-(1 << 63), min((1 << 63) - 1, value))  # strtoimax clamps
 
     def real(self, arg: str) -> float:
@@ -215,7 +205,8 @@ class Printf:
             tfmt = conv[1:-2]
             value = -1 if arg is None or not arg.strip() else self.number(arg)
             when = time.time() if value == -1 else self.ctx.shell.started_wall if value == -2 else value
-            text = _strftime(tfmt or "%X", when, self.ctx.interp.get_var("TZ"))
+            tz = self.ctx.interp.get_var("TZ") if "TZ" in self.ctx.state.exported else os.environ.get("TZ")
+            text = _strftime(tfmt or "%X", when, tz)  # bash: an unexported TZ does not count
             return (spec + "s") % text
         if conv in "di":
             return (spec + "d") % self.number(arg or "")
@@ -231,8 +222,9 @@ class Printf:
         if conv in "eEfFgGaA":
             c = conv if conv not in "aA" else ("e" if conv == "a" else "E")
             return (spec + c) % self.real(arg or "")
-        if conv == "c":
-            return (spec.split(".")[0] + "s") % (arg or "")[:1]
+        if conv == "c":  # bash prints the first byte, even of a multi-byte character
+            first = (arg or "")[:1].encode("utf-8", "surrogateescape")[:1].decode("utf-8", "surrogateescape")
+            return (spec.split(".")[0] + "s") % first
         if conv == "b":
             try:
                 text = escapes(arg or "", in_b=True)
@@ -248,7 +240,7 @@ _tz_lock = threading.Lock()
 
 
 def _strftime(fmt: str, when: float, tz: str | None) -> str:
-    """strftime in the shell's TZ (a variable of this shell, not of the aiosh process)."""
+    """strftime in the shell's exported TZ (a variable of this shell, not of the aiosh process)."""
     with _tz_lock:
         saved = os.environ.get("TZ")
         try:

@@ -10,29 +10,19 @@ from .. import reader
 from ..errors import AbortCommand, ReturnFromFunction
 from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
+from ..quoting import double_quote, value_quote
 from . import BuiltinContext, BuiltinRegistry
-
-SAFE = re.compile(r"[A-Za-z0-9_./:,+@%=^-]*")
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
-                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags"}  # fmt: skip
-LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport"}
+                 "nounset": "nounset", "allexport": "allexport", "jobtags": "jobtags", "verbose": "verbose",
+                 "noclobber": "noclobber"}  # fmt: skip
+LETTERS = {"e": "errexit", "f": "noglob", "x": "xtrace", "u": "nounset", "a": "allexport", "v": "verbose",
+           "C": "noclobber"}
 IGNORED_OPTIONS = frozenset(
-    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noclobber", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "verbose", "vi"]
+    ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "vi"]
 )
-IGNORED_LETTERS = frozenset("bhkmnptvBCEHPT")
-
-
-def _quote(value: str) -> str:
-    """Quote a value the way `set` shows it, so it can be read back."""
-    if SAFE.fullmatch(value):
-        return value
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-def _dquote(value: str) -> str:
-    return '"' + re.sub(r'(["\\$`])', r"\\\1", value) + '"'
+IGNORED_LETTERS = frozenset("bhkmnptBEHPT")
 
 
 def export(ctx: BuiltinContext) -> int:
@@ -51,7 +41,7 @@ def export(ctx: BuiltinContext) -> int:
     if not args:
         for name in sorted(st.exported):
             if name in st.vars:
-                ctx.write(f"declare -x {name}={_dquote(st.vars[name])}\n")
+                ctx.write(f"declare -x {name}={double_quote(st.vars[name])}\n")
             else:
                 ctx.write(f"declare -x {name}\n")
         return 0
@@ -70,38 +60,12 @@ def export(ctx: BuiltinContext) -> int:
     return status
 
 
-def unset(ctx: BuiltinContext) -> int:
-    st = ctx.state
-    args = list(ctx.args)
-    flags: set[str] = set()
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        if any(c not in "vfn" for c in opt[1:]):
-            return ctx.usage_error(f"{opt}: invalid option")
-        flags.update(opt[1:])
-    status = 0
-    for name in args:
-        if "f" in flags:
-            st.functions.pop(name, None)
-            continue
-        if not valid_name(name):
-            status = ctx.error(f"`{name}': not a valid identifier")
-            continue
-        if name not in st.vars and "v" not in flags:
-            st.functions.pop(name, None)  # bash: no such variable, so the function of that name
-        st.vars.pop(name, None)
-        st.exported.discard(name)
-    return status
-
-
 def set_(ctx: BuiltinContext) -> int:
     st = ctx.state
     args = list(ctx.args)
     if not args:
         for name in sorted(st.vars):
-            ctx.write(f"{name}={_quote(st.vars[name])}\n")
+            ctx.write(f"{name}={value_quote(st.vars[name])}\n")
         return 0
     while args:
         arg = args[0]
@@ -109,10 +73,12 @@ def set_(ctx: BuiltinContext) -> int:
             args.pop(0)
             st.positional = list(args)
             return 0
-        if arg in ("-", "+"):
+        if arg == "+":  # an ignored flag
             args.pop(0)
-            if arg == "-":
-                st.xtrace = False
+            continue
+        if arg == "-":  # the end of the options, and -x -v off
+            args.pop(0)
+            st.xtrace = st.verbose = False
             if args:
                 st.positional = list(args)
             return 0
@@ -291,7 +257,7 @@ def read_(ctx: BuiltinContext) -> int:
         if src is None:
             return 1
         if isinstance(src, FilePipe):
-            return 0  # a file is always ready
+            return 0 if src.ready() else 1
         for _ in range(5):  # a pipe's writer may be a thread that has not run yet
             if src.has_data or src.closed or reader.has_pushback(src):
                 return 0
@@ -309,7 +275,8 @@ def read_(ctx: BuiltinContext) -> int:
             while _odd_backslashes(line) and how == "delim":
                 more, how = reader.read_upto(src, None if count is None else count - len(line), delim,
                                              ctx.checkpoint, deadline)  # fmt: skip
-                line = line[:-1] + more
+                # backslash-newline joins lines; an escaped delimiter is kept as an escaped character
+                line = (line[:-1] if delim == "\n" else line + delim) + more
     if exact:
         _assign_plain(ctx, args or ["REPLY"], line)
     elif array is not None:
@@ -401,7 +368,7 @@ def _chars(line: str, raw: bool) -> list[tuple[str, bool]]:
     i = 0
     while i < len(line):
         if line[i] == "\\":
-            if i + 1 < len(line):
+            if i + 1 < len(line) and line[i + 1] != "\n":  # backslash-newline is a line continuation
                 out.append((line[i + 1], True))
             i += 2
         else:
@@ -442,7 +409,78 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
             pos += 1
             while pos < hi and is_ws(pos):
                 pos += 1
+    def is_other(i: int) -> bool:
+        return not chars[i][1] and chars[i][0] in other
+
+    # the rest is one field and its delimiter (`a:` with IFS=:): bash drops that delimiter
+    if hi > pos and is_other(hi - 1) and not any(is_other(i) for i in range(pos, hi - 1)):
+        hi -= 1
+        while hi > pos and is_ws(hi - 1):
+            hi -= 1
     interp.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
+
+
+def mapfile(ctx: BuiltinContext) -> int:
+    """`mapfile [-t] [-d DELIM] [-n COUNT] [-O ORIGIN] [-s SKIP] [-u FD] [ARRAY]` (also `readarray`): lines
+    of input into an indexed array, reading no further than the lines it takes."""
+    args = list(ctx.args)
+    strip, delim, count, origin, skip, fd = False, "\n", 0, None, 0, 0
+    numbers = {"n": "count", "O": "origin", "s": "skip", "u": "fd"}
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        opt = args.pop(0)
+        if opt == "--":
+            break
+        i = 1
+        while i < len(opt):
+            c = opt[i]
+            i += 1
+            if c == "t":
+                strip = True
+                continue
+            if c not in "dnOsuCc":
+                return ctx.usage_error(f"-{c}: invalid option")
+            value = opt[i:] if i < len(opt) else (args.pop(0) if args else None)
+            i = len(opt)
+            if value is None:
+                ctx.error(f"-{c}: option requires an argument")
+                return ctx.usage_error()
+            if c == "d":
+                delim = value[:1] or "\0"
+            elif c in numbers:
+                if not (value.isascii() and value.isdigit()):
+                    return ctx.error(f"{value}: invalid {'line count' if c == 'n' else 'number'}")
+                n = int(value)
+                if c == "n":
+                    count = n
+                elif c == "O":
+                    origin = n
+                elif c == "s":
+                    skip = n
+                else:
+                    fd = n
+    name = args[0] if args else "MAPFILE"
+    if not valid_name(name):
+        return ctx.error(f"`{name}': not a valid identifier")
+    src = ctx.io.fds.get(fd)
+    if fd not in ctx.io.fds and fd != 0:
+        return ctx.error(f"{fd}: invalid file descriptor: Bad file descriptor")
+    lines: list[str] = []
+    while src is not None and (not count or len(lines) < count):
+        text, how = reader.read_upto(src, None, delim, ctx.checkpoint)
+        if how == "eof" and not text:
+            break
+        if skip:
+            skip -= 1
+            continue
+        lines.append(text if strip or how != "delim" else text + delim)
+        if how == "eof":
+            break
+    interp = ctx.interp
+    if origin is None:
+        interp.assign_array(name, [(None, v) for v in lines])
+    else:
+        interp.assign_array(name, [(str(origin + k), v) for k, v in enumerate(lines)], append=True)
+    return 0
 
 
 def local(ctx: BuiltinContext) -> int:
@@ -469,7 +507,6 @@ def local(ctx: BuiltinContext) -> int:
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
-    reg.register("unset", unset, "remove variables", "unset [-f] [-v] [-n] [name ...]")
     reg.register("set", set_, "set options (-e, -u, -x, -f, -o pipefail) or positional parameters",
                  "set [-efux] [-o option-name] [--] [-] [arg ...]")  # fmt: skip
     reg.register("shift", shift, "drop the first N positional parameters", "shift [n]")
@@ -477,5 +514,9 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
     reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")
     reg.register("local", local, "make variables local to the running function", "local [name[=value] ...]")
+    reg.register("mapfile", mapfile, "read lines of input into an indexed array",
+                 "mapfile [-t] [-d delim] [-n count] [-O origin] [-s count] [-u fd] [array]")  # fmt: skip
+    reg.register("readarray", mapfile, "read lines of input into an indexed array (same as mapfile)",
+                 "readarray [-t] [-d delim] [-n count] [-O origin] [-s count] [-u fd] [array]")  # fmt: skip
     reg.register("read", read_, "read a line of standard input into variables (split on IFS)",
                  "read [-rs] [-d delim] [-p prompt] [name ...]")  # fmt: skip
