@@ -13,12 +13,12 @@ from aiosh.kernel.config import load_config
 from aiosh.kernel.storage import Storage
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.storage import logs
+from aiosh.commands.tools import tools
 from aiosh.repl import command_position
 from aiosh.session import make_shell
 from aiosh.shell.agents import parse_options
 from aiosh.shell.errors import ShellError
-from aiosh.storage_commands import logs
-from aiosh.tool_commands import tools
 
 pytestmark = pytest.mark.timeout(120)
 

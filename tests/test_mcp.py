@@ -16,9 +16,9 @@ from aiosh.kernel.config import load_config
 from aiosh.kernel.kernel import Kernel
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.tools import tools as tools_command
 from aiosh.monitor.backends_panel import render_backends
 from aiosh.monitor.collector import mcp_row
-from aiosh.tool_commands import tools as tools_command
 
 SERVER = str(Path(__file__).parent / "mcp_server.py")
 pytestmark = [pytest.mark.timeout(300)]

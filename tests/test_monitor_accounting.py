@@ -13,8 +13,8 @@ from aiosh.kernel import signals as S
 from aiosh.kernel.config import load_config
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.observe import ps
 from aiosh.monitor.collector import Collector
-from aiosh.observe import ps
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 

@@ -610,7 +610,7 @@ def test_call_tool_constrains_the_model(tk):
 
 @pytest.mark.model
 def test_tools_builtin_lists_schemas(tk):
-    from aiosh.tool_commands import UsageError, tools
+    from aiosh.commands.tools import UsageError, tools
 
     text = tools(tk, [])
     assert "calculator(expression: string)" in text and "hang(seconds?: number = 3.0)" in text
