@@ -80,14 +80,14 @@ def test_completion_positions() -> None:
 # --- through the kernel and the model -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
+def k(tmp_path_factory, kernel_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     db = tmp_path_factory.mktemp("db") / "a.db"
     cfg = load_config(cwd=tmp_path_factory.mktemp("cwd"), overrides={
         "kernel": {"slots": 4, "kv_cells": 8192}, "storage": {"path": str(db)},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     kern.db_path = str(db)
     yield kern
     kern.shutdown()

@@ -68,7 +68,7 @@ def http_server():
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory, http_server):
+def k(tmp_path_factory, http_server, kernel_factory):
     root = tmp_path_factory.mktemp("mcp")
     (root / "plugins").mkdir()
     (root / "plugins" / "mcpcall.py").write_text(AGENT)
@@ -81,7 +81,7 @@ def k(tmp_path_factory, http_server):
         "mcp": {"t": {"command": [sys.executable, SERVER], "timeout_s": 3.0},
                 "h": {"url": http_server, "timeout_s": 10.0}},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     yield kern
     kern.shutdown()
 

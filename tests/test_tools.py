@@ -453,8 +453,7 @@ TOOLS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def tk(tmp_path_factory):
-    from aiosh.kernel import Kernel
+def tk(tmp_path_factory, kernel_factory):
     from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("toolk")
@@ -468,7 +467,7 @@ def tk(tmp_path_factory):
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
         "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"]},
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     k.test_cwd = str(tmp / "work")
     yield k
     k.shutdown()
