@@ -440,17 +440,10 @@ class Engine:
         for act in members:
             self._after_decode(act, t_dec)
         now = time.monotonic()
-        served = {id(a) for a in members}
-        for act in members:
-            act.seq.last_ran = now
-            act.seq.waiting_since = 0.0
-        for a in self._actives.values():
-            if a.seq.runnable and id(a) not in served and not a.seq.waiting_since:
-                a.seq.waiting_since = now  # only those that got nothing this step keep waiting (and may be boosted)
         pre_by_rid = {p[1]: p[2] for p in prefilled}
         decoded_rids = {d[1] for d in decoded}
-        for act in members:
-            self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in decoded_rids else 0)
+        self.scheduler.end_step([(a.seq, pre_by_rid.get(a.seq.rid, 0), int(a.seq.rid in decoded_rids)) for a in members],
+                                [a.seq for a in self._actives.values()], now)
         if decoded and not prefilled:
             self.scheduler.observe_step(len(decoded), now - t0)
         # Account the step first (listeners: the kernel's per-process counters), so that a request's last tokens
@@ -549,9 +542,7 @@ class Engine:
         slot.active = act
         slot.conversation = act.req.conversation
         act.slot = slot
-        act.seq.has_slot = True
-        if act.seq.state in ("waiting", "swapped"):
-            act.seq.state = "decode" if act.pending_token is not None else "prefill"
+        act.seq.admitted(act.pending_token is not None)
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
@@ -683,7 +674,6 @@ class Engine:
         swap_cost = 2 * size * self._swap_cost_per_byte
         recompute_cost = n * self._prefill_cost_per_token
         self._totals["preemptions"] += 1
-        act.seq.switches += 1
         act.result.preemptions += 1
         if n and swap_cost <= recompute_cost:
             t0 = time.perf_counter()
@@ -704,9 +694,7 @@ class Engine:
         slot.conversation = None
         slot.last_used = time.monotonic()
         act.slot = None
-        act.seq.has_slot = False
-        act.seq.state = "swapped" if act.swapped is not None else "waiting"
-        act.seq.kv_tokens = 0
+        act.seq.preempted(act.swapped is not None)
 
     def _swap_in(self, act: _Active, slot: _Slot) -> None:
         self._truncate(slot, 0)

@@ -31,7 +31,7 @@ import inspect
 import math
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -102,13 +102,20 @@ class SeqState:
     def pending_prompt(self) -> int:
         return max(0, self.prompt_len - self.n_prefilled)
 
-    @property
-    def last_run(self) -> float:  # the engine writes this name; it is the same field
-        return self.last_ran
+    # The engine's bookkeeping of a sequence's slot, here so that the engine and the scheduler tests' fake engine
+    # run the same code.
+    def admitted(self, decoding: bool) -> None:
+        """It got a slot: it decodes when a sampled token waits to be decoded, else it (re)fills its prompt."""
+        self.has_slot = True
+        if self.state in ("waiting", "swapped"):
+            self.state = "decode" if decoding else "prefill"
 
-    @last_run.setter
-    def last_run(self, value: float) -> None:
-        self.last_ran = value
+    def preempted(self, swapped: bool) -> None:
+        """Its slot was taken, a context switch: its KV was saved to RAM (`swapped`) or dropped for recompute."""
+        self.switches += 1
+        self.has_slot = False
+        self.state = "swapped" if swapped else "waiting"
+        self.kv_tokens = 0
 
 
 # --- policies ---------------------------------------------------------------------------------------------------
@@ -544,6 +551,21 @@ class Scheduler:
                 s.boosted = False  # served in the last step (it showed as boosted until then), or stopped
             elif not s.boosted and s.waiting_since and now - s.waiting_since >= self.boost_after_s:
                 s.boosted = True  # until served (account clears it)
+
+    def end_step(self, served: Sequence[tuple[SeqState, int, int]], live: Iterable[SeqState], now: float) -> None:
+        """The bookkeeping after a step, for the engine and the scheduler tests' fake engine alike: each served
+        sequence, (seq, prompt tokens, generated tokens), ran `now` and waits no more; a runnable one of `live` that
+        got nothing starts waiting (and may be boosted); then each served one's tokens are accounted."""
+        rids = set()
+        for s, _, _ in served:
+            s.last_ran = now
+            s.waiting_since = 0.0
+            rids.add(s.rid)
+        for s in live:
+            if s.rid not in rids and s.runnable and not s.waiting_since:
+                s.waiting_since = now
+        for s, prompt_tokens, generated_tokens in served:
+            self.account(s, prompt_tokens, generated_tokens)
 
     def account(self, seq: SeqState, prompt_tokens: int, generated_tokens: int) -> None:
         n = prompt_tokens + generated_tokens
