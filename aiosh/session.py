@@ -126,7 +126,11 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
                        argv0=argv0, args=args)
     if bg_out is not None and bg_err is not None:
         shell.bg_stdout, shell.bg_stderr = bg_out, bg_err
-    shell.flush_output = lambda: [p.drain(0.5) for p in pumps] and None
+    def flush_output() -> None:
+        for p in pumps:
+            p.drain(0.5)
+
+    shell.flush_output = flush_output
     apply_startup_options(shell, ns)
 
     def on_term(signum: int, _frame: object) -> None:

@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
 from .memory import AgentMemory
@@ -325,7 +325,7 @@ class AgentContext:
         self.cwd = cwd
         self.env = dict(env)
         self.options = dict(options)
-        self.args: dict[str, object] = {}  # declared options, parsed (see `@agent(options=...)`)
+        self.args: dict[str, Any] = {}  # declared options, parsed: each of its option's type (`@agent(options=...)`)
         self.operands: list[str] = list(proc.argv)  # the arguments after the options
         self.stdin = AgentInput(stdin, self)
         self.stdout = AgentOutput(stdout, proc, self, tee=True)
@@ -393,7 +393,7 @@ class AgentContext:
             seed=int(o["seed"]) if o.get("seed") is not None else None,
         )
         req.stop = list(o.get("stop") or [])
-        req.grammar = o.get("grammar")  # type: ignore[assignment]
+        req.grammar = o.get("grammar")
         req.ignore_eos = bool(o.get("ignore_eos", False))
         req.sched = proc.sched
         req.max_kv = proc.limits.max_kv

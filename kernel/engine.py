@@ -79,7 +79,8 @@ class _Conversation:
 class Engine:
     """Continuous-batching generation over one llama context; `submit` from any thread."""
 
-    handle_factory = RequestHandle  # the engine process hands out handles that forward to the kernel
+    # the engine process hands out handles that forward to the kernel
+    handle_factory: Callable[[int, GenRequest, Callable[[int], None]], RequestHandle] = RequestHandle
 
     def __init__(self, model: Model, settings: EngineSettings, policy: Policy | None = None) -> None:
         self.model = model
@@ -389,6 +390,7 @@ class Engine:
         members: list[_Active] = []
         running = [a for s in plan.run if (a := self._actives.get(s.rid)) is not None and a.slot is not None]
         for act in running:
+            assert act.slot is not None  # (running holds those with a slot)
             if act.pending_token is not None and n < self.batch_cap:
                 self._batch_add(n, act.pending_token, len(act.slot.tokens), act.slot.seq, True)
                 act.batch_index = n
@@ -425,6 +427,7 @@ class Engine:
             self._recover_failed_decode(rc, members)
             return
         for act in members:  # the cells just written
+            assert act.slot is not None  # (members hold a slot)
             new = len(act.slot.tokens) - len(act.slot.cells)
             for _ in range(new):
                 cid = next(self._cell_ids)
@@ -490,6 +493,7 @@ class Engine:
             act.result.t_first = now
         if act.seq.state != "decode":
             act.seq.state = "decode"
+        assert act.stream is not None and act.slot is not None  # (set at admission, with the sampler)
         eog = self._eog.get(token)
         if eog is None:
             eog = self._eog[token] = self.model.is_eog(token)
@@ -644,6 +648,7 @@ class Engine:
     def _recover_failed_decode(self, rc: int, members: list[_Active]) -> None:
         """llama_decode refused the batch: undo the tokens we appended, then shrink the load and retry next step."""
         for act in members:
+            assert act.slot is not None  # (members hold a slot)
             extra = len(act.slot.tokens) - len(act.slot.cells)
             if extra > 0:
                 ll.llama_memory_seq_rm(self.mem, act.slot.seq, len(act.slot.cells), -1)
@@ -699,6 +704,7 @@ class Engine:
     def _swap_in(self, act: _Active, slot: _Slot) -> None:
         self._truncate(slot, 0)
         buf = act.swapped
+        assert buf is not None  # (only a swapped-out request is swapped in)
         t0 = time.perf_counter()
         ok = ll.llama_state_seq_set_data(self.ctx, buf, len(buf), slot.seq)
         dt = time.perf_counter() - t0

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from types import ModuleType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .entrypoints import builtin_entry_points, third_party_entry_points
 from .requests import SchedInfo
@@ -146,7 +146,8 @@ class Policy:
 
     name: ClassVar[str] = "fifo"
     description: ClassVar[str] = "first come, first served into free slots, batched, never preempted"
-    params: ClassVar[dict[str, float | int | bool | str]] = {}
+    # Each value has its default's type (float, int, bool or str: `_coerce`), which differs by key: Any.
+    params: ClassVar[dict[str, Any]] = {}
     preemptive: ClassVar[bool] = False
     serial: ClassVar[bool] = False
     residency: ClassVar[int] = 16  # default minimum residency, in steps

@@ -62,7 +62,7 @@ def _clock(seconds: float, frac: bool = False) -> str:
     return f"{h}:{m:02d}:{sec}" if h else f"{m}:{sec}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "K", "M", "G"):
         if n < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
