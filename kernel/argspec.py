@@ -137,7 +137,7 @@ class RunOption:
 
     flag: str
     key: str
-    parse: Callable[[str], object]
+    parse: Callable[[str], Any]
     what: str
     metavar: str = "N"
     help: str = ""
@@ -220,7 +220,7 @@ def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = Fal
                     got = ro.parse(value)
                 except ValueError:
                     raise UsageError(f"{name}: {ro.what} '{value}'", False) from None
-                out.run[ro.key] = [*out.run.get(ro.key, []), *got] if ro.accumulate else got  # type: ignore
+                out.run[ro.key] = [*out.run.get(ro.key, []), *got] if ro.accumulate else got
             else:
                 out.run[ro.key] = True
                 i += 1

@@ -198,7 +198,7 @@ class Policy:
         return f"<policy {self.name}({args})>"
 
 
-def _coerce(policy: str, key: str, value: object, default: object) -> object:
+def _coerce(policy: str, key: str, value: Any, default: object) -> object:
     where = f"scheduling policy '{policy}': parameter '{key}'"
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -208,7 +208,7 @@ def _coerce(policy: str, key: str, value: object, default: object) -> object:
         if isinstance(value, bool):
             raise ValueError(f"{where} must be a number, got {value!r}")
         try:
-            num = float(value)  # type: ignore[arg-type]
+            num = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where} must be a number, got {value!r}") from None
         if not math.isfinite(num):

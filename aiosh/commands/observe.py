@@ -10,6 +10,7 @@ import json
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
+from typing import Any
 
 from aiosh.kernel.proc import Limits, ProcInfo
 
@@ -46,7 +47,7 @@ DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time"
 REMOTE_DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time", "elapsed", "backend", "cmd"]
 ALIASES = {"tin": "in", "tout": "out"}  # the names these columns had before
 # A key of None is unknown (KV of an agent on a remote backend): such rows sort last in either direction.
-SORT_KEYS: dict[str, Callable[[ProcInfo], object]] = {
+SORT_KEYS: dict[str, Callable[[ProcInfo], Any]] = {  # numbers or strings, None when unknown
     "pid": lambda p: p.pid, "ppid": lambda p: p.ppid, "ni": lambda p: p.nice, "pri": lambda p: p.pri,
     "tokens": lambda p: p.tokens_in + p.tokens_out, "in": lambda p: p.tokens_in, "out": lambda p: p.tokens_out,
     "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
@@ -85,10 +86,10 @@ def _remote_pools(kernel) -> list:
     return list(getattr(backends, "pools", None) or ())
 
 
-def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], object], reverse: bool) -> list[ProcInfo]:
+def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], Any], reverse: bool) -> list[ProcInfo]:
     known = [p for p in procs if key(p) is not None]
     unknown = [p for p in procs if key(p) is None]
-    return sorted(known, key=key, reverse=reverse) + unknown  # type: ignore[arg-type]
+    return sorted(known, key=key, reverse=reverse) + unknown
 
 
 def _columns(value: str) -> list[str]:
@@ -394,12 +395,12 @@ def shell_procs(table) -> list[ProcInfo]:
         for p in list(job.procs):
             if p.kind not in ("thread", "host") or p.finished:
                 continue
-            values: dict[str, object] = {f.name: 0 for f in fields(ProcInfo)}  # figures the kernel keeps: none
+            values: dict[str, Any] = {f.name: 0 for f in fields(ProcInfo)}  # figures the kernel keeps: none
             values.update(pid=p.pid, ppid=0, pgid=job.pgid, agent=p.text, argv=(), state="T" if p.stopped else "R",
                           wchan="", nice=0, sched_class="-", pri=0, boosted=False, created=now, started=now,
                           ended=0.0, status=None, limits=Limits(0, 0.0, 0), recent_output="",
                           backend="shell" if p.kind == "thread" else "host")
-            out.append(ProcInfo(**values))  # type: ignore[arg-type]
+            out.append(ProcInfo(**values))
     return out
 
 

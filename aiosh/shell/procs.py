@@ -8,6 +8,7 @@ honours signals at checkpoints between commands, since a thread cannot be killed
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal as _signal
@@ -48,7 +49,7 @@ class Proc:
         self.text = text
         self.status: int | None = None
         self.stopped = False
-        self.stop_signal = _signal.SIGTSTP
+        self.stop_signal: int = _signal.SIGTSTP
         self.finished_at = 0.0
         self._lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
@@ -74,7 +75,7 @@ class Proc:
 
     def _notify(self) -> None:
         for fn in list(self._watchers):
-            _quietly(lambda fn=fn: fn(self))
+            _quietly(functools.partial(fn, self))
 
     def set_stopped(self, sig: int) -> None:
         if self.finished:
@@ -220,7 +221,7 @@ class ThreadProc(Proc):
 
     kind = "thread"
 
-    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], None]) -> None:
+    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], object]) -> None:
         super().__init__(next(_thread_pids), text)
         self.body = body
         self.cancel_signal: int | None = None

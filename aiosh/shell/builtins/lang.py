@@ -129,8 +129,8 @@ def trap(ctx: BuiltinContext) -> int:
     if args and args[0] == "--":
         args.pop(0)
     if not args or args == ["-p"]:
-        for name in sorted(st.traps, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
+        for trapped in sorted(st.traps, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(st.traps[trapped])} {_shown(trapped)}\n")
         return 0
     if args[0] == "-l":
         ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
@@ -319,8 +319,8 @@ def hash_(ctx: BuiltinContext) -> int:
             ctx.write("hash: hash table empty\n")  # bash prints this on stdout
             return 0
         ctx.write("hits\tcommand\n")
-        for name, path in table.items():
-            ctx.write(f"{st.hash_hits.get(name, 0):4d}\t{path}\n")
+        for cmd, where in table.items():
+            ctx.write(f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
         return 0
     status = 0
     for name in args:

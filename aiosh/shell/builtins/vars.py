@@ -445,27 +445,6 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
     interp.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
 
 
-def local(ctx: BuiltinContext) -> int:
-    interp = ctx.interp
-    if not interp.func_depth or not interp.locals:
-        return ctx.error("can only be used in a function")
-    st = ctx.state
-    scope = interp.locals[-1]
-    status = 0
-    for arg in ctx.args:
-        name, eq, value = arg.partition("=")
-        if not valid_name(name):
-            status = ctx.error(f"`{arg}': not a valid identifier")
-            continue
-        if name not in scope:
-            scope[name] = st.vars.get(name)
-        if eq:
-            st.vars[name] = value
-        else:
-            st.vars.pop(name, None)
-    return status
-
-
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
@@ -476,6 +455,5 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("source", source, "run a file's commands in the current shell", "source filename [arguments]")
     reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
     reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")
-    reg.register("local", local, "make variables local to the running function", "local [name[=value] ...]")
     reg.register("read", read_, "read a line of standard input into variables (split on IFS)",
                  "read [-rs] [-d delim] [-p prompt] [name ...]")  # fmt: skip
