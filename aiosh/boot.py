@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -53,6 +54,21 @@ def start_kernel(config: Config, *, verbose: bool = False, show_progress: bool |
     for line in kernel.warnings:
         print(f"aiosh: warning: {line}", file=sys.stderr)
     return kernel
+
+
+_WORD = re.compile(r"[A-Za-z_][\w.-]*")
+
+
+def start_engine_if_named(kernel, source: str) -> bool:
+    """Start the engine in the background when a script or `-c` names an agent that calls the model, right after
+    the kernel starts: the engine process loads while the shell sets itself up, so the first LLM call does not wait
+    for the whole load. A script of builtins and programs (`aiosh -c 'echo hi'`) never starts it; a name that is
+    only mentioned (`echo chat`) costs an engine that is stopped at exit."""
+    words = set(_WORD.findall(source))
+    if any(spec.uses_model for name, spec in kernel.agents.all().items() if name in words):
+        kernel.engine_start()
+        return True
+    return False
 
 
 def _stderr_console():

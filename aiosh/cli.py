@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
-from aiosh.boot import BootError, read_config, start_kernel
+from aiosh.boot import BootError, read_config, start_engine_if_named, start_kernel
 
 
-def _version() -> str:
-    try:
-        return version("aiosh")
-    except PackageNotFoundError:
-        return "unknown"
+class _VersionAction(argparse.Action):
+    """`--version`, reading the installed metadata only when asked (importlib.metadata costs start-up time)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("aiosh")
+        except PackageNotFoundError:
+            v = "unknown"
+        print(f"aiosh {v}")
+        parser.exit()
 
 
 def decode_script(data: bytes) -> str:
-    """A script's text: UTF-8, or, for a file that is not valid UTF-8, each byte as its Latin-1 character (bash
-    runs such files byte by byte; a stray byte in a comment must not stop the script)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+    """A script's text: UTF-8, with each byte that is not part of a UTF-8 character kept as itself (a
+    surrogate escape), as bash runs such files byte by byte: a stray Latin-1 byte in a comment does not stop the
+    script, and one in `echo` comes out as the same byte."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show llama.cpp's own log lines")
     p.add_argument("--monitor", action="store_true",
                    help="run SCRIPT or -c COMMANDS with the live monitor open and their output in a log panel")
-    p.add_argument("--version", action="version", version=f"aiosh {_version()}")
+    p.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     # bash's start-up options, so scripts that run `$SH -e -c …` work
     p.add_argument("-e", dest="errexit", action="store_true", help="exit when a command fails (set -e)")
     p.add_argument("-u", dest="nounset", action="store_true", help="an unset variable is an error (set -u)")
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except BootError as exc:
         print(f"aiosh: {exc}", file=sys.stderr)
         return exc.status
+    text = ns.command if ns.command is not None else source
+    if text is not None:
+        start_engine_if_named(kernel, text)
     from aiosh.session import run_monitored, run_session
 
     if ns.monitor:

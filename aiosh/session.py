@@ -14,6 +14,7 @@ import sys
 import threading
 
 from aiosh import commands
+from aiosh.boot import start_engine_if_named
 from aiosh.commands.observe import kernel_timing
 from aiosh.commands.top import register_top
 from aiosh.kernel.config import Config
@@ -148,12 +149,14 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
             kernel.engine_start()  # in the background: the prompt comes at once, the first chat finds it loaded
             status = Repl(shell, kernel, pumps).run()
             shell.hangup()
-        elif ns.command is not None:
+        elif ns.command is not None:  # (the engine was started already if the commands name a model agent)
             status = shell.run_source(ns.command, filename="-c")
         elif source is not None:
             status = shell.run_source(source, filename=ns.script)
         else:
-            status = shell.run_source(sys.stdin.read(), filename=None)
+            text = sys.stdin.read()
+            start_engine_if_named(kernel, text)
+            status = shell.run_source(text, filename=None)
     except _Terminated as exc:
         shell.hangup()
         status = 128 + exc.signum

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -239,13 +240,13 @@ def engine_vs_bare(engine: Engine, model: Model, settings: EngineSettings, threa
 
 
 def bench_steps(engine: Engine, model: Model, settings: EngineSettings, threads: int, widths: list[int],
-                new_tokens: int) -> dict:
+                new_tokens: int, reps: int = 3) -> dict:
     """decode16's step figures: the engine's full-decode step against the bare loop at each width, and the engine
     in its own process against the engine in a thread (at the widest width)."""
     cpu = StepCpuClock(engine)
     by_width = {str(w): engine_vs_bare(engine, model, settings, threads, w, new_tokens, 100, cpu) for w in widths}
     top = by_width[str(widths[-1])]
-    pvt = process_vs_thread(engine, model, settings, widths[-1], new_tokens)
+    pvt = process_vs_thread(engine, model, settings, widths[-1], new_tokens, reps)
     return {
         "bare_step_ms": top["bare_step_ms"],
         "engine_step_ms": top["engine_step_ms"],
@@ -304,21 +305,33 @@ def decode_step_ms(engine, model: Model, n: int, new_tokens: int, seed0: int) ->
     return full_decode_steps(engine.steps(), t0, n)["interval_ms"]
 
 
-def process_vs_thread(thread_engine: Engine, model: Model, settings: EngineSettings, n: int, new_tokens: int) -> dict:
-    """The same decode workload on the engine in a thread and in its own process (target ratio >= 1.0)."""
-    thread_ms = decode_step_ms(thread_engine, model, n, new_tokens, 300)
+def process_vs_thread(thread_engine: Engine, model: Model, settings: EngineSettings, n: int, new_tokens: int,
+                      reps: int = 3) -> dict:
+    """The same decode workload on the engine in a thread and in its own process (target ratio >= 1.0), `reps`
+    times each, alternating (thread, process, thread, …) so that a change in the machine's load hits both; the
+    ratio is of the medians."""
     proc = start_engine("process", model, settings)
     if proc is None:
         log("process_vs_thread: no engine process on this branch (hook in start_engine)")
-        return {"thread_step_ms": thread_ms, "process_step_ms": None, "process_vs_thread": None,
+        return {"thread_step_ms": decode_step_ms(thread_engine, model, n, new_tokens, 300), "process_step_ms": None,
+                "process_vs_thread": None,
                 "note": "engine process API (aiosh.kernel.engine_client.EngineProcess) not on this branch"}
+    thread_runs: list[float] = []
+    proc_runs: list[float] = []
     try:
-        proc_ms = decode_step_ms(proc, model, n, new_tokens, 300)
+        for _ in range(reps):
+            for engine, runs in ((thread_engine, thread_runs), (proc, proc_runs)):
+                ms = decode_step_ms(engine, model, n, new_tokens, 300)
+                if ms:
+                    runs.append(ms)
     finally:
         proc.close()
+    thread_ms = rnd(statistics.median(thread_runs), 3) if thread_runs else None
+    proc_ms = rnd(statistics.median(proc_runs), 3) if proc_runs else None
     ratio = rnd(thread_ms / proc_ms, 3) if thread_ms and proc_ms else None
-    log(f"process_vs_thread: thread {thread_ms} ms, process {proc_ms} ms, ratio {ratio}")
-    return {"thread_step_ms": thread_ms, "process_step_ms": proc_ms, "process_vs_thread": ratio}
+    log(f"process_vs_thread: thread {thread_runs} ms, process {proc_runs} ms, ratio of medians {ratio}")
+    return {"thread_step_ms": thread_ms, "process_step_ms": proc_ms, "process_vs_thread": ratio,
+            "thread_runs_ms": [rnd(x, 3) for x in thread_runs], "process_runs_ms": [rnd(x, 3) for x in proc_runs]}
 
 
 # --- agents8x4 ---------------------------------------------------------------------------------------------------
@@ -585,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         if "decode16" in sections or "steps" in sections:
             # Before any Llama is loaded into this process: a second context in the engine's process slows it
             # (DESIGN.md), and the bare loop runs alone in its own process.
-            steps = bench_steps(engine, model, settings, threads, size["widths"], size["decode_tokens"])
+            steps = bench_steps(engine, model, settings, threads, size["widths"], size["decode_tokens"],
+                                reps=1 if args.quick else 3)
         if set(sections) & {"decode16", "agents8x4", "latency"}:
             llm = make_llama(model, threads)
             llm.create_completion(model.tokenize("Hello"), max_tokens=4, logit_bias=bias, **llama_sampling_kwargs(1))

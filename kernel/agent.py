@@ -98,6 +98,9 @@ class AgentSpec:
     options: tuple[Opt, ...] | None = None
     operands: str = ""
     intermixed: bool = False  # options may follow operands (`chat hello -c`)
+    # Whether it calls the model: a script or `-c` that names such an agent starts the engine at once, in the
+    # background (as an interactive shell does), so its first LLM call does not wait for the whole load.
+    uses_model: bool = True
 
     def help(self) -> str:
         """`NAME --help` and `help NAME`: usage, description, options, the run options."""
@@ -112,7 +115,7 @@ class AgentSpec:
 def agent(
     name: str, *, description: str = "", usage: str = "", sched_class: str = "normal",
     needs: tuple[str, ...] | list[str] | None = None, options: Sequence[Opt] | None = None, operands: str = "",
-    intermixed: bool = False,
+    intermixed: bool = False, uses_model: bool = True,
 ) -> Callable[[AgentMain], AgentSpec]:
     """Decorator: turn `async def main(ctx)` into an AgentSpec that plugin discovery finds.
 
@@ -120,7 +123,8 @@ def agent(
     and the run allow); left out, it gets what the policy and the run allow. `options` (a list of `opt(...)`)
     and `operands` declare the command line: the kernel parses it before `main` runs (`ctx.args[dest]`,
     `ctx.operands`), answers `--help`, and ends a bad command line with one line and status 2. Without
-    `options`, `main` gets the raw `ctx.argv` (and `--help` still prints what is declared)."""
+    `options`, `main` gets the raw `ctx.argv` (and `--help` still prints what is declared). `uses_model=False`
+    for an agent that never calls the model (a script naming it does not start the engine early)."""
 
     def wrap(fn: AgentMain) -> AgentSpec:
         doc = (fn.__doc__ or "").strip().splitlines()
@@ -130,7 +134,7 @@ def agent(
         return AgentSpec(
             name=name, main=main, description=description or (doc[0] if doc else ""), usage=text,
             sched_class=sched_class, needs=None if needs is None else tuple(needs), module=fn.__module__,
-            options=declared, operands=operands, intermixed=intermixed,
+            options=declared, operands=operands, intermixed=intermixed, uses_model=uses_model,
         )
 
     return wrap

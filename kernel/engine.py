@@ -441,7 +441,11 @@ class Engine:
         # Sample: a generated token is counted when it is sampled (the last one is never decoded).
         sampled = [(a.req.sched.owner, a.seq.rid) for a in members if a.batch_index >= 0 and a.sampler is not None]
         for act in members:
-            self._after_decode(act, t_dec)
+            try:
+                self._after_decode(act, t_dec)
+            except EngineError as exc:  # this request cannot go on (its grammar admits no token): only it ends
+                act.batch_index = -1
+                self._finish(act, "error", str(exc))
         now = time.monotonic()
         pre_by_rid = {p[1]: p[2] for p in prefilled}
         decoded_rids = {d[1] for d in decoded}

@@ -270,6 +270,8 @@ class EngineProcess:
         with self._lock:
             if self.state == "failed" or self._closed:
                 return False
+            if self.state == "stopped":
+                self.state = "starting"  # at once: `sched` right after a start says so
             self._wanted.set()
             if wait is None:
                 return self.state == "ready"

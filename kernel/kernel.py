@@ -174,10 +174,12 @@ class Kernel:
         with self._cond:
             while any(p.status is None for p in self._procs.values()) and time.monotonic() < deadline:
                 self._cond.wait(0.05)
-        for p in self._live():
+        killed = self._live()
+        for p in killed:
             self._post(p.pid, sig.SIGKILL)
         self._closing = True
-        time.sleep(0.05)
+        if killed:
+            time.sleep(0.05)  # let the killed agents' tasks end before the loop stops
         self.door.close()
         self.mcp.close()
         self.loop.call_soon_threadsafe(self.loop.stop)

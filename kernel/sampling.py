@@ -140,6 +140,8 @@ class Sampler:
         ptr = data.ctypes.data_as(ctypes.POINTER(ll.llama_token_data))
         arr = ll.llama_token_data_array(data=ptr, size=self.n_vocab, selected=-1, sorted=False)
         ll.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        if not np.isfinite(data["logit"][: arr.size]).any():  # the chain would still pick one, and accepting a
+            raise EngineError("grammar admits no token here")  # token the grammar rejects aborts llama.cpp
         ll.llama_sampler_apply(self.chain, ctypes.byref(arr))
         if arr.selected < 0 or arr.size == 0:
             raise EngineError("grammar admits no token here")

@@ -328,6 +328,21 @@ def test_grammar_constrained_output(engine: Engine):
         assert pat.fullmatch(r.text), r.text
 
 
+@pytest.mark.timeout(240)
+def test_a_grammar_that_admits_no_token_ends_only_its_request(engine: Engine, monkeypatch):
+    """Past the text check (simulated here), a grammar that admits no token must not reach llama.cpp's accept
+    (which aborts the process on it): that request ends with an error, the others finish."""
+    import aiosh.kernel.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "check_grammar_text", lambda grammar: None)
+    bad = engine.submit(GenRequest(prompt="Say yes:", grammar='root ::= "ab" "\\x00"', max_tokens=8))
+    good = engine.submit(GenRequest(messages=user("Say hi."), max_tokens=8, sampling=GREEDY))
+    rb, rg = bad.wait(timeout=120), good.wait(timeout=120)
+    assert (rb.finish_reason, rb.error, rb.text) == ("error", "grammar admits no token here", "ab")
+    assert rg.error is None and rg.completion_tokens > 0
+    assert engine.error is None
+
+
 # --- 8. UTF-8 --------------------------------------------------------------------------------------------------
 @pytest.mark.timeout(240)
 def test_streamed_utf8_chunks_are_whole_characters(engine: Engine):

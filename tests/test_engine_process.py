@@ -15,7 +15,7 @@ from aiosh.kernel import Kernel
 from aiosh.kernel.config import load_config
 from aiosh.kernel.engine_client import signal_name
 from aiosh.kernel.engine_process import TEST_CRASH_ENV
-from aiosh.kernel.grammar_check import check_grammar_text, empty_classes
+from aiosh.kernel.grammar_check import check_grammar_text, empty_classes, grammar_problems
 from aiosh.kernel.model_info import find_embedded_model, read_gguf_facts
 from aiosh.kernel.requests import EngineError, GenRequest
 from aiosh.kernel.streams import Pipe
@@ -34,6 +34,30 @@ CRASH_LINE = "engine crashed (SIGSEGV); restarting"
 ])
 def test_empty_character_classes_are_found(grammar, empty):
     assert empty_classes(grammar) == empty
+
+
+@pytest.mark.parametrize("grammar, problem", [
+    ("root ::= [b-a]", "character class [b-a] is empty or has an empty range"),
+    (r"root ::= [^\x00-\U0010FFFF]", r"character class [^\x00-\U0010FFFF] matches no character"),
+    (r'root ::= "a" "\x00"', r'"\x00" holds a NUL character, which no token can hold'),
+    (r"root ::= [\x00]", r"[\x00] matches only a NUL character, which no token can hold"),
+    ('root ::= "x"{3,2}', "repetition {3,2} has a minimum above its maximum"),  # llama.cpp's parser loops for ever
+    ('root ::= a\na ::= "x" a', "no string matches it: rules a, root can never end"),
+    ('root ::= ("x" root)', "no string matches it: rule root can never end"),
+    ("root ::= a | b\na ::= b [0-9]\nb ::= a", "no string matches it: rules a, b, root can never end"),
+])
+def test_grammars_llama_cpp_cannot_run_are_found(grammar, problem):
+    assert grammar_problems(grammar)[0] == problem
+
+
+@pytest.mark.parametrize("grammar", [
+    'root ::= "yes" | "no"', 'root ::= ""', 'root ::= ("x" root) | "y"', r"root ::= [^\n]* [\x00-\x10]",
+    'root ::= item+\nitem ::= [a-z]+ " "?  # comment\n', 'root ::= (\n  "a" |\n  "b"\n)', 'root ::= "x"{0} [a-z]{2,}',
+    'root ::= "{" ws "\\"answer\\"" ws ":" ws value ws "}"\nvalue ::= "true" | [0-9]\nws ::= " "?',
+    'root ::= "[b-a]" [a-z]  # [z-a] in a comment',
+])
+def test_runnable_grammars_pass(grammar):
+    assert grammar_problems(grammar) == []
 
 
 def test_a_grammar_that_cannot_match_is_one_line():
@@ -71,9 +95,16 @@ def test_limits_beyond_the_window_slots_or_memory_are_one_line(tmp_path, toml, k
 
 
 def test_a_command_without_llm_calls_starts_no_engine(tmp_path):
-    r = _aiosh(["-c", "echo hi; sleep 0.1; ps"], tmp_path)
+    r = _aiosh(["-c", "echo hi; sleep 0.1; ps; sched"], tmp_path)
     assert (r.returncode, r.stdout.splitlines()[0]) == (0, "hi")
-    assert not list((tmp_path / "s").glob("aiosh/engine-*.log"))  # no engine process was ever started
+    assert "engine: stopped  pid: -" in r.stdout  # no engine process was ever started
+
+
+def test_a_script_that_names_a_model_agent_starts_the_engine_early(tmp_path):
+    # `chat` never runs here, but the script names it: the engine loads while the shell works (no first-call wait)
+    r = _aiosh(["-c", "sched; false && chat never"], tmp_path)
+    assert r.returncode == 1
+    assert "engine: starting" in r.stdout, r.stdout
 
 
 # --- on the real model -------------------------------------------------------------------------------------------

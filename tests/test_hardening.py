@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -583,13 +584,19 @@ def test_a_template_that_always_raises_is_one_line_per_chat(tmp_path):
     assert "chat template: 1" in _one_line(proc)
 
 
-@pytest.mark.model
 @pytest.mark.timeout(120)
-def test_a_script_with_a_latin1_byte_runs(tmp_path):
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is the oracle")
+def test_a_script_with_a_latin1_byte_runs_as_in_bash(tmp_path):
+    """bash runs a script byte by byte: the stray byte in the comment is harmless and the one in `echo` comes
+    out as that same byte (not re-encoded as UTF-8), and ${#x} counts it as one character."""
     script = tmp_path / "s.aish"
-    script.write_bytes(b"# caf\xe9\necho ok\necho caf\xe9\n")
-    proc = _aiosh(tmp_path, str(script), config="[storage]\nenabled = false\n")
-    assert proc.returncode == 0 and proc.stdout == "ok\ncafé\n" and "Traceback" not in proc.stderr, proc.stderr
+    script.write_bytes(b"# caf\xe9\necho ok\necho caf\xe9\nx=$(echo a\xe9b); echo ${#x}\n")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    ours = subprocess.run([sys.executable, "-m", "aiosh.cli", str(script)], capture_output=True, timeout=60,
+                          cwd=tmp_path, env=env)
+    bash = subprocess.run(["bash", str(script)], capture_output=True, timeout=60, cwd=tmp_path)
+    assert ours.stdout == bash.stdout == b"ok\ncaf\xe9\n3\n"
+    assert ours.returncode == bash.returncode == 0 and b"Traceback" not in ours.stderr, ours.stderr
 
 
 STARTER = textwrap.dedent('''
@@ -800,3 +807,72 @@ def test_runaway_shell_threads_meet_the_limit(tmp_path, monkeypatch):
     while procs.live_thread_procs() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert procs.live_thread_procs() == 0
+
+
+def _bomb_shell(tmp_path, monkeypatch, limit=40):
+    from aiosh.shell import procs
+    from aiosh.shell.shell import Shell
+
+    monkeypatch.setattr(procs, "MAX_THREAD_PROCS", limit)
+    out: list[str] = []
+    err: list[str] = []
+    return procs, Shell(stdout=out.append, stderr=err.append, cwd=str(tmp_path)), out, err
+
+
+def _threads_gone(procs, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while procs.live_thread_procs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return procs.live_thread_procs() == 0
+
+
+@pytest.mark.timeout(120)
+def test_kill_of_the_process_group_ends_a_running_fork_bomb(tmp_path, monkeypatch):
+    """The real `:(){ :|:& };:` never ends by itself: its descendants keep the shell at its process limit. The
+    shell still answers, and `kill -- -PGID` of the job that started it ends every descendant (they are in its
+    group, as in bash where job control is off), grandchildren included."""
+    procs, sh, out, err = _bomb_shell(tmp_path, monkeypatch)
+    assert sh.run_source(':(){ :|:& }; : & pg=$!; sleep 0.5; echo alive; ulimit -u') == 0
+    assert "".join(out) == "alive\n40\n"
+    assert procs.live_thread_procs() > 5  # still forking: the job itself ended long ago, its family did not
+    out.clear()
+    assert sh.run_source("kill -9 -- -$pg; echo $?") == 0
+    assert "".join(out) == "0\n"
+    assert _threads_gone(procs)
+    text = "".join(err)
+    assert "fork: retry: Resource temporarily unavailable" in text and "Traceback" not in text
+    out.clear()
+    assert sh.run_source("kill -- -$pg") == 1 and "No such process" in "".join(err).splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_ends_a_fork_bomb_in_the_foreground_job(tmp_path, monkeypatch):
+    import signal as sg
+    import threading as th
+
+    procs, sh, out, err = _bomb_shell(tmp_path, monkeypatch)
+    box: dict[str, int] = {}
+    # a foreground job that starts the bomb and then waits forever; the bomb's descendants are in its group
+    line = ":(){ :|:& }; { :; while :; do sleep 0.05; done; } | cat"
+    runner = th.Thread(target=lambda: box.update(status=sh.run_source(line)), daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while procs.live_thread_procs() < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert procs.live_thread_procs() >= 20
+    assert sh.foreground_signal(sg.SIGINT)  # what the terminal's Ctrl-C does
+    runner.join(15)
+    assert box.get("status") == 130
+    assert _threads_gone(procs)
+    assert sh.run_source("echo back") == 0 and "".join(out).endswith("back\n")
+
+
+def test_ulimit_u_is_the_shell_process_limit(tmp_path, monkeypatch):
+    procs, sh, out, err = _bomb_shell(tmp_path, monkeypatch, limit=40)
+    status = sh.run_source("ulimit -u; ulimit -u 3; ulimit -u; w(){ i=0; while [ $i -lt 2000 ]; do i=$((i+1)); "
+                           "done; }; f(){ w & w & w & w & wait; }; ( f ); echo st=$?; ulimit -u 41")
+    assert status == 1
+    assert "".join(out).splitlines()[:2] == ["40", "3"]
+    lines = "".join(err).splitlines()
+    assert any("fork: retry: Resource temporarily unavailable" in ln for ln in lines)
+    assert lines[-1].endswith("ulimit: max user processes: cannot modify limit: Operation not permitted (hard limit 40)")

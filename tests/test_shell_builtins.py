@@ -281,7 +281,8 @@ def test_ulimit_defaults_reach_runs(sh: Run) -> None:
     assert sh("ulimit -a") == (
         "max tokens              (--max-tokens) unlimited\n"
         "max time (seconds)      (--max-time) unlimited\n"
-        "max kv cells            (--max-kv) unlimited\n", "", 0)  # fmt: skip
+        "max kv cells            (--max-kv) unlimited\n"
+        "max shell processes     (-u) 2048\n", "", 0)  # fmt: skip
     assert sh("ulimit --max-tokens 100 --max-time=30; ulimit --max-tokens; chat x; chat --max-tokens 2 y") == (
         "100\nchat argv=['x'] options=[max_time=30.0 max_tokens=100]\n"
         "chat argv=['y'] options=[max_time=30.0 max_tokens=2]\n", "", 0)  # fmt: skip

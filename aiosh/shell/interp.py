@@ -537,13 +537,17 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             argv, env, resolved = prepared
             if resolved.kind in ("agent", "host"):
                 return sub.start_external(cmd, resolved, env, io, job, self.jobs)
-            proc = self._thread_proc(text, sub, lambda: sub.finish_simple(cmd, resolved, env, io))
+            proc = self._thread_proc(text, sub, lambda: sub.finish_simple(cmd, resolved, env, io), job)
         else:
-            proc = self._thread_proc(text, sub, lambda: sub.run_command(cmd, io))
+            proc = self._thread_proc(text, sub, lambda: sub.run_command(cmd, io), job)
         self.jobs.watch(job, proc)
         return proc
 
-    def _thread_proc(self, text: str, sub: Interp, body: Callable[[], int]) -> ThreadProc:
+    def _thread_proc(self, text: str, sub: Interp, body: Callable[[], int], job: Job | None = None) -> ThreadProc:
+        """A shell thread for `sub`; a later stage of `job` joins the group of the job's first shell thread."""
+        leaders = [p for p in job.procs if isinstance(p, ThreadProc)] if job is not None else []
+        pgid = leaders[0].pgid if leaders else None
+
         def run(_proc: ThreadProc) -> int:
             try:
                 status = body()
@@ -555,7 +559,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 status = sub.recursion_limit(sub.cur_io or sub.shell_io())
             return sub.finish_subshell(status, sub.cur_io or sub.shell_io())
 
-        proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t))
+        limit = self.state.limits.get("max_procs")
+        proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t), pgid=pgid,
+                          limit=limit if isinstance(limit, int) else None)
         sub.proc = proc
         proc.forward = sub.fg.signal
         return proc

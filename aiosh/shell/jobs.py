@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .errors import ShellError
 from .lexer import is_digits
-from .procs import AgentProc, Proc
+from .procs import AgentProc, Proc, ThreadProc, signal_group
 
 STATUS_WIDTH = 24  # bash's LONGEST_SIGNAL_DESC
 
@@ -86,7 +86,14 @@ class Job:
         """Deliver to every live process: agents by group, host programs by their groups, threads directly."""
         delivered = False
         agent_group_done = False
+        groups_done: set[int] = set()
         for p in self.procs:
+            if isinstance(p, ThreadProc) and p.pgid == self.procs[0].pid and p.pgid not in groups_done:
+                # a job that leads its group: its shell threads' children (background code in a subshell) too
+                groups_done.add(p.pgid)
+                if signal_group(p.pgid, sig):
+                    delivered = True
+                continue
             if p.finished:
                 continue
             try:

@@ -29,14 +29,54 @@ _thread_pids = itertools.count(4_194_305)
 # Shell threads alive at once (subshells, pipeline stages, background shell code), like `ulimit -u`: a fork bomb
 # (`:(){ :|:& };:`) meets this limit with one line per refused start, instead of thousands of "can't start new
 # thread" tracebacks and a shell that no longer answers.
-MAX_THREAD_PROCS = 1024
+MAX_THREAD_PROCS = 2048  # a fork bomb held at this limit: about 250 MB, and the shell still answers at once
 _live_threads = 0
 _live_lock = threading.Lock()
+# Process groups of shell threads. Code running on a shell thread starts its own children (a subshell's background
+# jobs, a pipeline's stages) in its group, as bash does where job control is off, so `kill -- -PGID` reaches a
+# whole family, grandchildren included. A group killed by a terminating signal is doomed: a member that was being
+# started while the signal went round is refused, so the family cannot outrun the kill.
+_groups: dict[int, set[ThreadProc]] = {}
+_doomed: dict[int, int] = {}
+_current = threading.local()  # .proc: the ThreadProc whose code runs on this thread
 
 
 def live_thread_procs() -> int:
     """Shell threads running now (for tests and `jobs`)."""
     return _live_threads
+
+
+def current_thread_proc() -> ThreadProc | None:
+    """The shell thread this code runs on (None on the shell's main thread)."""
+    return getattr(_current, "proc", None)
+
+
+def thread_group(pgid: int) -> list[ThreadProc]:
+    with _live_lock:
+        return list(_groups.get(pgid, ()))
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Deliver `sig` to every live shell thread in group `pgid` (children started meanwhile too); False if the
+    group has none."""
+    terminating = sig not in STOP_SIGNALS and sig not in (0, _signal.SIGCONT)
+    with _live_lock:
+        members = set(_groups.get(pgid, ()))
+        if not members:
+            return False
+        if terminating:
+            _doomed[pgid] = sig
+    done: set[ThreadProc] = set()
+    while members - done:
+        for p in members - done:
+            done.add(p)
+            try:
+                p.signal(sig)
+            except LookupError:
+                pass
+        with _live_lock:
+            members = set(_groups.get(pgid, ()))
+    return True
 
 
 class Proc:
@@ -221,8 +261,14 @@ class ThreadProc(Proc):
 
     kind = "thread"
 
-    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], object]) -> None:
+    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], object],
+                 pgid: int | None = None, limit: int | None = None) -> None:
         super().__init__(next(_thread_pids), text)
+        self.limit = limit  # `ulimit -u` of the shell that starts it (MAX_THREAD_PROCS is the hard limit)
+        # its process group: given (a pipeline's later stages join the first's), inherited from the shell thread
+        # that starts it (no job control below the top level), or a group of its own
+        parent = current_thread_proc()
+        self.pgid: int = pgid if pgid is not None else (parent.pgid if parent is not None else self.pid)
         self.body = body
         self.cancel_signal: int | None = None
         self.forward: Callable[[int], object] | None = None
@@ -234,26 +280,41 @@ class ThreadProc(Proc):
         thread) it does not start: one line on stderr and status 1, as bash says when fork fails."""
         global _live_threads
         with _live_lock:
-            refused = _live_threads >= MAX_THREAD_PROCS
-            if not refused:
+            doomed = _doomed.get(self.pgid)
+            refused = doomed is None and _live_threads >= min(MAX_THREAD_PROCS, self.limit or MAX_THREAD_PROCS)
+            if doomed is None and not refused:
                 _live_threads += 1
+                _groups.setdefault(self.pgid, set()).add(self)
+        if doomed is not None:  # its group was killed while it was being started
+            self.cancel_signal = doomed
+            self.finish(128 + doomed)
+            return
         if not refused:
             try:
                 threading.Thread(target=self._run, name=f"shell:{self.pid}", daemon=True).start()
                 return
             except RuntimeError:  # can't start new thread
-                with _live_lock:
-                    _live_threads -= 1
+                self._left()
         _quietly(lambda: self._stderr_write("aiosh: fork: retry: Resource temporarily unavailable\n"))
         self.finish(1)
 
-    def _run(self) -> None:
+    def _left(self) -> None:
         global _live_threads
+        with _live_lock:
+            _live_threads -= 1
+            group = _groups.get(self.pgid)
+            if group is not None:
+                group.discard(self)
+                if not group:
+                    del _groups[self.pgid]
+                    _doomed.pop(self.pgid, None)
+
+    def _run(self) -> None:
+        _current.proc = self
         try:
             self._run_body()
         finally:
-            with _live_lock:
-                _live_threads -= 1
+            self._left()
 
     def _run_body(self) -> None:
         status = 1

@@ -6,7 +6,7 @@ from aiosh.api import AgentContext, agent
 
 
 @agent("sleep", description="wait SECONDS (fractions allowed), using no model", usage="sleep SECONDS...",
-       sched_class="batch", operands="SECONDS...", options=[])
+       sched_class="batch", operands="SECONDS...", options=[], uses_model=False)
 async def main(ctx: AgentContext) -> int:
     if not ctx.operands:
         ctx.stderr.write("sleep: missing operand\n")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal as _signal
 
+from .. import procs as _procs
 from ..agents import LIMIT_KEYS
 from ..errors import Cancelled, ShellError
 from ..jobs import Job
 from ..lexer import is_digits
+from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
 
 # -- signals -----------------------------------------------------------------------------------------------------
@@ -119,6 +121,8 @@ def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
                     return
                 except LookupError:
                     break
+        if signal_group(-num, sig):  # shell threads whose job has ended (a fork bomb's descendants)
+            return
     if shell.agents is None:
         raise ShellError(f"kill: ({num}) - No such process")
     try:
@@ -435,6 +439,10 @@ LIMITS = {
     "--max-time": ("max_time", "max time (seconds)", float),
     "--max-kv": ("max_kv", "max kv cells", int),
 }
+# Like bash's `ulimit -u`: the shell processes (subshells, pipeline stages, background shell code) alive at once.
+# A soft limit, for this shell and what it starts; procs.MAX_THREAD_PROCS is the hard one. Agents have the kernel's
+# own limit (`limits.max_procs` in aiosh.toml).
+PROCS_FLAG = "-u"
 
 
 def ulimit(ctx: BuiltinContext) -> int:
@@ -443,11 +451,16 @@ def ulimit(ctx: BuiltinContext) -> int:
     if not args or args == ["-a"]:
         for flag, (key, desc, _t) in LIMITS.items():
             ctx.write(f"{desc:<24}({flag}) {_show_limit(limits.get(key))}\n")
+        ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits)}\n")
         return 0
     status = 0
     while args:
         flag = args.pop(0)
         flag, eq, inline = flag.partition("=")
+        if flag == PROCS_FLAG:
+            value = args.pop(0) if args and not args[0].startswith("-") else None
+            status = _set_procs_limit(ctx, limits, value) or status
+            continue
         if flag not in LIMITS:
             return ctx.usage_error(f"{flag}: invalid option")
         key, _desc, typ = LIMITS[flag]
@@ -467,6 +480,29 @@ def ulimit(ctx: BuiltinContext) -> int:
             continue
         limits[key] = number
     return status
+
+
+def _procs_limit(limits: dict) -> int:
+    value = limits.get("max_procs")
+    return min(value, _procs.MAX_THREAD_PROCS) if isinstance(value, int) else _procs.MAX_THREAD_PROCS
+
+
+def _set_procs_limit(ctx: BuiltinContext, limits: dict, value: str | None) -> int:
+    """`ulimit -u [N|unlimited|hard]`: show or set the soft limit; above the hard limit is an error, as in bash."""
+    if value is None:
+        ctx.write(f"{_procs_limit(limits)}\n")
+        return 0
+    if value in ("unlimited", "hard"):
+        limits.pop("max_procs", None)
+        return 0
+    if not value.isdigit():
+        return ctx.error(f"{value}: invalid number")
+    number = int(value)
+    if number > _procs.MAX_THREAD_PROCS:
+        return ctx.error(f"max user processes: cannot modify limit: Operation not permitted (hard limit "
+                         f"{_procs.MAX_THREAD_PROCS})")
+    limits["max_procs"] = number
+    return 0
 
 
 def _show_limit(value: object) -> str:
@@ -496,7 +532,7 @@ def register(reg: BuiltinRegistry) -> None:
                  "nice [-n N] command [args ...]")  # fmt: skip
     reg.register("renice", renice, "change the nice value of running agents", "renice [-n] N [-p] pid|%job ...")
     reg.register("ulimit", ulimit, "show or set the default limits for agent runs",
-                 "ulimit [-a] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
+                 "ulimit [-a] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
     reg.register("run", run, "start an agent (also: just type its name)",
                  "run [--max-tokens N] [--seed N] [--temperature T] [--nice N] [--class C] [--max-time S] "
                  "[--max-kv N] agent [args ...]")  # fmt: skip
