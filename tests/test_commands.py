@@ -102,3 +102,14 @@ def test_tools_and_audit_options():
     for argv, want in ((["x"], "x: unknown argument"), (["-n"], "-n: '': not a number"),
                        (["--pid", "0"], "--pid: '0': must be at least 1")):
         assert text_or_error(tools.audit, kernel, argv) == f"error: {want}"
+
+
+def test_top_options():
+    from aiosh.commands.top import TOP
+
+    assert TOP.parse([]).values["d"] == 0.5 and TOP.parse(["-d", "2"]).values["d"] == 2.0
+    for argv, want in ((["-d", "0"], "-d: invalid interval '0'"), (["-d", "x"], "-d: invalid interval 'x'"),
+                       (["-d"], "-d: unknown option"), (["-x"], "-x: unknown option")):
+        with pytest.raises(UsageError, match=f"^{want}$"):
+            TOP.parse(argv)
+    assert TOP.parse(["x"]).operands == ["x"]  # (top reports an operand as an unknown option)
