@@ -11,8 +11,10 @@ import signal
 import sys
 import threading
 
-from aiosh import observe, storage_commands, tool_commands
+from aiosh import commands
 from aiosh.boot import start_engine_if_named
+from aiosh.commands.observe import kernel_timing
+from aiosh.commands.top import register_top
 from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
@@ -33,10 +35,8 @@ def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pip
         agents=KernelAgentHost(kernel), stdout=stdout, stderr=stderr, stdin=stdin, interactive=interactive,
         host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
     )
-    observe.register(shell.builtins, lambda: kernel)
-    shell.timing = lambda: observe.kernel_timing(kernel)
-    storage_commands.register(shell.builtins, lambda: kernel)
-    tool_commands.register(shell.builtins, lambda: kernel)
+    commands.register(shell.builtins, lambda: kernel)
+    shell.timing = lambda: kernel_timing(kernel)
     return shell
 
 
@@ -48,37 +48,6 @@ def apply_startup_options(shell: Shell, ns: argparse.Namespace) -> None:
     for name in getattr(ns, "set_o", []) or []:
         if name in ("errexit", "nounset", "xtrace", "noglob", "pipefail", "allexport"):
             setattr(shell.state, name, True)
-
-
-def register_top(shell: Shell, kernel, pumps: list[Pump]) -> None:
-    """`top`: the monitor full screen over the running kernel; output of agents meanwhile is shown afterwards."""
-
-    def top(ctx) -> int:
-        interval = 0.5
-        args = list(ctx.args)
-        if args[:1] == ["-d"] and len(args) == 2:
-            try:
-                interval = float(args[1])
-            except ValueError:
-                return ctx.usage_error(f"-d: invalid interval '{args[1]}'")
-            if interval <= 0:
-                return ctx.usage_error(f"-d: invalid interval '{args[1]}'")
-        elif args:
-            return ctx.usage_error(f"{args[0]}: unknown option")
-        if not shell.interactive or threading.current_thread() is not threading.main_thread():
-            return ctx.error("needs the interactive terminal (use aiosh --monitor for scripts)")
-        from aiosh.monitor import run_monitor
-
-        for p in pumps:
-            p.hold(True)
-        try:
-            run_monitor(kernel, interval=interval)
-        finally:
-            for p in pumps:
-                p.hold(False)
-        return 0
-
-    shell.builtins.register("top", top, "the live monitor of agents, queues and memory (q returns)", "top [-d SECONDS]")
 
 
 def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
@@ -134,7 +103,11 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
                        argv0=argv0, args=args)
     if bg_out is not None and bg_err is not None:
         shell.bg_stdout, shell.bg_stderr = bg_out, bg_err
-    shell.flush_output = lambda: [p.drain(0.5) for p in pumps] and None
+    def flush_output() -> None:
+        for p in pumps:
+            p.drain(0.5)
+
+    shell.flush_output = flush_output
     apply_startup_options(shell, ns)
 
     def on_term(signum: int, _frame: object) -> None:

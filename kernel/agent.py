@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from .argspec import PER_CALL_KEYS, HelpRequested, Opt, UsageError, help_text, parse, usage_line
 from .llmcall import LLMCall, build_request
@@ -294,7 +295,7 @@ class AgentContext:
         self.cwd = cwd
         self.env = dict(env)
         self.options = dict(options)
-        self.args: dict[str, object] = {}  # declared options, parsed (see `@agent(options=...)`)
+        self.args: dict[str, Any] = {}  # declared options, parsed: each of its option's type (`@agent(options=...)`)
         self.operands: list[str] = list(proc.argv)  # the arguments after the options
         self.stdin = AgentInput(stdin, self.syscalls)
         self.stdout = AgentOutput(stdout, proc, self.syscalls, tee=True)

@@ -1,5 +1,8 @@
 """Declared command-line options: one declaration per agent gives its parser, its usage line and its `--help`.
 
+The shell's kernel-aware builtins (aiosh/commands) declare theirs with the same `Opt` and parse with `parse(…,
+run_options=False, help_option=False)`: one parser for every command line aiosh reads options from.
+
 An agent lists its options (`Opt("-c", "--continue", help=…)`) and names its operands (`"[PROMPT...]"`) in
 `@agent(...)`; the kernel parses `ctx.argv` with them before the agent runs (a usage error is one line and status
 2, `--help` prints the help and status 0), so no agent carries its own argv loop. The run options every agent
@@ -33,8 +36,10 @@ class HelpRequested(Exception):
 class Opt:
     """One option of an agent: its spellings, where its value goes, and what `--help` says about it.
 
-    metavar "" makes it a switch (True when given); otherwise it takes a value (`--words N`, `--words=N`, `-jN`),
-    converted by `type` (ValueError → "invalid …"), checked against `min`. `multiple` collects repeated uses."""
+    metavar "" makes it a switch (True when given, or `const`); otherwise it takes a value (`--words N`,
+    `--words=N`, `-jN`), converted by `type` (ValueError → "invalid …"; a UsageError it raises is the message),
+    checked against `min`. `multiple` collects repeated uses. `missing`: the words after `NAME: ` when the value
+    is missing (default "missing " + the metavar)."""
 
     flags: tuple[str, ...]
     dest: str
@@ -45,6 +50,8 @@ class Opt:
     min: float | None = None
     multiple: bool = False
     what: str = "invalid value"  # the words of a conversion error: "invalid number"
+    missing: str = ""
+    const: Any = None
 
     @property
     def takes_value(self) -> bool:
@@ -62,12 +69,13 @@ class Opt:
 
 
 def opt(*flags: str, dest: str = "", help: str = "", metavar: str = "", type: Callable[[str], Any] = str,  # noqa: A002
-        default: Any = None, min: float | None = None, multiple: bool = False) -> Opt:  # noqa: A002
+        default: Any = None, min: float | None = None, multiple: bool = False,  # noqa: A002
+        missing: str = "", const: Any = None) -> Opt:
     """Declare an option: `opt("-s", "--session", metavar="NAME", help="…")`; dest defaults to the long name."""
     long = next((f for f in flags if f.startswith("--")), flags[-1])
     what = "invalid number" if type in (int, float) else "invalid value"
     return Opt(tuple(flags), dest or long.lstrip("-").replace("-", "_"), help, metavar, type, default, min, multiple,
-               what)
+               what, missing, const)
 
 
 # -- the run options every agent takes (the shell parses them; see aiosh/shell/agents.py) -------------------------
@@ -129,7 +137,7 @@ class RunOption:
 
     flag: str
     key: str
-    parse: Callable[[str], object]
+    parse: Callable[[str], Any]
     what: str
     metavar: str = "N"
     help: str = ""
@@ -172,9 +180,14 @@ def flag_table(options: Sequence[Opt]) -> dict[str, Opt]:
     return {f: o for o in options for f in o.flags}
 
 
-def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = False) -> Parsed:
-    """Parse argv against the declared options (and the run options). Options end at `--`, and at the first
-    operand unless `intermixed` (then, as GNU getopt and `llm` do, options may follow operands too).
+def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = False, run_options: bool = True,
+          help_option: bool = True, end_of_options: bool = True, unknown: str = "unknown option",
+          operand: Callable[[str], object] | None = None) -> Parsed:
+    """Parse argv against the declared options (and the run options, unless not `run_options`). Options end at
+    `--` (unless not `end_of_options`: then it is an unknown option), and at the first operand unless
+    `intermixed` (then, as GNU getopt and `llm` do, options may follow operands too). `help_option`: `--help`
+    raises HelpRequested; `unknown`: the words of an unknown option's error; `operand` is called on each operand
+    where it stands (it may raise UsageError: errors come in the order of the command line).
 
     Raises UsageError (unknown option, missing or bad value) or HelpRequested."""
     table = flag_table(options)
@@ -185,19 +198,21 @@ def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = Fal
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "--":
+        if a == "--" and end_of_options:
             i += 1
             break
         if not a.startswith("-") or a == "-":
             if not intermixed:
                 break
+            if operand is not None:
+                operand(a)
             operands.append(a)
             i += 1
             continue
-        if a == "--help" and "--help" not in table:
+        if a == "--help" and "--help" not in table and help_option:
             raise HelpRequested()
         name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
-        if name in RUN_FLAGS and name not in table:
+        if run_options and name in RUN_FLAGS and name not in table:
             ro = RUN_FLAGS[name]
             if ro.takes_value:
                 value, i = _value(args, i, name, eq, inline, ro.metavar)
@@ -205,7 +220,7 @@ def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = Fal
                     got = ro.parse(value)
                 except ValueError:
                     raise UsageError(f"{name}: {ro.what} '{value}'", False) from None
-                out.run[ro.key] = [*out.run.get(ro.key, []), *got] if ro.accumulate else got  # type: ignore
+                out.run[ro.key] = [*out.run.get(ro.key, []), *got] if ro.accumulate else got
             else:
                 out.run[ro.key] = True
                 i += 1
@@ -214,9 +229,9 @@ def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = Fal
         if o is None and not a.startswith("--") and len(a) > 2 and a[:2] in table and table[a[:2]].takes_value:
             o, eq, inline, name = table[a[:2]], "=", a[2:], a[:2]  # -j4
         if o is None:
-            raise UsageError(f"{a}: unknown option")
+            raise UsageError(f"{a}: {unknown}")
         if o.takes_value:
-            value, i = _value(args, i, name, eq, inline, o.metavar)
+            value, i = _value(args, i, name, eq, inline, o.metavar, o.missing)
             got = o.convert(value, name)
             if o.multiple:
                 out.values[o.dest].append(got)
@@ -225,17 +240,21 @@ def parse(options: Sequence[Opt], argv: Sequence[str], *, intermixed: bool = Fal
         else:
             if eq:
                 raise UsageError(f"{name}: takes no value")
-            out.values[o.dest] = True
+            out.values[o.dest] = True if o.const is None else o.const
             i += 1
+    if operand is not None:
+        for a in args[i:]:
+            operand(a)
     out.operands = operands + args[i:]
     return out
 
 
-def _value(args: list[str], i: int, name: str, eq: str, inline: str, metavar: str) -> tuple[str, int]:
+def _value(args: list[str], i: int, name: str, eq: str, inline: str, metavar: str,
+           missing: str = "") -> tuple[str, int]:
     if eq:
         return inline, i + 1
     if i + 1 >= len(args):
-        raise UsageError(f"{name}: missing {metavar.lower()}")
+        raise UsageError(f"{name}: {missing or 'missing ' + metavar.lower()}")
     return args[i + 1], i + 2
 
 

@@ -64,7 +64,8 @@ class _Active:
 class Engine:
     """Continuous-batching generation over one llama context; `submit` from any thread."""
 
-    handle_factory = RequestHandle  # the engine process hands out handles that forward to the kernel
+    # the engine process hands out handles that forward to the kernel
+    handle_factory: Callable[[int, GenRequest, Callable[[int], None]], RequestHandle] = RequestHandle
 
     def __init__(self, model: Model, settings: EngineSettings, policy: Policy | None = None) -> None:
         self.model = model
@@ -341,6 +342,7 @@ class Engine:
         members: list[_Active] = []
         running = [a for s in plan.run if (a := self._actives.get(s.rid)) is not None and a.slot is not None]
         for act in running:
+            assert act.slot is not None  # (running holds those with a slot)
             if act.pending_token is not None and n < self.batch_cap:
                 self._batch_add(n, act.pending_token, len(act.slot.tokens), act.slot.seq, True)
                 act.batch_index = n
@@ -392,17 +394,10 @@ class Engine:
                 act.batch_index = -1
                 self._finish(act, "error", str(exc))
         now = time.monotonic()
-        served = {id(a) for a in members}
-        for act in members:
-            act.seq.last_ran = now
-            act.seq.waiting_since = 0.0
-        for a in self._actives.values():
-            if a.seq.runnable and id(a) not in served and not a.seq.waiting_since:
-                a.seq.waiting_since = now  # only those that got nothing this step keep waiting (and may be boosted)
         pre_by_rid = {p[1]: p[2] for p in prefilled}
         decoded_rids = {d[1] for d in decoded}
-        for act in members:
-            self.scheduler.account(act.seq, pre_by_rid.get(act.seq.rid, 0), 1 if act.seq.rid in decoded_rids else 0)
+        self.scheduler.end_step([(a.seq, pre_by_rid.get(a.seq.rid, 0), int(a.seq.rid in decoded_rids)) for a in members],
+                                [a.seq for a in self._actives.values()], now)
         if decoded and not prefilled:
             self.scheduler.observe_step(len(decoded), now - t0)
         # Account the step first (listeners: the kernel's per-process counters), so that a request's last tokens
@@ -449,6 +444,7 @@ class Engine:
             act.result.t_first = now
         if act.seq.state != "decode":
             act.seq.state = "decode"
+        assert act.stream is not None and act.slot is not None  # (set at admission, with the sampler)
         eog = self._eog.get(token)
         if eog is None:
             eog = self._eog[token] = self.model.is_eog(token)
@@ -499,8 +495,7 @@ class Engine:
                     return True
                 act.stream = TextStream(act.req.stop)
         self._attach(act, slot)
-        if act.seq.state in ("waiting", "swapped"):
-            act.seq.state = "decode" if act.pending_token is not None else "prefill"
+        act.seq.admitted(act.pending_token is not None)
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
@@ -572,7 +567,6 @@ class Engine:
         if slot is None:
             return
         self._totals["preemptions"] += 1
-        act.seq.switches += 1
         act.result.preemptions += 1
         kv_tokens = list(slot.tokens)
         saved = self.kv.swap_out(slot)
@@ -584,8 +578,7 @@ class Engine:
             self._totals["recomputes"] += 1
             _requeue_for_recompute(act, kv_tokens)
         self._detach(act)
-        act.seq.state = "swapped" if act.swapped is not None else "waiting"
-        act.seq.kv_tokens = 0
+        act.seq.preempted(act.swapped is not None)
 
     def _swap_in(self, act: _Active, slot: Slot) -> None:
         buf, tokens = act.swapped, act.swapped_tokens

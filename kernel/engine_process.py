@@ -21,12 +21,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .engine import Engine
+from .engine_types import EngineStats
 from .model import Model, ModelError, set_llama_logging
-from .requests import EngineError, RequestHandle
+from .requests import EngineError, GenRequest, RequestHandle
 from .scheduler import load_policy
 
 PR_SET_PDEATHSIG = 1
@@ -100,7 +102,7 @@ class ChildEngine(Engine):
         engine = self
 
         class _Handle(RequestHandle):  # one class per engine: its pipe and its end report to this engine
-            def __init__(self, rid, req, canceller) -> None:
+            def __init__(self, rid: int, req: GenRequest, canceller: Callable[[int], None]) -> None:
                 super().__init__(rid, req, canceller)
                 self.pipe = _Sink(engine, rid)  # type: ignore[assignment]
 
@@ -115,7 +117,7 @@ class ChildEngine(Engine):
         self._out_done: list[tuple[int, Any, int]] = []
         self._out_steps: list = []
         self._live: dict[int, Any] = {}
-        self._sent_stats = None
+        self._sent_stats: EngineStats | None = None
         super().__init__(model, settings, policy)
         self.add_step_listener(self._out_steps.append)
 

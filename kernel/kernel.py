@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import signals as sig
 from .access import AccessManager, Question, parse_capabilities
@@ -39,6 +39,8 @@ from .storage import Storage, open_storage
 from .streams import Pipe
 from .tools import ToolManager, ToolSpec
 
+if TYPE_CHECKING:
+    from .model import Model  # (llama_cpp is imported by the engine's process, not at the kernel's import)
 Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continued" | "exited", status)
 
 
@@ -84,8 +86,11 @@ class Kernel:
 
     def __init__(
         self, config: Config | None = None, *, verbose: bool = False,
-        progress: Callable[[float], None] | None = None,
+        progress: Callable[[float], None] | None = None, model: Model | None = None,
     ) -> None:
+        """`model`: the configured GGUF, loaded already (tests share one): the engine's model when the engine
+        runs in a thread (`kernel.engine_process = false`), and the tokeniser in the kernel's process in either
+        mode, instead of loading them again. The caller keeps it and closes it after the kernel."""
         self.config = config or load_config()
         c = self.config
         # Storage first: a bad database path is a one-line StorageError before the model is loaded; then the remote
@@ -103,7 +108,7 @@ class Kernel:
             self.warnings = probe_pools(pools)
             # The local engine: checked now (GGUF header, limits), started at the first LLM call (its process).
             local, self.model = make_local(c, make_policy, verbose=verbose, progress=progress,
-                                           notice=self._notice)
+                                           notice=self._notice, model=model)
             self._policy = make_policy()  # the kernel's copy, for describing it (each backend has its own)
             self.backends = Backends(local, pools, c.kernel.backend)
         except BaseException:

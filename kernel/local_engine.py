@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config, ConfigError
 from .cpu import decide_extra_buffers
@@ -21,6 +22,9 @@ from .engine_types import EngineSettings
 from .model_info import GGUFFacts, ModelInfo, check_gguf, find_embedded_model, read_gguf_facts
 from .requests import EngineError
 from .scheduler import Policy
+
+if TYPE_CHECKING:
+    from .model import Model
 
 LOGITS_BYTES = 4  # one float per vocabulary entry for every token whose logits llama.cpp keeps
 
@@ -90,12 +94,13 @@ def provisional_info(path: Path, facts: GGUFFacts) -> ModelInfo:
 class Vocabulary:
     """The model's tokeniser and chat template in the kernel's process: a vocabulary-only load, at first use."""
 
-    def __init__(self, path: Path, chat_template: str, info: Callable[[], ModelInfo], verbose: bool) -> None:
+    def __init__(self, path: Path, chat_template: str, info: Callable[[], ModelInfo], verbose: bool,
+                 loaded: Model | None = None) -> None:
         self.path = path
         self._template_override = chat_template
         self._info = info
         self._verbose = verbose
-        self._model = None
+        self._model = loaded  # a model the caller loaded already (and closes)
         self._lock = threading.Lock()
 
     def _get(self):
@@ -135,10 +140,16 @@ class Vocabulary:
 
 
 def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = False,
-               progress: Callable[[float], None] | None = None, notice: Callable[[str], None] | None = None):
+               progress: Callable[[float], None] | None = None, notice: Callable[[str], None] | None = None,
+               model: Model | None = None):
     """(backend, model) for a kernel: the engine process (shipped), or the engine in a thread
-    (`kernel.engine_process = false`, for fast tests: the model loads now, in this process)."""
+    (`kernel.engine_process = false`, for fast tests: the model loads now, in this process).
+
+    `model`: the configured GGUF loaded already: the thread engine's model (it must have its weights) and the
+    tokeniser of either; ValueError when it is another file."""
     path = model_path(c)
+    if model is not None and Path(model.path).resolve() != path.resolve():
+        raise ValueError(f"the model given ({model.path}) is not the configured one ({path})")
     check_gguf(path)
     facts = read_gguf_facts(path)
     check_limits(c, facts, path)
@@ -148,8 +159,11 @@ def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = 
         from .engine import Engine
         from .model import Model
 
-        model = Model(path, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose, progress=progress,
-                      chat_template=c.model.chat_template, extra_buffers=c.model.extra_buffers)
+        if model is None:
+            model = Model(path, n_gpu_layers=c.model.n_gpu_layers, verbose=verbose, progress=progress,
+                          chat_template=c.model.chat_template, extra_buffers=c.model.extra_buffers)
+        elif model.vocab_only:
+            raise ValueError(f"{path}: a vocabulary-only model cannot run the engine in a thread")
         engine = Engine(model, settings, make_policy())
         engine.scheduler.boost_after_s = c.scheduler.boost_after_s
         return LocalBackend(engine), model
@@ -163,4 +177,4 @@ def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = 
                       extra_buffers=extra, settings=settings, policy=policy.name, policy_params=dict(policy.params),
                       plugin_paths=list(c.plugins.paths), boost_after_s=c.scheduler.boost_after_s, verbose=verbose)
     backend = EngineProcess(spec, provisional_info(path, facts), notice=notice)
-    return backend, Vocabulary(path, c.model.chat_template, lambda: backend.model_info, verbose)
+    return backend, Vocabulary(path, c.model.chat_template, lambda: backend.model_info, verbose, model)

@@ -93,6 +93,7 @@ class Model:
         """`vocab_only`: the vocabulary and template without the weights (the kernel's tokeniser: cheap, and no
         native compute in the kernel's process)."""
         self.path = Path(path).expanduser() if path else find_embedded_model()
+        self.vocab_only = vocab_only
         check_gguf(self.path)
         set_llama_logging(verbose, _log_mirror)
         _init_backend()

@@ -160,16 +160,19 @@ def read_gguf_facts(path: Path) -> GGUFFacts:
     except (ValueError, struct.error, MemoryError) as exc:
         raise ModelError(f"{path}: not a readable GGUF model file ({exc})") from None
     arch = str(kv.get("general.architecture", ""))
-    got = {w: kv.get(f"{arch}.{w}") for w in wanted}
-    n_head = int(got["attention.head_count"] or 1)  # type: ignore[arg-type]
+    def number(key: str, default: int) -> int:
+        value = kv.get(key)
+        return int(value) if isinstance(value, int | float) and value else default
+
+    n_head = number(f"{arch}.attention.head_count", 1)
     return GGUFFacts(
         architecture=arch,
-        n_ctx_train=int(got["context_length"] or 0),  # type: ignore[arg-type]
-        n_layer=int(got["block_count"] or 0),  # type: ignore[arg-type]
-        n_embd=int(got["embedding_length"] or 0),  # type: ignore[arg-type]
+        n_ctx_train=number(f"{arch}.context_length", 0),
+        n_layer=number(f"{arch}.block_count", 0),
+        n_embd=number(f"{arch}.embedding_length", 0),
         n_head=n_head,
-        n_head_kv=int(got["attention.head_count_kv"] or n_head),  # type: ignore[arg-type]
-        n_vocab=int(kv.get("tokenizer.ggml.tokens", 0) or 0),  # type: ignore[arg-type]
+        n_head_kv=number(f"{arch}.attention.head_count_kv", n_head),
+        n_vocab=number("tokenizer.ggml.tokens", 0),
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .requests import SchedInfo
+from .requests import RequestHandle, SchedInfo
 
 STATE_DOC = {
     "R": "decoding or in a tool call",
@@ -141,13 +141,13 @@ class Process:
     killed: bool = False  # SIGKILL: every later call on its context raises
     pending_signal: int = 0
     task: asyncio.Task | None = None
-    resumed: asyncio.Event | None = None  # set while not stopped (created on the kernel loop)
-    stopped: asyncio.Event | None = None  # set while stopped
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)  # set while not stopped (set when it starts)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)  # set while stopped
     exit_future: asyncio.Future | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
     recent_len: int = 0
     syscalls: deque[SyscallRecord] = field(default_factory=lambda: deque(maxlen=200))
-    current_llm: object | None = None  # the RequestHandle of the llm call in flight
+    current_llm: RequestHandle | None = None  # the llm call in flight
     backend: str = "local"  # the backend its LLM calls go to (--backend, inherited by its children)
     llm_tokens: int = 0  # generated tokens of finished LLM calls (what the token limit counts)
     limit_hit: str = ""  # set when a limit ended the process: the one-line reason

@@ -308,10 +308,10 @@ class RemotePool:
                 self._parked.remove(parked)
                 self._finish(parked[0], "cancelled", None, None)
                 return
-        call = self._running.get(rid)
-        if call is not None and call.task is not None:
-            call.cancelled = True
-            call.task.cancel()  # the stream is closed in _stream's finally
+        running = self._running.get(rid)
+        if running is not None and running.task is not None:
+            running.cancelled = True
+            running.task.cancel()  # the stream is closed in _stream's finally
 
     def _wake(self) -> None:
         for call in self._running.values():

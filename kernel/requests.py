@@ -125,7 +125,7 @@ class RequestHandle:
         for fn in callbacks:
             fn(result)
         for loop, fut in waiters:
-            loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+            loop.call_soon_threadsafe(_resolve, fut)
 
     def add_done_callback(self, fn: Callable[[GenResult], None]) -> None:
         """fn(result) once the request ends, on the thread that ends it (at once if it already has)."""
@@ -161,13 +161,17 @@ class RequestHandle:
 
     async def await_result(self) -> GenResult:
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] | None = None
         with self._lock:
             if not self._done.is_set():
-                fut: asyncio.Future[None] = loop.create_future()
+                fut = loop.create_future()
                 self._async_waiters.append((loop, fut))
-            else:
-                fut = None
         if fut is not None:
             await fut
         assert self.result is not None
         return self.result
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

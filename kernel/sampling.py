@@ -124,7 +124,7 @@ class Sampler:
     def _grammar_allows(self, ctx, idx: int, token: int) -> bool:
         logits = ll.llama_get_logits_ith(ctx, idx)
         one = (ll.llama_token_data * 1)()
-        one[0].id = token
+        one[0].id = ll.llama_token(token)
         one[0].logit = logits[token]
         one[0].p = 0.0
         arr = ll.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)

@@ -29,10 +29,10 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .discovery import scan
 from .requests import SCHED_CLASSES, SchedInfo
@@ -97,13 +97,20 @@ class SeqState:
     def pending_prompt(self) -> int:
         return max(0, self.prompt_len - self.n_prefilled)
 
-    @property
-    def last_run(self) -> float:  # the engine writes this name; it is the same field
-        return self.last_ran
+    # The engine's bookkeeping of a sequence's slot, here so that the engine and the scheduler tests' fake engine
+    # run the same code.
+    def admitted(self, decoding: bool) -> None:
+        """It got a slot: it decodes when a sampled token waits to be decoded, else it (re)fills its prompt."""
+        self.has_slot = True
+        if self.state in ("waiting", "swapped"):
+            self.state = "decode" if decoding else "prefill"
 
-    @last_run.setter
-    def last_run(self, value: float) -> None:
-        self.last_ran = value
+    def preempted(self, swapped: bool) -> None:
+        """Its slot was taken, a context switch: its KV was saved to RAM (`swapped`) or dropped for recompute."""
+        self.switches += 1
+        self.has_slot = False
+        self.state = "swapped" if swapped else "waiting"
+        self.kv_tokens = 0
 
 
 # --- policies ---------------------------------------------------------------------------------------------------
@@ -134,7 +141,8 @@ class Policy:
 
     name: ClassVar[str] = "fifo"
     description: ClassVar[str] = "first come, first served into free slots, batched, never preempted"
-    params: ClassVar[dict[str, float | int | bool | str]] = {}
+    # Each value has its default's type (float, int, bool or str: `_coerce`), which differs by key: Any.
+    params: ClassVar[dict[str, Any]] = {}
     preemptive: ClassVar[bool] = False
     serial: ClassVar[bool] = False
     residency: ClassVar[int] = 16  # default minimum residency, in steps
@@ -185,7 +193,7 @@ class Policy:
         return f"<policy {self.name}({args})>"
 
 
-def _coerce(policy: str, key: str, value: object, default: object) -> object:
+def _coerce(policy: str, key: str, value: Any, default: object) -> object:
     where = f"scheduling policy '{policy}': parameter '{key}'"
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -195,7 +203,7 @@ def _coerce(policy: str, key: str, value: object, default: object) -> object:
         if isinstance(value, bool):
             raise ValueError(f"{where} must be a number, got {value!r}")
         try:
-            num = float(value)  # type: ignore[arg-type]
+            num = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{where} must be a number, got {value!r}") from None
         if not math.isfinite(num):
@@ -489,6 +497,21 @@ class Scheduler:
                 s.boosted = False  # served in the last step (it showed as boosted until then), or stopped
             elif not s.boosted and s.waiting_since and now - s.waiting_since >= self.boost_after_s:
                 s.boosted = True  # until served (account clears it)
+
+    def end_step(self, served: Sequence[tuple[SeqState, int, int]], live: Iterable[SeqState], now: float) -> None:
+        """The bookkeeping after a step, for the engine and the scheduler tests' fake engine alike: each served
+        sequence, (seq, prompt tokens, generated tokens), ran `now` and waits no more; a runnable one of `live` that
+        got nothing starts waiting (and may be boosted); then each served one's tokens are accounted."""
+        rids = set()
+        for s, _, _ in served:
+            s.last_ran = now
+            s.waiting_since = 0.0
+            rids.add(s.rid)
+        for s in live:
+            if s.rid not in rids and s.runnable and not s.waiting_since:
+                s.waiting_since = now
+        for s, prompt_tokens, generated_tokens in served:
+            self.account(s, prompt_tokens, generated_tokens)
 
     def account(self, seq: SeqState, prompt_tokens: int, generated_tokens: int) -> None:
         n = prompt_tokens + generated_tokens

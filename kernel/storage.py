@@ -50,31 +50,31 @@ class StorageError(Exception):
 
 def _v1(db: Database) -> None:
     """The first schema. Idempotent (IF NOT EXISTS everywhere), so a migration cut short can run again."""
-    db["runs"].create({"id": int, "started": float, "ended": float, "os_pid": int, "host": str, "model": str,
+    db.table("runs").create({"id": int, "started": float, "ended": float, "os_pid": int, "host": str, "model": str,
                        "storage": str}, pk="id", if_not_exists=True)
-    db["processes"].create({
+    db.table("processes").create({
         "run": int, "pid": int, "ppid": int, "pgid": int, "agent": str, "argv": str, "state": str, "nice": int,
         "class": str, "created": float, "started": float, "ended": float, "tokens_in": int, "tokens_out": int,
         "decode_s": float, "switches": int, "syscalls": int, "status": int, "updated": float,
     }, pk=("run", "pid"), if_not_exists=True)
-    db["syscalls"].create({
+    db.table("syscalls").create({
         "run": int, "id": int, "pid": int, "kind": str, "detail": str, "t_queued": float, "t_started": float,
         "t_first": float, "t_finished": float, "tokens_in": int, "tokens_out": int, "outcome": str,
     }, pk=("run", "id"), if_not_exists=True)
-    db["conversations"].create({
+    db.table("conversations").create({
         "key": str, "session": int, "agent": str, "run": int, "pid": int, "created": float, "updated": float,
         "turns": int,
     }, pk="key", if_not_exists=True)
-    db["messages"].create({
+    db.table("messages").create({
         "id": int, "run": int, "pid": int, "conversation": str, "role": str, "content": str, "tokens": int,
         "t": float, "meta": str,
     }, pk="id", if_not_exists=True)
-    db["memories"].create({
+    db.table("memories").create({
         "id": int, "run": int, "pid": int, "agent": str, "key": str, "value": str, "json": int, "kind": str,
         "tokens": int, "created": float, "updated": float, "resident": int,
     }, pk="id", if_not_exists=True)
-    db["history"].create({"id": int, "run": int, "t": float, "line": str}, pk="id", if_not_exists=True)
-    db["audit"].create({"id": int, "run": int, "t": float, "pid": int, "capability": str, "decision": str,
+    db.table("history").create({"id": int, "run": int, "t": float, "line": str}, pk="id", if_not_exists=True)
+    db.table("audit").create({"id": int, "run": int, "t": float, "pid": int, "capability": str, "decision": str,
                         "detail": str}, pk="id", if_not_exists=True)
     for sql in (
         "CREATE INDEX IF NOT EXISTS processes_ended ON processes (ended)",
@@ -88,7 +88,7 @@ def _v1(db: Database) -> None:
         db.execute(sql)
     for table, columns in (("messages", ["content"]), ("memories", ["key", "value"])):
         if not db[f"{table}_fts"].exists():
-            db[table].enable_fts(columns, create_triggers=True)
+            db.table(table).enable_fts(columns, create_triggers=True)
 
 
 MIGRATIONS: list[Callable[[Database], None]] = [_v1]
@@ -237,7 +237,7 @@ class Storage:
         from sqlite_utils import Database
 
         db = Database(conn, execute_plugins=False)
-        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
         if version > SCHEMA_VERSION:
             raise StorageError(f"{self.path}: database schema version {version} is newer than this aiosh "
                                f"understands ({SCHEMA_VERSION})")
@@ -254,7 +254,7 @@ class Storage:
                 cur = conn.execute(
                     "INSERT INTO runs (started, os_pid, host, model, storage) VALUES (?, ?, ?, ?, ?)",
                     (time.time(), os.getpid(), socket.gethostname(), str(run_info.get("model", "")), self.path))
-                self.run = int(cur.lastrowid)
+                self.run = int(cur.lastrowid or 0)
         except StorageError as exc:
             self._open_error = exc
             self._ready.set()

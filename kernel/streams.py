@@ -97,7 +97,7 @@ class Pipe:
 
     def read_all(self) -> str:
         """Block until end of file and return everything."""
-        parts = []
+        parts: list[str] = []
         while True:
             got = self.read()
             if got == "":

@@ -124,8 +124,9 @@ class _Worker:
         except subprocess.TimeoutExpired:
             return "the worker stopped answering"
         if code < 0:
-            name = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed", signal.SIGSEGV: "crashed",
-                    signal.SIGABRT: "aborted"}.get(-code, signal.Signals(-code).name)
+            names: dict[int, str] = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed",
+                                     signal.SIGSEGV: "crashed", signal.SIGABRT: "aborted"}
+            name = names.get(-code, signal.Signals(-code).name)
             return f"tool process ended: {name}"
         return f"tool process exited with status {code}"
 

@@ -1,8 +1,16 @@
-"""Shared fixtures. The real model is loaded once per test session, with one engine on it."""
+"""Shared fixtures. The real model is loaded once per test session: one engine runs on it, and every kernel the
+integration tests start runs its engine on it too (in a thread of the test process, `kernel.engine_process =
+false`), so no module loads the weights again or starts an engine process (tests/test_engine_process.py starts
+its own: that is what it tests)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import pytest
+from aiosh.kernel import Kernel
+from aiosh.kernel.config import Config
 from aiosh.kernel.engine import Engine, EngineSettings
 from aiosh.kernel.model import Model
 
@@ -35,3 +43,14 @@ def engine(model):
     e = Engine(model, EngineSettings(**ENGINE_SETTINGS)).start()
     yield e
     e.close()
+
+
+@pytest.fixture(scope="session")
+def kernel_factory(model) -> Callable[[Config], Kernel]:
+    """`kernel_factory(cfg)`: a Kernel of that configuration whose engine is a thread on the session's model."""
+
+    def make(cfg: Config) -> Kernel:
+        threaded = dataclasses.replace(cfg, kernel=dataclasses.replace(cfg.kernel, engine_process=False))
+        return Kernel(threaded, model=model)
+
+    return make

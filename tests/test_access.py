@@ -145,8 +145,7 @@ AGENTS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def ak(tmp_path_factory):
-    from aiosh.kernel import Kernel
+def ak(tmp_path_factory, kernel_factory):
     from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("accessk")
@@ -160,7 +159,7 @@ def ak(tmp_path_factory):
         "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512, "n_threads": 1},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     k.test_cwd = str(work)
     yield k
     k.shutdown()

@@ -40,8 +40,7 @@ def test_chunks_cut_at_boundaries():
 
 
 @pytest.fixture(scope="module")
-def bk(tmp_path_factory):
-    from aiosh.kernel import Kernel
+def bk(tmp_path_factory, kernel_factory):
     from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("agentsk")
@@ -52,7 +51,7 @@ def bk(tmp_path_factory):
         "kernel": {"slots": 4, "kv_cells": 8192}, "model": {"n_ctx": 2048, "n_threads": 1},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     k.test_cwd = str(tmp / "work")
     yield k
     k.shutdown()

@@ -60,10 +60,8 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def k(env):
-    from aiosh.kernel import Kernel
-
-    kern = Kernel(env)
+def k(env, kernel_factory):
+    kern = kernel_factory(env)
     yield kern
     kern.shutdown()
 
@@ -175,13 +173,11 @@ def test_continue_and_session_resume_with_kv(k):
 
 @pytest.mark.model
 @pytest.mark.timeout(300)
-def test_resume_in_a_later_run_from_storage(k, env):
-    from aiosh.kernel import Kernel
-
+def test_resume_in_a_later_run_from_storage(k, env, kernel_factory):
     if "zed" not in k.context._states:
         pytest.skip("needs test_continue_and_session_resume_with_kv")
     k.storage.flush()
-    with Kernel(env) as k2:  # a second start of aiosh on the same database: a new run
+    with kernel_factory(env) as k2:  # a second start of aiosh on the same database: a new run
         assert k2.storage.run == k.storage.run + 1
         opts = {"max_tokens": 8, "temperature": 0}
         pid, st, out, err = run_agent(k2, "chat", ["--continue", "Repeat my name."], options=opts)

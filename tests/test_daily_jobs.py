@@ -19,13 +19,13 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
+def k(tmp_path_factory, kernel_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     cfg = load_config(cwd=tmp_path_factory.mktemp("cwd"), overrides={
         "kernel": {"slots": 4, "kv_cells": 8192}, "storage": {"path": str(tmp_path_factory.mktemp("db") / "a.db")},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     yield kern
     kern.shutdown()
     mp.undo()

@@ -13,12 +13,12 @@ from aiosh.kernel.config import load_config
 from aiosh.kernel.storage import Storage
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.storage import logs
+from aiosh.commands.tools import tools
 from aiosh.repl import command_position
 from aiosh.session import make_shell
 from aiosh.shell.agents import parse_options
 from aiosh.shell.errors import ShellError
-from aiosh.storage_commands import logs
-from aiosh.tool_commands import tools
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,14 +80,14 @@ def test_completion_positions() -> None:
 # --- through the kernel and the model -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
+def k(tmp_path_factory, kernel_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     db = tmp_path_factory.mktemp("db") / "a.db"
     cfg = load_config(cwd=tmp_path_factory.mktemp("cwd"), overrides={
         "kernel": {"slots": 4, "kv_cells": 8192}, "storage": {"path": str(db)},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     kern.db_path = str(db)
     yield kern
     kern.shutdown()

@@ -115,11 +115,11 @@ last -n 1000
 # ── a shell on one kernel (the module's) ────────────────────────────────────────────────────────────────────
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
+def k(tmp_path_factory, kernel_factory):
     root = tmp_path_factory.mktemp("door")
     cfg = load_config(cwd=root, overrides={"kernel": {"slots": 4, "kv_cells": 8192, "max_batch": 1},
                                            "storage": {"path": str(root / "aiosh.db")}})
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     yield kern
     kern.shutdown()
 

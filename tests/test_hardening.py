@@ -113,15 +113,14 @@ TOOLS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def hk(tmp_path_factory):
-    k = _hardening_kernel(tmp_path_factory)
+def hk(tmp_path_factory, kernel_factory):
+    k = _hardening_kernel(tmp_path_factory, kernel_factory)
     yield k
     k.shutdown()
 
 
-def _hardening_kernel(tmp_path_factory, **limits):
+def _hardening_kernel(tmp_path_factory, kernel_factory, **limits):
     """A kernel with the hostile agents and tools of this file as plugins."""
-    from aiosh.kernel import Kernel
     from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("hardk")
@@ -137,7 +136,7 @@ def _hardening_kernel(tmp_path_factory, **limits):
         "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"], "confirm_irreversible": False},
         **({"limits": limits} if limits else {}),
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     k.test_tmp = tmp
     k.test_cwd = str(work)
     return k
@@ -743,11 +742,11 @@ def test_negative_max_tokens_is_a_usage_error_before_the_run():
 
 @pytest.mark.model
 @pytest.mark.timeout(60)
-def test_a_fork_bomb_meets_the_process_limit(tmp_path_factory):
+def test_a_fork_bomb_meets_the_process_limit(tmp_path_factory, kernel_factory):
     from aiosh.kernel.kernel import TooManyProcesses
     from aiosh.kernel.streams import Pipe
 
-    hk = _hardening_kernel(tmp_path_factory, max_procs=40)  # a kernel of its own: nothing else alive in it
+    hk = _hardening_kernel(tmp_path_factory, kernel_factory, max_procs=40)  # a kernel of its own: nothing else alive in it
     try:
         err = Pipe()
         pid = hk.spawn("bomb", [], stdout=Pipe(), stderr=err, cwd=hk.test_cwd)

@@ -18,12 +18,12 @@ AGENTS = str(Path(__file__).parent / "agents")
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory, monkeypatch_module):
+def k(tmp_path_factory, monkeypatch_module, kernel_factory):
     cfg = load_config(cwd=tmp_path_factory.mktemp("cwd"), overrides={
         "kernel": {"slots": 4, "kv_cells": 8192, "watchdog_ms": 200},
         "plugins": {"paths": [AGENTS]},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     yield kern
     kern.shutdown()
 

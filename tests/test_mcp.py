@@ -16,9 +16,9 @@ from aiosh.kernel.config import load_config
 from aiosh.kernel.kernel import Kernel
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.tools import tools as tools_command
 from aiosh.monitor.backends_panel import render_backends
 from aiosh.monitor.collector import mcp_row
-from aiosh.tool_commands import tools as tools_command
 
 SERVER = str(Path(__file__).parent / "mcp_server.py")
 pytestmark = [pytest.mark.timeout(300)]
@@ -68,7 +68,7 @@ def http_server():
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory, http_server):
+def k(tmp_path_factory, http_server, kernel_factory):
     root = tmp_path_factory.mktemp("mcp")
     (root / "plugins").mkdir()
     (root / "plugins" / "mcpcall.py").write_text(AGENT)
@@ -81,7 +81,7 @@ def k(tmp_path_factory, http_server):
         "mcp": {"t": {"command": [sys.executable, SERVER], "timeout_s": 3.0},
                 "h": {"url": http_server, "timeout_s": 10.0}},
     })
-    kern = Kernel(cfg)
+    kern = kernel_factory(cfg)
     yield kern
     kern.shutdown()
 

@@ -161,21 +161,19 @@ AGENTS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def mk(tmp_path_factory):
+def mk(tmp_path_factory, kernel_factory):
     tmp = tmp_path_factory.mktemp("memk")
     mp = pytest.MonkeyPatch()
     mp.setenv("XDG_CONFIG_HOME", str(tmp / "xdg-config"))
     mp.setenv("XDG_DATA_HOME", str(tmp / "xdg-data"))
     (tmp / "plugins").mkdir()
     (tmp / "plugins" / "memagents.py").write_text(AGENTS)
-    from aiosh.kernel import Kernel
-
     cfg = load_config(cwd=tmp, overrides={
         "kernel": {"slots": 2, "kv_cells": 1024}, "model": {"n_ctx": 512},
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
         "memory": {"per_agent_tokens": 60, "total_tokens": 1000},
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     yield k
     k.shutdown()
     mp.undo()

@@ -99,3 +99,24 @@ def test_chat_template_renders_chatml(model: Model):
     text = model.template.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     assert "<|im_start|>user\nhi<|im_end|>\n" in text
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_a_kernel_takes_a_loaded_model(tmp_path: Path):
+    """Kernel(cfg, model=…): the kernel's tokeniser in the engine-process mode (nothing loads again); a thread
+    engine needs the weights; another GGUF than the configured one is refused."""
+    from aiosh.kernel import Kernel
+    from aiosh.kernel.config import load_config
+
+    vocab = Model(vocab_only=True)
+    cfg = load_config(cwd=tmp_path, overrides={"storage": {"path": ":memory:"}})
+    with Kernel(cfg, model=vocab) as k:
+        assert k.model.loaded and k.model.tokenize("hello") == vocab.tokenize("hello")
+    threaded = load_config(cwd=tmp_path, overrides={"kernel": {"engine_process": False},
+                                                    "storage": {"path": ":memory:"}})
+    with pytest.raises(ValueError, match="vocabulary-only"):
+        Kernel(threaded, model=vocab)
+    other = load_config(cwd=tmp_path, overrides={"model": {"path": str(tmp_path / "other.gguf")},
+                                                 "storage": {"path": ":memory:"}})
+    with pytest.raises(ValueError, match="is not the configured one"):
+        Kernel(other, model=vocab)
+    vocab.close()

@@ -13,26 +13,26 @@ from aiosh.kernel import signals as S
 from aiosh.kernel.config import load_config
 from aiosh.kernel.streams import Pipe
 
+from aiosh.commands.observe import ps
 from aiosh.monitor.collector import Collector
-from aiosh.observe import ps
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 
 AGENTS = str(Path(__file__).parent / "agents")
 
 
-def _kernel(tmp_path_factory, **kernel: object) -> Kernel:
+def _kernel(tmp_path_factory, kernel_factory, **kernel: object) -> Kernel:
     cfg = load_config(cwd=tmp_path_factory.mktemp("cwd"), overrides={
         "model": {"n_threads": 1},  # one thread: steady steps on a busy 2-core machine (OpenMP spins otherwise)
         "kernel": {"kv_cells": 8192, **kernel}, "plugins": {"paths": [AGENTS]},
         "storage": {"path": str(tmp_path_factory.mktemp("db") / "aiosh.db")},
     })
-    return Kernel(cfg)
+    return kernel_factory(cfg)
 
 
 @pytest.fixture(scope="module")
-def k(tmp_path_factory):
-    kern = _kernel(tmp_path_factory, slots=4)
+def k(tmp_path_factory, kernel_factory):
+    kern = _kernel(tmp_path_factory, kernel_factory, slots=4)
     yield kern
     kern.shutdown()
 
@@ -112,10 +112,10 @@ def test_tokens_mean_one_thing_in_ps_top_and_storage(k):
     assert k.wait(pid, 5) == (pid, 0)
 
 
-def test_context_switches_are_kept_after_the_call(tmp_path_factory):
+def test_context_switches_are_kept_after_the_call(tmp_path_factory, kernel_factory):
     """One slot, round robin by 4 tokens: the two agents preempt each other; each one's count of switches
     stays after its call (and its process) has ended, in ps and in storage."""
-    kern = _kernel(tmp_path_factory, slots=1)
+    kern = _kernel(tmp_path_factory, kernel_factory, slots=1)
     try:
         kern.set_policy("rr", quantum=4)
         a = kern.spawn("talker", ["24"], stdout=Pipe())

@@ -21,7 +21,7 @@ from aiosh.kernel.engine_types import EngineSettings, EngineStats
 from aiosh.kernel.kernel import KernelSnapshot
 from aiosh.kernel.proc import Limits, ProcInfo
 
-from aiosh import observe
+from aiosh.commands import observe
 from aiosh.monitor import MonitorApp
 from aiosh.monitor.agent_detail import describe
 from aiosh.monitor.agents_table import COLUMNS, arrange, cells

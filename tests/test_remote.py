@@ -28,12 +28,12 @@ def backend(url: str, **kw) -> dict:
             "health_interval_s": 0.5, "timeout_s": 30.0, **kw}
 
 
-def make_kernel(cwd: Path, backends: dict, default: str = "local") -> Kernel:
+def make_kernel(factory, cwd: Path, backends: dict, default: str = "local") -> Kernel:
     cfg = load_config(cwd=cwd, overrides={
         "kernel": {"slots": 2, "kv_cells": 4096, "backend": default}, "model": {"n_threads": 1},
         "plugins": {"paths": [AGENTS]}, "storage": {"path": ":memory:"}, "backends": backends,
     })
-    return Kernel(cfg)
+    return factory(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +50,9 @@ def servers(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def k(servers, tmp_path_factory):
+def k(servers, tmp_path_factory, kernel_factory):
     a, b = servers
-    kern = make_kernel(tmp_path_factory.mktemp("cwd"), {"a": backend(a.url), "b": backend(b.url)})
+    kern = make_kernel(kernel_factory, tmp_path_factory.mktemp("cwd"), {"a": backend(a.url), "b": backend(b.url)})
     yield kern
     kern.shutdown()
 
@@ -116,9 +116,9 @@ def test_a_grammar_constrained_tool_call_on_the_server(k):
     assert out.read_all().strip()
 
 
-def test_the_default_backend_and_children_inherit_it(servers, tmp_path):
+def test_the_default_backend_and_children_inherit_it(servers, tmp_path, kernel_factory):
     a, _ = servers
-    kern = make_kernel(tmp_path, {"a": backend(a.url)}, default="a")
+    kern = make_kernel(kernel_factory, tmp_path, {"a": backend(a.url)}, default="a")
     try:
         pid, out, _ = spawn(kern, "chat", ["Say yes."], max_tokens=4, temperature=0)
         assert wait_state(kern, pid, "Z")
@@ -137,9 +137,9 @@ def test_the_default_backend_and_children_inherit_it(servers, tmp_path):
         kern.shutdown()
 
 
-def test_cancel_closes_the_stream_and_the_server_stops(servers, tmp_path):
+def test_cancel_closes_the_stream_and_the_server_stops(servers, tmp_path, kernel_factory):
     a, _ = servers
-    kern = make_kernel(tmp_path, {"a": backend(a.url)})
+    kern = make_kernel(kernel_factory, tmp_path, {"a": backend(a.url)})
     try:
         pid, _, _ = spawn(kern, "talker", ["1500"], backend="a")
         wait_tokens(kern, pid)
@@ -160,13 +160,13 @@ def test_cancel_closes_the_stream_and_the_server_stops(servers, tmp_path):
         kern.shutdown()
 
 
-def test_killing_a_replica_mid_stream(tmp_path):
+def test_killing_a_replica_mid_stream(tmp_path, kernel_factory):
     c, d = LlamaServer(tmp_path, "c"), LlamaServer(tmp_path, "d")
     kern = None
     try:
         c.wait_ready()
         d.wait_ready()
-        kern = make_kernel(tmp_path, {"c": backend(c.url), "d": backend(d.url)}, default=ALIAS)
+        kern = make_kernel(kernel_factory, tmp_path, {"c": backend(c.url), "d": backend(d.url)}, default=ALIAS)
         talkers = [spawn(kern, "talker", ["300"]) for _ in range(2)]
         for pid, _, _ in talkers:
             wait_tokens(kern, pid)

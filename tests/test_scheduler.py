@@ -1,12 +1,12 @@
 """The scheduling mechanism, driven by a scripted fake engine (no model).
 
-`FakeEngine` does exactly what kernel/engine.py's `_step` does with a plan, minus llama.cpp: it preempts
-`plan.preempt` (the KV is swapped out and the engine counts the switch), admits `plan.admit` into free slots in
-order (stopping at the first that finds none), runs `plan.run` (those holding a slot): one token for each decoding
-sequence, then prompt chunks from the remaining token budget in run order; the step that completes a prompt samples
-the first token; then it stamps waiting times and calls `account` for each sequence that got tokens, and retires
-finished requests. Each step takes `step_s` seconds of a scripted clock. Every plan is checked against the
-contract on the way.
+`FakeEngine` does what kernel/engine.py's `_step` does with a plan, minus llama.cpp: it preempts `plan.preempt`
+(the KV is swapped out), admits `plan.admit` into free slots in order (stopping at the first that finds none),
+runs `plan.run` (those holding a slot): one token for each decoding sequence, then prompt chunks from the
+remaining token budget in run order; the step that completes a prompt samples the first token; then it retires
+finished requests. The bookkeeping is the engine's own code, not a copy: `SeqState.preempted` / `admitted` and
+`Scheduler.end_step` (waiting times, accounting). Each step takes `step_s` seconds of a scripted clock. Every plan
+is checked against the contract on the way.
 """
 
 from __future__ import annotations
@@ -93,16 +93,13 @@ class FakeEngine:
         self._check(plan)
         for v in plan.preempt:
             assert v.has_slot
-            v.has_slot = False
-            v.state = "swapped"
-            v.switches += 1
+            v.preempted(swapped=True)
             log.preempted.append(v.rid)
         for s in plan.admit:
             if sum(1 for a in self.actives.values() if a.seq.has_slot) >= self.n_slots:
                 self.failed_admissions += 1
                 break
-            s.has_slot = True
-            s.state = "decode" if self.actives[s.rid].pending else "prefill"
+            s.admitted(self.actives[s.rid].pending)
             log.admitted.append(s.rid)
         running = [s for s in plan.run if s.rid in self.actives and s.has_slot]
         assert not any(s.sched.stopped for s in running), "a stopped sequence was planned to run"
@@ -129,17 +126,11 @@ class FakeEngine:
             if req.seq.pending_prompt == 0:
                 self._sampled(req)
         self.now += self.step_s
-        for s in running:
-            s.last_run = self.now
-            s.waiting_since = 0.0
-        for a in self.actives.values():
-            if a.seq.runnable and a.seq not in running and not a.seq.waiting_since:
-                a.seq.waiting_since = self.now
-        for rid in set(log.decoded) | set(log.prefilled):
-            p, g = log.prefilled.get(rid, 0), int(rid in log.decoded)
-            self.tokens[rid] += p + g
-            self.decoded[rid] += g
-            self.scheduler.account(self.actives[rid].seq, p, g)
+        served = [(self.actives[rid].seq, log.prefilled.get(rid, 0), int(rid in log.decoded)) for rid in log.served]
+        self.scheduler.end_step(served, [a.seq for a in self.actives.values()], self.now)
+        for seq, p, g in served:
+            self.tokens[seq.rid] += p + g
+            self.decoded[seq.rid] += g
         for rid in list(self.actives):
             if self.actives[rid].seq.state == "finished":
                 self.actives[rid].seq.has_slot = False
@@ -220,12 +211,6 @@ def test_no_admission_fails_and_slots_never_overflow():
         eng.run_until_idle()
         assert eng.failed_admissions == 0, name
         assert len(eng.finished) == 9, name
-
-
-def test_last_run_is_last_ran():
-    s = SeqState(rid=1, sched=SchedInfo(), arrival=0.0, prompt_len=1)
-    s.last_run = 3.5  # the name the engine writes
-    assert s.last_ran == 3.5
 
 
 # --- classes --------------------------------------------------------------------------------------------------
@@ -409,14 +394,6 @@ def test_minimum_residency(policy):
         for rid in log.admitted:
             admitted_at[rid] = i
     assert sum(len(log.preempted) for log in eng.log) <= 400 * 2 / residency + 2
-
-
-def test_switches_are_counted_once_by_the_engine():
-    eng = FakeEngine("rr", n_slots=1, max_batch=1, quantum=4)
-    a, b = eng.submit(), eng.submit()
-    eng.run(100)
-    preemptions = Counter(r for log in eng.log for r in log.preempted)
-    assert a.switches == preemptions[a.rid] > 0 and b.switches == preemptions[b.rid] > 0
 
 
 # --- discovery ------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from aiosh.kernel.proc import Limits, ProcInfo, SyscallRecord
 from aiosh.kernel.storage import Storage, StorageError, open_storage
 from aiosh.kernel.streams import Pipe
 
-from aiosh import storage_commands as cmds
+from aiosh.commands import storage as cmds
 
 ROOT = Path(__file__).resolve().parent.parent
 

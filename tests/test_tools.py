@@ -452,8 +452,7 @@ TOOLS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def tk(tmp_path_factory):
-    from aiosh.kernel import Kernel
+def tk(tmp_path_factory, kernel_factory):
     from aiosh.kernel.config import load_config
 
     tmp = tmp_path_factory.mktemp("toolk")
@@ -467,7 +466,7 @@ def tk(tmp_path_factory):
         "storage": {"path": str(tmp / "k.db")}, "plugins": {"paths": [str(tmp / "plugins")]},
         "access": {"allow": ["tool:*", "read:./", "write:./", "spawn"]},
     })
-    k = Kernel(cfg)
+    k = kernel_factory(cfg)
     k.test_cwd = str(tmp / "work")
     yield k
     k.shutdown()
@@ -609,7 +608,7 @@ def test_call_tool_constrains_the_model(tk):
 
 @pytest.mark.model
 def test_tools_builtin_lists_schemas(tk):
-    from aiosh.tool_commands import UsageError, tools
+    from aiosh.commands.tools import UsageError, tools
 
     text = tools(tk, [])
     assert "calculator(expression: string)" in text and "hang(seconds?: number = 3.0)" in text

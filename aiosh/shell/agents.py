@@ -157,7 +157,7 @@ def parse_options(
             i += 2
         try:
             parsed = spec.parse(value)
-            opts[spec.key] = [*opts.get(spec.key, []), *parsed] if spec.accumulate else parsed  # type: ignore
+            opts[spec.key] = [*opts.get(spec.key, []), *parsed] if spec.accumulate else parsed
         except ValueError as exc:
             if spec.accumulate and exc.args and exc.args[0] != value:
                 raise ShellError(f"{name}: {flag}: {spec.what} '{exc.args[0]}'", 2) from None

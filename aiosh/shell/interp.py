@@ -1001,12 +1001,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             except ShellError as exc:
                 return self.fail(io2, exc)
         finally:
-            for k, v in saved.items():
+            for k, old in saved.items():
                 if k in env and self.state.vars.get(k) == env[k]:
-                    if v is None:
+                    if old is None:
                         self.state.vars.pop(k, None)
                     else:
-                        self.state.vars[k] = v
+                        self.state.vars[k] = old
             for fn in closers:
                 fn()
 

@@ -772,7 +772,7 @@ def _tilde(parts: list[Part]) -> list[Part]:
             return parts
         return [Tilde(text[1:])]
     rest = text[slash:]
-    return [Tilde(text[1:slash]), Lit(rest)] + parts[1:]
+    return [Tilde(text[1:slash]), Lit(rest), *parts[1:]]
 
 
 def tilde_word(parts: list[Part]) -> list[Part]:

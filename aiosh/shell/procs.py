@@ -8,6 +8,7 @@ honours signals at checkpoints between commands, since a thread cannot be killed
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal as _signal
@@ -89,7 +90,7 @@ class Proc:
         self.text = text
         self.status: int | None = None
         self.stopped = False
-        self.stop_signal = _signal.SIGTSTP
+        self.stop_signal: int = _signal.SIGTSTP
         self.finished_at = 0.0
         self._lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
@@ -115,7 +116,7 @@ class Proc:
 
     def _notify(self) -> None:
         for fn in list(self._watchers):
-            _quietly(lambda fn=fn: fn(self))
+            _quietly(functools.partial(fn, self))
 
     def set_stopped(self, sig: int) -> None:
         if self.finished:
@@ -261,14 +262,14 @@ class ThreadProc(Proc):
 
     kind = "thread"
 
-    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], None],
+    def __init__(self, text: str, body: Callable[[ThreadProc], int], *, stderr_write: Callable[[str], object],
                  pgid: int | None = None, limit: int | None = None) -> None:
         super().__init__(next(_thread_pids), text)
         self.limit = limit  # `ulimit -u` of the shell that starts it (MAX_THREAD_PROCS is the hard limit)
         # its process group: given (a pipeline's later stages join the first's), inherited from the shell thread
         # that starts it (no job control below the top level), or a group of its own
         parent = current_thread_proc()
-        self.pgid = pgid if pgid is not None else (parent.pgid if parent is not None else self.pid)
+        self.pgid: int = pgid if pgid is not None else (parent.pgid if parent is not None else self.pid)
         self.body = body
         self.cancel_signal: int | None = None
         self.forward: Callable[[int], object] | None = None

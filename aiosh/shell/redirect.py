@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiosh.kernel.streams import Pipe
 
 from . import plumbing
 from .errors import ShellError
-from .expand import expand_string, expand_target
+from .expand import ExpandEnv, expand_string, expand_target
 from .filepipe import FilePipe, ReadWritePipe
 from .lexer import is_digits
 from .nodes import HereDoc, Redir, Word
@@ -71,17 +71,18 @@ class RedirectMixin:
         if r.fd_var is not None:
             r = self._named_fd(r, io)
         op = r.op
+        env = cast("ExpandEnv", self)  # the Interp this is mixed into
         if isinstance(r.target, HereDoc):
             doc = r.target
             assert doc.body is not None
-            text = expand_string(self, doc.body) if doc.expand else doc.text
+            text = expand_string(env, doc.body) if doc.expand else doc.text
             io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-doc")
             return
         if op == "<<<":
-            text = expand_string(self, r.target) + "\n"
+            text = expand_string(env, r.target) + "\n"
             io.fds[0 if r.fd is None else r.fd] = plumbing.closed_pipe(text, "here-string")
             return
-        target = expand_target(self, r.target)
+        target = expand_target(env, r.target)
         if op in (">&", "<&"):
             fd = r.fd if r.fd is not None else (1 if op == ">&" else 0)
             if target == "-":

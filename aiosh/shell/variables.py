@@ -34,6 +34,8 @@ class VariablesMixin:
     if TYPE_CHECKING:
         state: ShellState
 
+        def get_var(self, name: str) -> str | None: ...
+
     # -- reading -------------------------------------------------------------------------------------------------
     def arith_vars(self) -> arith.Vars:
         return arith.Vars(self.get_var, self.set_var, self.state.nounset)

@@ -127,7 +127,7 @@ class ToolManager:
         tctx = ToolContext(self, spec, pid, agent, sc.cwd, self._conversations_of(pid))
         for arg, mode in spec.paths.items():
             if clean.get(arg) is not None:  # PermissionError before anyone is asked or anything runs
-                tctx.path(clean[arg], "write" if mode == "delete" else mode, follow=mode != "delete")
+                tctx.path(clean[arg], "read" if mode == "read" else "write", follow=mode != "delete")
         if spec.irreversible:
             what = ""
             if spec.confirm is not None:

@@ -55,7 +55,7 @@ async def main(ctx: AgentContext) -> int:
     try:
         for step in range(1, max_steps + 1):
             choice = await ctx.llm.call_tool(messages, tools=tools, answer=step > 1, **opts)
-            if choice.is_answer:
+            if choice.tool is None:  # an answer (choice.is_answer, spelled so that the type checker narrows it)
                 answer = choice.answer
                 break
             call = f"{choice.tool}({json.dumps(choice.args, ensure_ascii=False)})"

@@ -163,10 +163,10 @@ def cd(ctx: BuiltinContext) -> int:
         show = True
     else:
         target = args[0]
-        show = _cdpath(st, target)
-        if show:
-            target = show
-            show = True
+        found = _cdpath(st, target)
+        if found:
+            target = found
+        show = bool(found)
     joined = os.path.join(st.cwd, os.path.expanduser(target) if target.startswith("~") else target)
     new = os.path.realpath(joined) if physical else os.path.normpath(joined)
     if new.startswith("//"):

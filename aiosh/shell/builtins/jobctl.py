@@ -101,9 +101,9 @@ def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
         num = int(target)
     except ValueError:
         raise ShellError(f"kill: {target}: arguments must be process or job IDs") from None
-    job = table.find_pid(abs(num)) if num > 0 else None
-    if job is not None:
-        for p in job.procs:
+    owner = table.find_pid(abs(num)) if num > 0 else None
+    if owner is not None:
+        for p in owner.procs:
             if p.pid == num:
                 try:
                     p.signal(sig)
@@ -445,8 +445,8 @@ def _renice_one(ctx: BuiltinContext, target: str, value: int) -> None:
             pid = int(target)
         except ValueError:
             raise ShellError(f"failed to parse pid: '{target}'") from None
-        job = table.find_pid(pid)
-        kind = next((p.kind for p in job.procs if p.pid == pid), "agent") if job else "agent"
+        owner = table.find_pid(pid)
+        kind = next((p.kind for p in owner.procs if p.pid == pid), "agent") if owner else "agent"
         pids = [(kind, pid)]
     for kind, pid in pids:
         if kind == "host":

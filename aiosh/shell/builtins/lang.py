@@ -366,8 +366,8 @@ def hash_(ctx: BuiltinContext) -> int:
             ctx.write("hash: hash table empty\n")  # bash prints this on stdout
             return 0
         ctx.write("hits\tcommand\n")
-        for name, path in table.items():
-            ctx.write(f"{st.hash_hits.get(name, 0):4d}\t{path}\n")
+        for cmd, where in table.items():
+            ctx.write(f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
         return 0
     status = 0
     for name in args:

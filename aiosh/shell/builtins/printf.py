@@ -154,9 +154,9 @@ class Printf:
                     i = k
                     continue
                 if j < len(fmt) and fmt[j] in "xuU":
-                    width = {"x": 2, "u": 4, "U": 8}[fmt[j]]
+                    digits = {"x": 2, "u": 4, "U": 8}[fmt[j]]
                     k = j + 1
-                    while k < len(fmt) and k < j + 1 + width and fmt[k] in "0123456789abcdefABCDEF":
+                    while k < len(fmt) and k < j + 1 + digits and fmt[k] in "0123456789abcdefABCDEF":
                         k += 1
                     out.append(escapes(fmt[i:k], in_b=False))
                     i = k

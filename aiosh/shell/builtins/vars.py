@@ -483,27 +483,6 @@ def mapfile(ctx: BuiltinContext) -> int:
     return 0
 
 
-def local(ctx: BuiltinContext) -> int:
-    interp = ctx.interp
-    if not interp.func_depth or not interp.locals:
-        return ctx.error("can only be used in a function")
-    st = ctx.state
-    scope = interp.locals[-1]
-    status = 0
-    for arg in ctx.args:
-        name, eq, value = arg.partition("=")
-        if not valid_name(name):
-            status = ctx.error(f"`{arg}': not a valid identifier")
-            continue
-        if name not in scope:
-            scope[name] = st.vars.get(name)
-        if eq:
-            st.vars[name] = value
-        else:
-            st.vars.pop(name, None)
-    return status
-
-
 def register(reg: BuiltinRegistry) -> None:
     reg.register("export", export, "mark variables for the environment of agents and programs",
                  "export [-fn] [name[=value] ...] or export -p")  # fmt: skip
@@ -513,7 +492,6 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("source", source, "run a file's commands in the current shell", "source filename [arguments]")
     reg.register(".", source, "run a file's commands in the current shell", ". filename [arguments]")
     reg.register("eval", eval_, "run the arguments, joined, as shell commands", "eval [arg ...]")
-    reg.register("local", local, "make variables local to the running function", "local [name[=value] ...]")
     reg.register("mapfile", mapfile, "read lines of input into an indexed array",
                  "mapfile [-t] [-d delim] [-n count] [-O origin] [-s count] [-u fd] [array]")  # fmt: skip
     reg.register("readarray", mapfile, "read lines of input into an indexed array (same as mapfile)",

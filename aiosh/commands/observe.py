@@ -10,8 +10,11 @@ import json
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
+from typing import Any
 
 from aiosh.kernel.proc import Limits, ProcInfo
+
+from .argv import Syntax, UsageError, opt, option_rows
 
 UNKNOWN = "?"  # a figure the kernel cannot know (the KV a remote server holds): never shown as 0
 COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
@@ -44,17 +47,13 @@ DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time"
 REMOTE_DEFAULT_COLUMNS = ["pid", "ppid", "stat", "ni", "pri", "in", "out", "kv", "time", "elapsed", "backend", "cmd"]
 ALIASES = {"tin": "in", "tout": "out"}  # the names these columns had before
 # A key of None is unknown (KV of an agent on a remote backend): such rows sort last in either direction.
-SORT_KEYS: dict[str, Callable[[ProcInfo], object]] = {
+SORT_KEYS: dict[str, Callable[[ProcInfo], Any]] = {  # numbers or strings, None when unknown
     "pid": lambda p: p.pid, "ppid": lambda p: p.ppid, "ni": lambda p: p.nice, "pri": lambda p: p.pri,
     "tokens": lambda p: p.tokens_in + p.tokens_out, "in": lambda p: p.tokens_in, "out": lambda p: p.tokens_out,
     "kv": lambda p: p.kv_tokens, "time": lambda p: p.decode_s,
     "elapsed": lambda p: p.elapsed, "stat": lambda p: p.state, "cmd": lambda p: p.cmd, "swap": lambda p: p.swapped_bytes,
     "backend": lambda p: p.backend,
 }
-
-
-class UsageError(Exception):
-    pass
 
 
 def _clock(seconds: float, frac: bool = False) -> str:
@@ -64,7 +63,7 @@ def _clock(seconds: float, frac: bool = False) -> str:
     return f"{h}:{m:02d}:{sec}" if h else f"{m}:{sec}"
 
 
-def _bytes(n: int) -> str:
+def _bytes(n: float) -> str:
     for unit in ("B", "K", "M", "G"):
         if n < 1024 or unit == "G":
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
@@ -87,10 +86,43 @@ def _remote_pools(kernel) -> list:
     return list(getattr(backends, "pools", None) or ())
 
 
-def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], object], reverse: bool) -> list[ProcInfo]:
+def _sorted(procs: list[ProcInfo], key: Callable[[ProcInfo], Any], reverse: bool) -> list[ProcInfo]:
     known = [p for p in procs if key(p) is not None]
     unknown = [p for p in procs if key(p) is None]
-    return sorted(known, key=key, reverse=reverse) + unknown  # type: ignore[arg-type]
+    return sorted(known, key=key, reverse=reverse) + unknown
+
+
+def _columns(value: str) -> list[str]:
+    cols = [ALIASES.get(c, c) for c in (c.strip().lower() for c in value.split(",")) if c]
+    bad = [c for c in cols if c not in COLUMNS]
+    if bad:
+        raise UsageError(f"-o: unknown column '{bad[0]}' (known: {', '.join(COLUMNS)})")
+    return cols
+
+
+def _sort_key(value: str) -> str:
+    if value.lstrip("-+").lower() not in SORT_KEYS:
+        raise UsageError(f"--sort: unknown column '{value}' (known: {', '.join(SORT_KEYS)})")
+    return value
+
+
+def _pids(value: str) -> set[int]:
+    try:
+        return {int(x) for x in value.split(",") if x}
+    except ValueError:
+        raise UsageError(f"-p: invalid process id '{value}'") from None
+
+
+PS = Syntax((
+    opt("-f", dest="tree", help="the process tree: children indented under their parent (PPID)"),
+    opt("-o", dest="cols", metavar="COL,...", type=_columns, missing="missing argument",
+        help="these columns, in this order"),
+    opt("--sort", metavar="[-]COL", type=_sort_key, missing="missing argument",
+        help="sort by a column (- descending); " + ", ".join(SORT_KEYS)),
+    opt("-p", dest="pids", metavar="PID,...", type=_pids, missing="missing argument",
+        help="only these processes (agents, and the shell's own: `{ ...; } &` jobs, programs)"),
+    opt("--json", dest="as_json", help="one JSON array of every field, for scripts"),
+), end_of_options=False)
 
 
 def ps(kernel, argv: list[str], extra: Sequence[ProcInfo] = ()) -> str:
@@ -98,37 +130,13 @@ def ps(kernel, argv: list[str], extra: Sequence[ProcInfo] = ()) -> str:
 
     The default columns gain BACKEND when the kernel has remote backends; KV is "?" for an agent on a remote
     backend (the server holds its KV)."""
-    cols = list(REMOTE_DEFAULT_COLUMNS if _remote_pools(kernel) else DEFAULT_COLUMNS)
-    tree = as_json = False
-    sort: str | None = None
-    pids: set[int] | None = None
-    args = list(argv)
-    while args:
-        a = args.pop(0)
-        if a == "-f":
-            tree = True
-        elif a == "--json":
-            as_json = True
-        elif a in ("-o", "--sort", "-p"):
-            if not args:
-                raise UsageError(f"{a}: missing argument")
-            val = args.pop(0)
-            if a == "-o":
-                cols = [ALIASES.get(c, c) for c in (c.strip().lower() for c in val.split(",")) if c]
-                bad = [c for c in cols if c not in COLUMNS]
-                if bad:
-                    raise UsageError(f"-o: unknown column '{bad[0]}' (known: {', '.join(COLUMNS)})")
-            elif a == "--sort":
-                if val.lstrip("-+").lower() not in SORT_KEYS:
-                    raise UsageError(f"--sort: unknown column '{val}' (known: {', '.join(SORT_KEYS)})")
-                sort = val
-            else:
-                try:
-                    pids = {int(x) for x in val.split(",") if x}
-                except ValueError:
-                    raise UsageError(f"-p: invalid process id '{val}'") from None
-        else:
-            raise UsageError(f"{a}: unknown option")
+    args = PS.parse(argv)
+    if args.operands:
+        raise UsageError(f"{args.operands[0]}: unknown option")
+    cols: list[str] = args.values["cols"] or list(REMOTE_DEFAULT_COLUMNS if _remote_pools(kernel) else DEFAULT_COLUMNS)
+    tree, as_json = args.values["tree"], args.values["as_json"]
+    sort: str | None = args.values["sort"]
+    pids: set[int] | None = args.values["pids"]
     procs = kernel.ps()
     if pids is not None:
         # `-p` also finds the shell's own processes (a `{ …; } &` job, a program from PATH) by the pid `[1] PID` gave
@@ -269,12 +277,15 @@ def _backends_table(kernel) -> str:
     return "backends:\n" + _table(table, ["<", "<", "<", ">", ">", ">", ">", ">", ">", *(["<"] if errors else [])])
 
 
+FREE = Syntax((opt("-b", dest="bytes", help="figures in bytes"),), end_of_options=False)
+
+
 def free(kernel, argv: list[str]) -> str:
     """`free [-b]`: KV cache and memory use, like free(1)."""
-    raw = "-b" in argv
-    bad = [a for a in argv if a != "-b"]
-    if bad:
-        raise UsageError(f"{bad[0]}: unknown option")
+    args = FREE.parse(argv)
+    if args.operands:
+        raise UsageError(f"{args.operands[0]}: unknown option")
+    raw = args.values["bytes"]
     st = kernel.local.stats
     per = st.kv_bytes_per_token
     fmt = (lambda n: str(n)) if raw else _bytes
@@ -384,12 +395,12 @@ def shell_procs(table) -> list[ProcInfo]:
         for p in list(job.procs):
             if p.kind not in ("thread", "host") or p.finished:
                 continue
-            values: dict[str, object] = {f.name: 0 for f in fields(ProcInfo)}  # figures the kernel keeps: none
+            values: dict[str, Any] = {f.name: 0 for f in fields(ProcInfo)}  # figures the kernel keeps: none
             values.update(pid=p.pid, ppid=0, pgid=job.pgid, agent=p.text, argv=(), state="T" if p.stopped else "R",
                           wchan="", nice=0, sched_class="-", pri=0, boosted=False, created=now, started=now,
                           ended=0.0, status=None, limits=Limits(0, 0.0, 0), recent_output="",
                           backend="shell" if p.kind == "thread" else "host")
-            out.append(ProcInfo(**values))  # type: ignore[arg-type]
+            out.append(ProcInfo(**values))
     return out
 
 
@@ -397,11 +408,7 @@ def ps_details() -> str:
     """`help ps`: what each option and column means (the columns come from the table ps draws with)."""
     lines = [
         "Options:",
-        "  -f             the process tree: children indented under their parent (PPID)",
-        "  -o COL,...     these columns, in this order",
-        "  --sort [-]COL  sort by a column (- descending); " + ", ".join(SORT_KEYS),
-        "  -p PID,...     only these processes (agents, and the shell's own: `{ ...; } &` jobs, programs)",
-        "  --json         one JSON array of every field, for scripts",
+        *option_rows(PS.options, 14),
         "Columns (-o):",
     ]
     meaning = {

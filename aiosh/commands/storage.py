@@ -17,7 +17,9 @@ from aiosh.kernel.signals import signal_name
 from aiosh.kernel.storage import StorageError
 from aiosh.kernel.streams import Pipe
 
-__all__ = ["COMMANDS", "USAGE", "history", "last", "logs", "memsearch"]
+from .argv import Opt, Syntax, UsageError, count, opt
+
+__all__ = ["COMMANDS", "USAGE", "history", "last", "logs", "memsearch", "register"]
 
 USAGE = {
     "logs": "logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID|%JOB",
@@ -31,12 +33,6 @@ HELP = {
     "history": "shell command history across runs",
     "memsearch": "full-text search over stored messages and memories",
 }
-
-
-class _Usage(Exception):
-    def __init__(self, message: str, status: int = 2) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _fail(stderr: Pipe, name: str, message: str, status: int) -> int:
@@ -60,7 +56,7 @@ def _command(name: str) -> Callable[[Callable[..., str]], Callable[[Any, list[st
                 return _fail(stderr, name, "storage is off (storage.enabled = false)", 1)
             try:
                 text = fn(kernel, list(argv))
-            except _Usage as exc:
+            except UsageError as exc:
                 return _fail(stderr, name, str(exc), exc.status)
             except StorageError as exc:
                 return _fail(stderr, name, str(exc), 1)
@@ -80,34 +76,12 @@ def _command(name: str) -> Callable[[Callable[..., str]], Callable[[Any, list[st
 
 # --- argument helpers ---------------------------------------------------------------------------------------------
 
-def _int(opt: str, value: str | None, lo: int = 1) -> int:
-    if value is None:
-        raise _Usage(f"{opt}: missing number")
-    try:
-        n = int(value)
-    except ValueError:
-        raise _Usage(f"{opt}: '{value}': not a number") from None
-    if n < lo:
-        raise _Usage(f"{opt}: '{value}': must be at least {lo}")
-    return n
-
-
 def _target(text: str, run: int | None, current: int) -> tuple[int, int]:
     """PID (this run, or --run N) or RUN:PID → (run, pid)."""
     if ":" in text:
         r, _, p = text.partition(":")
-        return _int("RUN", r), _int("PID", p)
-    return (run if run is not None else current), _int("PID", text)
-
-
-def _opt_value(args: list[str], a: str) -> tuple[str, str | None]:
-    """`--run N` or `--run=N` or `-nN`: the option's name and its value (None when missing)."""
-    if a.startswith("--") and "=" in a:
-        opt, _, val = a.partition("=")
-        return opt, val
-    if len(a) > 2 and not a.startswith("--"):
-        return a[:2], a[2:]
-    return a, (args.pop(0) if args else None)
+        return count("RUN")(r), count("PID")(p)
+    return (run if run is not None else current), count("PID")(text)
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
@@ -171,8 +145,32 @@ def _run_of(storage: Any, pid: int, target: str) -> int:
         "SELECT DISTINCT run FROM processes WHERE pid = ? ORDER BY run DESC LIMIT 6", (pid,))]
     if len(runs) > 1:
         shown = ", ".join(f"{r}:{pid}" for r in runs[:5]) + (", …" if len(runs) > 5 else "")
-        raise _Usage(f"{target}: ambiguous: pid {pid} ran in several runs ({shown}): give RUN:PID", 1)
+        raise UsageError(f"{target}: ambiguous: pid {pid} ran in several runs ({shown}): give RUN:PID", 1)
     return runs[0] if runs else storage.run
+
+
+def _run_opt() -> Opt:
+    return opt("--run", metavar="N", type=count("--run"), missing="missing number", help="of run N")
+
+
+def _n_opt(*flags: str) -> Opt:
+    return opt(*flags, dest="n", metavar="N", type=count("-n"), missing="missing number", help="at most N")
+
+
+LOGS = Syntax((opt("-m", "--messages", help="the transcript only"), opt("-s", "--syscalls", help="the syscalls only"),
+               _run_opt()), intermixed=True)
+LAST = Syntax((_n_opt("-n", "--number"), _run_opt()), end_of_options=False)
+HISTORY = Syntax((_n_opt("-n"),), intermixed=True, end_of_options=False)
+MEMSEARCH = Syntax((
+    _n_opt("-n"), _run_opt(),
+    opt("--pid", metavar="PID", missing="missing PID", help="PID or RUN:PID"),
+    opt("--messages", dest="sources", const=("message",), default=("message", "memory"), help="messages only"),
+    opt("--memories", dest="sources", const=("memory",), default=("message", "memory"), help="memories only"),
+), intermixed=True)
+
+
+def _no_operand(a: str) -> None:
+    raise UsageError(f"{a}: unknown option" if a.startswith("-") else f"{a}: unexpected argument")
 
 
 @_command("logs")
@@ -180,33 +178,21 @@ def logs(kernel: Any, args: list[str]) -> str:
     """`logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID`: the record of one agent, its transcript and
     its syscalls, from this run or an earlier one."""
     storage = kernel.storage
-    run: int | None = None
-    want_msgs = want_sys = False
-    target: str | None = None
-    while args:
-        a = args.pop(0)
-        if a in ("-m", "--messages"):
-            want_msgs = True
-        elif a in ("-s", "--syscalls"):
-            want_sys = True
-        elif a == "--run" or a.startswith("--run="):
-            run = _int("--run", _opt_value(args, a)[1])
-        elif a == "--":
-            if args:
-                target = args.pop(0)
-            break
-        elif a.startswith("-") and a != "-":
-            raise _Usage(f"{a}: unknown option")
-        elif target is None:
-            target = a
-        else:
-            raise _Usage(f"{a}: only one process at a time")
-    if args:
-        raise _Usage(f"{args[0]}: only one process at a time")
-    if target is None:
-        raise _Usage("which process? give PID or RUN:PID")
+    targets: list[str] = []
+
+    def one(a: str) -> None:
+        if targets:
+            raise UsageError(f"{a}: only one process at a time")
+        targets.append(a)
+
+    parsed = LOGS.parse(args, one)
+    run: int | None = parsed.values["run"]
+    want_msgs, want_sys = parsed.values["messages"], parsed.values["syscalls"]
+    if not parsed.operands:
+        raise UsageError("which process? give PID or RUN:PID")
+    target = parsed.operands[0]
     if run is not None and ":" in target:
-        raise _Usage("give --run N or RUN:PID, not both")
+        raise UsageError("give --run N or RUN:PID, not both")
     r, pid = _target(target, run, storage.run)
     if run is None and ":" not in target:
         r = _run_of(storage, pid, target)
@@ -218,7 +204,7 @@ def logs(kernel: Any, args: list[str]) -> str:
     calls = storage.query("SELECT * FROM syscalls WHERE run = ? AND pid = ? ORDER BY id", (r, pid)) \
         if want_sys else []
     if not procs and not msgs and not calls:
-        raise _Usage(f"{target}: no such process" + (f" in run {r}" if ":" not in target else ""), 1)
+        raise UsageError(f"{target}: no such process" + (f" in run {r}" if ":" not in target else ""), 1)
     out: list[str] = []
     if procs:
         p = procs[0]
@@ -292,17 +278,8 @@ def last(kernel: Any, args: list[str]) -> str:
     """`last [-n N] [--run N]`: finished agents, the most recently started first, as Unix `last` lists logins
     (agents of a run that ended without recording their exit — aiosh was killed — show as "lost")."""
     storage = kernel.storage
-    n, run = 20, None
-    while args:
-        a = args.pop(0)
-        if a == "-n" or (a.startswith("-n") and a[2:].isdigit()) or a.startswith("--number"):
-            n = _int("-n", _opt_value(args, a)[1])
-        elif a == "--run" or a.startswith("--run="):
-            run = _int("--run", _opt_value(args, a)[1])
-        elif a.startswith("-"):
-            raise _Usage(f"{a}: unknown option")
-        else:
-            raise _Usage(f"{a}: unexpected argument")
+    parsed = LAST.parse(args, _no_operand)
+    n, run = parsed.values["n"] or 20, parsed.values["run"]
     where = "(status IS NOT NULL OR run != ?)"
     params: list[Any] = [storage.run]
     if run is not None:
@@ -325,17 +302,15 @@ def last(kernel: Any, args: list[str]) -> str:
 @_command("history")
 def history(kernel: Any, args: list[str]) -> str:
     """`history [-n N]`: command lines of this and earlier runs, numbered, oldest first."""
-    n: int | None = None
-    while args:
-        a = args.pop(0)
-        if a == "-n" or (a.startswith("-n") and a[2:].isdigit()):
-            n = _int("-n", _opt_value(args, a)[1])
-        elif a.isdigit():
-            n = _int("N", a)  # bash's `history N`
-        elif a.startswith("-"):
-            raise _Usage(f"{a}: unknown option")
-        else:
-            raise _Usage(f"{a}: unexpected argument")
+    counts: list[int] = []
+
+    def number(a: str) -> None:  # bash's `history N`
+        if not a.isdigit():
+            _no_operand(a)
+        counts.append(count("N")(a))
+
+    parsed = HISTORY.parse(args, number)
+    n: int | None = counts[-1] if counts else parsed.values["n"]
     storage = kernel.storage
     lines = storage.history_list(None)
     start = max(0, len(lines) - n) if n else 0
@@ -347,37 +322,16 @@ def memsearch(kernel: Any, args: list[str]) -> str:
     """`memsearch [-n N] [--pid PID|RUN:PID] [--run N] [--messages|--memories] WORDS...`: full-text search
     (bm25-ranked) over every stored message and memory entry, best first."""
     storage = kernel.storage
-    n, run, pid_text = 10, None, None
-    sources = ("message", "memory")
-    words: list[str] = []
-    while args:
-        a = args.pop(0)
-        if a == "-n" or (a.startswith("-n") and a[2:].isdigit()):
-            n = _int("-n", _opt_value(args, a)[1])
-        elif a == "--run" or a.startswith("--run="):
-            run = _int("--run", _opt_value(args, a)[1])
-        elif a == "--pid" or a.startswith("--pid="):
-            pid_text = _opt_value(args, a)[1]
-            if pid_text is None:
-                raise _Usage("--pid: missing PID")
-        elif a == "--messages":
-            sources = ("message",)
-        elif a == "--memories":
-            sources = ("memory",)
-        elif a == "--":
-            words.extend(args)
-            break
-        elif a.startswith("-") and len(a) > 1:
-            raise _Usage(f"{a}: unknown option")
-        else:
-            words.append(a)
-    query = " ".join(words)
+    parsed = MEMSEARCH.parse(args)
+    n, run, pid_text = parsed.values["n"] or 10, parsed.values["run"], parsed.values["pid"]
+    sources = parsed.values["sources"]
+    query = " ".join(parsed.operands)
     if not query.strip():
-        raise _Usage("nothing to search for")
+        raise UsageError("nothing to search for")
     pid = None
     if pid_text is not None:
         if run is not None and ":" in pid_text:
-            raise _Usage("give --run N or --pid RUN:PID, not both")
+            raise UsageError("give --run N or --pid RUN:PID, not both")
         run, pid = _target(pid_text, run, storage.run)
     hits = storage.search(query, run=run, pid=pid, sources=sources, limit=n)
     if not hits:

@@ -15,6 +15,8 @@ from typing import Any
 
 from aiosh.kernel.tools import describe_signature
 
+from .argv import Syntax, UsageError, count, opt
+
 __all__ = ["HELP", "UsageError", "audit", "register", "tools"]
 
 HELP = {
@@ -24,10 +26,6 @@ HELP = {
 }
 
 
-class UsageError(Exception):
-    pass
-
-
 def _flags(spec: Any) -> str:
     out = []
     if spec.irreversible:
@@ -35,17 +33,18 @@ def _flags(spec: Any) -> str:
     return ",".join(out)
 
 
+TOOLS = Syntax((opt("-l", "--long", help="everything, schema included"),), intermixed=True, end_of_options=False)
+AUDIT = Syntax((
+    opt("-n", metavar="N", type=count("-n"), default=20, missing="'': not a number", help="the last N decisions"),
+    opt("--all", help="of every run"),
+    opt("--pid", metavar="PID", type=count("--pid"), missing="'': not a number", help="of one process"),
+), end_of_options=False, unknown="unknown argument")
+
+
 def tools(kernel: Any, args: list[str], columns: int = 0) -> str:
     """`tools`: one line per tool (signature, description); `tools NAME` or `-l`: everything, schema included."""
-    long = False
-    names: list[str] = []
-    for a in args:
-        if a in ("-l", "--long"):
-            long = True
-        elif a.startswith("-") and a != "-":
-            raise UsageError(f"{a}: unknown option")
-        else:
-            names.append(a)
+    parsed = TOOLS.parse(args)
+    long, names = parsed.values["long"], parsed.operands
     specs = kernel.tool_types()  # starts MCP servers not started yet (listing their tools is a first use)
     for n in names:
         if n not in specs:
@@ -97,30 +96,12 @@ def _mcp_lines(kernel: Any) -> list[str]:
     return out
 
 
-def _int(opt: str, value: str | None) -> int:
-    try:
-        n = int(value or "")
-    except ValueError:
-        raise UsageError(f"{opt}: '{value or ''}': not a number") from None
-    if n < 1:
-        raise UsageError(f"{opt}: '{value}': must be at least 1")
-    return n
-
-
 def audit(kernel: Any, args: list[str]) -> str:
     """`audit [-n N] [--all] [--pid PID]`: the last N access decisions (this run, or every run with --all)."""
-    n, every, pid = 20, False, None
-    rest = list(args)
-    while rest:
-        a = rest.pop(0)
-        if a == "-n" or a.startswith("-n") and len(a) > 2:
-            n = _int("-n", a[2:] if len(a) > 2 else (rest.pop(0) if rest else None))
-        elif a == "--all":
-            every = True
-        elif a == "--pid" or a.startswith("--pid="):
-            pid = _int("--pid", a.split("=", 1)[1] if "=" in a else (rest.pop(0) if rest else None))
-        else:
-            raise UsageError(f"{a}: unknown argument")
+    parsed = AUDIT.parse(args)
+    if parsed.operands:
+        raise UsageError(f"{parsed.operands[0]}: unknown argument")
+    n, every, pid = parsed.values["n"], parsed.values["all"], parsed.values["pid"]
     rows = kernel.access.recent(n, pid=pid) if not every else None
     storage = kernel.storage
     if every or (not rows and storage.enabled):
