@@ -379,6 +379,7 @@ class Engine:
             self._recover_failed_decode(rc, members)
             return
         for act in members:  # the cells just written
+            assert act.slot is not None  # (members hold a slot)
             self.kv.written(act.slot)
         t_dec = time.monotonic()
         n_prefill = sum(p[2] for p in prefilled)
@@ -543,6 +544,7 @@ class Engine:
     def _recover_failed_decode(self, rc: int, members: list[_Active]) -> None:
         """llama_decode refused the batch: undo the tokens we appended, then shrink the load and retry next step."""
         for act in members:
+            assert act.slot is not None  # (members hold a slot)
             extra = self.kv.unwritten(act.slot)
             if extra and act.pending_token is None:  # a prompt chunk that was not evaluated after all
                 act.result.evaluated_tokens -= extra

@@ -39,7 +39,7 @@ def build_request(services: Services, sc: Syscalls, run_options: dict, opts: dic
     )
     return GenRequest(messages=None if messages is None else list(messages), prompt=prompt, max_tokens=max_tokens,
                       stop=list(o.get("stop") or []), sampling=sampling, ignore_eos=bool(o.get("ignore_eos", False)),
-                      grammar=o.get("grammar"), sched=sc.proc.sched, max_kv=sc.limits.max_kv)  # type: ignore[arg-type]
+                      grammar=o.get("grammar"), sched=sc.proc.sched, max_kv=sc.limits.max_kv)
 
 
 class LLMCall:

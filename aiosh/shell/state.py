@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class Indexed(dict):
     """An indexed array: sparse, int index → value; iteration in index order is `items_sorted`."""
 
+    unset = False  # `declare -a x` without a value: declared, but not set yet
+
     def values_sorted(self) -> list[str]:
         return [self[k] for k in sorted(self)]
 
@@ -28,6 +30,8 @@ class Indexed(dict):
 
 class Assoc(dict):
     """An associative array: key → value, in insertion order."""
+
+    unset = False  # `declare -a x` without a value: declared, but not set yet
 
     def values_sorted(self) -> list[str]:
         return list(self.values())

@@ -33,6 +33,7 @@ class VariablesMixin:
 
     if TYPE_CHECKING:
         state: ShellState
+        locals: list[dict[str, tuple]]  # the running functions' local scopes, innermost last (Interp's)
 
         def get_var(self, name: str) -> str | None: ...
 

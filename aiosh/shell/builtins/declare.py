@@ -134,10 +134,10 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
                     st.vars.pop(base, None)
                     st.arrays[base] = Assoc()
-                    st.arrays[base].unset = True  # type: ignore[attr-defined]
+                    st.arrays[base].unset = True
                 elif flags.get("a") and base not in st.arrays:
                     interp.assign_array(base, [], append=True)
-                    st.arrays[base].unset = True  # type: ignore[attr-defined]
+                    st.arrays[base].unset = True
             _set_attrs(st, base, flags, before=False)
         except ShellError as exc:
             status = ctx.error(exc.message)

@@ -180,8 +180,8 @@ def trap(ctx: BuiltinContext) -> int:
         args.pop(0)
     if not args or args == ["-p"]:
         shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
-        for name in sorted(shown, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(shown[name])} {_shown(name)}\n")
+        for trapped in sorted(shown, key=_trap_order):
+            ctx.write(f"trap -- {shlex.quote(shown[trapped])} {_shown(trapped)}\n")
         return 0
     if args[0] == "-l":
         ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")

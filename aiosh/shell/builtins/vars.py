@@ -276,7 +276,7 @@ def read_(ctx: BuiltinContext) -> int:
                 more, how = reader.read_upto(src, None if count is None else count - len(line), delim,
                                              ctx.checkpoint, deadline)  # fmt: skip
                 # backslash-newline joins lines; an escaped delimiter is kept as an escaped character
-                line = (line[:-1] if delim == "\n" else line + delim) + more
+                line = (line[:-1] if delim == "\n" else line + (delim or "")) + (more or "")
     if exact:
         _assign_plain(ctx, args or ["REPLY"], line)
     elif array is not None:
