@@ -44,7 +44,8 @@ def run_until(child, marker: str, timeout: float = 180) -> str:
 
 
 def test_background_jobs_write_whole_tagged_lines_never_inside_foreground_text(sh):
-    sh.sendline("set -o jobtags")
+    sh.sendline("set -o jobtags; echo READY-$((6*7))")
+    run_until(sh, "READY-42")  # (its output, not the prompt of the redrawn input line, which may come first)
     sh.expect(PROMPT)
     sh.sendline('{ for i in 1 2 3; do printf aaa; sleep 0.2; echo AAA; done; } & '
                 '{ for i in 1 2 3; do chat --max-tokens 12 --seed $i "Say hi."; done; } & '
