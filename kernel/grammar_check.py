@@ -17,6 +17,7 @@ own parser, which reports them without harm.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .requests import EngineError
 
@@ -245,12 +246,19 @@ def _finishing_rules(rules: dict[str, list[list[_Item]]]) -> set[str]:
 
 def grammar_problems(grammar: str) -> list[str]:
     """What makes a grammar unrunnable, most serious first (empty when it is fine or has a syntax error)."""
+    return list(_problems(grammar))
+
+
+@lru_cache(maxsize=128)
+def _problems(grammar: str) -> tuple[str, ...]:
+    """Cached by text: a tool-choice grammar (tens of KB, ~20–80 ms to read here) is the same on every call, and
+    the check runs on the caller's thread, which is the kernel loop."""
     parser = _Parser(grammar)
     rules = parser.parse()
     empty = empty_classes(grammar)
     found = [f"character class {c} is empty or has an empty range" for c in empty]
     if rules is None:
-        return found
+        return tuple(found)
     for alts in rules.values():
         for item in _items(alts):
             if item.kind == "class" and item.empty and item.text not in empty:
@@ -265,7 +273,7 @@ def grammar_problems(grammar: str) -> list[str]:
             stuck = sorted(set(rules) - finishing)
             found.append(f"no string matches it: rule{'s' if len(stuck) > 1 else ''} {', '.join(stuck)} can never "
                          "end")
-    return found
+    return tuple(found)
 
 
 def empty_classes(grammar: str) -> list[str]:
