@@ -153,7 +153,15 @@ def test_yes_no_confirmation_of_an_irreversible_action(tmp_path):
         sh.sendline("")
         sh.expect(r"\[y/N\]")
         sh.sendline("n")
-        sh.expect(r"\[1\]\+\s+(Done|Exit 126)")
+        # the refused agent ends a moment later: its notice comes before the first prompt after it has ended (as in
+        # bash), so ask `jobs` until it is no longer running (a loaded machine can take seconds)
+        deadline = time.monotonic() + 60
+        while True:
+            sh.sendline("jobs")
+            if sh.expect([r"\[1\]\+\s+(Done|Exit 126)", r"\[1\]\+\s+Running"]) == 0:
+                break
+            assert time.monotonic() < deadline, "the refused agent never ended"
+            time.sleep(0.5)
         assert not (tmp_path / "b.txt").exists()
     finally:
         sh.sendline("exit")
