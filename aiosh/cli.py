@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from aiosh.boot import BootError, read_config, start_engine_if_named, start_kernel
+from aiosh.boot import BootError, KernelHandle, preflight, read_config
 
 
 class _VersionAction(argparse.Action):
@@ -77,18 +78,29 @@ def main(argv: list[str] | None = None) -> int:
             raise BootError("--monitor: give a SCRIPT or -c COMMANDS (in the shell, use top)", 2)
         if ns.monitor and not (sys.stdout.isatty() and sys.stdin.isatty()):
             raise BootError("--monitor: needs a terminal", 2)
-        kernel = start_kernel(config, verbose=ns.verbose)
+        preflight(config)
+        text = ns.command if ns.command is not None else source
+        kernel = KernelHandle(config, verbose=ns.verbose, script=text, on_fail=_end_aiosh)
+        if config.backends:  # remote servers are checked by starting them: at start-up, as one line
+            kernel.get()
     except BootError as exc:
         print(f"aiosh: {exc}", file=sys.stderr)
         return exc.status
-    text = ns.command if ns.command is not None else source
-    if text is not None:
-        start_engine_if_named(kernel, text)
     from aiosh.session import run_monitored, run_session
 
     if ns.monitor:
         return run_monitored(kernel, config, ns, source)
     return run_session(kernel, config, ns, source)
+
+
+def _end_aiosh(exc: BootError) -> None:
+    """The kernel could not start at its first use, after start-up (the checks there leave little that can fail
+    here): the one line, and aiosh ends with the status it would have had at start-up."""
+    try:
+        sys.stdout.flush()
+    finally:
+        os.write(2, f"aiosh: {exc}\n".encode())
+        os._exit(exc.status)
 
 
 if __name__ == "__main__":

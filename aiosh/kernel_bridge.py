@@ -7,17 +7,32 @@ turns kernel errors into the LookupError/ValueError the shell reports in bash's 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from aiosh.kernel import Kernel, NoSuchProcess, UnknownAgent
-from aiosh.kernel.proc import Limits
+from aiosh.kernel.errors import NoSuchProcess, UnknownAgent
 from aiosh.kernel.streams import Pipe
+
+if TYPE_CHECKING:
+    from aiosh.kernel import Kernel
 
 
 class KernelAgentHost:
-    """Implements the shell's AgentHost protocol on a running Kernel."""
+    """Implements the shell's AgentHost protocol on a Kernel, or on a function that returns the kernel and starts
+    it at its first call (`boot.KernelHandle.get`): the shell asks only when a command needs an agent."""
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, kernel: Kernel | Callable[[], Kernel]) -> None:
+        self._get: Callable[[], Kernel] = kernel if callable(kernel) else (lambda: kernel)
+        self._kernel: Kernel | None = None
+        self._listeners: list[Callable[[int, str, int | None], None]] = []
+
+    @property
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            kernel = self._get()
+            for fn in self._listeners:  # (no agent of this shell can have run before the kernel started)
+                kernel.add_listener(fn)
+            self._kernel = kernel
+        return self._kernel
 
     def agent_names(self) -> list[str]:
         return sorted(self.kernel.agent_types())
@@ -40,6 +55,8 @@ class KernelAgentHost:
         self, name: str, argv: list[str], *, stdin: Pipe | None, stdout: Pipe, stderr: Pipe, pgid: int | None,
         cwd: str, env: dict[str, str], options: dict,
     ) -> int:
+        from aiosh.kernel.proc import Limits  # (the kernel is running: its modules are loaded)
+
         opts = dict(options)
         nice = int(opts.pop("nice", 0) or 0)
         sched_class = opts.pop("sched_class", None)
@@ -84,7 +101,10 @@ class KernelAgentHost:
             raise LookupError(str(exc)) from None
 
     def add_listener(self, fn: Callable[[int, str, int | None], None]) -> None:
-        self.kernel.add_listener(fn)
+        if self._kernel is None:
+            self._listeners.append(fn)  # added when the kernel starts
+        else:
+            self._kernel.add_listener(fn)
 
     # --- host programs through the OpenAI-compatible door (aiosh/shell/hostdoor.py) ------------------------------
     def attach_host(self, argv: list[str], *, nice: int = 0, cwd: str = ".",

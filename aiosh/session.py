@@ -1,4 +1,7 @@
-"""Run aiosh with a started kernel: the interactive shell on a terminal, or a script / -c / standard input.
+"""Run aiosh over its kernel handle: the interactive shell on a terminal, or a script / -c / standard input.
+
+The interactive shell and the monitor start the kernel at once; a script or `-c` starts it at the first command
+that needs it (`boot.KernelHandle`), so one that needs none ends without it.
 
 The shell writes to Pipes; pumps copy them to the real stdout/stderr. SIGTERM or SIGHUP to aiosh itself sends
 HUP to its jobs, lets the kernel flush, and exits 128+n.
@@ -10,11 +13,11 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiosh import commands
-from aiosh.boot import start_engine_if_named
-from aiosh.commands.observe import kernel_timing
-from aiosh.commands.top import register_top
+from aiosh.boot import KernelHandle
 from aiosh.kernel.config import Config
 from aiosh.kernel.streams import Pipe
 from aiosh.kernel_bridge import KernelAgentHost
@@ -23,21 +26,33 @@ from aiosh.shell.plumbing import CallbackPipe
 from aiosh.shell.standalone import fd_writer, stdin_pipe
 from aiosh.terminal import Pump, Screen
 
+if TYPE_CHECKING:
+    from aiosh.kernel import Kernel
+
 
 class _Terminated(Exception):
     def __init__(self, signum: int) -> None:
         self.signum = signum
 
 
-def make_shell(kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pipe | None, interactive: bool,
-               argv0: str = "aiosh", args: list[str] | None = None) -> Shell:
+def make_shell(kernel: KernelHandle | Kernel, config: Config, *, stdout: Pipe, stderr: Pipe, stdin: Pipe | None,
+               interactive: bool, argv0: str = "aiosh", args: list[str] | None = None) -> Shell:
+    """A shell over a kernel handle (the kernel starts at the first command that needs it) or a running kernel."""
+    if not isinstance(kernel, KernelHandle):
+        kernel = KernelHandle.running(kernel)
     shell = Shell(
-        agents=KernelAgentHost(kernel), stdout=stdout, stderr=stderr, stdin=stdin, interactive=interactive,
+        agents=KernelAgentHost(kernel.get), stdout=stdout, stderr=stderr, stdin=stdin, interactive=interactive,
         host_programs=config.shell.host_programs, argv0=argv0, args=args or [],
     )
-    commands.register(shell.builtins, lambda: kernel)
-    shell.timing = lambda: kernel_timing(kernel)
+    commands.register(shell.builtins, kernel.get)
+    shell.timing = lambda: _kernel_timing(kernel)
     return shell
+
+
+def _kernel_timing(kernel: KernelHandle) -> Callable[[], str]:
+    from aiosh.commands.observe import kernel_timing  # (loaded by the first `time`)
+
+    return kernel_timing(kernel)
 
 
 def apply_startup_options(shell: Shell, ns: argparse.Namespace) -> None:
@@ -50,7 +65,7 @@ def apply_startup_options(shell: Shell, ns: argparse.Namespace) -> None:
             setattr(shell.state, name, True)
 
 
-def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
+def run_monitored(kernel: KernelHandle, config: Config, ns: argparse.Namespace, source: str | None) -> int:
     """`aiosh --monitor SCRIPT | -c COMMANDS`: the script runs on a thread, its output in the monitor's log panel."""
     from aiosh.monitor import run_monitor
 
@@ -69,8 +84,9 @@ def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | 
 
     worker = threading.Thread(target=run, name="aiosh-script", daemon=True)
     try:
+        k = kernel.get()
         worker.start()
-        run_monitor(kernel, log_source=log)
+        run_monitor(k, log_source=log)
         if worker.is_alive():
             shell.hangup()
             worker.join(10)
@@ -79,7 +95,7 @@ def run_monitored(kernel, config: Config, ns: argparse.Namespace, source: str | 
         kernel.shutdown()
 
 
-def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | None) -> int:
+def run_session(kernel: KernelHandle, config: Config, ns: argparse.Namespace, source: str | None) -> int:
     interactive = ns.command is None and source is None and sys.stdin.isatty() and sys.stdout.isatty()
     bg_out = bg_err = None
     if interactive:
@@ -119,11 +135,13 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
     status = 0
     try:
         if interactive:
+            from aiosh.commands.top import register_top
             from aiosh.repl import Repl
 
-            register_top(shell, kernel, pumps)
-            kernel.engine_start()  # in the background: the prompt comes at once, the first chat finds it loaded
-            status = Repl(shell, kernel, pumps).run()
+            k = kernel.get()
+            register_top(shell, k, pumps)
+            k.engine_start()  # in the background: the prompt comes at once, the first chat finds it loaded
+            status = Repl(shell, k, pumps).run()
             shell.hangup()
         elif ns.command is not None:  # (the engine was started already if the commands name a model agent)
             status = shell.run_source(ns.command, filename="-c")
@@ -131,7 +149,7 @@ def run_session(kernel, config: Config, ns: argparse.Namespace, source: str | No
             status = shell.run_source(source, filename=ns.script)
         else:
             text = sys.stdin.read()
-            start_engine_if_named(kernel, text)
+            kernel.script = text  # (an engine starts with the kernel if the commands name a model agent)
             status = shell.run_source(text, filename=None)
     except _Terminated as exc:
         shell.hangup()

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 __all__ = ["Kernel", "KernelError", "KernelSnapshot", "NoSuchProcess", "UnknownAgent"]
 
 
+_ERRORS = {"KernelError", "NoSuchProcess", "UnknownAgent"}  # (a leaf module: catching one starts nothing)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _ERRORS:
+        from . import errors
+
+        return getattr(errors, name)
     if name in __all__:
         from . import kernel as _k
 

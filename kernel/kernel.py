@@ -25,6 +25,10 @@ from .config import Config, load_config
 from .context import ContextManager
 from .door import Door
 from .engine_types import EngineStats, SeqStats, StepRecord
+from .errors import KernelError as KernelError
+from .errors import NoSuchProcess as NoSuchProcess
+from .errors import TooManyProcesses as TooManyProcesses
+from .errors import UnknownAgent as UnknownAgent
 from .local_engine import make_local
 from .mcp import McpManager
 from .memory import MemoryManager
@@ -45,22 +49,6 @@ Listener = Callable[[int, str, int | None], None]  # (pid, "stopped" | "continue
 
 
 SIGNAL_APPLY_TIMEOUT = 5.0  # seconds `signal()` waits for the loop to apply a signal (a wedged loop must not hang kill)
-
-
-class KernelError(Exception):
-    """A request to the kernel that cannot be done; the message is one line."""
-
-
-class NoSuchProcess(KernelError, LookupError):
-    pass
-
-
-class UnknownAgent(KernelError, LookupError):
-    pass
-
-
-class TooManyProcesses(KernelError):
-    """`limits.max_procs` agent processes are alive: a runaway spawner meets this instead of exhausting the host."""
 
 
 @dataclass(frozen=True)

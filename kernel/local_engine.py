@@ -1,9 +1,7 @@
 """The local engine, set up for a kernel: start-up checks, the backend (a process, or a thread for tests), the
 vocabulary the kernel tokenises with.
 
-At start-up only the GGUF header is read (`model_info.read_gguf_facts`, milliseconds): a window larger than the
-model's trained context, or a KV pool or step budget beyond what the window, the slots and the machine's memory
-allow, is one line before anything is loaded. The weights are loaded by the engine process when the first LLM
+At start-up only the GGUF header is read (`startup_checks.check_model`, milliseconds). The weights are loaded by the engine process when the first LLM
 call comes (or an interactive shell asks for it in the background); the kernel itself tokenises with a
 vocabulary-only load of the same GGUF (no weights, no native compute in the shell's process), made at its first use.
 """
@@ -16,69 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError
+from .config import Config
 from .cpu import decide_extra_buffers
-from .engine_types import EngineSettings
-from .model_info import GGUFFacts, ModelInfo, check_gguf, find_embedded_model, read_gguf_facts
-from .requests import EngineError
+from .model_info import GGUFFacts, ModelInfo
 from .scheduler import Policy
+from .startup_checks import check_model, engine_settings
 
 if TYPE_CHECKING:
     from .model import Model
-
-LOGITS_BYTES = 4  # one float per vocabulary entry for every token whose logits llama.cpp keeps
-
-
-def engine_settings(c: Config) -> EngineSettings:
-    k = c.kernel
-    return EngineSettings(n_ctx=c.model.n_ctx, n_slots=k.slots, kv_cells=k.kv_cells, max_batch=k.max_batch,
-                          batch_tokens=k.batch_tokens, n_threads=c.model.n_threads, unified_kv=k.unified_kv)
-
-
-def _mem_available() -> int:
-    """MemAvailable (bytes) from /proc/meminfo; 0 where unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def check_limits(c: Config, facts: GGUFFacts, path: Path, mem_available: int | None = None) -> None:
-    """Refuse settings that would abort llama.cpp or exhaust memory, naming the key and the limit."""
-    origin = c.source[-1] if getattr(c, "source", None) else "<config>"
-    if facts.n_ctx_train and c.model.n_ctx > facts.n_ctx_train:
-        raise EngineError(f"{path}: model.n_ctx {c.model.n_ctx} is larger than the model's trained context "
-                          f"{facts.n_ctx_train}")
-    s = engine_settings(c)
-    window = max(s.n_ctx, facts.n_ctx_train)
-    most_cells = s.n_slots * window  # no sequence can hold more than the model's trained context
-    if c.kernel.kv_cells > most_cells:
-        raise ConfigError(origin, f"{c.kernel.kv_cells} is more than kernel.slots × the model's trained context "
-                          f"= {s.n_slots} × {window} = {most_cells}", "kernel", "kv_cells")
-    cells = s.effective_kv_cells
-    if s.batch_tokens > cells:
-        raise ConfigError(origin, f"{s.batch_tokens} is more than the KV pool holds ({cells} cells: "
-                          "kernel.kv_cells, or kernel.slots × 2048)", "kernel", "batch_tokens")
-    avail = _mem_available() if mem_available is None else mem_available
-    if avail:
-        kv = cells * facts.kv_bytes_per_token
-        if kv > avail:
-            raise ConfigError(origin, f"{cells} cells need {kv / 2**20:.0f} MiB of KV cache; this machine has "
-                              f"{avail / 2**20:.0f} MiB available (at most {avail // max(1, facts.kv_bytes_per_token)}"
-                              " cells)", "kernel", "kv_cells" if c.kernel.kv_cells else "slots")
-        step = (s.batch_tokens + s.n_slots) * max(1, facts.n_vocab) * LOGITS_BYTES
-        if step > avail:
-            raise ConfigError(origin, f"{s.batch_tokens} tokens a step need {step / 2**20:.0f} MiB of logits; "
-                              f"this machine has {avail / 2**20:.0f} MiB available", "kernel", "batch_tokens")
-
-
-def model_path(c: Config) -> Path:
-    return Path(c.model.path).expanduser() if c.model.path else find_embedded_model()
-
 
 def provisional_info(path: Path, facts: GGUFFacts) -> ModelInfo:
     """What the header says, until the engine reports the loaded model's own figures."""
@@ -147,12 +90,9 @@ def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = 
 
     `model`: the configured GGUF loaded already: the thread engine's model (it must have its weights) and the
     tokeniser of either; ValueError when it is another file."""
-    path = model_path(c)
+    path, facts = check_model(c)
     if model is not None and Path(model.path).resolve() != path.resolve():
         raise ValueError(f"the model given ({model.path}) is not the configured one ({path})")
-    check_gguf(path)
-    facts = read_gguf_facts(path)
-    check_limits(c, facts, path)
     settings = engine_settings(c)
     if not c.kernel.engine_process:
         from .backend import LocalBackend

@@ -13,13 +13,10 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from .errors import EngineError as EngineError  # (defined in a leaf module, for front ends: see errors.py)
 from .streams import Pipe
 
 REQUEST_IDS = itertools.count(1)  # request ids, unique across every backend of the process
-
-
-class EngineError(Exception):
-    """A request the engine refused or could not finish; the message is one line."""
 
 
 @dataclass

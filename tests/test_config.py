@@ -61,7 +61,7 @@ def test_no_files_gives_defaults(env):
 
 
 def test_effective_values():
-    from aiosh.kernel.local_engine import engine_settings
+    from aiosh.kernel.startup_checks import engine_settings
 
     def engine(**kernel):
         return engine_settings(C.Config(kernel=C.KernelSettings(**kernel)))

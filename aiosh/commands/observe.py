@@ -15,6 +15,7 @@ from typing import Any
 from aiosh.kernel.proc import Limits, ProcInfo
 
 from .argv import Syntax, UsageError, opt, option_rows
+from .catalog import OBSERVE_HELP, TIME_HELP
 
 UNKNOWN = "?"  # a figure the kernel cannot know (the KV a remote server holds): never shown as 0
 COLUMNS: dict[str, tuple[str, Callable[[ProcInfo], object], str]] = {
@@ -339,23 +340,23 @@ def time_command(ctx, kernel) -> int:
     return status
 
 
-def kernel_timing(kernel) -> Callable[[], str]:
-    """For the `time` keyword: the decode time and tokens of the agents started from now until the call."""
-    first = kernel.last_pid + 1
+def kernel_timing(handle) -> Callable[[], str]:
+    """For the `time` keyword: the decode time and tokens of the agents started from now until the call (a
+    `boot.KernelHandle`: a kernel that has not started has run no agent, and is not started for this)."""
+    first = handle.get().last_pid + 1 if handle.started else 1
 
     def finish() -> str:
-        tin, tout, decode = kernel.usage(range(first, kernel.last_pid + 1))
+        tin = tout = 0
+        decode = 0.0
+        if handle.started:
+            kernel = handle.get()
+            tin, tout, decode = kernel.usage(range(first, kernel.last_pid + 1))
         return f"decode\t{_bash_time(decode)}\ntokens\t{tin} in, {tout} out\n"
 
     return finish
 
 
-HELP = {
-    "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
-    "sched": ("show or set the scheduling policy; the engine process",
-              "sched [-l | POLICY [key=value …] | engine [start|restart]]"),
-    "free": ("KV cache and memory use", "free [-b]"),
-}
+HELP = OBSERVE_HELP
 
 
 def register(registry, kernel_getter: Callable[[], object]) -> None:
@@ -381,9 +382,8 @@ def register(registry, kernel_getter: Callable[[], object]) -> None:
             return ctx.usage_error(str(exc))
         return 0
 
-    registry.register("ps", ps_builtin, *HELP["ps"], details=ps_details())
-    registry.register("time", lambda ctx: time_command(ctx, kernel_getter()),
-                      "run a command; report wall time, decode time and tokens", "time COMMAND [ARGS…]")
+    registry.register("ps", ps_builtin, *HELP["ps"], details=ps_details)
+    registry.register("time", lambda ctx: time_command(ctx, kernel_getter()), *TIME_HELP)
 
 
 

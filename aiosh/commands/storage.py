@@ -18,21 +18,12 @@ from aiosh.kernel.storage import StorageError
 from aiosh.kernel.streams import Pipe
 
 from .argv import Opt, Syntax, UsageError, count, opt
+from .catalog import STORAGE_HELP, STORAGE_USAGE
 
 __all__ = ["COMMANDS", "USAGE", "history", "last", "logs", "memsearch", "register"]
 
-USAGE = {
-    "logs": "logs [-m|--messages] [-s|--syscalls] [--run N] PID|RUN:PID|%JOB",
-    "last": "last [-n N] [--run N]",
-    "history": "history [-n N]",
-    "memsearch": "memsearch [-n N] [--pid PID|RUN:PID] [--run N] [--messages|--memories] WORDS...",
-}
-HELP = {
-    "logs": "an agent's transcript and syscalls (also of earlier runs)",
-    "last": "finished agents, newest first: status, tokens, times",
-    "history": "shell command history across runs",
-    "memsearch": "full-text search over stored messages and memories",
-}
+USAGE = STORAGE_USAGE
+HELP = STORAGE_HELP
 
 
 def _fail(stderr: Pipe, name: str, message: str, status: int) -> int:

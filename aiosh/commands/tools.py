@@ -16,14 +16,11 @@ from typing import Any
 from aiosh.kernel.tools import describe_signature
 
 from .argv import Syntax, UsageError, count, opt
+from .catalog import TOOLS_HELP
 
 __all__ = ["HELP", "UsageError", "audit", "register", "tools"]
 
-HELP = {
-    "tools": ("list the tools agents can call, with their arguments", "tools [-l] [NAME...]"),
-    "audit": ("access decisions (allowed, denied, asked and the answer), newest last",
-              "audit [-n N] [--all] [--pid PID]"),
-}
+HELP = TOOLS_HELP
 
 
 def _flags(spec: Any) -> str:

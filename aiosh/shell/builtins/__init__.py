@@ -36,7 +36,11 @@ class Builtin:
     fn: BuiltinFn
     help: str = ""
     usage: str = ""
-    details: str = ""  # `help NAME`: options and meanings, beyond the one-line help
+    details: str | Callable[[], str] = ""  # `help NAME`: options and meanings, beyond the one-line help (a function:
+    # made when asked, from a module loaded then)
+
+    def details_text(self) -> str:
+        return self.details() if callable(self.details) else self.details
 
 
 class BuiltinRegistry:
@@ -44,7 +48,7 @@ class BuiltinRegistry:
         self._table: dict[str, Builtin] = {}
 
     def register(self, name: str, fn: BuiltinFn, help: str = "", usage: str = "", *,  # noqa: A002
-                 details: str = "") -> None:
+                 details: str | Callable[[], str] = "") -> None:
         """Add or replace a builtin; `usage` defaults to the bare name."""
         self._table[name] = Builtin(name, fn, help, usage or name, details)
 

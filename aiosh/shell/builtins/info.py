@@ -35,8 +35,9 @@ def help_(ctx: BuiltinContext) -> int:
             ctx.write(f"{name}: {b.usage}\n")
         else:
             ctx.write(f"{name}: {b.usage}\n    {b.help}\n")
-            if b.details:
-                ctx.write("".join(f"    {ln}\n" if ln else "\n" for ln in b.details.splitlines()))
+            details = b.details_text()
+            if details:
+                ctx.write("".join(f"    {ln}\n" if ln else "\n" for ln in details.splitlines()))
     return status
 
 
