@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiosh.kernel.config import Config, ConfigError, load_config
+from aiosh.kernel.engine_spawn import dismiss_prestarted
 from aiosh.kernel.errors import EngineError
 from aiosh.kernel.model_info import ModelError
 
@@ -121,8 +122,8 @@ class KernelHandle:
                     if self._on_fail is not None:
                         self._on_fail(exc)
                     raise
-                if self.script is not None:
-                    start_engine_if_named(self._kernel, self.script)
+                if self.script is not None and not start_engine_if_named(self._kernel, self.script):
+                    dismiss_prestarted()  # (the guess of aiosh.prestart was wrong: no model agent is named)
             return self._kernel
 
     def shutdown(self) -> None:
@@ -133,6 +134,7 @@ class KernelHandle:
             self._closed = True
             if self._kernel is not None:
                 self._kernel.shutdown()
+            dismiss_prestarted()
 
 
 _WORD = re.compile(r"[A-Za-z_][\w.-]*")

@@ -7,6 +7,8 @@ import os
 import sys
 
 from aiosh.boot import BootError, KernelHandle, preflight, read_config
+from aiosh.kernel.engine_spawn import prestart
+from aiosh.prestart import engine_wanted
 
 
 class _VersionAction(argparse.Action):
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             raise BootError("--monitor: needs a terminal", 2)
         preflight(config)
         text = ns.command if ns.command is not None else source
+        interactive = text is None and sys.stdin.isatty() and sys.stdout.isatty() and not ns.monitor
+        if engine_wanted(config, text, interactive):
+            prestart(verbose=ns.verbose)  # the engine's process imports llama.cpp while aiosh sets itself up
         kernel = KernelHandle(config, verbose=ns.verbose, script=text, on_fail=_end_aiosh)
         if config.backends:  # remote servers are checked by starting them: at start-up, as one line
             kernel.get()

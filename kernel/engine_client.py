@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backend import LOCAL, BackendStats, RequestTracker
 from .cpu import ExtraBuffers
+from .engine_spawn import default_log_path, spawn, take_prestarted
 from .engine_types import EngineInfo, EngineSettings, EngineStats, SeqStats, StepRecord
 from .grammar_check import check_grammar_text
 from .model_info import ModelInfo
@@ -83,11 +82,6 @@ def signal_name(returncode: int) -> str:
         except ValueError:
             return f"signal {-returncode}"
     return f"exit {returncode}"
-
-
-def default_log_path() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "aiosh" / f"engine-{os.getpid()}.log"
 
 
 def _rss_of(pid: int | None) -> int | None:
@@ -355,23 +349,9 @@ class EngineProcess:
             Connection,  # not imported by commands that never start an engine
         )
 
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        ours, theirs = socket.socketpair()
-        fds = [theirs.fileno()]
-        argv = [sys.executable, "-m", "aiosh.kernel.engine_process", str(theirs.fileno()), str(os.getpid())]
-        mirror = None
-        if self.spec.verbose:
-            mirror = os.dup(2)
-            fds.append(mirror)
-            argv.append(str(mirror))
-        with open(self.log_path, "ab") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=fds,
-                                    start_new_session=True, close_fds=True)
-        theirs.close()
-        if mirror is not None:
-            os.close(mirror)
-        conn = Connection(ours.detach())
-        return proc, conn
+        got = take_prestarted(self.log_path, self.spec.verbose)  # one the front end started early, if any
+        proc, sock = got if got is not None else spawn(self.log_path, self.spec.verbose)
+        return proc, Connection(sock.detach())
 
     def _run_child(self) -> None:
         with self._lock:

@@ -107,6 +107,32 @@ def test_a_script_that_names_a_model_agent_starts_the_engine_early(tmp_path):
     assert "engine: starting" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("script, unknown", [
+    ("echo hi", set()),
+    ("ls | wc -l; sleep 0.1", set()),  # programs on PATH
+    ("ps; sched; free; top; logs 1", set()),  # the kernel-aware builtins
+    ("chat hi", {"chat"}),
+    ("f(){ chat x; }; f", {"chat"}),  # a function's body counts; its name does not
+    ("x=$(map a b); echo $x", {"map"}),  # so does a command substitution
+    ("for i in 1 2; do summarize; done", {"summarize"}),
+    ("$cmd hi; 'chat' x", {"chat"}),  # a name known only when it runs is no guess
+    ("if then", set()),  # does not parse: the kernel decides alone
+])
+def test_the_guess_that_starts_the_engine_before_the_kernel(script, unknown):
+    from aiosh.prestart import unknown_commands
+
+    assert unknown_commands(script) == unknown
+
+
+def test_a_wrong_guess_ends_the_early_engine_before_it_loads(tmp_path):
+    # `nosuchcmd` may be an agent: the engine's process starts with aiosh; the kernel, started to look the name up,
+    # finds no agent that calls the model and ends that process at once: none is left while the script runs
+    r = _aiosh(["-c", "nosuchcmd 2>/dev/null; echo s=$?; sched | grep '^engine:'; "
+                      "pgrep -P $$ -f aiosh.kernel.engine_process; echo n=$?"], tmp_path)
+    assert r.stdout.splitlines() == ["s=127", "engine: stopped  pid: -  restarts: 0  rss: -", "n=1"], r.stdout + r.stderr
+    assert not list((tmp_path / "s").glob("aiosh/engine-*.log"))  # (nor its empty log file)
+
+
 # --- on the real model -------------------------------------------------------------------------------------------
 def _kernel(tmp_path, **kernel):
     cfg = load_config(cwd=tmp_path, overrides={
@@ -121,6 +147,28 @@ def _wait_tokens(k, pid, timeout=60.0):
     while k.proc(pid).tokens_out == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     return k.proc(pid).tokens_out
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_the_kernel_takes_the_engine_started_before_it(tmp_path, monkeypatch):
+    from aiosh.kernel import engine_spawn
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    pid = engine_spawn.prestart()
+    assert pid is not None
+    k = _kernel(tmp_path)
+    try:
+        assert k.engine_start(wait=240)
+        assert k.engine_info().pid == pid  # the same process: no second one was started
+        out = Pipe("out")
+        child = k.spawn("chat", ["Say hi"], stdout=out, stderr=out, options={"max_tokens": 3})
+        assert k.wait(child, 120)[1] == 0 and out.read_all().strip()
+    finally:
+        k.shutdown()
+        engine_spawn.dismiss_prestarted()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 @pytest.mark.model
