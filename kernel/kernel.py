@@ -149,6 +149,10 @@ class Kernel:
         self._loop_thread.start()
         self._watchdog.start()
 
+    def loop_thread(self) -> threading.Thread:
+        """The thread that runs the kernel's loop (work that waits for the loop must not run on it)."""
+        return self._loop_thread
+
     # --- lifecycle --------------------------------------------------------------------------------------------
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)

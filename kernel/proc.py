@@ -276,6 +276,17 @@ class ProcessTable:
             self.cond.notify_all()
             return to_kill
 
+    def wait_ended(self, pid: int, timeout: float) -> bool:
+        """Block until `pid` has ended (or was never there / is collected); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while (proc := self._procs.get(pid)) is not None and proc.status is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
     def reap(self, pid: int) -> Process | None:
         with self.lock:
             proc = self._procs.pop(pid, None)

@@ -152,6 +152,16 @@ def wait_for(cond, timeout: float = 120.0, step: float = 0.05):
 
 
 @pytest.mark.model
+def test_a_program_that_ended_is_gone_from_ps_at_once(k, tmp_path):
+    # as in bash: once the shell has seen the program end, its kernel process is gone too (it lingered as S)
+    s = ShellRun(k, tmp_path)
+    for _ in range(5):
+        assert s.run("/bin/true | cat; ps -o pid,cmd") == 0
+        rows = (s.out.read(5) or "").splitlines()
+        assert not [r for r in rows if r.endswith(("/bin/true", "cat"))], rows
+
+
+@pytest.mark.model
 def test_function_calling_returns_a_valid_call(k, tmp_path):
     s = ShellRun(k, tmp_path)
     assert s.run(f"python {CLIENT} tools,json > out.txt") == 0, s.err.read_all()

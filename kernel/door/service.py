@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..proc import Process
 
 START_TIMEOUT_S = 10.0
+DETACH_WAIT_S = 2.0  # how long the shell waits for a program's kernel process to end after the program did
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,10 @@ class Door:
         try:
             self.kernel.loop.call_soon_threadsafe(settle)
         except RuntimeError:  # the loop is closed: the kernel is gone
-            pass
+            return
+        if threading.current_thread() is not self.kernel.loop_thread():
+            # as for a program in bash: once the shell has seen it end, `ps` no longer shows it
+            self.kernel.procs.wait_ended(pid, DETACH_WAIT_S)
 
     def ended_future(self, pid: int) -> asyncio.Future:
         fut = self._ended.get(pid)
