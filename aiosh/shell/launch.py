@@ -32,7 +32,7 @@ from .pullpipe import PullPipe
 from .state import IO
 
 if TYPE_CHECKING:
-    from .shell import Shell
+    from .session_state import Session
     from .state import ShellState
 
 
@@ -53,7 +53,7 @@ class LaunchMixin:
     """Command resolution and process start-up, for `Interp`."""
 
     if TYPE_CHECKING:
-        shell: Shell
+        session: Session
         state: ShellState
 
         def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
@@ -84,12 +84,12 @@ class LaunchMixin:
                     options["nice"] = max(-20, min(19, int(options.get("nice", 0)) + adj))
                     argv = rest
                     continue
-            b = self.shell.builtins.get(name)
+            b = self.session.builtins.get(name)
             if b is not None:
                 return Resolved("builtin", argv, builtin=b, options=options)
             if name in self.agent_names():
                 return Resolved("agent", argv, options=options)
-            if not self.shell.host_programs:
+            if not self.session.host_programs:
                 return Resolved("error", argv, status=127, message=f"{name}: command not found")
             path, status, message = self.find_program(name)
             if path is None:
@@ -97,9 +97,9 @@ class LaunchMixin:
             return Resolved("host", argv, path=path, options=options)
 
     def agent_names(self) -> list[str]:
-        if self.shell.agents is None:
+        if self.session.agents is None:
             return []
-        return list(self.shell.agents.agent_names())
+        return list(self.session.agents.agent_names())
 
     def find_program(self, name: str) -> tuple[str | None, int, str]:
         if "/" in name:
@@ -163,7 +163,7 @@ class LaunchMixin:
         return proc
 
     def start_agent(self, resolved: Resolved, env: dict[str, str], io: IO, job: Job) -> AgentProc:
-        host = self.shell.agents
+        host = self.session.agents
         assert host is not None
         name, args = resolved.argv[0], resolved.argv[1:]
         options, args = parse_options(name, args, resolved.options, *declared_flags(host, name))
@@ -211,7 +211,7 @@ class LaunchMixin:
                 t.join(2.0)
 
         proc.add_cleanup(close_proxies)
-        self.shell.register_agent(proc)
+        self.session.register_agent(proc)
         proc.start_waiter()
         return proc
 
@@ -222,7 +222,7 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
-        door_env, bind_door = open_door(self.shell.agents, resolved.argv, resolved.options, self.state.cwd)
+        door_env, bind_door = open_door(self.session.agents, resolved.argv, resolved.options, self.state.cwd)
         started = False
         shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
         if _no_interpreter_line(path):  # bash runs such a file as a script of its own language

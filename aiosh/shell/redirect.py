@@ -54,12 +54,12 @@ class RedirectMixin:
         if value is None or not is_digits(value):
             return
         fd = int(value)
-        shell = self.shell  # type: ignore[attr-defined]
+        session = self.session  # type: ignore[attr-defined]
         targets = [io.fds]
         if self.main and self.proc is None:  # type: ignore[attr-defined]
-            if shell.exec_fds is None:
-                shell.exec_fds = {0: shell.stdin, 1: shell.stdout, 2: shell.stderr}
-            targets.append(shell.exec_fds)
+            if session.exec_fds is None:
+                session.exec_fds = session.io_fds()
+            targets.append(session.exec_fds)
         for fds in targets:
             if fd in new.fds:
                 fds[fd] = new.fds[fd]
@@ -144,7 +144,7 @@ class RedirectMixin:
         fd = 10
         while fd in io.fds:
             fd += 1
-        self.assign(r.fd_var, str(fd))  # type: ignore[attr-defined]
+        self.variables.assign(r.fd_var, str(fd))  # type: ignore[attr-defined]
         return Redir(r.op, target, fd)
 
     def _dev_path(self, target: str, io: IO) -> Pipe | None:

@@ -66,7 +66,7 @@ def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tup
         for c in a[1:]:
             if c not in allowed:
                 ctx.error(f"{a[0]}{c}: invalid option")
-                b = ctx.shell.builtins.get(ctx.name)
+                b = ctx.session.builtins.get(ctx.name)
                 if b is not None:
                     ctx.write_err(f"{ctx.name}: usage: {b.usage}\n")
                 return 2
@@ -123,20 +123,20 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 raise ShellError(f"{base}: readonly variable")
             _set_attrs(st, base, flags, before=True)
             if pos in items:
-                interp.assign_array(base, items[pos], append=append, assoc=True if flags.get("A") else None)
+                interp.variables.assign_array(base, items[pos], append=append, assoc=True if flags.get("A") else None)
             elif eq:
                 if flags.get("A") and base not in st.arrays:
                     st.arrays[base] = Assoc()
                 elif flags.get("a") and base not in st.arrays:
-                    interp.assign_array(base, [], append=True)
-                interp.assign(name, value, append=append)
+                    interp.variables.assign_array(base, [], append=True)
+                interp.variables.assign(name, value, append=append)
             elif not readonly:  # `declare -a x`: an array without a value yet (`readonly -a x` makes none)
                 if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
                     st.vars.pop(base, None)
                     st.arrays[base] = Assoc()
                     st.arrays[base].unset = True
                 elif flags.get("a") and base not in st.arrays:
-                    interp.assign_array(base, [], append=True)
+                    interp.variables.assign_array(base, [], append=True)
                     st.arrays[base].unset = True
             _set_attrs(st, base, flags, before=False)
         except ShellError as exc:
@@ -241,7 +241,7 @@ def unset(ctx: BuiltinContext) -> int:
             st.functions.pop(base, None)  # bash: no such variable, so the function of that name
             continue
         try:
-            ctx.interp.unset_var(name)
+            ctx.interp.variables.unset_var(name)
         except ShellError as exc:
             status = ctx.error(exc.message)
     return status

@@ -8,7 +8,7 @@ KEYWORDS = frozenset(["if", "then", "elif", "else", "fi", "for", "in", "do", "do
 
 
 def help_(ctx: BuiltinContext) -> int:
-    reg = ctx.shell.builtins
+    reg = ctx.session.builtins
     args = [a for a in ctx.args if a != "-s"]
     short = "-s" in ctx.args
     if not args:
@@ -44,7 +44,7 @@ def _agent_help(ctx: BuiltinContext, name: str) -> str | None:
     """An agent's help from its declaration (the same text as `NAME --help`), or None when it is no agent."""
     if name not in ctx.interp.agent_names():
         return None
-    fn = getattr(ctx.shell.agents, "agent_help", None)
+    fn = getattr(ctx.session.agents, "agent_help", None)
     text = fn(name) if fn is not None else None
     return text or f"{name}: an agent\n"
 
@@ -54,7 +54,7 @@ def agents(ctx: BuiltinContext) -> int:
     if ctx.args:
         return ctx.usage_error(f"{ctx.args[0]}: unexpected argument")
     names = ctx.interp.agent_names()
-    describe = getattr(ctx.shell.agents, "agent_description", None)
+    describe = getattr(ctx.session.agents, "agent_description", None)
     width = max((len(n) for n in names), default=0)
     for name in names:
         desc = describe(name) if describe is not None else ""
@@ -91,11 +91,11 @@ def type_(ctx: BuiltinContext) -> int:
             kinds.append(("keyword", f"{name} is a shell keyword", ""))
         if name in ctx.state.functions:
             kinds.append(("function", f"{name} is a function", ""))
-        if name in ctx.shell.builtins:
+        if name in ctx.session.builtins:
             kinds.append(("builtin", f"{name} is a shell builtin", ""))
         if name in interp.agent_names():
             kinds.append(("agent", f"{name} is an agent", ""))
-        if ctx.shell.host_programs:
+        if ctx.session.host_programs:
             path, _status, _msg = interp.find_program(name)
             if path is not None:
                 shown = name if "/" in name else path

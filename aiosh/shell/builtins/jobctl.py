@@ -83,7 +83,7 @@ def kill(ctx: BuiltinContext) -> int:
 
 
 def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
-    shell = ctx.shell
+    shell = ctx.session
     table = ctx.interp.jobs
     if target.startswith("%"):
         job = table.resolve(target, "kill")
@@ -223,7 +223,7 @@ def _job_arg(ctx: BuiltinContext, args: list[str]) -> Job:
 
 
 def fg(ctx: BuiltinContext) -> int:
-    if not ctx.shell.interactive:
+    if not ctx.session.interactive:
         return ctx.error("no job control")
     try:
         job = _job_arg(ctx, ctx.args)
@@ -247,7 +247,7 @@ def fg(ctx: BuiltinContext) -> int:
 
 
 def bg(ctx: BuiltinContext) -> int:
-    if not ctx.shell.interactive:
+    if not ctx.session.interactive:
         return ctx.error("no job control")
     table = ctx.interp.jobs
     specs = ctx.args or ["current"]
@@ -313,8 +313,8 @@ def wait(ctx: BuiltinContext) -> int:
 
     def interrupted() -> bool:
         """A trapped signal ends the wait (128+n, then the trap runs), and so does Ctrl-C."""
-        if ctx.shell.pending_signals and interp.main and interp.proc is None:
-            caught[0] = ctx.shell.pending_signals[0]
+        if ctx.session.signals.pending and interp.main and interp.proc is None:
+            caught[0] = ctx.session.signals.pending[0]
             return True
         try:
             interp.checkpoint()
@@ -388,7 +388,7 @@ def wait(ctx: BuiltinContext) -> int:
         status = proc.status or 0
         if status - 128 in _REPORTED_SIGNALS and not table.interactive and found.background:
             # bash reports a waited-for process that a signal ended (not INT, TERM or PIPE)
-            ctx.write_err(f"{ctx.shell.argv0}: {pid} {describe_status(status):<{STATUS_WIDTH}}{found.text}\n")
+            ctx.write_err(f"{ctx.session.argv0}: {pid} {describe_status(status):<{STATUS_WIDTH}}{found.text}\n")
         if found.state == "done":
             found.reported = "done"
             table.remove(found)
@@ -433,7 +433,7 @@ def renice(ctx: BuiltinContext) -> int:
 
 def _renice_one(ctx: BuiltinContext, target: str, value: int) -> None:
     table = ctx.interp.jobs
-    host = ctx.shell.agents
+    host = ctx.session.agents
     if target.startswith("%"):
         try:
             job = table.resolve(target, "renice")

@@ -24,7 +24,7 @@ def let(ctx: BuiltinContext) -> int:
     value = 0
     for expr in ctx.args:
         try:
-            value = arith.evaluate(expr, ctx.interp.arith_vars()) if expr.strip() else 0
+            value = arith.evaluate(expr, ctx.interp.variables.arith_vars()) if expr.strip() else 0
         except ShellError as exc:
             ctx.error(exc.message)
             return 1
@@ -50,15 +50,15 @@ def getopts(ctx: BuiltinContext) -> int:
     silent = optstring.startswith(":")
 
     def finish(opt: str, status: int) -> int:
-        interp.assign("OPTIND", str(optind))
+        interp.variables.assign("OPTIND", str(optind))
         interp.state.getopts_last = (optind, sub)
         if not is_name(name):
             return ctx.error(f"`{name}': not a valid identifier")
-        interp.assign(name, opt)
+        interp.variables.assign(name, opt)
         return status
 
     if optind < 1 or optind > len(args):
-        interp.unset_var("OPTARG")
+        interp.variables.unset_var("OPTARG")
         if optind > len(args):
             optind, sub = len(args) + 1, 0  # bash: past the end is the end (`set --` after a loop)
         return finish("?", 1)
@@ -66,10 +66,10 @@ def getopts(ctx: BuiltinContext) -> int:
     if sub == 0:
         if arg == "--":
             optind += 1
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 1)
         if not arg.startswith("-") or arg == "-":
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 1)
         sub = 1
     c = arg[sub]
@@ -79,28 +79,28 @@ def getopts(ctx: BuiltinContext) -> int:
         if sub >= len(arg):
             optind, sub = optind + 1, 0
         if silent:
-            interp.assign("OPTARG", c)
+            interp.variables.assign("OPTARG", c)
         else:
             ctx.interp.diag(ctx.io, f"illegal option -- {c}")
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
         return finish("?", 0)
     if pos + 1 < len(optstring) and optstring[pos + 1] == ":":
         if sub < len(arg):
-            interp.assign("OPTARG", arg[sub:])
+            interp.variables.assign("OPTARG", arg[sub:])
             optind, sub = optind + 1, 0
         elif optind < len(args):
-            interp.assign("OPTARG", args[optind])
+            interp.variables.assign("OPTARG", args[optind])
             optind, sub = optind + 2, 0
         else:
             optind, sub = optind + 1, 0
             if silent:
-                interp.assign("OPTARG", c)
+                interp.variables.assign("OPTARG", c)
                 return finish(":", 0)
             ctx.interp.diag(ctx.io, f"option requires an argument -- {c}")
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 0)
         return finish(c, 0)
-    interp.unset_var("OPTARG")
+    interp.variables.unset_var("OPTARG")
     if sub >= len(arg):
         optind, sub = optind + 1, 0
     return finish(c, 0)
@@ -210,7 +210,7 @@ def trap(ctx: BuiltinContext) -> int:
             st.traps[name] = action
         st.shown_traps = None
         if name in SIGNAL_NAMES and ctx.interp.main and ctx.interp.proc is None:
-            ctx.shell.sync_signal_trap(SIGNAL_NAMES[name])
+            ctx.session.signals.sync_trap(SIGNAL_NAMES[name], st.traps.get(name))
     return status
 
 
@@ -266,7 +266,7 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
         return f"{name} is a function" if verbose else name
     if name in KEYWORDS:
         return f"{name} is a shell keyword" if verbose else name
-    if name in ctx.shell.builtins:
+    if name in ctx.session.builtins:
         return f"{name} is a shell builtin" if verbose else name
     if name in ctx.interp.agent_names():
         return f"{name} is an agent" if verbose else name
@@ -300,7 +300,7 @@ def builtin(ctx: BuiltinContext) -> int:
     if not ctx.args:
         return 0
     name = ctx.args[0]
-    b = ctx.shell.builtins.get(name)
+    b = ctx.session.builtins.get(name)
     if b is None:
         return ctx.error(f"{name}: not a shell builtin")
     from . import BuiltinContext as Ctx
@@ -371,7 +371,7 @@ def hash_(ctx: BuiltinContext) -> int:
         return 0
     status = 0
     for name in args:
-        if name in ctx.shell.builtins or "/" in name:
+        if name in ctx.session.builtins or "/" in name:
             continue
         table.pop(name, None)
         path, _s, _m = ctx.interp.find_program(name)

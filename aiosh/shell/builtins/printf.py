@@ -204,7 +204,7 @@ class Printf:
         if conv.endswith("T"):
             tfmt = conv[1:-2]
             value = -1 if arg is None or not arg.strip() else self.number(arg)
-            when = time.time() if value == -1 else self.ctx.shell.started_wall if value == -2 else value
+            when = time.time() if value == -1 else self.ctx.session.started_wall if value == -2 else value
             tz = self.ctx.interp.get_var("TZ") if "TZ" in self.ctx.state.exported else os.environ.get("TZ")
             text = _strftime(tfmt or "%X", when, tz)  # bash: an unexported TZ does not count
             return (spec + "s") % text
@@ -278,7 +278,7 @@ def printf(ctx: BuiltinContext) -> int:
         from ..errors import ShellError
 
         try:
-            ctx.interp.assign(var, text)
+            ctx.interp.variables.assign(var, text)
         except ShellError as exc:
             return ctx.error(exc.message, 2)
         return p.status

@@ -251,7 +251,7 @@ def read_(ctx: BuiltinContext) -> int:
     src = ctx.io.fds.get(fd)
     if fd not in ctx.io.fds and fd != 0:
         return ctx.error(f"{fd}: invalid file descriptor: Bad file descriptor", 1)
-    if prompt and ctx.shell.interactive:
+    if prompt and ctx.session.interactive:
         ctx.write_err(prompt)
     if timeout == 0:
         if src is None:
@@ -314,9 +314,9 @@ def _subscripted(name: str) -> bool:
 
 
 def _assign_plain(ctx: BuiltinContext, names: list[str], text: str) -> None:
-    ctx.interp.assign(names[0], text)
+    ctx.interp.variables.assign(names[0], text)
     for name in names[1:]:
-        ctx.interp.assign(name, "")
+        ctx.interp.variables.assign(name, "")
 
 
 def _assign_array(ctx: BuiltinContext, name: str, chars: list[tuple[str, bool]]) -> None:
@@ -352,7 +352,7 @@ def _assign_array(ctx: BuiltinContext, name: str, chars: list[tuple[str, bool]])
         i += 1
     if cur or pending:
         fields.append("".join(cur))
-    ctx.interp.assign_array(name, [(None, f) for f in fields])
+    ctx.interp.variables.assign_array(name, [(None, f) for f in fields])
 
 
 def _odd_backslashes(text: str) -> bool:
@@ -381,7 +381,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
     """Split on unescaped IFS characters into the names, the last one taking the rest (bash's `read`)."""
     interp = ctx.interp
     if not names:
-        interp.assign("REPLY", "".join(c for c, _ in chars))
+        interp.variables.assign("REPLY", "".join(c for c, _ in chars))
         return
     ifs = interp.get_var("IFS")
     ifs = " \t\n" if ifs is None else ifs
@@ -401,7 +401,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
         cut = pos
         while cut < hi and (chars[cut][1] or chars[cut][0] not in ifs):
             cut += 1
-        interp.assign(name, "".join(c for c, _ in chars[pos:cut]))
+        interp.variables.assign(name, "".join(c for c, _ in chars[pos:cut]))
         pos = cut
         while pos < hi and is_ws(pos):
             pos += 1
@@ -417,7 +417,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
         hi -= 1
         while hi > pos and is_ws(hi - 1):
             hi -= 1
-    interp.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
+    interp.variables.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
 
 
 def mapfile(ctx: BuiltinContext) -> int:
@@ -477,9 +477,9 @@ def mapfile(ctx: BuiltinContext) -> int:
             break
     interp = ctx.interp
     if origin is None:
-        interp.assign_array(name, [(None, v) for v in lines])
+        interp.variables.assign_array(name, [(None, v) for v in lines])
     else:
-        interp.assign_array(name, [(str(origin + k), v) for k, v in enumerate(lines)], append=True)
+        interp.variables.assign_array(name, [(str(origin + k), v) for k, v in enumerate(lines)], append=True)
     return 0
 
 
