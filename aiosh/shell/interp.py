@@ -34,7 +34,7 @@ from .errors import (
 )
 from .expand import expand_pattern, expand_string, expand_words
 from .jobs import Job, JobTable
-from .launch import LaunchMixin, Resolved
+from .launch import Launcher, Resolved
 from .lexer import is_digits, is_name
 from .nodes import (
     AndOr,
@@ -59,7 +59,7 @@ from .nodes import (
 from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
 from .prompt import PromptView
-from .redirect import RedirectMixin
+from .redirect import Redirects
 from .state import IO, SHOPT_DEFAULTS, Foreground, Indexed, ShellState
 from .variables import Variables, restore_local, save_local
 
@@ -79,7 +79,7 @@ def _fake_subshell_pid(interp: Interp) -> int:
     return interp.session.pid + 1 + (id(interp.state) % 30000)
 
 
-class Interp(LaunchMixin, RedirectMixin):
+class Interp:
     """Runs AST nodes for one shell or subshell; also the ExpandEnv its words are expanded in."""
 
     def __init__(
@@ -112,6 +112,8 @@ class Interp(LaunchMixin, RedirectMixin):
         self.decl_items: dict[int, list[tuple[str | None, str]]] = {}
         self.locals: list[dict[str, tuple]] = []  # per function call: saved values of its `local` names
         self.variables = Variables(state, self.locals, self.get_var)
+        self.redirects = Redirects(self, state, self.variables, self.keep_named_fd)
+        self.launcher = Launcher(state, self.session, self.redirects, self.fail)
 
     # -- ExpandEnv -------------------------------------------------------------------------------------------
     @property
@@ -255,10 +257,10 @@ class Interp(LaunchMixin, RedirectMixin):
             return 0
         words = [Word([Lit(a, True)], shlex.quote(a)) for a in argv]
         cmd = SimpleCommand(words=words, line=self.lineno)
-        resolved = self.resolve(list(argv), skip_functions=skip_functions)
+        resolved = self.launcher.resolve(list(argv), skip_functions=skip_functions)
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
-            self.start_external(cmd, resolved, env or {}, io, job, self.jobs)
+            self.launcher.start_external(cmd, resolved, env or {}, io, job, self.jobs)
             return self.wait_foreground(job)
         return self.finish_simple(cmd, resolved, env or {}, io)
 
@@ -604,7 +606,7 @@ class Interp(LaunchMixin, RedirectMixin):
                 return proc
             argv, env, resolved = prepared
             if resolved.kind in ("agent", "host"):
-                return sub.start_external(cmd, resolved, env, io, job, self.jobs)
+                return sub.launcher.start_external(cmd, resolved, env, io, job, self.jobs)
             proc = self._thread_proc(text, sub, lambda: sub.finish_simple(cmd, resolved, env, io), job)
         else:
             proc = self._thread_proc(text, sub, lambda: sub.run_command(cmd, io), job)
@@ -672,7 +674,7 @@ class Interp(LaunchMixin, RedirectMixin):
         self.lineno = cmd.line
         self.cur_io = io
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             self.redirect_failed = True  # set -e judges this failure at the command itself
             return self.fail(io, exc)
@@ -845,7 +847,7 @@ class Interp(LaunchMixin, RedirectMixin):
         _argv, env, resolved = prepared
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
-            self.start_external(cmd, resolved, env, io, job, self.jobs)
+            self.launcher.start_external(cmd, resolved, env, io, job, self.jobs)
             return self.wait_foreground(job)
         return self.finish_simple(cmd, resolved, env, io)
 
@@ -901,12 +903,12 @@ class Interp(LaunchMixin, RedirectMixin):
         else:
             self.state.vars["_"] = argv[-1]
         if "PATH" not in env:
-            return argv, env, self.resolve(argv)
+            return argv, env, self.launcher.resolve(argv)
         st = self.state  # `PATH=… cmd`: found on that PATH (and not remembered by `hash`)
         saved_path, saved_hash = st.vars.get("PATH"), st.hashed
         st.vars["PATH"], st.hashed = env["PATH"], None
         try:
-            return argv, env, self.resolve(argv)
+            return argv, env, self.launcher.resolve(argv)
         finally:
             st.hashed = saved_hash
             if saved_path is None:
@@ -919,7 +921,7 @@ class Interp(LaunchMixin, RedirectMixin):
         for a in cmd.assigns:
             self.run_assign(a)
         try:
-            _io2, closers = self.redirect(cmd.redirs, io)
+            _io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
         for fn in closers:
@@ -960,6 +962,21 @@ class Interp(LaunchMixin, RedirectMixin):
             self.session.exec_fds = dict(new.fds)
         return 0
 
+    def keep_named_fd(self, fd: int, io: IO, new: IO, closers: list[Callable[[], None]]) -> None:
+        """`{name}>file`: descriptor FD stays open after the command, in the main shell like `exec` (bash)."""
+        targets = [io.fds]
+        if self.main and self.proc is None:
+            session = self.session
+            if session.exec_fds is None:
+                session.exec_fds = session.io_fds()
+            targets.append(session.exec_fds)
+        for fds in targets:
+            if fd in new.fds:
+                fds[fd] = new.fds[fd]
+            else:
+                fds.pop(fd, None)
+        self.exec_closers.extend(closers)
+
     def run_assign(self, a: Assign) -> None:
         """One `name=value` / `name+=value` / `name[i]=value` / `name=(…)` in the current shell."""
         append = a.name.endswith("+")
@@ -990,7 +1007,7 @@ class Interp(LaunchMixin, RedirectMixin):
         """Run a resolved builtin (or report a resolution error) in this thread."""
         if resolved.kind == "error":
             try:
-                _io2, closers = self.redirect(cmd.redirs, io)
+                _io2, closers = self.redirects.redirect(cmd.redirs, io)
             except ShellError as exc:
                 return self.fail(io, exc)
             self.diag(_io2, resolved.message)
@@ -998,7 +1015,7 @@ class Interp(LaunchMixin, RedirectMixin):
                 fn()
             return resolved.status
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
         if resolved.kind == "builtin" and resolved.argv == ["exec"]:

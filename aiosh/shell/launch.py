@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from .pullpipe import PullPipe
 from .state import IO
 
 if TYPE_CHECKING:
+    from .redirect import Redirects
     from .session_state import Session
     from .state import ShellState
 
@@ -49,15 +51,17 @@ class Resolved:
     message: str = ""
 
 
-class LaunchMixin:
-    """Command resolution and process start-up, for `Interp`."""
+class Launcher:
+    """Command resolution and process start-up for one interpreter: names resolve against its state (functions,
+    hashed paths, cwd) and the session (builtins, agents); `fail` reports a failed start in the interpreter's shape.
+    """
 
-    if TYPE_CHECKING:
-        session: Session
-        state: ShellState
-
-        def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
-        def fail(self, io: IO, exc: ShellError) -> int: ...
+    def __init__(self, state: ShellState, session: Session, redirects: Redirects,
+                 fail: Callable[[IO, ShellError], int]) -> None:
+        self.state = state
+        self.session = session
+        self.redirects = redirects
+        self.fail = fail
 
     def resolve(self, argv: list[str], *, skip_functions: bool = False) -> Resolved:
         """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
@@ -140,7 +144,7 @@ class LaunchMixin:
         """Start an agent or host program as a process of `job` (redirections close when it finishes)."""
         text = cmd.render()
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             proc: Proc = DoneProc(text, self.fail(io, exc))
             table.watch(job, proc)

@@ -42,7 +42,7 @@ def help_(ctx: BuiltinContext) -> int:
 
 def _agent_help(ctx: BuiltinContext, name: str) -> str | None:
     """An agent's help from its declaration (the same text as `NAME --help`), or None when it is no agent."""
-    if name not in ctx.interp.agent_names():
+    if name not in ctx.interp.launcher.agent_names():
         return None
     fn = getattr(ctx.session.agents, "agent_help", None)
     text = fn(name) if fn is not None else None
@@ -53,7 +53,7 @@ def agents(ctx: BuiltinContext) -> int:
     """`agents`: each agent type with its one-line description (`help NAME` or `NAME --help` tells more)."""
     if ctx.args:
         return ctx.usage_error(f"{ctx.args[0]}: unexpected argument")
-    names = ctx.interp.agent_names()
+    names = ctx.interp.launcher.agent_names()
     describe = getattr(ctx.session.agents, "agent_description", None)
     width = max((len(n) for n in names), default=0)
     for name in names:
@@ -93,10 +93,10 @@ def type_(ctx: BuiltinContext) -> int:
             kinds.append(("function", f"{name} is a function", ""))
         if name in ctx.session.builtins:
             kinds.append(("builtin", f"{name} is a shell builtin", ""))
-        if name in interp.agent_names():
+        if name in interp.launcher.agent_names():
             kinds.append(("agent", f"{name} is an agent", ""))
         if ctx.session.host_programs:
-            path, _status, _msg = interp.find_program(name)
+            path, _status, _msg = interp.launcher.find_program(name)
             if path is not None:
                 shown = name if "/" in name else path
                 kinds.append(("file", f"{name} is {shown}", shown))

@@ -268,9 +268,9 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
         return f"{name} is a shell keyword" if verbose else name
     if name in ctx.session.builtins:
         return f"{name} is a shell builtin" if verbose else name
-    if name in ctx.interp.agent_names():
+    if name in ctx.interp.launcher.agent_names():
         return f"{name} is an agent" if verbose else name
-    path, _status, _msg = ctx.interp.find_program(name)
+    path, _status, _msg = ctx.interp.launcher.find_program(name)
     if path is None:
         return None
     shown = path if "/" in name or os.path.isabs(path) else path
@@ -289,7 +289,7 @@ def exec_(ctx: BuiltinContext) -> int:
         args.pop(0)
     if not args:
         return 0
-    resolved = ctx.interp.resolve(list(args), skip_functions=True)
+    resolved = ctx.interp.launcher.resolve(list(args), skip_functions=True)
     if resolved.kind == "error" and resolved.status == 127:
         ctx.error(f"{args[0]}: not found")
         raise ExitShell(127)
@@ -374,7 +374,7 @@ def hash_(ctx: BuiltinContext) -> int:
         if name in ctx.session.builtins or "/" in name:
             continue
         table.pop(name, None)
-        path, _s, _m = ctx.interp.find_program(name)
+        path, _s, _m = ctx.interp.launcher.find_program(name)
         if path is None:
             status = ctx.error(f"{name}: not found")
         else:
