@@ -13,9 +13,12 @@ from ..quoting import double_quote, value_quote
 from ..state import Assoc, Indexed
 from ..variables import NAME, save_local, split_subscript
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options, switches
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
+DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True, assignment_ends=True)  # `declare -a=x` names a variable
+UNSET = Options("fnv")
 
 
 def describe(ctx: BuiltinContext, name: str) -> str | None:
@@ -51,34 +54,20 @@ def _key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else double_quote(key)
 
 
-def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
+def _parse(ctx: BuiltinContext) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
     """Options (`-x` on, `+x` off) then the operands with their argv positions."""
-    flags: dict[str, bool] = {}
-    args = ctx.args
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            i += 1
-            break
-        if len(a) < 2 or a[0] not in "-+" or "=" in a:
-            break
-        for c in a[1:]:
-            if c not in allowed:
-                ctx.error(f"{a[0]}{c}: invalid option")
-                b = ctx.session.builtins.get(ctx.name)
-                if b is not None:
-                    ctx.write_err(f"{ctx.name}: usage: {b.usage}\n")
-                return 2
-            flags[c] = a[0] == "-"
-        i += 1
-    return flags, [(k + 1, a) for k, a in enumerate(args) if k >= i]
+    parsed = switches(ctx, DECLARE)
+    if isinstance(parsed, int):
+        return parsed
+    flags, rest = parsed
+    first = len(ctx.args) - len(rest)
+    return flags, [(k + 1, a) for k, a in enumerate(ctx.args) if k >= first]
 
 
 def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, export: bool = False) -> int:
     interp = ctx.interp
     st = ctx.state
-    parsed = _parse(ctx, FLAG_LETTERS + "gpfF")
+    parsed = _parse(ctx)
     if isinstance(parsed, int):
         return parsed
     flags, operands = parsed
@@ -216,15 +205,10 @@ def readonly(ctx: BuiltinContext) -> int:
 
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
-    args = list(ctx.args)
-    flags: set[str] = set()
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        if any(c not in "vfn" for c in opt[1:]):
-            return ctx.usage_error(f"{opt}: invalid option")
-        flags.update(opt[1:])
+    parsed = switches(ctx, UNSET)
+    if isinstance(parsed, int):
+        return parsed
+    flags, args = parsed
     status = 0
     for name in args:
         if "f" in flags:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
+
+TYPE = Options("aptP")
 
 KEYWORDS = frozenset(["if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "{", "}", "!", "case", "esac"])
 
@@ -63,16 +66,13 @@ def agents(ctx: BuiltinContext) -> int:
 
 
 def type_(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
+    scan = TYPE.scan(ctx.args)
     mode = ""
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        a = args.pop(0)
-        if a == "--":
-            break
-        for c in a[1:]:
-            if c not in "tpaP":
-                return ctx.usage_error(f"-{c}: invalid option")
-            mode = c
+    for flag in scan:
+        mode = flag.letter
+    if scan.error:
+        return ctx.usage_error(scan.error)
+    args = scan.rest
     interp = ctx.interp
 
     def say(kind: str, desc: str, path: str = "") -> None:

@@ -12,6 +12,7 @@ from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options, switches
 
 # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -167,22 +168,13 @@ def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
 # -- jobs, fg, bg, disown ----------------------------------------------------------------------------------------
 
 
-def _options(ctx: BuiltinContext, allowed: str) -> tuple[set[str], list[str]] | int:
-    opts: set[str] = set()
-    args = list(ctx.args)
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        a = args.pop(0)
-        if a == "--":
-            break
-        for c in a[1:]:
-            if c not in allowed:
-                return ctx.usage_error(f"-{c}: invalid option")
-            opts.add(c)
-    return opts, args
+JOBS = Options("lnprs")
+DISOWN = Options("ahr")
+WAIT = Options("fn")
 
 
 def jobs(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "lnprs")
+    parsed = switches(ctx, JOBS)
     if isinstance(parsed, int):
         return parsed
     opts, args = parsed
@@ -272,7 +264,7 @@ def bg(ctx: BuiltinContext) -> int:
 
 
 def disown(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "ahr")
+    parsed = switches(ctx, DISOWN)
     if isinstance(parsed, int):
         return parsed
     opts, args = parsed
@@ -302,7 +294,7 @@ _REPORTED_SIGNALS = frozenset(int(s) for s in _signal.Signals) - {_signal.SIGINT
 
 
 def wait(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "nf")
+    parsed = switches(ctx, WAIT)
     if isinstance(parsed, int):
         return parsed
     opts, args = parsed

@@ -11,6 +11,7 @@ from ..lexer import is_name
 from ..quoting import single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
 
 # -- let -------------------------------------------------------------------------------------------------------
 
@@ -228,21 +229,20 @@ def _shown(name: str) -> str:
 # -- command, builtin --------------------------------------------------------------------------------------------
 
 
+COMMAND = Options("pvV")
+SHOPT = Options("opqsu")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
 def command(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
+    scan = COMMAND.scan(ctx.args)
     mode = ""
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        for c in opt[1:]:
-            if c in "vV":
-                mode = c
-            elif c != "p":
-                return ctx.usage_error(f"-{c}: invalid option")
+    for flag in scan:
+        if flag.letter in "vV":
+            mode = flag.letter
+    if scan.error:
+        return ctx.usage_error(scan.error)
+    args = scan.rest
     if not args:
         return 0
     if mode:
@@ -317,17 +317,16 @@ def shopt(ctx: BuiltinContext) -> int:
     if st.shopts is None:
         st.shopts = dict(SHOPT_DEFAULTS)
     opts = st.shopts
-    args = list(ctx.args)
+    scan = SHOPT.scan(ctx.args)
     mode = ""
     quiet = False
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        for c in args.pop(0)[1:]:
-            if c in "su":
-                mode = c
-            elif c == "q":
-                quiet = True
-            elif c not in "po":
-                return ctx.usage_error(f"-{c}: invalid option")
+    for flag in scan:
+        if flag.letter in "su":
+            mode = flag.letter
+        quiet = quiet or flag.letter == "q"
+    if scan.error:
+        return ctx.usage_error(scan.error)
+    args = scan.rest
     status = 0
     if not args:
         for name in sorted(opts):
