@@ -1033,7 +1033,7 @@ class Interp:
             assert resolved.builtin is not None
             ctx = BuiltinContext(resolved.argv, io2, self)
             try:
-                return resolved.builtin.fn(ctx)
+                return resolved.builtin.call(ctx)
             except ShellError as exc:
                 return self.fail(io2, exc)
         finally:

@@ -21,6 +21,7 @@ from aiosh.kernel.streams import Pipe
 
 from .. import reader
 from ..errors import Cancelled
+from .getopt import OptionError
 
 if TYPE_CHECKING:
     from ..interp import Interp
@@ -37,6 +38,13 @@ class Builtin:
     help: str = ""
     usage: str = ""
     details: str = ""  # `help NAME`: options and meanings, beyond the one-line help
+
+    def call(self, ctx: BuiltinContext) -> int:
+        """Run it; a bad option (declared options, getopt.py) is bash's usage error, status 2."""
+        try:
+            return self.fn(ctx)
+        except OptionError as exc:
+            return ctx.usage_error(str(exc))
 
 
 class BuiltinRegistry:

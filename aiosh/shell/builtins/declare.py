@@ -13,7 +13,7 @@ from ..quoting import double_quote, value_quote
 from ..state import Assoc, Indexed
 from ..variables import NAME, save_local, split_subscript
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options, switches
+from .getopt import Options
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
@@ -54,23 +54,11 @@ def _key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else double_quote(key)
 
 
-def _parse(ctx: BuiltinContext) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
-    """Options (`-x` on, `+x` off) then the operands with their argv positions."""
-    parsed = switches(ctx, DECLARE)
-    if isinstance(parsed, int):
-        return parsed
-    flags, rest = parsed
-    first = len(ctx.args) - len(rest)
-    return flags, [(k + 1, a) for k, a in enumerate(ctx.args) if k >= first]
-
-
 def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, export: bool = False) -> int:
     interp = ctx.interp
     st = ctx.state
-    parsed = _parse(ctx)
-    if isinstance(parsed, int):
-        return parsed
-    flags, operands = parsed
+    flags, rest = DECLARE.switches(ctx.args)  # `-x` on, `+x` off
+    operands = list(enumerate(ctx.args[len(ctx.args) - len(rest) :], len(ctx.args) - len(rest) + 1))  # argv places
     if readonly:
         flags.setdefault("r", True)
     if export:
@@ -205,10 +193,7 @@ def readonly(ctx: BuiltinContext) -> int:
 
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
-    parsed = switches(ctx, UNSET)
-    if isinstance(parsed, int):
-        return parsed
-    flags, args = parsed
+    flags, args = UNSET.switches(ctx.args)
     status = 0
     for name in args:
         if "f" in flags:

@@ -3,19 +3,21 @@
 A letter is a switch; a letter followed by `:` takes a value, attached (`-d:`) or as the next word (`-d :`).
 Clusters (`-rs`) work, `--` ends the options and is dropped, a lone `-` is an operand. With `plus=True` a `+x`
 turns an attribute off (declare and its family). Scanning yields each option in order, so a builtin that checks
-a value (`read -n x`) still fails at that option, before a later bad one, as bash does; a bad option ends the scan
-with bash's message (`-x: invalid option`, `-d: option requires an argument`) for `ctx.usage_error` (status 2).
+a value (`read -n x`) still fails at that option, before a later bad one, as bash does. A bad option raises
+OptionError with bash's words (`-x: invalid option`, `-d: option requires an argument`); `Builtin.call` turns it
+into the builtin's usage error (status 2), so no builtin checks for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from . import BuiltinContext
+__all__ = ["Flag", "OptionError", "Options", "Scan"]
 
-__all__ = ["Flag", "Options", "Scan", "switches"]
+
+class OptionError(Exception):
+    """A bad option: the message is bash's (`-x: invalid option`), printed with the builtin's usage line."""
 
 
 class Flag(NamedTuple):
@@ -30,17 +32,22 @@ class Options:
     """One builtin's option letters (see the module docstring)."""
 
     def __init__(self, letters: str, *, plus: bool = False, assignment_ends: bool = False) -> None:
-        self.switches: set[str] = set()
+        self.bare: set[str] = set()  # switches
         self.valued: set[str] = set()
         for i, c in enumerate(letters):
             if c == ":":
                 continue
-            (self.valued if letters[i + 1 : i + 2] == ":" else self.switches).add(c)
+            (self.valued if letters[i + 1 : i + 2] == ":" else self.bare).add(c)
         self.plus = plus
         self.assignment_ends = assignment_ends  # `declare -a=x`: a word with `=` is an operand
 
     def scan(self, args: Sequence[str]) -> Scan:
         return Scan(self, list(args))
+
+    def switches(self, args: Sequence[str]) -> tuple[dict[str, bool], list[str]]:
+        """For options that are all switches: ({letter: on}, operands)."""
+        scan = self.scan(args)
+        return {f.letter: f.on for f in scan}, scan.rest
 
     def is_option(self, word: str) -> bool:
         if len(word) < 2 or word[0] not in ("-+" if self.plus else "-"):
@@ -49,14 +56,13 @@ class Options:
 
 
 class Scan:
-    """Iterate for the options; then `error` (a message, or None) and `rest` (the operands), and `used` (how many
-    words the options took, `--` included)."""
+    """Iterate for the options (OptionError at a bad one); then `rest` is the operands, and `used` how many words
+    the options took, `--` included."""
 
     def __init__(self, spec: Options, args: list[str]) -> None:
         self.spec = spec
         self.args = args
         self.used = 0
-        self.error: str | None = None
 
     @property
     def rest(self) -> list[str]:
@@ -78,27 +84,11 @@ class Scan:
                     value = word[i + 1 :]
                     if not value:
                         if self.used >= len(args):
-                            self.error = f"{sign}{c}: option requires an argument"
-                            return
+                            raise OptionError(f"{sign}{c}: option requires an argument")
                         value = args[self.used]
                         self.used += 1
                     yield Flag(c, value, sign == "-")
                     break
-                if c not in spec.switches:
-                    self.error = f"{sign}{c}: invalid option"
-                    return
+                if c not in spec.bare:
+                    raise OptionError(f"{sign}{c}: invalid option")
                 yield Flag(c, None, sign == "-")
-
-    def letters(self) -> dict[str, bool] | None:
-        """All the switches at once ({letter: on}), or None after a bad option (then see `error`)."""
-        got = {f.letter: f.on for f in self}
-        return None if self.error else got
-
-
-def switches(ctx: BuiltinContext, spec: Options) -> tuple[dict[str, bool], list[str]] | int:
-    """A builtin whose options are all switches: ({letter: on}, operands), or the status of bash's usage error."""
-    scan = spec.scan(ctx.args)
-    got = scan.letters()
-    if got is None:
-        return ctx.usage_error(scan.error)
-    return got, scan.rest

@@ -70,8 +70,6 @@ def type_(ctx: BuiltinContext) -> int:
     mode = ""
     for flag in scan:
         mode = flag.letter
-    if scan.error:
-        return ctx.usage_error(scan.error)
     args = scan.rest
     interp = ctx.interp
 

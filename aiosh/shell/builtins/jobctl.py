@@ -12,7 +12,7 @@ from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options, switches
+from .getopt import Options
 
 # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -174,10 +174,7 @@ WAIT = Options("fn")
 
 
 def jobs(ctx: BuiltinContext) -> int:
-    parsed = switches(ctx, JOBS)
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = JOBS.switches(ctx.args)
     table = ctx.interp.jobs
     if not table.interactive:
         table.cleanup_done()
@@ -264,10 +261,7 @@ def bg(ctx: BuiltinContext) -> int:
 
 
 def disown(ctx: BuiltinContext) -> int:
-    parsed = switches(ctx, DISOWN)
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = DISOWN.switches(ctx.args)
     table = ctx.interp.jobs
     if "a" in opts:
         chosen = list(table.jobs.values())
@@ -294,10 +288,7 @@ _REPORTED_SIGNALS = frozenset(int(s) for s in _signal.Signals) - {_signal.SIGINT
 
 
 def wait(ctx: BuiltinContext) -> int:
-    parsed = switches(ctx, WAIT)
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = WAIT.switches(ctx.args)
     interp = ctx.interp
     table = interp.jobs
 

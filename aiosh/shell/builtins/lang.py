@@ -240,8 +240,6 @@ def command(ctx: BuiltinContext) -> int:
     for flag in scan:
         if flag.letter in "vV":
             mode = flag.letter
-    if scan.error:
-        return ctx.usage_error(scan.error)
     args = scan.rest
     if not args:
         return 0
@@ -305,7 +303,7 @@ def builtin(ctx: BuiltinContext) -> int:
         return ctx.error(f"{name}: not a shell builtin")
     from . import BuiltinContext as Ctx
 
-    return b.fn(Ctx(list(ctx.args), ctx.io, ctx.interp))
+    return b.call(Ctx(list(ctx.args), ctx.io, ctx.interp))
 
 
 # -- shopt, hash (accepted so scripts that set them run) --------------------------------------------------------
@@ -324,8 +322,6 @@ def shopt(ctx: BuiltinContext) -> int:
         if flag.letter in "su":
             mode = flag.letter
         quiet = quiet or flag.letter == "q"
-    if scan.error:
-        return ctx.usage_error(scan.error)
     args = scan.rest
     status = 0
     if not args:

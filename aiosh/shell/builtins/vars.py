@@ -12,7 +12,7 @@ from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
 from ..quoting import double_quote, value_quote
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options, switches
+from .getopt import Options
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
@@ -31,10 +31,7 @@ MAPFILE = Options("td:n:O:s:u:C:c:")
 
 def export(ctx: BuiltinContext) -> int:
     st = ctx.state
-    parsed = switches(ctx, EXPORT)
-    if isinstance(parsed, int):
-        return parsed
-    flags, args = parsed
+    flags, args = EXPORT.switches(ctx.args)
     unexport = "n" in flags
     if not args:
         for name in sorted(st.exported):
@@ -232,8 +229,6 @@ def read_(ctx: BuiltinContext) -> int:
             if not (value.isascii() and value.isdigit()):
                 return ctx.error(f"{value}: invalid file descriptor specification", 1)
             fd = int(value)
-    if scan.error:
-        return ctx.usage_error(scan.error)
     args = scan.rest
     for name in args:
         if not valid_name(name) and not _subscripted(name):
@@ -434,8 +429,6 @@ def mapfile(ctx: BuiltinContext) -> int:
                 skip = n
             else:
                 fd = n
-    if scan.error:
-        return ctx.usage_error(scan.error)
     args = scan.rest
     name = args[0] if args else "MAPFILE"
     if not valid_name(name):
