@@ -370,7 +370,7 @@ def kernel_timing(kernel) -> Callable[[], str]:
 HELP = {
     "ps": ("list agent processes", "ps [-f] [-o COL,…] [--sort [-]COL] [-p PID,…] [--json]"),
     "sched": ("show or set the scheduling policy; the engine process",
-              f"sched [-l | POLICY [key=value …] | engine [{'|'.join(ENGINE_ACTIONS)}]]"),
+              "sched [-l | POLICY [key=value …] | engine [start|restart]]"),
     "free": ("KV cache and memory use", "free [-b]"),
 }
 
