@@ -195,27 +195,35 @@ def _depths(procs: list[ProcInfo]) -> dict[int, int]:
     return depth
 
 
+SCHED = Syntax((opt("-l", "--list", dest="list", help="list the scheduling policies"),))
+
+
+def _policy_param(kv: str) -> tuple[str, float]:
+    """One `key=value` of `sched POLICY key=value …`: the policy's parameters are numbers."""
+    key, sep, val = kv.partition("=")
+    if not sep:
+        raise UsageError(f"{kv}: expected key=value")
+    try:
+        return key, float(val)
+    except ValueError:
+        raise UsageError(f"{kv}: value must be a number") from None
+
+
 def sched(kernel, argv: list[str]) -> str:
     """`sched` shows the policy; `sched POLICY [key=value …]` switches it; `sched -l` lists policies."""
     from aiosh.kernel.scheduler import available_policies
 
     if argv and argv[0] == "engine":
         return _sched_engine(kernel, argv[1:])
-    if argv and argv[0] in ("-l", "--list"):
+    args = SCHED.parse(argv)
+    if args.values["list"]:
         pols = available_policies(extra_paths=list(kernel.config.plugins.paths))
         return "".join(f"{name:10} {cls.description}\n" for name, cls in sorted(pols.items()))
-    if argv:
-        params: dict[str, float] = {}
-        for kv in argv[1:]:
-            key, sep, val = kv.partition("=")
-            if not sep:
-                raise UsageError(f"{kv}: expected key=value")
-            try:
-                params[key] = float(val)
-            except ValueError:
-                raise UsageError(f"{kv}: value must be a number") from None
+    if args.operands:
+        policy, *pairs = args.operands
+        params = dict(_policy_param(kv) for kv in pairs)
         try:
-            kernel.set_policy(argv[0], **params)
+            kernel.set_policy(policy, **params)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     d = kernel.policy.describe()
@@ -242,16 +250,25 @@ def _engine_line(e) -> str:
     return out
 
 
+def _engine_start(kernel) -> str:
+    kernel.engine_start()
+    return f"engine: {kernel.engine_info().state}\n"
+
+
+def _engine_restart(kernel) -> str:
+    kernel.engine_restart()
+    return "engine: restarting\n"
+
+
+ENGINE_ACTIONS: dict[str, Callable[[Any], str]] = {"start": _engine_start, "restart": _engine_restart}
+
+
 def _sched_engine(kernel, argv: list[str]) -> str:
-    """`sched engine`: its state and the end of llama.cpp's log; `sched engine restart`; `sched engine start`."""
-    if argv == ["restart"]:
-        kernel.engine_restart()
-        return "engine: restarting\n"
-    if argv == ["start"]:
-        kernel.engine_start()
-        return f"engine: {kernel.engine_info().state}\n"
+    """`sched engine`: its state and the end of llama.cpp's log; `sched engine ACTION` (ENGINE_ACTIONS)."""
+    if len(argv) == 1 and argv[0] in ENGINE_ACTIONS:
+        return ENGINE_ACTIONS[argv[0]](kernel)
     if argv:
-        raise UsageError(f"engine {' '.join(argv)}: expected 'sched engine [start|restart]'")
+        raise UsageError(f"engine {' '.join(argv)}: expected 'sched engine [{'|'.join(ENGINE_ACTIONS)}]'")
     e = kernel.engine_info()
     out = _engine_line(e)
     if e.log_path:

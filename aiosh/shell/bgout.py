@@ -3,7 +3,7 @@
 Every background job — one agent, a pipeline, `{ …; } &`, a loop — gets its own stdout and stderr Pipes. A pump
 passes them on a whole line at a time, so two jobs (or a job and the prompt) never interleave inside a line, even
 when the job is shell code that runs agents in the foreground of its own thread (which stream token by token).
-Lines bound for the shell's own terminal go to `shell.bg_stdout`/`bg_stderr`, which the terminal side may keep
+Lines bound for the shell's own terminal go to `Session.bg_stdout`/`bg_stderr`, which the terminal side may keep
 apart from foreground output (aiosh/terminal.py holds them back while a foreground line is half written).
 """
 
@@ -19,7 +19,7 @@ from . import plumbing, reader
 
 if TYPE_CHECKING:
     from .jobs import Job
-    from .shell import Shell
+    from .session_state import Session
     from .state import IO
 
 JOIN_TIMEOUT = 2.0
@@ -29,7 +29,7 @@ ANNOUNCE_TIMEOUT = 2.0  # a job whose `[1] PID` line never comes (a bug) still s
 class BackgroundOutput:
     """The line pumps of one background job; `close()` (when its last process ends) flushes and joins them."""
 
-    def __init__(self, shell: Shell, job: Job, io: IO, tag: Callable[[], str] | None) -> None:
+    def __init__(self, session: Session, job: Job, io: IO, tag: Callable[[], str] | None) -> None:
         self.announced = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pipes: list[Pipe] = []
@@ -44,10 +44,10 @@ class BackgroundOutput:
             if id(dst) in made:
                 self.io.fds[fd] = made[id(dst)]
                 continue
-            if dst is shell.stdout:
-                target = shell.bg_stdout
-            elif dst is shell.stderr:
-                target = shell.bg_stderr
+            if dst is session.stdout:
+                target = session.bg_stdout
+            elif dst is session.stderr:
+                target = session.bg_stderr
             else:
                 target = dst
             pipe = Pipe(f"job.{fd}")

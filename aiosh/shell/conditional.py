@@ -60,7 +60,7 @@ def evaluate(interp: Interp, expr: tuple) -> bool:
 
 
 def _int(interp: Interp, text: str) -> int:
-    return arith.evaluate(text, interp.arith_vars()) if text.strip() else 0
+    return arith.evaluate(text, interp.variables.arith_vars()) if text.strip() else 0
 
 
 def _unary(interp: Interp, op: str, arg: str) -> bool:
@@ -69,7 +69,7 @@ def _unary(interp: Interp, op: str, arg: str) -> bool:
     if op == "-n":
         return arg != ""
     if op == "-v":
-        return interp.is_set(arg)
+        return interp.variables.is_set(arg)
     if op == "-o":
         return bool(getattr(interp.state, {"pipefail": "pipefail", "errexit": "errexit", "nounset": "nounset",
                                            "xtrace": "xtrace", "noglob": "noglob", "allexport": "allexport"}

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import pwd
 import re
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import arith, patterns
 from .braces import brace_expand
@@ -19,6 +19,9 @@ from .errors import ShellError
 from .lexer import is_digits
 from .nodes import Arith, BadSubst, CmdSub, CommandList, Lit, Param, Part, Tilde, Word
 from .quoting import single_quote
+
+if TYPE_CHECKING:
+    from .prompt import PromptSource
 
 Segment = tuple[str, str]
 DEFAULT_IFS = " \t\n"
@@ -45,6 +48,7 @@ class ExpandEnv(Protocol):
     def attributes(self, name: str) -> str: ...
     def command_subst(self, body: CommandList) -> str: ...
     def shopt(self, name: str) -> bool: ...
+    def prompt_view(self) -> PromptSource: ...
 
 
 # -- public entry points -------------------------------------------------------------------------------------------
@@ -303,7 +307,7 @@ def _transform(env: ExpandEnv, part: Param, text: str) -> str:
     if op == "@P":  # as a prompt: `\u`, `\w`, `\$` …
         from .prompt import render_ps1
 
-        return render_ps1(text, env.shell)  # type: ignore[attr-defined]
+        return render_ps1(text, env.prompt_view())
     if op == "@U":
         return text.upper()
     if op == "@u":

@@ -34,7 +34,7 @@ from .errors import (
 )
 from .expand import expand_pattern, expand_string, expand_words
 from .jobs import Job, JobTable
-from .launch import LaunchMixin, Resolved
+from .launch import Launcher, Resolved
 from .lexer import is_digits, is_name
 from .nodes import (
     AndOr,
@@ -58,12 +58,13 @@ from .nodes import (
 )
 from .parser import Parser, _assignment
 from .procs import DoneProc, Proc, ThreadProc
-from .redirect import RedirectMixin
+from .prompt import PromptView
+from .redirect import Redirects
 from .state import IO, SHOPT_DEFAULTS, Foreground, Indexed, ShellState
-from .variables import VariablesMixin, restore_local, save_local
+from .variables import Variables, restore_local, save_local
 
 if TYPE_CHECKING:
-    from .shell import Shell
+    from .session_state import Session
 
 __all__ = ["IO", "Foreground", "Interp", "Resolved", "ShellState"]
 
@@ -75,15 +76,15 @@ DYNAMIC_VARS = frozenset({"LINENO", "RANDOM", "SECONDS", "BASHPID"})
 
 def _fake_subshell_pid(interp: Interp) -> int:
     """Subshells here are threads, not processes: a stable number that differs from $$ (what scripts test)."""
-    return interp.shell.pid + 1 + (id(interp.state) % 30000)
+    return interp.session.pid + 1 + (id(interp.state) % 30000)
 
 
-class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
+class Interp:
     """Runs AST nodes for one shell or subshell; also the ExpandEnv its words are expanded in."""
 
     def __init__(
         self,
-        shell: Shell,
+        session: Session,
         state: ShellState,
         jobs: JobTable,
         *,
@@ -91,7 +92,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         fg: Foreground | None = None,
         main: bool = False,
     ) -> None:
-        self.shell = shell
+        self.session = session
         self.state = state
         self.jobs = jobs
         self.proc = proc
@@ -110,6 +111,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         self.exec_closers: list[Callable[[], None]] = []
         self.decl_items: dict[int, list[tuple[str | None, str]]] = {}
         self.locals: list[dict[str, tuple]] = []  # per function call: saved values of its `local` names
+        self.variables = Variables(state, self.locals, self.get_var)
+        self.redirects = Redirects(self, state, self.variables, self.keep_named_fd)
+        self.launcher = Launcher(state, self.session, self.redirects, self.fail)
 
     # -- ExpandEnv -------------------------------------------------------------------------------------------
     @property
@@ -125,7 +129,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         aliases = self.state.aliases
         if not aliases or name not in aliases:
             return None
-        return aliases[name] if self.shell.interactive or self.shopt("expand_aliases") else None
+        return aliases[name] if self.session.interactive or self.shopt("expand_aliases") else None
+
+    def prompt_view(self) -> PromptView:
+        """`${x@P}`: the prompt escapes see this shell's variables and cwd, and the session's jobs."""
+        return PromptView(self.state.vars, self.state.cwd, self.session.jobs)
 
     def shopt(self, name: str) -> bool:
         """A `shopt` option's value (bash's default when never set)."""
@@ -145,9 +153,24 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             if name == "RANDOM":
                 return str(random.randrange(32768))
             if name == "BASHPID":
-                return str(self.shell.pid if self.proc is None and self.main else _fake_subshell_pid(self))
-            return str(int(time.monotonic() - self.shell.started))
+                return str(self.session.pid if self.proc is None and self.main else _fake_subshell_pid(self))
+            return str(int(time.monotonic() - self.session.started))
         return value
+
+    def lookup(self, name: str) -> str | None:
+        return self.variables.lookup(name)
+
+    def array_values(self, name: str) -> list[str] | None:
+        return self.variables.array_values(name)
+
+    def array_keys(self, name: str) -> list[str]:
+        return self.variables.array_keys(name)
+
+    def attributes(self, name: str) -> str:
+        return self.variables.attributes(name)
+
+    def set_var(self, name: str, value: str) -> None:
+        self.variables.assign(name, value)
 
     def var_names(self, prefix: str) -> list[str]:
         st = self.state
@@ -161,7 +184,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if name == "?":
             return str(st.last_status)
         if name == "$":
-            return str(self.shell.pid)
+            return str(self.session.pid)
         if name == "!":
             return "" if st.last_bg_pid is None else str(st.last_bg_pid)
         if name == "#":
@@ -202,16 +225,14 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def shell_io(self) -> IO:
-        if self.shell.exec_fds is not None:
-            return IO(dict(self.shell.exec_fds))
-        return IO({0: self.shell.stdin, 1: self.shell.stdout, 2: self.shell.stderr})
+        return IO(self.session.io_fds())
 
     def subshell(self, *, same_thread: bool, proc: ThreadProc | None = None) -> Interp:
         """A child interpreter on a copy of the state; same-thread ones share our foreground (Ctrl-C reaches them)."""
         table = JobTable(interactive=False)
         table.inherited = [*self.jobs.inherited, *sorted(self.jobs.jobs.values(), key=lambda j: j.id)]
         sub = Interp(
-            self.shell,
+            self.session,
             self.state.clone(),
             table,
             proc=self.proc if same_thread else proc,
@@ -222,12 +243,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         sub.no_errexit = self.no_errexit  # inside an `if` condition, `set -e` stays off in subshells too
         sub.func_depth = self.func_depth
         sub.source_depth = self.source_depth
-        sub.locals = [{} for _ in self.locals]
+        sub.locals[:] = [{} for _ in self.locals]
         return sub
 
     def foreground_signal(self, sig: int) -> bool:
         """Same as Shell.foreground_signal (the REPL may hold either object)."""
-        return self.shell.foreground_signal(sig)
+        return self.session.foreground_signal(sig)
 
     def run_argv(self, argv: list[str], io: IO, env: dict[str, str] | None = None, *,
                  skip_functions: bool = False) -> int:
@@ -236,10 +257,10 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return 0
         words = [Word([Lit(a, True)], shlex.quote(a)) for a in argv]
         cmd = SimpleCommand(words=words, line=self.lineno)
-        resolved = self.resolve(list(argv), skip_functions=skip_functions)
+        resolved = self.launcher.resolve(list(argv), skip_functions=skip_functions)
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
-            self.start_external(cmd, resolved, env or {}, io, job, self.jobs)
+            self.launcher.start_external(cmd, resolved, env or {}, io, job, self.jobs)
             return self.wait_foreground(job)
         return self.finish_simple(cmd, resolved, env or {}, io)
 
@@ -276,12 +297,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     def run_signal_traps(self, io: IO) -> None:
         """Run the trap of each signal that reached the shell since the last command (main shell only); `$?`
         inside is the status before, and is put back after."""
-        shell = self.shell
-        if not shell.pending_signals or not self.main or self.proc is not None or self.in_trap:
+        pending = self.session.signals.pending
+        if not pending or not self.main or self.proc is not None or self.in_trap:
             return
         status = self.state.last_status
-        while shell.pending_signals:
-            num = shell.pending_signals.pop(0)
+        while pending:
+            num = pending.pop(0)
             action = self.state.traps.get(_signal.Signals(num).name[3:])
             if not action:
                 continue
@@ -296,15 +317,15 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """Where signals to shell code take effect: a thread's cancel/stop, or Ctrl-C in the main thread."""
         if self.proc is not None:
             self.proc.checkpoint()
-        elif self.shell.interrupted:
+        elif self.session.signals.interrupted:
             raise Cancelled(128 + _signal.SIGINT)
 
     def diag_prefix(self, line: int | None = None) -> str:
         """bash's prefix for runtime errors: `aiosh: ` interactively, else `aiosh: line N: ` / `FILE: line N: `."""
         line = self.lineno if line is None else line
-        argv0 = self.shell.argv0
+        argv0 = self.session.argv0
         name = self.source_name
-        if name is None and self.shell.interactive:
+        if name is None and self.session.interactive:
             return f"{argv0}: "
         if name is None or name == "-c":
             return f"{argv0}: line {line}: "
@@ -313,7 +334,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     def syntax_prefix(self, line: int) -> str:
         """bash's prefix for syntax errors, which names `-c` where runtime errors do not."""
         if self.source_name == "-c":
-            return f"{self.shell.argv0}: -c: line {line}: "
+            return f"{self.session.argv0}: -c: line {line}: "
         return self.diag_prefix(line)
 
     def diag(self, io: IO | None, message: str) -> None:
@@ -386,7 +407,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
     def report_syntax(self, exc: ShellSyntaxError, io: IO) -> None:
         prefix = self.syntax_prefix(exc.line)
         text = prefix + exc.message + "\n"
-        if exc.source_line is not None and not (self.shell.interactive and self.source_name is None):
+        if exc.source_line is not None and not (self.session.interactive and self.source_name is None):
             text += f"{prefix}`{exc.source_line}'\n"
         plumbing.safe_write(io.stderr, text)
 
@@ -401,7 +422,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 raise ExitShell(1)
             raise AbortCommand(1)
         if exc.fatal:
-            if self.main and self.proc is None and self.shell.abort_lines:
+            if self.main and self.proc is None and self.session.abort_lines:
                 raise AbortCommand(1)  # interactive: the rest of the line is dropped, the shell goes on
             # bash: 127 for the parameter errors, but 1 under `set -e` and in a subshell
             raise ExitShell(exc.exit_status if self.main and not self.state.errexit else 1)
@@ -417,7 +438,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             else:
                 status = self.run_andor(item.command, io)
             self.state.last_status = status
-            if self.shell.pending_signals:
+            if self.session.signals.pending:
                 self.run_signal_traps(io)
         return status
 
@@ -447,7 +468,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """`time pipeline`: bash's real/user/sys on stderr after the whole pipeline (plus what the host adds)."""
         t0 = time.monotonic()
         c0 = os.times()
-        extra = self.shell.timing() if self.shell.timing is not None else None
+        extra = self.session.timing() if self.session.timing is not None else None
         try:
             if not p.commands:
                 return 0
@@ -504,7 +525,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     def lastpipe(self) -> bool:
         """`shopt -s lastpipe` in a shell without job control: the last stage runs in this shell."""
-        return bool(self.state.shopts and self.state.shopts.get("lastpipe")) and not self.shell.interactive
+        return bool(self.state.shopts and self.state.shopts.get("lastpipe")) and not self.session.interactive
 
     def run_lastpipe(self, p: Pipeline, io: IO) -> int:
         job = Job(p.render(), self.state.cwd, pipefail=self.state.pipefail)
@@ -528,7 +549,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         job = Job(ao.render(), self.state.cwd, pipefail=self.state.pipefail)
         job.background = True
         tags = (lambda: f"[{job.id}] ") if self.state.jobtags else None
-        lines = BackgroundOutput(self.shell, job, io, tags)  # whole lines, after the `[1] PID` line
+        lines = BackgroundOutput(self.session, job, io, tags)  # whole lines, after the `[1] PID` line
         bg_io = lines.io
         bg_io.fds[0] = plumbing.closed_pipe(name="bg-stdin")
         if not ao.rest and not ao.first.negate:
@@ -540,9 +561,9 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             proc.start()
         self.jobs.add(job)
         self.state.last_bg_pid = job.last_pid
-        if self.shell.interactive and self.main:
-            plumbing.safe_write(self.shell.stderr, f"[{job.id}] {job.last_pid}\n")
-            self.shell.flush_output()
+        if self.session.interactive and self.main:
+            plumbing.safe_write(self.session.stderr, f"[{job.id}] {job.last_pid}\n")
+            self.session.flush_output()
         lines.announced.set()
         # After the announcement: a job that already ended (a builtin runs at once) is flushed here, before the
         # next command, instead of waiting out the announcement timeout while `wait` finds it done.
@@ -585,7 +606,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 return proc
             argv, env, resolved = prepared
             if resolved.kind in ("agent", "host"):
-                return sub.start_external(cmd, resolved, env, io, job, self.jobs)
+                return sub.launcher.start_external(cmd, resolved, env, io, job, self.jobs)
             proc = self._thread_proc(text, sub, lambda: sub.finish_simple(cmd, resolved, env, io), job)
         else:
             proc = self._thread_proc(text, sub, lambda: sub.run_command(cmd, io), job)
@@ -609,7 +630,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return sub.finish_subshell(status, sub.cur_io or sub.shell_io())
 
         limit = self.state.limits.get("max_procs")
-        proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.shell.stderr, t), pgid=pgid,
+        proc = ThreadProc(text, run, stderr_write=lambda t: plumbing.safe_write(self.session.stderr, t), pgid=pgid,
                           limit=limit if isinstance(limit, int) else None)
         sub.proc = proc
         proc.forward = sub.fg.signal
@@ -617,10 +638,10 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     def wait_foreground(self, job: Job) -> int:
         """Wait for a foreground job; in an interactive shell a stop hands control back (status 128+sig)."""
-        on_stop = self.shell.interactive and self.proc is None
+        on_stop = self.session.interactive and self.proc is None
         self.fg.push(job)
         late = self.proc.cancel_signal if self.proc is not None else (
-            _signal.SIGINT if self.shell.interrupted else None
+            _signal.SIGINT if self.session.signals.interrupted else None
         )
         if late is not None:
             try:  # signalled between our last checkpoint and the job's start: pass it on now
@@ -633,11 +654,11 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             self.fg.pop(job)
         assert status is not None
         if job.state == "stopped":
-            table = self.shell.jobs
+            table = self.session.jobs
             table.add(job)
             job.reported = "running"
-        if status == 128 + _signal.SIGINT and self.proc is None and self.shell.interactive:
-            self.shell.interrupted = True  # like bash, Ctrl-C in a child ends the whole command line
+        if status == 128 + _signal.SIGINT and self.proc is None and self.session.interactive:
+            self.session.signals.interrupted = True  # like bash, Ctrl-C in a child ends the whole command line
         return status
 
     # -- commands --------------------------------------------------------------------------------------------
@@ -646,14 +667,14 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             return self.run_simple(cmd, io)
         if isinstance(cmd, FunctionDef):
             if not cmd.valid:
-                plumbing.safe_write(io.stderr, f"{self.shell.argv0}: `{cmd.name}': not a valid identifier\n")
+                plumbing.safe_write(io.stderr, f"{self.session.argv0}: `{cmd.name}': not a valid identifier\n")
                 return 1
             self.state.functions[cmd.name] = cmd.body
             return 0
         self.lineno = cmd.line
         self.cur_io = io
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             self.redirect_failed = True  # set -e judges this failure at the command itself
             return self.fail(io, exc)
@@ -691,7 +712,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
 
     def eval_arith(self, word: Word) -> int:
         text = expand_string(self, word)
-        return arith.evaluate(text, self.arith_vars()) if text.strip() else 0
+        return arith.evaluate(text, self.variables.arith_vars()) if text.strip() else 0
 
     def run_arith_command(self, node: ArithCommand, io: IO) -> int:
         try:
@@ -759,7 +780,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         try:
             for value in items:
                 self.checkpoint()
-                self.assign(node.name, value)
+                self.variables.assign(node.name, value)
                 status, broke = self._loop_body(node.body, io)
                 if broke:
                     break
@@ -826,7 +847,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         _argv, env, resolved = prepared
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
-            self.start_external(cmd, resolved, env, io, job, self.jobs)
+            self.launcher.start_external(cmd, resolved, env, io, job, self.jobs)
             return self.wait_foreground(job)
         return self.finish_simple(cmd, resolved, env, io)
 
@@ -882,12 +903,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         else:
             self.state.vars["_"] = argv[-1]
         if "PATH" not in env:
-            return argv, env, self.resolve(argv)
+            return argv, env, self.launcher.resolve(argv)
         st = self.state  # `PATH=… cmd`: found on that PATH (and not remembered by `hash`)
         saved_path, saved_hash = st.vars.get("PATH"), st.hashed
         st.vars["PATH"], st.hashed = env["PATH"], None
         try:
-            return argv, env, self.resolve(argv)
+            return argv, env, self.launcher.resolve(argv)
         finally:
             st.hashed = saved_hash
             if saved_path is None:
@@ -900,7 +921,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         for a in cmd.assigns:
             self.run_assign(a)
         try:
-            _io2, closers = self.redirect(cmd.redirs, io)
+            _io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
         for fn in closers:
@@ -932,14 +953,29 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """`exec >file 3<in`: the redirections stay for the rest of this shell (files close when it ends)."""
         kept = {id(p) for p in new.fds.values()}
         for pipe in io.fds.values():
-            if pipe is not None and id(pipe) not in kept and pipe not in (self.shell.stdout, self.shell.stderr):
+            if pipe is not None and id(pipe) not in kept and pipe not in (self.session.stdout, self.session.stderr):
                 plumbing.finish_writer(pipe)  # `exec 3>&-`: the file is complete for the next reader
         io.fds.clear()
         io.fds.update(new.fds)
         self.exec_closers.extend(closers)
         if self.main and self.proc is None:
-            self.shell.exec_fds = dict(new.fds)
+            self.session.exec_fds = dict(new.fds)
         return 0
+
+    def keep_named_fd(self, fd: int, io: IO, new: IO, closers: list[Callable[[], None]]) -> None:
+        """`{name}>file`: descriptor FD stays open after the command, in the main shell like `exec` (bash)."""
+        targets = [io.fds]
+        if self.main and self.proc is None:
+            session = self.session
+            if session.exec_fds is None:
+                session.exec_fds = session.io_fds()
+            targets.append(session.exec_fds)
+        for fds in targets:
+            if fd in new.fds:
+                fds[fd] = new.fds[fd]
+            else:
+                fds.pop(fd, None)
+        self.exec_closers.extend(closers)
 
     def run_assign(self, a: Assign) -> None:
         """One `name=value` / `name+=value` / `name[i]=value` / `name=(…)` in the current shell."""
@@ -948,12 +984,12 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         if a.items is not None:
             if a.index is not None:
                 raise ShellError(f"{name}[{expand_string(self, a.index)}]: cannot assign list to array member", abort=True)
-            self.assign_array(name, self.array_items(a.items), append=append)
+            self.variables.assign_array(name, self.array_items(a.items), append=append)
             return
         value = expand_string(self, a.value)
         if a.index is not None:
             name = f"{name}[{expand_string(self, a.index)}]"
-        self.assign(name, value, append=append)
+        self.variables.assign(name, value, append=append)
 
     def array_items(self, words: list[Word]) -> list[tuple[str | None, str]]:
         """The elements of `(…)`: `[k]=v` items keep their key; other words are expanded (split, globbed)."""
@@ -971,7 +1007,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
         """Run a resolved builtin (or report a resolution error) in this thread."""
         if resolved.kind == "error":
             try:
-                _io2, closers = self.redirect(cmd.redirs, io)
+                _io2, closers = self.redirects.redirect(cmd.redirs, io)
             except ShellError as exc:
                 return self.fail(io, exc)
             self.diag(_io2, resolved.message)
@@ -979,7 +1015,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
                 fn()
             return resolved.status
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
         if resolved.kind == "builtin" and resolved.argv == ["exec"]:
@@ -997,7 +1033,7 @@ class Interp(VariablesMixin, LaunchMixin, RedirectMixin):
             assert resolved.builtin is not None
             ctx = BuiltinContext(resolved.argv, io2, self)
             try:
-                return resolved.builtin.fn(ctx)
+                return resolved.builtin.call(ctx)
             except ShellError as exc:
                 return self.fail(io2, exc)
         finally:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,8 @@ from .pullpipe import PullPipe
 from .state import IO
 
 if TYPE_CHECKING:
-    from .shell import Shell
+    from .redirect import Redirects
+    from .session_state import Session
     from .state import ShellState
 
 
@@ -49,15 +51,17 @@ class Resolved:
     message: str = ""
 
 
-class LaunchMixin:
-    """Command resolution and process start-up, for `Interp`."""
+class Launcher:
+    """Command resolution and process start-up for one interpreter: names resolve against its state (functions,
+    hashed paths, cwd) and the session (builtins, agents); `fail` reports a failed start in the interpreter's shape.
+    """
 
-    if TYPE_CHECKING:
-        shell: Shell
-        state: ShellState
-
-        def redirect(self, redirs: list, io: IO) -> tuple[IO, list]: ...
-        def fail(self, io: IO, exc: ShellError) -> int: ...
+    def __init__(self, state: ShellState, session: Session, redirects: Redirects,
+                 fail: Callable[[IO, ShellError], int]) -> None:
+        self.state = state
+        self.session = session
+        self.redirects = redirects
+        self.fail = fail
 
     def resolve(self, argv: list[str], *, skip_functions: bool = False) -> Resolved:
         """builtins, then agents, then host programs; `run` and `nice` are prefixes that pick/adjust an agent."""
@@ -84,12 +88,12 @@ class LaunchMixin:
                     options["nice"] = max(-20, min(19, int(options.get("nice", 0)) + adj))
                     argv = rest
                     continue
-            b = self.shell.builtins.get(name)
+            b = self.session.builtins.get(name)
             if b is not None:
                 return Resolved("builtin", argv, builtin=b, options=options)
             if name in self.agent_names():
                 return Resolved("agent", argv, options=options)
-            if not self.shell.host_programs:
+            if not self.session.host_programs:
                 return Resolved("error", argv, status=127, message=f"{name}: command not found")
             path, status, message = self.find_program(name)
             if path is None:
@@ -97,9 +101,9 @@ class LaunchMixin:
             return Resolved("host", argv, path=path, options=options)
 
     def agent_names(self) -> list[str]:
-        if self.shell.agents is None:
+        if self.session.agents is None:
             return []
-        return list(self.shell.agents.agent_names())
+        return list(self.session.agents.agent_names())
 
     def find_program(self, name: str) -> tuple[str | None, int, str]:
         if "/" in name:
@@ -140,7 +144,7 @@ class LaunchMixin:
         """Start an agent or host program as a process of `job` (redirections close when it finishes)."""
         text = cmd.render()
         try:
-            io2, closers = self.redirect(cmd.redirs, io)
+            io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             proc: Proc = DoneProc(text, self.fail(io, exc))
             table.watch(job, proc)
@@ -163,7 +167,7 @@ class LaunchMixin:
         return proc
 
     def start_agent(self, resolved: Resolved, env: dict[str, str], io: IO, job: Job) -> AgentProc:
-        host = self.shell.agents
+        host = self.session.agents
         assert host is not None
         name, args = resolved.argv[0], resolved.argv[1:]
         options, args = parse_options(name, args, resolved.options, *declared_flags(host, name))
@@ -211,7 +215,7 @@ class LaunchMixin:
                 t.join(2.0)
 
         proc.add_cleanup(close_proxies)
-        self.shell.register_agent(proc)
+        self.session.register_agent(proc)
         proc.start_waiter()
         return proc
 
@@ -222,7 +226,7 @@ class LaunchMixin:
             argv = ["nice", "-n", str(resolved.options["nice"]), path, *argv[1:]]
             path = shutil.which("nice") or path
         merged = io.stderr is io.stdout
-        door_env, bind_door = open_door(self.shell.agents, resolved.argv, resolved.options, self.state.cwd)
+        door_env, bind_door = open_door(self.session.agents, resolved.argv, resolved.options, self.state.cwd)
         started = False
         shared_fd = io.stdin.handoff() if isinstance(io.stdin, FilePipe) else None
         if _no_interpreter_line(path):  # bash runs such a file as a script of its own language

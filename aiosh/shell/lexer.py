@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .brackets import find_close
 from .errors import ShellSyntaxError
 from .nodes import Arith, BadSubst, CmdSub, CommandList, HereDoc, Lit, Param, Part, Tilde, Word
 
@@ -207,29 +208,10 @@ class Lexer:
 
     def _skip_to_close_paren(self, start: int) -> None:
         """Past the `)` that closes the array literal opened at `start` (quotes and nested parentheses skipped)."""
-        text = self.text
-        depth = 1
-        i = start + 1
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c in "'\"":
-                end = text.find(c, i + 1)
-                if end < 0:
-                    break
-                i = end + 1
-                continue
-            if c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-                if depth == 0:
-                    self.pos = i + 1
-                    return
-            i += 1
-        raise self._eof_error(")", start)
+        i, how = find_close(self.text, start + 1, len(self.text), "()", quotes=True)
+        if how != "close":
+            raise self._eof_error(")", start)
+        self.pos = i + 1
 
     def _read_word(self) -> Word:
         parts = self._read_parts(META, "word")
@@ -494,29 +476,12 @@ class Lexer:
     def _read_subscript(self, start: int) -> Word | None:
         """`[…]` after a name in `${…}`: the subscript as a word (quotes and expansions inside work)."""
         text = self.text
-        i = self.pos + 1
-        depth = 0
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c in "'\"":
-                end = text.find(c, i + 1)
-                if end < 0:
-                    raise self._eof_error(c, i)
-                i = end + 1
-                continue
-            if c == "[":
-                depth += 1
-            elif c == "]":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif c == "}" and depth == 0:
-                return None
-            i += 1
-        else:
+        i, how = find_close(text, self.pos + 1, len(text), "[]", quotes=True, stop="}")
+        if how == "stop":
+            return None
+        if how == "quote":
+            raise self._eof_error(text[i], i)
+        if how == "end":
             raise self._eof_error("}", start)
         inner = text[self.pos + 1 : i]
         self.pos = i + 1
@@ -543,23 +508,12 @@ class Lexer:
         return None
 
     def _bad_subst(self, start: int, quoted: bool) -> Part:
-        depth = 0
-        i = start + 2
         text = self.text
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                if depth == 0:
-                    self.pos = i + 1
-                    return BadSubst(text[start : i + 1], quoted)
-                depth -= 1
-            i += 1
-        raise self._eof_error("}", start)
+        i, how = find_close(text, start + 2, len(text), "{}")
+        if how != "close":
+            raise self._eof_error("}", start)
+        self.pos = i + 1
+        return BadSubst(text[start : i + 1], quoted)
 
     def _read_cmdsub(self, quoted: bool) -> Part:
         if self.depth >= MAX_DEPTH:
@@ -594,22 +548,9 @@ class Lexer:
         """The text of `(( … ))` whose inner text starts at `pos`, and the position after `))`; None when the
         parentheses do not close as `))` (then it was `( ( … ) )`)."""
         text = self.text
-        i = pos
-        depth = 0
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "(":
-                depth += 1
-            elif c == ")":
-                if depth == 0:
-                    if i + 1 < len(text) and text[i + 1] == ")":
-                        return text[pos:i], i + 2
-                    return None
-                depth -= 1
-            i += 1
+        i, how = find_close(text, pos, len(text), "()")
+        if how == "close" and text.startswith("))", i):
+            return text[pos:i], i + 2
         return None
 
     def arith_word(self, inner: str) -> Word:

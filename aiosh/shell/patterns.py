@@ -11,6 +11,8 @@ import os
 import re
 from collections.abc import Callable
 
+from .brackets import find_close
+
 GLOB_CHARS = frozenset("*?[")
 EXT_OPS = frozenset("@*+?!")
 
@@ -87,20 +89,8 @@ def _translate(pattern: str, i: int, n: int, any_char: str, ext: bool, *, top: b
 
 def _close_paren(pattern: str, i: int, n: int) -> int | None:
     """The `)` closing the `(` at pattern[i], skipping escapes and nested groups; None when unclosed."""
-    depth = 0
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
+    close, how = find_close(pattern, i + 1, n, "()")
+    return close if how == "close" else None
 
 
 def _alternatives(pattern: str, i: int, end: int) -> list[tuple[int, int]]:

@@ -6,13 +6,34 @@ import getpass
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .shell import Shell
+    from .jobs import JobTable
 
 
-def render_ps1(ps1: str, shell: Shell) -> str:
+class PromptSource(Protocol):
+    """What the escapes read: a Shell, or an interpreter's PromptView (for `${x@P}`)."""
+
+    @property
+    def vars(self) -> Mapping[str, str]: ...
+    @property
+    def cwd(self) -> str: ...
+    @property
+    def jobs(self) -> JobTable: ...
+
+
+class PromptView:
+    """A PromptSource from parts (an interpreter has no Shell to hand over)."""
+
+    def __init__(self, variables: Mapping[str, str], cwd: str, jobs: JobTable) -> None:
+        self.vars = variables
+        self.cwd = cwd
+        self.jobs = jobs
+
+
+def render_ps1(ps1: str, shell: PromptSource) -> str:
     """bash's prompt escapes: \\u \\h \\H \\w \\W \\$ \\j (jobs running) \\n \\t \\T \\d \\\\ \\[ \\] \\e \\a."""
     out: list[str] = []
     i = 0
@@ -28,7 +49,7 @@ def render_ps1(ps1: str, shell: Shell) -> str:
     return "".join(out)
 
 
-def _escape(e: str, shell: Shell) -> str:
+def _escape(e: str, shell: PromptSource) -> str:
     home = shell.vars.get("HOME", "")
     cwd = shell.cwd
     if e == "u":

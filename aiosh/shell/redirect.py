@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from aiosh.kernel.streams import Pipe
 
@@ -22,13 +22,21 @@ from .state import IO
 
 if TYPE_CHECKING:
     from .state import ShellState
+    from .variables import Variables
+
+# `{name}>file`: the descriptor outlives the command; its owner keeps it (new fd table, closers)
+KeepNamed = Callable[[int, IO, IO, list[Callable[[], None]]], None]
 
 
-class RedirectMixin:
-    """Applying redirections, for `Interp` (which is also the ExpandEnv the targets are expanded in)."""
+class Redirects:
+    """Applying redirections for one interpreter: targets expand in `env` (the interpreter, which may run
+    command substitutions), files open relative to its cwd, and `{name}>file` descriptors go to `keep_named`."""
 
-    if TYPE_CHECKING:
-        state: ShellState
+    def __init__(self, env: ExpandEnv, state: ShellState, variables: Variables, keep_named: KeepNamed) -> None:
+        self.env = env
+        self.state = state
+        self.variables = variables
+        self.keep_named = keep_named
 
     def redirect(self, redirs: list[Redir], io: IO) -> tuple[IO, list[Callable[[], None]]]:
         """Apply redirections in order; returns the new descriptors and the closers to run afterwards."""
@@ -50,28 +58,17 @@ class RedirectMixin:
         return new, closers
 
     def _persist_named(self, r: Redir, io: IO, new: IO, closers: list[Callable[[], None]]) -> None:
-        value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+        assert r.fd_var is not None
+        value = self.env.get_var(r.fd_var)
         if value is None or not is_digits(value):
             return
-        fd = int(value)
-        shell = self.shell  # type: ignore[attr-defined]
-        targets = [io.fds]
-        if self.main and self.proc is None:  # type: ignore[attr-defined]
-            if shell.exec_fds is None:
-                shell.exec_fds = {0: shell.stdin, 1: shell.stdout, 2: shell.stderr}
-            targets.append(shell.exec_fds)
-        for fds in targets:
-            if fd in new.fds:
-                fds[fd] = new.fds[fd]
-            else:
-                fds.pop(fd, None)
-        self.exec_closers.extend(closers)  # type: ignore[attr-defined]
+        self.keep_named(int(value), io, new, closers)
 
     def _redirect_one(self, r: Redir, io: IO, closers: list[Callable[[], None]]) -> None:
         if r.fd_var is not None:
             r = self._named_fd(r, io)
         op = r.op
-        env = cast("ExpandEnv", self)  # the Interp this is mixed into
+        env = self.env
         if isinstance(r.target, HereDoc):
             doc = r.target
             assert doc.body is not None
@@ -137,14 +134,14 @@ class RedirectMixin:
         assert r.fd_var is not None
         target = r.target
         if r.op in (">&", "<&") and isinstance(target, Word) and target.literal() == "-":
-            value = self.get_var(r.fd_var)  # type: ignore[attr-defined]
+            value = self.env.get_var(r.fd_var)
             if value is None or not is_digits(value):
                 raise ShellError(f"{r.fd_var}: ambiguous redirect")
             return Redir(r.op, target, int(value))
         fd = 10
         while fd in io.fds:
             fd += 1
-        self.assign(r.fd_var, str(fd))  # type: ignore[attr-defined]
+        self.variables.assign(r.fd_var, str(fd))
         return Redir(r.op, target, fd)
 
     def _dev_path(self, target: str, io: IO) -> Pipe | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import signal as _signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from aiosh.kernel.streams import Pipe
 
@@ -20,14 +20,26 @@ from .agents import AgentHost
 from .builtins import BuiltinRegistry, registry
 from .errors import BreakLoop, Cancelled, ContinueLoop, ExitShell, ShellSyntaxError
 from .interp import Interp
-from .jobs import JobTable
 from .parser import Parser
 from .procs import AgentProc
+from .session_state import Session
 from .state import ShellState
 
 Output = Pipe | Callable[[str], object] | None
 RECURSION_LIMIT = 40_000
 _SIGNALS = frozenset(int(s) for s in _signal.Signals)
+
+
+def _shared(name: str) -> property:
+    """A Shell attribute that lives in its Session (read and written there)."""
+
+    def get(self: Shell) -> Any:  # noqa: ANN401 - whatever the session holds
+        return getattr(self.session, name)
+
+    def put(self: Shell, value: object) -> None:
+        setattr(self.session, name, value)
+
+    return property(get, put, doc=f"Session.{name}")
 
 
 def _shell_variables() -> dict[str, str]:
@@ -65,26 +77,14 @@ class Shell:
         env: Mapping[str, str] | None = None,
         builtins: BuiltinRegistry | None = None,
     ) -> None:
-        self.agents = agents
-        self.stdout = plumbing.as_pipe(stdout, "stdout")
-        self.stderr = plumbing.as_pipe(stderr, "stderr")
-        # Where background jobs' lines for the terminal go: the same streams unless the front end keeps them apart
-        # (aiosh/terminal.py never lets one land inside a half-written foreground line).
-        self.bg_stdout: Pipe = self.stdout
-        self.bg_stderr: Pipe = self.stderr
-        self.flush_output: Callable[[], None] = lambda: None  # the front end's: what was written is on screen
-        self.stdin = stdin
-        self.host_programs = host_programs
-        self.interactive = interactive
-        self.argv0 = argv0
         # Nesting (functions, compound commands, parentheses) recurses in Python: bash's practical depths need
         # more than the default 1000 frames; past this, one line and status 2 (Interp.recursion_limit).
         sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
-        self.pid = os.getpid()
-        self.started = time.monotonic()
-        self.started_wall = time.time()
-        self.builtins = (registry if builtins is None else builtins).copy()
-        self.jobs = JobTable(interactive=interactive)
+        self.session = Session(
+            stdin=stdin, stdout=plumbing.as_pipe(stdout, "stdout"), stderr=plumbing.as_pipe(stderr, "stderr"),
+            builtins=(registry if builtins is None else builtins).copy(), agents=agents, interactive=interactive,
+            argv0=argv0, host_programs=host_programs,
+        )  # fmt: skip
         variables = dict(os.environ if env is None else env)
         cwd = os.path.abspath(cwd or _logical_cwd(variables.get("PWD")))
         variables["PWD"] = cwd
@@ -98,23 +98,40 @@ class Shell:
         exported.discard("PS1")
         state = ShellState(vars=variables, exported=exported, positional=list(args), argv0=argv0, cwd=cwd,
                            readonly={"UID", "EUID", "PPID"})
-        self.interp = Interp(self, state, self.jobs, main=True)
-        self.interrupted = False
-        self.abort_lines = interactive  # a fatal expansion error ends the line, not the shell (bash -i)
-        # signals with a `trap` action that reached this process, for the main shell to run between commands
-        self.pending_signals: list[int] = []
-        self._saved_handlers: dict[int, object] = {}
+        self.interp = Interp(self.session, state, self.session.jobs, fg=self.session.fg, main=True)
         self.exited: int | None = None
-        # `time pipeline`: called before the pipeline; what it returns is called after and adds lines to the
-        # report (the kernel's decode time and tokens of the agents it ran)
-        self.timing: Callable[[], Callable[[], str]] | None = None
-        self.exec_fds: dict | None = None  # descriptors set by `exec >file …` in the main shell
-        self._agent_procs: dict[int, AgentProc] = {}
-        self._agent_lock = threading.Lock()
-        self._lines = 0
-        self._exit_warned_at: int | None = None
-        if agents is not None and hasattr(agents, "add_listener"):
-            agents.add_listener(self._agent_event)
+
+    # The session's parts, as the Shell's attributes they always were (front ends set some of them).
+    stdin = _shared("stdin")
+    stdout = _shared("stdout")
+    stderr = _shared("stderr")
+    bg_stdout = _shared("bg_stdout")
+    bg_stderr = _shared("bg_stderr")
+    flush_output = _shared("flush_output")
+    timing = _shared("timing")
+    exec_fds = _shared("exec_fds")
+    abort_lines = _shared("abort_lines")
+    agents = _shared("agents")
+    builtins = _shared("builtins")
+    jobs = _shared("jobs")
+    interactive = _shared("interactive")
+    argv0 = _shared("argv0")
+    host_programs = _shared("host_programs")
+    pid = _shared("pid")
+    started = _shared("started")
+    started_wall = _shared("started_wall")
+
+    @property
+    def interrupted(self) -> bool:
+        return self.session.signals.interrupted
+
+    @interrupted.setter
+    def interrupted(self, on: bool) -> None:
+        self.session.signals.interrupted = on
+
+    @property
+    def pending_signals(self) -> list[int]:
+        return self.session.signals.pending
 
     # -- state -----------------------------------------------------------------------------------------------
     @property
@@ -166,7 +183,7 @@ class Shell:
 
     def run_line(self, line: str) -> int:
         """Run one line typed at the prompt (it may hold several commands, or a whole compound command)."""
-        self._lines += 1
+        self.session.lines += 1
         self.interrupted = False
         return self._run(line, None)
 
@@ -197,50 +214,17 @@ class Shell:
 
     # -- jobs and signals ------------------------------------------------------------------------------------
     def sync_signal_trap(self, num: int) -> None:
-        """`trap` changed signal NUM's action in the main shell: a handler that queues it for the shell (run
-        after the current command, as bash does), SIG_IGN for an empty action, or whatever was there before."""
-        if num in (_signal.SIGKILL, _signal.SIGSTOP) or threading.current_thread() is not threading.main_thread():
-            return
+        """`trap` changed signal NUM's action in the main shell (Signals.sync_trap)."""
         action = self.state.traps.get(_signal.Signals(num).name[3:]) if num in _SIGNALS else None
-        try:
-            if num not in self._saved_handlers:
-                self._saved_handlers[num] = _signal.getsignal(num)
-            if action is None:
-                old = self._saved_handlers.pop(num)
-                _signal.signal(num, old if old is not None else _signal.SIG_DFL)  # type: ignore[arg-type]
-            elif action == "":
-                _signal.signal(num, _signal.SIG_IGN)
-            else:
-                _signal.signal(num, self._queue_signal)
-        except (ValueError, OSError):
-            pass
+        self.session.signals.sync_trap(num, action)
 
     def restore_signal_handlers(self) -> None:
         """Put back the handlers `trap` replaced (a script run by an embedding program has ended)."""
-        for num, old in list(self._saved_handlers.items()):
-            try:
-                _signal.signal(num, old if old is not None else _signal.SIG_DFL)  # type: ignore[arg-type]
-            except (ValueError, OSError):
-                pass
-        self._saved_handlers.clear()
-
-    def _queue_signal(self, signum: int, _frame: object) -> None:
-        self.pending_signals.append(signum)
+        self.session.signals.restore()
 
     def foreground_signal(self, sig: int) -> bool:
-        """Forward a terminal signal (SIGINT from Ctrl-C, SIGTSTP from Ctrl-Z) to the foreground job.
-
-        Safe to call from a Python signal handler: it takes no lock itself and delivers on a helper thread (the
-        interrupted main thread may hold the locks delivery needs). Returns whether a foreground job was there.
-        SIGINT also ends the running command line, as in bash.
-        """
-        if sig == _signal.SIGINT:
-            self.interrupted = True
-        fg = self.interp.fg
-        if not fg.jobs():
-            return False
-        threading.Thread(target=fg.signal, args=(sig,), name="fg-signal", daemon=True).start()
-        return True
+        """Forward a terminal signal to the foreground job (Session.foreground_signal)."""
+        return self.session.foreground_signal(sig)
 
     def take_notices(self) -> list[str]:
         """Job state changes to print before the next prompt (`[1]+  Done                    sleep 1`)."""
@@ -248,18 +232,12 @@ class Shell:
 
     def exit_warning(self) -> str | None:
         """bash's one-time warning when `exit` would leave jobs behind; None when exiting may proceed."""
-        stopped, running = self.jobs.stopped(), self.jobs.running()
-        if not stopped and not running:
-            return None
-        if self._exit_warned_at is not None and self._exit_warned_at >= self._lines - 1:
-            return None
-        self._exit_warned_at = self._lines
-        return "There are stopped jobs." if stopped else "There are running jobs."
+        return self.session.exit_warning()
 
     def hangup(self) -> None:
         """Send SIGHUP (and SIGCONT to stopped ones) to the jobs, as bash does when an interactive shell exits;
         also to a foreground job still running (the shell is being terminated under it)."""
-        for job in self.interp.fg.jobs():
+        for job in self.session.fg.jobs():
             try:
                 job.signal(_signal.SIGHUP)
             except LookupError:
@@ -284,22 +262,8 @@ class Shell:
                 with self.jobs.cond:
                     self.jobs.cond.wait(0.05)
 
-    # -- agent events ----------------------------------------------------------------------------------------
     def register_agent(self, proc: AgentProc) -> None:
-        with self._agent_lock:
-            self._agent_procs[proc.pid] = proc
-        proc.add_watcher(self._forget_agent)
-
-    def _forget_agent(self, proc: object) -> None:
-        if isinstance(proc, AgentProc) and proc.finished:
-            with self._agent_lock:
-                self._agent_procs.pop(proc.pid, None)
-
-    def _agent_event(self, pid: int, event: str, status: int | None) -> None:
-        with self._agent_lock:
-            proc = self._agent_procs.get(pid)
-        if proc is not None:
-            proc.on_event(event, status)
+        self.session.register_agent(proc)
 
 
 def _logical_cwd(pwd: str | None) -> str:

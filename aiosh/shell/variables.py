@@ -7,6 +7,7 @@ Every read and write of a variable by name goes through here (expansion, arithme
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import arith
@@ -28,14 +29,15 @@ def split_subscript(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-class VariablesMixin:
-    """Variable access for `Interp`."""
+class Variables:
+    """Variable access for one interpreter: its state, its functions' `local` scopes, and its `get_var` (which
+    adds the dynamic variables, `$RANDOM` and the like, that arithmetic reads too)."""
 
-    if TYPE_CHECKING:
-        state: ShellState
-        locals: list[dict[str, tuple]]  # the running functions' local scopes, innermost last (Interp's)
-
-        def get_var(self, name: str) -> str | None: ...
+    def __init__(self, state: ShellState, scopes: list[dict[str, tuple]],
+                 get_var: Callable[[str], str | None]) -> None:
+        self.state = state
+        self.scopes = scopes  # the running functions' local scopes, innermost last
+        self.get_var = get_var
 
     # -- reading -------------------------------------------------------------------------------------------------
     def arith_vars(self) -> arith.Vars:
@@ -194,7 +196,7 @@ class VariablesMixin:
         if base in st.readonly:
             raise ShellError(f"{base}: cannot unset: readonly variable")
         if sub is None:
-            frames = self.locals
+            frames = self.scopes
             owner = next((k for k in range(len(frames) - 1, -1, -1) if base in frames[k]), None)
             if owner is not None and owner != len(frames) - 1:
                 # local to a calling function (or a temporary binding of this call): bash's dynamic scope

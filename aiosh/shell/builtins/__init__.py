@@ -21,10 +21,11 @@ from aiosh.kernel.streams import Pipe
 
 from .. import reader
 from ..errors import Cancelled
+from .getopt import OptionError
 
 if TYPE_CHECKING:
     from ..interp import Interp
-    from ..shell import Shell
+    from ..session_state import Session
     from ..state import IO, ShellState
 
 BuiltinFn = Callable[["BuiltinContext"], int]
@@ -41,6 +42,13 @@ class Builtin:
 
     def details_text(self) -> str:
         return self.details() if callable(self.details) else self.details
+
+    def call(self, ctx: BuiltinContext) -> int:
+        """Run it; a bad option (declared options, getopt.py) is bash's usage error, status 2."""
+        try:
+            return self.fn(ctx)
+        except OptionError as exc:
+            return ctx.usage_error(str(exc))
 
 
 class BuiltinRegistry:
@@ -113,9 +121,14 @@ class BuiltinContext:
         return self.interp.state
 
     @property
-    def shell(self) -> Shell:
-        """The public Shell object: agents, job table, builtin registry."""
-        return self.interp.shell
+    def session(self) -> Session:
+        """What the shell's interpreters share: agents, job table, builtin registry, flags, streams."""
+        return self.interp.session
+
+    @property
+    def shell(self) -> Session:
+        """The name builtins used before `session` (it holds the same attributes: agents, jobs, builtins)."""
+        return self.interp.session
 
     def write(self, text: str) -> None:
         """Write to stdout; in a pipeline whose reader is gone this ends the builtin like SIGPIPE (141)."""
@@ -132,7 +145,7 @@ class BuiltinContext:
     def usage_error(self, message: str | None = None, status: int = 2) -> int:
         if message:
             self.error(message)
-        b = self.interp.shell.builtins.get(self.name)
+        b = self.interp.session.builtins.get(self.name)
         if b is not None and b.usage:
             self.write_err(f"{self.name}: usage: {b.usage}\n")
         return status

@@ -13,9 +13,12 @@ from ..quoting import double_quote, value_quote
 from ..state import Assoc, Indexed
 from ..variables import NAME, save_local, split_subscript
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
+DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True, assignment_ends=True)  # `declare -a=x` names a variable
+UNSET = Options("fnv")
 
 
 def describe(ctx: BuiltinContext, name: str) -> str | None:
@@ -51,37 +54,11 @@ def _key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_.-]+", key) else double_quote(key)
 
 
-def _parse(ctx: BuiltinContext, allowed: str) -> tuple[dict[str, bool], list[tuple[int, str]]] | int:
-    """Options (`-x` on, `+x` off) then the operands with their argv positions."""
-    flags: dict[str, bool] = {}
-    args = ctx.args
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            i += 1
-            break
-        if len(a) < 2 or a[0] not in "-+" or "=" in a:
-            break
-        for c in a[1:]:
-            if c not in allowed:
-                ctx.error(f"{a[0]}{c}: invalid option")
-                b = ctx.shell.builtins.get(ctx.name)
-                if b is not None:
-                    ctx.write_err(f"{ctx.name}: usage: {b.usage}\n")
-                return 2
-            flags[c] = a[0] == "-"
-        i += 1
-    return flags, [(k + 1, a) for k, a in enumerate(args) if k >= i]
-
-
 def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, export: bool = False) -> int:
     interp = ctx.interp
     st = ctx.state
-    parsed = _parse(ctx, FLAG_LETTERS + "gpfF")
-    if isinstance(parsed, int):
-        return parsed
-    flags, operands = parsed
+    flags, rest = DECLARE.switches(ctx.args)  # `-x` on, `+x` off
+    operands = list(enumerate(ctx.args[len(ctx.args) - len(rest) :], len(ctx.args) - len(rest) + 1))  # argv places
     if readonly:
         flags.setdefault("r", True)
     if export:
@@ -123,20 +100,20 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
                 raise ShellError(f"{base}: readonly variable")
             _set_attrs(st, base, flags, before=True)
             if pos in items:
-                interp.assign_array(base, items[pos], append=append, assoc=True if flags.get("A") else None)
+                interp.variables.assign_array(base, items[pos], append=append, assoc=True if flags.get("A") else None)
             elif eq:
                 if flags.get("A") and base not in st.arrays:
                     st.arrays[base] = Assoc()
                 elif flags.get("a") and base not in st.arrays:
-                    interp.assign_array(base, [], append=True)
-                interp.assign(name, value, append=append)
+                    interp.variables.assign_array(base, [], append=True)
+                interp.variables.assign(name, value, append=append)
             elif not readonly:  # `declare -a x`: an array without a value yet (`readonly -a x` makes none)
                 if flags.get("A") and not isinstance(st.arrays.get(base), Assoc):
                     st.vars.pop(base, None)
                     st.arrays[base] = Assoc()
                     st.arrays[base].unset = True
                 elif flags.get("a") and base not in st.arrays:
-                    interp.assign_array(base, [], append=True)
+                    interp.variables.assign_array(base, [], append=True)
                     st.arrays[base].unset = True
             _set_attrs(st, base, flags, before=False)
         except ShellError as exc:
@@ -216,15 +193,7 @@ def readonly(ctx: BuiltinContext) -> int:
 
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
-    args = list(ctx.args)
-    flags: set[str] = set()
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        if any(c not in "vfn" for c in opt[1:]):
-            return ctx.usage_error(f"{opt}: invalid option")
-        flags.update(opt[1:])
+    flags, args = UNSET.switches(ctx.args)
     status = 0
     for name in args:
         if "f" in flags:
@@ -241,7 +210,7 @@ def unset(ctx: BuiltinContext) -> int:
             st.functions.pop(base, None)  # bash: no such variable, so the function of that name
             continue
         try:
-            ctx.interp.unset_var(name)
+            ctx.interp.variables.unset_var(name)
         except ShellError as exc:
             status = ctx.error(exc.message)
     return status

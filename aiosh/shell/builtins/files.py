@@ -5,57 +5,8 @@ from __future__ import annotations
 import codecs
 import os
 
-from ..lexer import byte_char
 from . import BuiltinContext, BuiltinRegistry
-
-_ECHO_ESCAPES = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
-                 "v": "\v", "\\": "\\"}  # fmt: skip
-
-
-def hex_escape(text: str, i: int) -> tuple[str, int]:
-    """`\\xHH`, `\\uHHHH` or `\\UHHHHHHHH` at text[i] (echo -e, printf %b and printf's format share it): the
-    character, and the index after the escape; with no hex digit the escape stays as written."""
-    e = text[i + 1]
-    width = {"x": 2, "u": 4, "U": 8}[e]
-    j = i + 2
-    while j < len(text) and j < i + 2 + width and text[j] in "0123456789abcdefABCDEF":
-        j += 1
-    if j == i + 2:
-        return "\\" + e, j
-    code = int(text[i + 2 : j], 16)
-    return (byte_char(code) if e == "x" else chr(code) if code <= 0x10FFFF else "\ufffd"), j
-
-
-def _echo_escapes(text: str) -> tuple[str, bool]:
-    """Interpret `echo -e` escapes; the bool is False after `\\c` (print nothing more)."""
-    out: list[str] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c != "\\" or i + 1 >= n:
-            out.append(c)
-            i += 1
-            continue
-        e = text[i + 1]
-        if e in _ECHO_ESCAPES:
-            out.append(_ECHO_ESCAPES[e])
-            i += 2
-        elif e == "c":
-            return "".join(out), False
-        elif e == "0":
-            j = i + 2
-            while j < n and j < i + 5 and text[j] in "01234567":
-                j += 1
-            out.append(byte_char(int(text[i + 2 : j] or "0", 8) & 0xFF))
-            i = j
-        elif e in "xuU":
-            piece, i = hex_escape(text, i)
-            out.append(piece)
-        else:
-            out.append("\\" + e)
-            i += 2
-    return "".join(out), True
+from .escapes import ECHO, unescape
 
 
 def echo(ctx: BuiltinContext) -> int:
@@ -72,7 +23,7 @@ def echo(ctx: BuiltinContext) -> int:
         args = args[1:]
     text = " ".join(args)
     if escapes:
-        text, go_on = _echo_escapes(text)
+        text, go_on = unescape(text, ECHO)
         if not go_on:
             newline = False
     ctx.write(text + ("\n" if newline else ""))

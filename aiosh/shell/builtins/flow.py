@@ -134,7 +134,7 @@ class _Test:
         if op == "-n":
             return arg != ""
         if op == "-v":
-            return self.ctx.interp.is_set(arg)
+            return self.ctx.interp.variables.is_set(arg)
         if op == "-o":
             st = self.ctx.state
             on = {"errexit": st.errexit, "pipefail": st.pipefail, "nounset": st.nounset, "xtrace": st.xtrace,
@@ -224,7 +224,7 @@ def test(ctx: BuiltinContext) -> int:
 
 
 def exit_(ctx: BuiltinContext) -> int:
-    shell = ctx.shell
+    shell = ctx.session
     interp = ctx.interp
     if len(ctx.args) > 1:
         ctx.error("too many arguments")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
+
+TYPE = Options("aptP")
 
 KEYWORDS = frozenset(["if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "{", "}", "!", "case", "esac"])
 
 
 def help_(ctx: BuiltinContext) -> int:
-    reg = ctx.shell.builtins
+    reg = ctx.session.builtins
     args = [a for a in ctx.args if a != "-s"]
     short = "-s" in ctx.args
     if not args:
@@ -43,9 +46,9 @@ def help_(ctx: BuiltinContext) -> int:
 
 def _agent_help(ctx: BuiltinContext, name: str) -> str | None:
     """An agent's help from its declaration (the same text as `NAME --help`), or None when it is no agent."""
-    if name not in ctx.interp.agent_names():
+    if name not in ctx.interp.launcher.agent_names():
         return None
-    fn = getattr(ctx.shell.agents, "agent_help", None)
+    fn = getattr(ctx.session.agents, "agent_help", None)
     text = fn(name) if fn is not None else None
     return text or f"{name}: an agent\n"
 
@@ -54,8 +57,8 @@ def agents(ctx: BuiltinContext) -> int:
     """`agents`: each agent type with its one-line description (`help NAME` or `NAME --help` tells more)."""
     if ctx.args:
         return ctx.usage_error(f"{ctx.args[0]}: unexpected argument")
-    names = ctx.interp.agent_names()
-    describe = getattr(ctx.shell.agents, "agent_description", None)
+    names = ctx.interp.launcher.agent_names()
+    describe = getattr(ctx.session.agents, "agent_description", None)
     width = max((len(n) for n in names), default=0)
     for name in names:
         desc = describe(name) if describe is not None else ""
@@ -64,16 +67,11 @@ def agents(ctx: BuiltinContext) -> int:
 
 
 def type_(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
+    scan = TYPE.scan(ctx.args)
     mode = ""
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        a = args.pop(0)
-        if a == "--":
-            break
-        for c in a[1:]:
-            if c not in "tpaP":
-                return ctx.usage_error(f"-{c}: invalid option")
-            mode = c
+    for flag in scan:
+        mode = flag.letter
+    args = scan.rest
     interp = ctx.interp
 
     def say(kind: str, desc: str, path: str = "") -> None:
@@ -92,12 +90,12 @@ def type_(ctx: BuiltinContext) -> int:
             kinds.append(("keyword", f"{name} is a shell keyword", ""))
         if name in ctx.state.functions:
             kinds.append(("function", f"{name} is a function", ""))
-        if name in ctx.shell.builtins:
+        if name in ctx.session.builtins:
             kinds.append(("builtin", f"{name} is a shell builtin", ""))
-        if name in interp.agent_names():
+        if name in interp.launcher.agent_names():
             kinds.append(("agent", f"{name} is an agent", ""))
-        if ctx.shell.host_programs:
-            path, _status, _msg = interp.find_program(name)
+        if ctx.session.host_programs:
+            path, _status, _msg = interp.launcher.find_program(name)
             if path is not None:
                 shown = name if "/" in name else path
                 kinds.append(("file", f"{name} is {shown}", shown))

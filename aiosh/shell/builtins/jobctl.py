@@ -12,6 +12,7 @@ from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
 
 # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -83,7 +84,7 @@ def kill(ctx: BuiltinContext) -> int:
 
 
 def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
-    shell = ctx.shell
+    shell = ctx.session
     table = ctx.interp.jobs
     if target.startswith("%"):
         job = table.resolve(target, "kill")
@@ -167,25 +168,13 @@ def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
 # -- jobs, fg, bg, disown ----------------------------------------------------------------------------------------
 
 
-def _options(ctx: BuiltinContext, allowed: str) -> tuple[set[str], list[str]] | int:
-    opts: set[str] = set()
-    args = list(ctx.args)
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        a = args.pop(0)
-        if a == "--":
-            break
-        for c in a[1:]:
-            if c not in allowed:
-                return ctx.usage_error(f"-{c}: invalid option")
-            opts.add(c)
-    return opts, args
+JOBS = Options("lnprs")
+DISOWN = Options("ahr")
+WAIT = Options("fn")
 
 
 def jobs(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "lnprs")
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = JOBS.switches(ctx.args)
     table = ctx.interp.jobs
     if not table.interactive:
         table.cleanup_done()
@@ -223,7 +212,7 @@ def _job_arg(ctx: BuiltinContext, args: list[str]) -> Job:
 
 
 def fg(ctx: BuiltinContext) -> int:
-    if not ctx.shell.interactive:
+    if not ctx.session.interactive:
         return ctx.error("no job control")
     try:
         job = _job_arg(ctx, ctx.args)
@@ -247,7 +236,7 @@ def fg(ctx: BuiltinContext) -> int:
 
 
 def bg(ctx: BuiltinContext) -> int:
-    if not ctx.shell.interactive:
+    if not ctx.session.interactive:
         return ctx.error("no job control")
     table = ctx.interp.jobs
     specs = ctx.args or ["current"]
@@ -272,10 +261,7 @@ def bg(ctx: BuiltinContext) -> int:
 
 
 def disown(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "ahr")
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = DISOWN.switches(ctx.args)
     table = ctx.interp.jobs
     if "a" in opts:
         chosen = list(table.jobs.values())
@@ -302,10 +288,7 @@ _REPORTED_SIGNALS = frozenset(int(s) for s in _signal.Signals) - {_signal.SIGINT
 
 
 def wait(ctx: BuiltinContext) -> int:
-    parsed = _options(ctx, "nf")
-    if isinstance(parsed, int):
-        return parsed
-    opts, args = parsed
+    opts, args = WAIT.switches(ctx.args)
     interp = ctx.interp
     table = interp.jobs
 
@@ -313,8 +296,8 @@ def wait(ctx: BuiltinContext) -> int:
 
     def interrupted() -> bool:
         """A trapped signal ends the wait (128+n, then the trap runs), and so does Ctrl-C."""
-        if ctx.shell.pending_signals and interp.main and interp.proc is None:
-            caught[0] = ctx.shell.pending_signals[0]
+        if ctx.session.signals.pending and interp.main and interp.proc is None:
+            caught[0] = ctx.session.signals.pending[0]
             return True
         try:
             interp.checkpoint()
@@ -388,7 +371,7 @@ def wait(ctx: BuiltinContext) -> int:
         status = proc.status or 0
         if status - 128 in _REPORTED_SIGNALS and not table.interactive and found.background:
             # bash reports a waited-for process that a signal ended (not INT, TERM or PIPE)
-            ctx.write_err(f"{ctx.shell.argv0}: {pid} {describe_status(status):<{STATUS_WIDTH}}{found.text}\n")
+            ctx.write_err(f"{ctx.session.argv0}: {pid} {describe_status(status):<{STATUS_WIDTH}}{found.text}\n")
         if found.state == "done":
             found.reported = "done"
             table.remove(found)
@@ -433,7 +416,7 @@ def renice(ctx: BuiltinContext) -> int:
 
 def _renice_one(ctx: BuiltinContext, target: str, value: int) -> None:
     table = ctx.interp.jobs
-    host = ctx.shell.agents
+    host = ctx.session.agents
     if target.startswith("%"):
         try:
             job = table.resolve(target, "renice")

@@ -11,6 +11,7 @@ from ..lexer import is_name
 from ..quoting import single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
 
 # -- let -------------------------------------------------------------------------------------------------------
 
@@ -24,7 +25,7 @@ def let(ctx: BuiltinContext) -> int:
     value = 0
     for expr in ctx.args:
         try:
-            value = arith.evaluate(expr, ctx.interp.arith_vars()) if expr.strip() else 0
+            value = arith.evaluate(expr, ctx.interp.variables.arith_vars()) if expr.strip() else 0
         except ShellError as exc:
             ctx.error(exc.message)
             return 1
@@ -50,15 +51,15 @@ def getopts(ctx: BuiltinContext) -> int:
     silent = optstring.startswith(":")
 
     def finish(opt: str, status: int) -> int:
-        interp.assign("OPTIND", str(optind))
+        interp.variables.assign("OPTIND", str(optind))
         interp.state.getopts_last = (optind, sub)
         if not is_name(name):
             return ctx.error(f"`{name}': not a valid identifier")
-        interp.assign(name, opt)
+        interp.variables.assign(name, opt)
         return status
 
     if optind < 1 or optind > len(args):
-        interp.unset_var("OPTARG")
+        interp.variables.unset_var("OPTARG")
         if optind > len(args):
             optind, sub = len(args) + 1, 0  # bash: past the end is the end (`set --` after a loop)
         return finish("?", 1)
@@ -66,10 +67,10 @@ def getopts(ctx: BuiltinContext) -> int:
     if sub == 0:
         if arg == "--":
             optind += 1
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 1)
         if not arg.startswith("-") or arg == "-":
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 1)
         sub = 1
     c = arg[sub]
@@ -79,28 +80,28 @@ def getopts(ctx: BuiltinContext) -> int:
         if sub >= len(arg):
             optind, sub = optind + 1, 0
         if silent:
-            interp.assign("OPTARG", c)
+            interp.variables.assign("OPTARG", c)
         else:
             ctx.interp.diag(ctx.io, f"illegal option -- {c}")
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
         return finish("?", 0)
     if pos + 1 < len(optstring) and optstring[pos + 1] == ":":
         if sub < len(arg):
-            interp.assign("OPTARG", arg[sub:])
+            interp.variables.assign("OPTARG", arg[sub:])
             optind, sub = optind + 1, 0
         elif optind < len(args):
-            interp.assign("OPTARG", args[optind])
+            interp.variables.assign("OPTARG", args[optind])
             optind, sub = optind + 2, 0
         else:
             optind, sub = optind + 1, 0
             if silent:
-                interp.assign("OPTARG", c)
+                interp.variables.assign("OPTARG", c)
                 return finish(":", 0)
             ctx.interp.diag(ctx.io, f"option requires an argument -- {c}")
-            interp.unset_var("OPTARG")
+            interp.variables.unset_var("OPTARG")
             return finish("?", 0)
         return finish(c, 0)
-    interp.unset_var("OPTARG")
+    interp.variables.unset_var("OPTARG")
     if sub >= len(arg):
         optind, sub = optind + 1, 0
     return finish(c, 0)
@@ -210,7 +211,7 @@ def trap(ctx: BuiltinContext) -> int:
             st.traps[name] = action
         st.shown_traps = None
         if name in SIGNAL_NAMES and ctx.interp.main and ctx.interp.proc is None:
-            ctx.shell.sync_signal_trap(SIGNAL_NAMES[name])
+            ctx.session.signals.sync_trap(SIGNAL_NAMES[name], st.traps.get(name))
     return status
 
 
@@ -228,21 +229,18 @@ def _shown(name: str) -> str:
 # -- command, builtin --------------------------------------------------------------------------------------------
 
 
+COMMAND = Options("pvV")
+SHOPT = Options("opqsu")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
 def command(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
+    scan = COMMAND.scan(ctx.args)
     mode = ""
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        for c in opt[1:]:
-            if c in "vV":
-                mode = c
-            elif c != "p":
-                return ctx.usage_error(f"-{c}: invalid option")
+    for flag in scan:
+        if flag.letter in "vV":
+            mode = flag.letter
+    args = scan.rest
     if not args:
         return 0
     if mode:
@@ -266,11 +264,11 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
         return f"{name} is a function" if verbose else name
     if name in KEYWORDS:
         return f"{name} is a shell keyword" if verbose else name
-    if name in ctx.shell.builtins:
+    if name in ctx.session.builtins:
         return f"{name} is a shell builtin" if verbose else name
-    if name in ctx.interp.agent_names():
+    if name in ctx.interp.launcher.agent_names():
         return f"{name} is an agent" if verbose else name
-    path, _status, _msg = ctx.interp.find_program(name)
+    path, _status, _msg = ctx.interp.launcher.find_program(name)
     if path is None:
         return None
     shown = path if "/" in name or os.path.isabs(path) else path
@@ -289,7 +287,7 @@ def exec_(ctx: BuiltinContext) -> int:
         args.pop(0)
     if not args:
         return 0
-    resolved = ctx.interp.resolve(list(args), skip_functions=True)
+    resolved = ctx.interp.launcher.resolve(list(args), skip_functions=True)
     if resolved.kind == "error" and resolved.status == 127:
         ctx.error(f"{args[0]}: not found")
         raise ExitShell(127)
@@ -300,12 +298,12 @@ def builtin(ctx: BuiltinContext) -> int:
     if not ctx.args:
         return 0
     name = ctx.args[0]
-    b = ctx.shell.builtins.get(name)
+    b = ctx.session.builtins.get(name)
     if b is None:
         return ctx.error(f"{name}: not a shell builtin")
     from . import BuiltinContext as Ctx
 
-    return b.fn(Ctx(list(ctx.args), ctx.io, ctx.interp))
+    return b.call(Ctx(list(ctx.args), ctx.io, ctx.interp))
 
 
 # -- shopt, hash (accepted so scripts that set them run) --------------------------------------------------------
@@ -317,17 +315,14 @@ def shopt(ctx: BuiltinContext) -> int:
     if st.shopts is None:
         st.shopts = dict(SHOPT_DEFAULTS)
     opts = st.shopts
-    args = list(ctx.args)
+    scan = SHOPT.scan(ctx.args)
     mode = ""
     quiet = False
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        for c in args.pop(0)[1:]:
-            if c in "su":
-                mode = c
-            elif c == "q":
-                quiet = True
-            elif c not in "po":
-                return ctx.usage_error(f"-{c}: invalid option")
+    for flag in scan:
+        if flag.letter in "su":
+            mode = flag.letter
+        quiet = quiet or flag.letter == "q"
+    args = scan.rest
     status = 0
     if not args:
         for name in sorted(opts):
@@ -371,10 +366,10 @@ def hash_(ctx: BuiltinContext) -> int:
         return 0
     status = 0
     for name in args:
-        if name in ctx.shell.builtins or "/" in name:
+        if name in ctx.session.builtins or "/" in name:
             continue
         table.pop(name, None)
-        path, _s, _m = ctx.interp.find_program(name)
+        path, _s, _m = ctx.interp.launcher.find_program(name)
         if path is None:
             status = ctx.error(f"{name}: not found")
         else:

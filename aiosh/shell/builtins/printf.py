@@ -11,49 +11,19 @@ import time
 from ..lexer import byte_char
 from ..quoting import dollar_quote, has_controls
 from . import BuiltinContext, BuiltinRegistry
-from .files import hex_escape
+from .escapes import B_ARG, FORMAT, unescape
 
 _SPEC = re.compile(r"%([-+ #0']*)(\*|\d+)?(?:\.(\*|\d*))?(\((?:[^)]*)\)T|[diouxXeEfFgGcsbqaA%])")
-_ESC = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-        "\\": "\\", '"': '"', "'": "'", "?": "?"}  # fmt: skip
-
-
 class _Stop(Exception):
     """`\\c` in a `%b` argument: no more output at all."""
 
 
 def escapes(text: str, *, in_b: bool) -> str:
     """Backslash escapes of the format (and of `%b` arguments, where octal is `\\0NNN` and `\\c` stops)."""
-    out: list[str] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c != "\\" or i + 1 >= n:
-            out.append(c)
-            i += 1
-            continue
-        e = text[i + 1]
-        if e in _ESC and not (in_b and e in "\"'?"):
-            out.append(_ESC[e])
-            i += 2
-        elif e == "c" and in_b:
-            out.append("".join([]))
-            raise _Stop("".join(out))
-        elif e in "01234567":
-            j = i + 1
-            limit = 4 if (in_b and e == "0") else 3
-            while j < n and j < i + 1 + limit and text[j] in "01234567":
-                j += 1
-            out.append(byte_char(int(text[i + 1 : j], 8) & 0xFF))
-            i = j
-        elif e in "xuU":
-            piece, i = hex_escape(text, i)
-            out.append(piece)
-        else:
-            out.append("\\" + e)
-            i += 2
-    return "".join(out)
+    out, more = unescape(text, B_ARG if in_b else FORMAT)
+    if not more:
+        raise _Stop(out)
+    return out
 
 
 _SAFE_Q = re.compile(r"[A-Za-z0-9_./:,+@%=^-]")
@@ -204,7 +174,7 @@ class Printf:
         if conv.endswith("T"):
             tfmt = conv[1:-2]
             value = -1 if arg is None or not arg.strip() else self.number(arg)
-            when = time.time() if value == -1 else self.ctx.shell.started_wall if value == -2 else value
+            when = time.time() if value == -1 else self.ctx.session.started_wall if value == -2 else value
             tz = self.ctx.interp.get_var("TZ") if "TZ" in self.ctx.state.exported else os.environ.get("TZ")
             text = _strftime(tfmt or "%X", when, tz)  # bash: an unexported TZ does not count
             return (spec + "s") % text
@@ -278,7 +248,7 @@ def printf(ctx: BuiltinContext) -> int:
         from ..errors import ShellError
 
         try:
-            ctx.interp.assign(var, text)
+            ctx.interp.variables.assign(var, text)
         except ShellError as exc:
             return ctx.error(exc.message, 2)
         return p.status

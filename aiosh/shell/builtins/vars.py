@@ -12,6 +12,7 @@ from ..filepipe import FilePipe
 from ..lexer import is_name as valid_name
 from ..quoting import double_quote, value_quote
 from . import BuiltinContext, BuiltinRegistry
+from .getopt import Options
 
 # `set -o` names: the ones aiosh implements map to ShellState fields; bash's others are accepted and ignored.
 OPTION_FIELDS = {"errexit": "errexit", "noglob": "noglob", "pipefail": "pipefail", "xtrace": "xtrace",
@@ -23,21 +24,15 @@ IGNORED_OPTIONS = frozenset(
     ["braceexpand", "emacs", "errtrace", "functrace", "hashall", "histexpand", "history", "ignoreeof", "interactive-comments", "keyword", "monitor", "noexec", "nolog", "notify", "onecmd", "physical", "posix", "privileged", "vi"]
 )
 IGNORED_LETTERS = frozenset("bhkmnptBEHPT")
+EXPORT = Options("fnp")
+READ = Options("ersa:d:n:N:p:t:u:")
+MAPFILE = Options("td:n:O:s:u:C:c:")
 
 
 def export(ctx: BuiltinContext) -> int:
     st = ctx.state
-    args = list(ctx.args)
-    unexport = False
-    while args and args[0].startswith("-") and args[0] != "-":
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        for c in opt[1:]:
-            if c == "n":
-                unexport = True
-            elif c not in "pf":
-                return ctx.usage_error(f"-{c}: invalid option")
+    flags, args = EXPORT.switches(ctx.args)
+    unexport = "n" in flags
     if not args:
         for name in sorted(st.exported):
             if name in st.vars:
@@ -209,49 +204,39 @@ def read_(ctx: BuiltinContext) -> int:
     array: str | None = None
     timeout: float | None = None
     fd = 0
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        for i, c in enumerate(opt[1:], 1):
-            if c in "rse":
-                raw = raw or c == "r"
-                continue
-            if c in "pdnNatu":
-                value = opt[i + 1 :] if i + 1 < len(opt) else (args.pop(0) if args else None)
-                if value is None:
-                    ctx.error(f"-{c}: option requires an argument")
-                    return ctx.usage_error(None)
-                if c == "p":
-                    prompt = value
-                elif c == "d":
-                    delim = value[:1] or "\0"
-                elif c in "nN":
-                    if not (value.isascii() and value.isdigit()):
-                        return ctx.error(f"{value}: invalid number", 1)
-                    count, exact = int(value), c == "N"
-                elif c == "a":
-                    array = value
-                elif c == "t":
-                    try:
-                        timeout = float(value)
-                    except ValueError:
-                        timeout = -1.0
-                    if timeout < 0:
-                        return ctx.error(f"{value}: invalid timeout specification", 1)
-                else:
-                    if not (value.isascii() and value.isdigit()):
-                        return ctx.error(f"{value}: invalid file descriptor specification", 1)
-                    fd = int(value)
-                break
-            return ctx.usage_error(f"-{c}: invalid option")
+    scan = READ.scan(ctx.args)
+    for c, value, _on in scan:
+        if value is None:
+            raw = raw or c == "r"
+        elif c == "p":
+            prompt = value
+        elif c == "d":
+            delim = value[:1] or "\0"
+        elif c in "nN":
+            if not (value.isascii() and value.isdigit()):
+                return ctx.error(f"{value}: invalid number", 1)
+            count, exact = int(value), c == "N"
+        elif c == "a":
+            array = value
+        elif c == "t":
+            try:
+                timeout = float(value)
+            except ValueError:
+                timeout = -1.0
+            if timeout < 0:
+                return ctx.error(f"{value}: invalid timeout specification", 1)
+        else:
+            if not (value.isascii() and value.isdigit()):
+                return ctx.error(f"{value}: invalid file descriptor specification", 1)
+            fd = int(value)
+    args = scan.rest
     for name in args:
         if not valid_name(name) and not _subscripted(name):
             return ctx.error(f"`{name}': not a valid identifier")
     src = ctx.io.fds.get(fd)
     if fd not in ctx.io.fds and fd != 0:
         return ctx.error(f"{fd}: invalid file descriptor: Bad file descriptor", 1)
-    if prompt and ctx.shell.interactive:
+    if prompt and ctx.session.interactive:
         ctx.write_err(prompt)
     if timeout == 0:
         if src is None:
@@ -314,9 +299,9 @@ def _subscripted(name: str) -> bool:
 
 
 def _assign_plain(ctx: BuiltinContext, names: list[str], text: str) -> None:
-    ctx.interp.assign(names[0], text)
+    ctx.interp.variables.assign(names[0], text)
     for name in names[1:]:
-        ctx.interp.assign(name, "")
+        ctx.interp.variables.assign(name, "")
 
 
 def _assign_array(ctx: BuiltinContext, name: str, chars: list[tuple[str, bool]]) -> None:
@@ -352,7 +337,7 @@ def _assign_array(ctx: BuiltinContext, name: str, chars: list[tuple[str, bool]])
         i += 1
     if cur or pending:
         fields.append("".join(cur))
-    ctx.interp.assign_array(name, [(None, f) for f in fields])
+    ctx.interp.variables.assign_array(name, [(None, f) for f in fields])
 
 
 def _odd_backslashes(text: str) -> bool:
@@ -381,7 +366,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
     """Split on unescaped IFS characters into the names, the last one taking the rest (bash's `read`)."""
     interp = ctx.interp
     if not names:
-        interp.assign("REPLY", "".join(c for c, _ in chars))
+        interp.variables.assign("REPLY", "".join(c for c, _ in chars))
         return
     ifs = interp.get_var("IFS")
     ifs = " \t\n" if ifs is None else ifs
@@ -401,7 +386,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
         cut = pos
         while cut < hi and (chars[cut][1] or chars[cut][0] not in ifs):
             cut += 1
-        interp.assign(name, "".join(c for c, _ in chars[pos:cut]))
+        interp.variables.assign(name, "".join(c for c, _ in chars[pos:cut]))
         pos = cut
         while pos < hi and is_ws(pos):
             pos += 1
@@ -417,7 +402,7 @@ def _assign_fields(ctx: BuiltinContext, names: list[str], chars: list[tuple[str,
         hi -= 1
         while hi > pos and is_ws(hi - 1):
             hi -= 1
-    interp.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
+    interp.variables.assign(names[-1], "".join(c for c, _ in chars[pos:hi]))
 
 
 def mapfile(ctx: BuiltinContext) -> int:
@@ -426,38 +411,25 @@ def mapfile(ctx: BuiltinContext) -> int:
     args = list(ctx.args)
     strip, delim, count, origin, skip, fd = False, "\n", 0, None, 0, 0
     numbers = {"n": "count", "O": "origin", "s": "skip", "u": "fd"}
-    while args and args[0].startswith("-") and len(args[0]) > 1:
-        opt = args.pop(0)
-        if opt == "--":
-            break
-        i = 1
-        while i < len(opt):
-            c = opt[i]
-            i += 1
-            if c == "t":
-                strip = True
-                continue
-            if c not in "dnOsuCc":
-                return ctx.usage_error(f"-{c}: invalid option")
-            value = opt[i:] if i < len(opt) else (args.pop(0) if args else None)
-            i = len(opt)
-            if value is None:
-                ctx.error(f"-{c}: option requires an argument")
-                return ctx.usage_error()
-            if c == "d":
-                delim = value[:1] or "\0"
-            elif c in numbers:
-                if not (value.isascii() and value.isdigit()):
-                    return ctx.error(f"{value}: invalid {'line count' if c == 'n' else 'number'}")
-                n = int(value)
-                if c == "n":
-                    count = n
-                elif c == "O":
-                    origin = n
-                elif c == "s":
-                    skip = n
-                else:
-                    fd = n
+    scan = MAPFILE.scan(ctx.args)
+    for c, value, _on in scan:
+        if value is None:
+            strip = True
+        elif c == "d":
+            delim = value[:1] or "\0"
+        elif c in numbers:
+            if not (value.isascii() and value.isdigit()):
+                return ctx.error(f"{value}: invalid {'line count' if c == 'n' else 'number'}")
+            n = int(value)
+            if c == "n":
+                count = n
+            elif c == "O":
+                origin = n
+            elif c == "s":
+                skip = n
+            else:
+                fd = n
+    args = scan.rest
     name = args[0] if args else "MAPFILE"
     if not valid_name(name):
         return ctx.error(f"`{name}': not a valid identifier")
@@ -477,9 +449,9 @@ def mapfile(ctx: BuiltinContext) -> int:
             break
     interp = ctx.interp
     if origin is None:
-        interp.assign_array(name, [(None, v) for v in lines])
+        interp.variables.assign_array(name, [(None, v) for v in lines])
     else:
-        interp.assign_array(name, [(str(origin + k), v) for k, v in enumerate(lines)], append=True)
+        interp.variables.assign_array(name, [(str(origin + k), v) for k, v in enumerate(lines)], append=True)
     return 0
 
 
