@@ -43,13 +43,15 @@ def open_door(agents: object, argv: list[str], options: dict, cwd: str
         seen = ["running"]
 
         def watch(p: Proc) -> None:
-            now = "exited" if p.finished else "stopped" if p.stopped else "continued"
+            if p.finished:
+                return  # (told by the exit hook)
+            now = "stopped" if p.stopped else "continued"
             if now != seen[0]:
                 seen[0] = now
-                agents.host_event(pid, now, p.status if p.finished else None)
+                agents.host_event(pid, now, None)
 
         proc.add_watcher(watch)
-        if proc.finished:
-            watch(proc)
+        if not proc.add_exit_hook(lambda status: agents.host_event(pid, "exited", status)):
+            agents.host_event(pid, "exited", proc.status)  # it ended before it was bound
 
     return env, bind

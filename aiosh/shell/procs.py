@@ -95,6 +95,7 @@ class Proc:
         self._lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
         self._watchers: list[Callable[[Proc], None]] = []
+        self._exit_hooks: list[Callable[[int], None]] = []
         self._done = threading.Event()
 
     # -- state -------------------------------------------------------------------------------------------------
@@ -113,6 +114,15 @@ class Proc:
     def add_watcher(self, fn: Callable[[Proc], None]) -> None:
         with self._lock:
             self._watchers.append(fn)
+
+    def add_exit_hook(self, fn: Callable[[int], None]) -> bool:
+        """Run fn(status) when the process ends, before anyone can see it finished (a program's kernel process
+        ends first, so a `ps` right after it does not list it); False when it has finished already."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._exit_hooks.append(fn)
+            return True
 
     def _notify(self) -> None:
         for fn in list(self._watchers):
@@ -139,6 +149,10 @@ class Proc:
             cleanups, self._cleanups = self._cleanups, []
         for fn in cleanups:
             _quietly(fn)
+        with self._lock:
+            hooks, self._exit_hooks = self._exit_hooks, []
+        for hook in hooks:
+            _quietly(functools.partial(hook, status))
         with self._lock:
             self.status = status
             self.stopped = False
