@@ -103,15 +103,20 @@ class Token:
 
 
 SubParser = Callable[[Source, int, int], tuple[CommandList, int]]
+TextParser = Callable[..., CommandList]  # parse(text, *, depth, first_line): a backquoted command's text
 """(source, position after `$(`, depth) → (list, position after the closing `)`)."""
 
 
 class Lexer:
-    def __init__(self, src: Source, pos: int = 0, *, subparser: SubParser, depth: int = 0) -> None:
+    def __init__(self, src: Source, pos: int = 0, *, subparser: SubParser, parse_text: TextParser,
+                 depth: int = 0) -> None:
+        """`subparser` and `parse_text`: the parser's entry points for `$(…)` and backquotes, handed in (the
+        parser builds on this module, which must not import it back)."""
         self.src = src
         self.text = src.text
         self.pos = pos
         self.subparser = subparser
+        self.parse_text = parse_text
         self.depth = depth
         self.pending: list[HereDoc] = []
         self.warnings: list[tuple[int, str]] = []
@@ -485,7 +490,7 @@ class Lexer:
             raise self._eof_error("}", start)
         inner = text[self.pos + 1 : i]
         self.pos = i + 1
-        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        sub = Lexer(Source(inner), subparser=self.subparser, parse_text=self.parse_text, depth=self.depth + 1)
         return Word(sub._read_parts(frozenset(), "brace"), inner)
 
     def _param_name(self) -> str | None:
@@ -535,7 +540,7 @@ class Lexer:
                 if depth == 0:
                     if i + 1 < len(text) and text[i + 1] == ")":
                         inner = text[self.pos + 3 : i]
-                        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+                        sub = Lexer(Source(inner), subparser=self.subparser, parse_text=self.parse_text, depth=self.depth + 1)
                         parts = sub._read_parts(frozenset(), "arith")
                         self.pos = i + 2
                         return Arith(Word(parts, inner), quoted)
@@ -556,7 +561,7 @@ class Lexer:
     def arith_word(self, inner: str) -> Word:
         """`(( … ))` and `for (( … ))`: double quotes are removed; single quotes stay (bash: an error outside a
         subscript, where `a['k']` names key k)."""
-        sub = Lexer(Source(inner), subparser=self.subparser, depth=self.depth + 1)
+        sub = Lexer(Source(inner), subparser=self.subparser, parse_text=self.parse_text, depth=self.depth + 1)
         return Word(sub._read_parts(frozenset(), "arithcmd"), inner)
 
     def read_regex(self) -> Word | None:
@@ -596,7 +601,7 @@ class Lexer:
             return None
         raw = text[start:i]
         self.pos = i
-        sub = Lexer(Source(raw), subparser=self.subparser, depth=self.depth + 1)
+        sub = Lexer(Source(raw), subparser=self.subparser, parse_text=self.parse_text, depth=self.depth + 1)
         return Word(_tilde(sub._read_parts(frozenset(), "brace")), raw)
 
     def _read_backquote(self, quoted: bool) -> Part:
@@ -619,10 +624,8 @@ class Lexer:
         self.pos = i + 1
         if self.depth >= MAX_DEPTH:
             raise self._error("syntax error: nesting too deep", start)
-        from .parser import parse  # the parser imports this module
-
         try:
-            body = parse("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
+            body = self.parse_text("".join(out), depth=self.depth + 1, first_line=self.src.line_at(start))
         except ShellSyntaxError as exc:
             if "nesting too deep" in exc.message:
                 raise
@@ -677,7 +680,7 @@ class Lexer:
     def _fill(self, doc: HereDoc, body: str) -> None:
         doc.text = body
         if doc.expand:
-            sub = Lexer(Source(body), subparser=self.subparser, depth=self.depth + 1)
+            sub = Lexer(Source(body), subparser=self.subparser, parse_text=self.parse_text, depth=self.depth + 1)
             doc.body = Word(sub._read_parts(frozenset(), "heredoc"), body)
         else:
             doc.body = Word([Lit(body, True)], body)

@@ -49,7 +49,7 @@ class Parser:
     def __init__(self, text: str | Source, *, depth: int = 0, pos: int = 0, first_line: int = 1) -> None:
         self.src = text if isinstance(text, Source) else Source(text, first_line)
         self.depth = depth
-        self.lexer = Lexer(self.src, pos, subparser=_parse_subst, depth=depth)
+        self.lexer = Lexer(self.src, pos, subparser=_parse_subst, parse_text=parse, depth=depth)
         self._tok: Token | None = None
         # `alias`: a word in command position whose value this returns is replaced by it (top-level text only)
         self.aliases: Callable[[str], str | None] | None = None

@@ -228,9 +228,9 @@ class Variables:
         from .expand import expand_string
         from .lexer import Lexer, Source
         from .nodes import Word
-        from .parser import _parse_subst
+        from .parser import _parse_subst, parse
 
-        lexer = Lexer(Source(text), subparser=_parse_subst)
+        lexer = Lexer(Source(text), subparser=_parse_subst, parse_text=parse)
         return expand_string(self, Word(lexer._read_parts(frozenset(), "brace")))  # type: ignore[arg-type]
 
 
