@@ -12,12 +12,9 @@ Layers, lowest first, each overriding the previous key by key: built-in defaults
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import os
 import re
-import tomllib
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -565,6 +562,8 @@ def _apply_backends(values: dict[str, dict[str, Any]], table: Any, origin: str, 
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # (only where a file exists: ~8 ms of every start-up otherwise)
+
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -579,6 +578,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _did_you_mean(name: str, known: list[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
 
@@ -651,6 +652,8 @@ def _toml(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
+        import json
+
         return json.dumps(value, ensure_ascii=False)
     return repr(value)
 

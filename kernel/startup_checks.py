@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ConfigError
-from .engine_types import EngineSettings
+from .engine_settings import EngineSettings
 from .errors import EngineError
 from .model_info import GGUFFacts, check_gguf, find_embedded_model, read_gguf_facts
 
