@@ -17,7 +17,7 @@ from .getopt import Options
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
-DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True, assignment_ends=True)  # `declare -a=x` names a variable
+DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True)  # `declare -a=x`: `-=: invalid option`, as in bash
 UNSET = Options("fnv")
 
 
@@ -194,6 +194,8 @@ def readonly(ctx: BuiltinContext) -> int:
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
     flags, args = UNSET.switches(ctx.args)
+    if "f" in flags and "v" in flags:  # before any name, as in bash (status 1, no usage)
+        return ctx.error("cannot simultaneously unset a function and a variable")
     status = 0
     for name in args:
         if "f" in flags:
