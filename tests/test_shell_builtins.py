@@ -200,8 +200,8 @@ def test_eval_and_shift(sh: Run) -> None:
 
 def test_help(sh: Run) -> None:
     out, _err, st = sh("help")
-    assert st == 0 and " jobs [-lnprs] [jobspec ...]" in out and "cd [-L|-P] [dir]" in out
-    assert sh("help cd") == ("cd: cd [-L|-P] [dir]\n    change the shell's working directory\n", "", 0)
+    assert st == 0 and " jobs [-lnprs] [jobspec ...]" in out and "cd [-L|[-P [-e]] [-@]] [dir]" in out
+    assert sh("help cd") == ("cd: cd [-L|[-P [-e]] [-@]] [dir]\n    change the shell's working directory\n", "", 0)
     assert sh("help nosuch") == ("", "aiosh: line 1: help: no help topics match `nosuch'.  Try `help help'.\n", 1)
 
 
