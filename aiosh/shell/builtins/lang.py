@@ -231,6 +231,7 @@ def _shown(name: str) -> str:
 
 COMMAND = Options("pvV")
 SHOPT = Options("opqsu")
+HASH = Options("dlp:rt")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
@@ -345,36 +346,65 @@ def shopt(ctx: BuiltinContext) -> int:
 
 
 def hash_(ctx: BuiltinContext) -> int:
+    """bash's hash.def: -r empties the table first, -d forgets, -p PATH remembers a path as given, -t prints the
+    remembered paths, -l prints the table (or the -t lines) as `builtin hash -p PATH NAME` commands."""
     st = ctx.state
     if st.hashed is None:
         st.hashed = {}
     table = st.hashed
-    args = list(ctx.args)
-    if args and args[0] == "-r":
+    flags: dict[str, str | None] = {}
+    scan = HASH.scan(ctx.args)
+    for flag in scan:
+        flags[flag.letter] = flag.value
+    args = scan.rest
+    portable = "l" in flags
+    if not args and ("d" in flags or "t" in flags):  # bash's sh_needarg: no usage line, status 1
+        return ctx.error(f"{'-d' if 'd' in flags else '-t'}: option requires an argument")
+    if not args and "r" not in flags:
+        if table:
+            if not portable:
+                ctx.write("hits\tcommand\n")
+            for cmd, where in table.items():
+                ctx.write(f"builtin hash -p {where} {cmd}\n" if portable else f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
+        elif not portable:
+            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
+        return 0
+    if "r" in flags:
         table.clear()
         st.hash_hits.clear()
-        args = args[1:]
-        if not args:
-            return 0
-    if not args:
-        if not table:
-            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
-            return 0
-        ctx.write("hits\tcommand\n")
-        for cmd, where in table.items():
-            ctx.write(f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
-        return 0
     status = 0
+    if "t" in flags:
+        for name in args:
+            where = table.get(name)
+            if where is None:
+                status = ctx.error(f"{name}: not found")
+            elif portable:
+                ctx.write(f"builtin hash -p {where} {name}\n")
+            else:
+                ctx.write(f"{name}\t{where}\n" if len(args) > 1 else f"{where}\n")
+        return status
+    pathname = flags.get("p")
     for name in args:
-        if name in ctx.session.builtins or "/" in name:
+        if "/" in name:  # bash: an absolute program is never hashed
             continue
-        table.pop(name, None)
-        path, _s, _m = ctx.interp.launcher.find_program(name)
-        if path is None:
-            status = ctx.error(f"{name}: not found")
-        else:
-            table[name] = path
-            st.hash_hits[name] = 0
+        if pathname is not None:
+            if os.path.isdir(os.path.join(st.cwd, pathname)):
+                status = ctx.error(f"{pathname}: Is a directory")
+            else:
+                table[name] = pathname
+                st.hash_hits[name] = 0
+        elif "d" in flags:
+            if table and table.pop(name, None) is None:  # an empty table forgets anything quietly, as in bash
+                status = ctx.error(f"{name}: not found")
+            st.hash_hits.pop(name, None)
+        elif name not in st.functions and name not in ctx.session.builtins:
+            table.pop(name, None)
+            path, _s, _m = ctx.interp.launcher.find_program(name)
+            if path is None:
+                status = ctx.error(f"{name}: not found")
+            else:
+                table[name] = path
+                st.hash_hits[name] = 0
     return status
 
 
@@ -392,4 +422,5 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("builtin", builtin, "run a shell builtin", "builtin [shell-builtin [arg ...]]")
     reg.register("shopt", shopt, "set and unset shell options (accepted; few have an effect)",
                  "shopt [-pqsu] [-o] [optname ...]")  # fmt: skip
-    reg.register("hash", hash_, "remember the full paths of commands", "hash [-r] [name ...]")
+    reg.register("hash", hash_, "remember the full paths of commands",
+                 "hash [-lr] [-p pathname] [-dt] [name ...]")
