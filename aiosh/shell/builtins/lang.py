@@ -349,9 +349,8 @@ def hash_(ctx: BuiltinContext) -> int:
     """bash's hash.def: -r empties the table first, -d forgets, -p PATH remembers a path as given, -t prints the
     remembered paths, -l prints the table (or the -t lines) as `builtin hash -p PATH NAME` commands."""
     st = ctx.state
-    if st.hashed is None:
-        st.hashed = {}
-    table = st.hashed
+    created = st.hashed is not None  # bash's -d is quiet until something has been hashed
+    table = st.hashed if st.hashed is not None else {}
     flags: dict[str, str | None] = {}
     scan = HASH.scan(ctx.args)
     for flag in scan:
@@ -393,8 +392,9 @@ def hash_(ctx: BuiltinContext) -> int:
             else:
                 table[name] = pathname
                 st.hash_hits[name] = 0
+                st.hashed = table
         elif "d" in flags:
-            if table and table.pop(name, None) is None:  # an empty table forgets anything quietly, as in bash
+            if table.pop(name, None) is None and created:
                 status = ctx.error(f"{name}: not found")
             st.hash_hits.pop(name, None)
         elif name not in st.functions and name not in ctx.session.builtins:
@@ -405,6 +405,7 @@ def hash_(ctx: BuiltinContext) -> int:
             else:
                 table[name] = path
                 st.hash_hits[name] = 0
+                st.hashed = table
     return status
 
 
