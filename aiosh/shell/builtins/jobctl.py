@@ -51,7 +51,7 @@ def kill(ctx: BuiltinContext) -> int:
     sig = int(_signal.SIGTERM)
     first = args[0]
     if first == "-l" or first == "-L":
-        return _kill_list(ctx, args[1:])
+        return list_signals(ctx, args[1:])
     if first in ("-s", "-n"):
         if len(args) < 2:
             ctx.error(f"{first}: option requires an argument")
@@ -137,12 +137,14 @@ def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
         raise ShellError(f"kill: {exc}") from None
 
 
-def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
+def list_signals(ctx: BuiltinContext, args: list[str]) -> int:
+    """`kill -l [SIG…]` and `trap -l`: the table of signals, or each one's name or number."""
     names = signal_names()
     if not args:
         cells = [f"{n:2d}) SIG{name}" for n, name in names.items()]
         for i in range(0, len(cells), 5):
-            ctx.write("\t".join(cells[i : i + 5]) + "\n")
+            row = cells[i : i + 5]
+            ctx.write("\t".join(row) + ("\t" if len(row) < 5 else "") + "\n")  # bash: a short last row keeps its tab
         return 0
     status = 0
     for a in args:

@@ -175,30 +175,36 @@ def signal_spec(spec: str) -> str | None:
 
 
 def trap(ctx: BuiltinContext) -> int:
+    """bash's trap.def: -l lists the signals as `kill -l` does, -p (or no operands) shows traps; otherwise
+    ACTION SIG… (a lone signal, or a leading number, resets)."""
     st = ctx.state
-    args = list(ctx.args)
-    if args and args[0] == "--":
-        args.pop(0)
-    if not args or args == ["-p"]:
+    flags, args = TRAP.switches(ctx.args)
+    if "l" in flags:
+        from .jobctl import list_signals
+
+        return list_signals(ctx, [])
+    if "p" in flags or not args:
         shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
-        for trapped in sorted(shown, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(shown[trapped])} {_shown(trapped)}\n")
-        return 0
-    if args[0] == "-l":
-        ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
-        return 0
-    if args[0] == "-p":
-        for spec in args[1:]:
+        if not args:
+            for trapped in sorted(shown, key=_trap_order):
+                ctx.write(f"trap -- {shlex.quote(shown[trapped])} {_shown(trapped)}\n")
+            return 0
+        status = 0
+        for spec in args:
             name = signal_spec(spec)
-            if name in st.traps:
-                ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
-        return 0
-    if args[0].startswith("-") and args[0] != "-":
-        return ctx.usage_error(f"{args[0]}: invalid option")
-    if len(args) == 1 or (signal_spec(args[0]) is not None and args[0].isdigit()):
-        action, specs = "-", args  # `trap INT` / `trap 0`: reset
+            if name is None:
+                status = ctx.error(f"{spec}: invalid signal specification")
+            elif name in shown:
+                ctx.write(f"trap -- {shlex.quote(shown[name])} {_shown(name)}\n")
+        return status
+    first = args[0]
+    if (first.isdigit() and signal_spec(first) is not None) or (len(args) == 1 and first != "-"
+                                                                 and signal_spec(first) is not None):
+        action, specs = "-", args  # `trap INT` / `trap 0 INT`: reset
+    elif len(args) == 1:
+        return ctx.usage_error()  # `trap cmd` without a signal
     else:
-        action, specs = args[0], args[1:]
+        action, specs = first, args[1:]
     status = 0
     for spec in specs:
         name = signal_spec(spec)
@@ -232,6 +238,7 @@ def _shown(name: str) -> str:
 COMMAND = Options("pvV")
 SHOPT = Options("opqsu")
 HASH = Options("dlp:rt")
+TRAP = Options("lp")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
