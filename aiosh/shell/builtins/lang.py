@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 
 from ..errors import ExitShell, ShellError
@@ -187,7 +186,7 @@ def trap(ctx: BuiltinContext) -> int:
         shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
         if not args:
             for trapped in sorted(shown, key=_trap_order):
-                ctx.write(f"trap -- {shlex.quote(shown[trapped])} {_shown(trapped)}\n")
+                ctx.write(f"trap -- {single_quote(shown[trapped])} {_shown(trapped)}\n")
             return 0
         status = 0
         for spec in args:
@@ -195,7 +194,7 @@ def trap(ctx: BuiltinContext) -> int:
             if name is None:
                 status = ctx.error(f"{spec}: invalid signal specification")
             elif name in shown:
-                ctx.write(f"trap -- {shlex.quote(shown[name])} {_shown(name)}\n")
+                ctx.write(f"trap -- {single_quote(shown[name])} {_shown(name)}\n")
         return status
     first = args[0]
     if (first.isdigit() and signal_spec(first) is not None) or (len(args) == 1 and first != "-"
