@@ -10,7 +10,7 @@ from ..lexer import is_name
 from ..quoting import single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options
+from .getopt import OptionError, Options
 
 # -- let -------------------------------------------------------------------------------------------------------
 
@@ -238,6 +238,7 @@ COMMAND = Options("pvV")
 SHOPT = Options("opqsu")
 HASH = Options("dlp:rt")
 TRAP = Options("lp")
+EXEC = Options("cla:")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
@@ -285,20 +286,31 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
 def exec_(ctx: BuiltinContext) -> int:
     """`exec COMMAND`: run it and end the shell with its status (the redirection-only form is the
     interpreter's: see Interp.exec_redirections)."""
-    args = list(ctx.args)
-    while args and args[0] in ("-c", "-l"):
-        args.pop(0)
-    if args[:1] == ["-a"]:
-        args = args[2:]
-    if args and args[0] == "--":
-        args.pop(0)
+    scan = EXEC.scan(ctx.args)
+    flags = {flag.letter: flag.value for flag in scan}
+    args = scan.rest
     if not args:
         return 0
     resolved = ctx.interp.launcher.resolve(list(args), skip_functions=True)
     if resolved.kind == "error" and resolved.status == 127:
         ctx.error(f"{args[0]}: not found")
         raise ExitShell(127)
-    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True))
+    argv0 = flags.get("a")
+    if "l" in flags:  # a login shell's name: `-` before it
+        argv0 = "-" + (argv0 if argv0 is not None else args[0])
+    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True, argv0=argv0, clear_env="c" in flags))
+
+
+def exec_without_command(args: list[str]) -> bool:
+    """Whether `exec ARGS` names no command (`exec`, `exec -c --`, or a bad option, which the builtin then
+    reports): its redirections stay for the shell, as bash keeps them whenever exec returns."""
+    try:
+        scan = EXEC.scan(args)
+        for _flag in scan:
+            pass
+    except OptionError:
+        return True
+    return not scan.rest
 
 
 def builtin(ctx: BuiltinContext) -> int:
