@@ -381,8 +381,8 @@ def hash_(ctx: BuiltinContext) -> int:
         if table:
             if not portable:
                 ctx.write("hits\tcommand\n")
-            for cmd, where in table.items():
-                ctx.write(f"builtin hash -p {where} {cmd}\n" if portable else f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
+            for cmd, path in table.items():
+                ctx.write(f"builtin hash -p {path} {cmd}\n" if portable else f"{st.hash_hits.get(cmd, 0):4d}\t{path}\n")
         elif not portable:
             ctx.write("hash: hash table empty\n")  # bash prints this on stdout
         return 0
