@@ -417,11 +417,11 @@ def hash_(ctx: BuiltinContext) -> int:
             st.hash_hits.pop(name, None)
         elif name not in st.functions and name not in ctx.session.builtins:
             table.pop(name, None)
-            path, _s, _m = ctx.interp.launcher.find_program(name)
-            if path is None:
+            found, _s, _m = ctx.interp.launcher.find_program(name)
+            if found is None:
                 status = ctx.error(f"{name}: not found")
             else:
-                table[name] = path
+                table[name] = found
                 st.hash_hits[name] = 0
                 st.hashed = table
     return status
