@@ -12,7 +12,7 @@ from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options
+from .getopt import Flag, OptionError, Options
 
 # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -44,33 +44,44 @@ def parse_signal(spec: str) -> int | None:
         return None
 
 
+def _signal_word(word: str, seen: list[Flag]) -> Flag | None:
+    """kill's words that are not `-l`, `-L`, `-s SIG` or `-n NUM`, read as bash's kill.def reads them: `-sTERM` and
+    `-n9` (a value attached only so), `-?` (the usage), and the first signal given as `-9`, `-TERM` or `-` (an empty
+    name); after a signal, a word like `-15` is a process group, so the options end there."""
+    if len(word) > 2 and word[1] == "s" and word[2].isascii() and word[2].isalpha():
+        return Flag("s", word[2:])
+    if len(word) > 2 and word[1] == "n" and word[2].isascii() and word[2].isdigit():
+        return Flag("n", word[2:])
+    if word == "-?":
+        raise OptionError()
+    if any(f.letter in "sn" for f in seen):
+        return None
+    return Flag("s", word[1:])
+
+
+KILL = Options("lLs:n:", clusters=False, other=_signal_word, needarg_usage=False)
+
+
 def kill(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
-    if not args:
+    if not ctx.args:
         return ctx.usage_error()
+    scan = KILL.scan(ctx.args)
+    listing = False
+    spec: str | None = None  # the last signal given counts, as in bash
+    for flag in scan:
+        if flag.letter in "lL":
+            listing = True
+        else:
+            spec = flag.value
+    args = scan.rest
+    if listing:
+        return list_signals(ctx, args)
     sig = int(_signal.SIGTERM)
-    first = args[0]
-    if first == "-l" or first == "-L":
-        return list_signals(ctx, args[1:])
-    if first in ("-s", "-n"):
-        if len(args) < 2:
-            ctx.error(f"{first}: option requires an argument")
-            return ctx.usage_error()
-        got = parse_signal(args[1])
+    if spec is not None:
+        got = 0 if spec == "0" else parse_signal(spec)
         if got is None:
-            return ctx.error(f"{args[1]}: invalid signal specification")
+            return ctx.error(f"{spec}: invalid signal specification")
         sig = got
-        args = args[2:]
-    elif first == "--":
-        args = args[1:]
-    elif first.startswith("-") and len(first) > 1:
-        got = parse_signal(first[1:])
-        if got is None:
-            return ctx.error(f"{first[1:]}: invalid signal specification")
-        sig = got
-        args = args[1:]
-    if args and args[0] == "--":
-        args = args[1:]
     if not args:
         return ctx.usage_error()
     status = 0
