@@ -471,45 +471,68 @@ LIMITS = {
 PROCS_FLAG = "-u"
 
 
+ULIMIT = Options("aHS" + PROCS_FLAG[1] + ";", long=[flag[2:] + ";" for flag in LIMITS])  # `;`: an optional value
+
+
 def ulimit(ctx: BuiltinContext) -> int:
+    """bash's ulimit.def over aiosh's limits: each option shows its limit or, with a value (attached, `=V`, or the
+    next word unless that looks like an option), sets it; a bare operand is the value of a last option without one;
+    -a shows them all; -H shows the hard limit of -u (the others have none); several shown get their descriptions."""
     limits = ctx.state.limits
-    args = list(ctx.args)
-    if not args or args == ["-a"]:
+    scan = ULIMIT.scan(ctx.args)
+    hard = False
+    show_all = False
+    commands: list[list] = []  # [option, value]
+    for flag in scan:
+        if flag.letter in "HS":
+            hard = flag.letter == "H"
+        elif flag.letter == "a":
+            show_all = True
+        else:
+            commands.append(["-" + flag.letter if len(flag.letter) == 1 else flag.letter, flag.value])
+    args = scan.rest
+    if show_all or (not commands and not args):
         for flag, (key, desc, _t) in LIMITS.items():
             ctx.write(f"{desc:<24}({flag}) {_show_limit(limits.get(key))}\n")
-        ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits)}\n")
+        ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits, hard)}\n")
         return 0
+    if args:
+        if not commands:
+            return ctx.usage_error(f"{args[0]}: invalid option")  # bash's file-size limit (-f): none here
+        if commands[-1][1] is None:
+            commands[-1][1] = args[0]
     status = 0
-    while args:
-        flag = args.pop(0)
-        flag, eq, inline = flag.partition("=")
+    for flag, value in commands:
         if flag == PROCS_FLAG:
-            value = args.pop(0) if args and not args[0].startswith("-") else None
-            status = _set_procs_limit(ctx, limits, value) or status
-            continue
-        if flag not in LIMITS:
-            return ctx.usage_error(f"{flag}: invalid option")
-        key, _desc, typ = LIMITS[flag]
-        value = inline if eq else (args.pop(0) if args and not args[0].startswith("--") else None)
-        if value is None:
-            ctx.write(_show_limit(limits.get(key)) + "\n")
-            continue
-        if value == "unlimited":
-            limits.pop(key, None)
-            continue
-        try:
-            number = typ(value)
-            if number < 0:
-                raise ValueError(value)
-        except ValueError:
-            status = ctx.error(f"{value}: invalid number")
-            continue
-        limits[key] = number
+            if value is None:
+                shown = str(_procs_limit(limits, hard))
+            else:
+                status = _set_procs_limit(ctx, limits, value) or status
+                continue
+        else:
+            key, _desc, typ = LIMITS[flag]
+            if value is None:
+                shown = _show_limit(limits.get(key))
+            elif value == "unlimited":
+                limits.pop(key, None)
+                continue
+            else:
+                try:
+                    number = typ(value)
+                    if number < 0:
+                        raise ValueError(value)
+                except ValueError:
+                    status = ctx.error(f"{value}: invalid number")
+                    continue
+                limits[key] = number
+                continue
+        desc = "max shell processes" if flag == PROCS_FLAG else LIMITS[flag][1]
+        ctx.write(f"{desc:<24}({flag}) {shown}\n" if len(commands) > 1 else f"{shown}\n")
     return status
 
 
-def _procs_limit(limits: dict) -> int:
-    value = limits.get("max_procs")
+def _procs_limit(limits: dict, hard: bool = False) -> int:
+    value = None if hard else limits.get("max_procs")
     return min(value, _procs.MAX_THREAD_PROCS) if isinstance(value, int) else _procs.MAX_THREAD_PROCS
 
 
@@ -558,7 +581,7 @@ def register(reg: BuiltinRegistry) -> None:
                  "nice [-n N] command [args ...]")  # fmt: skip
     reg.register("renice", renice, "change the nice value of running agents", "renice [-n] N [-p] pid|%job ...")
     reg.register("ulimit", ulimit, "show or set the default limits for agent runs",
-                 "ulimit [-a] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
+                 "ulimit [-SHa] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
     reg.register("run", run, "start an agent (also: just type its name)",
                  "run [--max-tokens N] [--seed N] [--temperature T] [--nice N] [--class C] [--max-time S] "
                  "[--max-kv N] agent [args ...]")  # fmt: skip
