@@ -492,8 +492,8 @@ def ulimit(ctx: BuiltinContext) -> int:
             commands.append(["-" + flag.letter if len(flag.letter) == 1 else flag.letter, flag.value])
     args = scan.rest
     if show_all or (not commands and not args):
-        for flag, (key, desc, _t) in LIMITS.items():
-            ctx.write(f"{desc:<24}({flag}) {_show_limit(limits.get(key))}\n")
+        for name, (key, desc, _t) in LIMITS.items():
+            ctx.write(f"{desc:<24}({name}) {_show_limit(limits.get(key))}\n")
         ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits, hard)}\n")
         return 0
     if args:
