@@ -705,6 +705,7 @@ class Interp:
                 return self.run_arith_for(cmd, io2)
             if isinstance(cmd, Subshell):
                 sub = self.subshell(same_thread=True)
+                io2 = io2.copy()  # its own descriptor table: `(exec >f)` leaves the parent's alone
                 try:
                     status = sub.run_list(cmd.body, io2)
                 except (ExitShell, ReturnFromFunction) as exc:
@@ -958,6 +959,8 @@ class Interp:
 
     def exec_redirections(self, io: IO, new: IO, closers: list[Callable[[], None]]) -> int:
         """`exec >file 3<in`: the redirections stay for the rest of this shell (files close when it ends)."""
+        if new is io:  # no redirections (`exec`, `exec -c`): nothing changes
+            return 0
         kept = {id(p) for p in new.fds.values()}
         for pipe in io.fds.values():
             if pipe is not None and id(pipe) not in kept and pipe not in (self.session.stdout, self.session.stderr):
