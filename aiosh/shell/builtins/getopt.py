@@ -136,7 +136,7 @@ class Scan:
                 flag = spec.other(word, self.seen) if spec.other is not None else None
                 if flag is None:
                     if spec.other is None:
-                        raise OptionError(f"{word[:2]}: invalid option")
+                        raise OptionError(f"{word}: invalid option")
                     return
                 self.used += 1
                 yield flag
