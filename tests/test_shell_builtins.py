@@ -200,8 +200,8 @@ def test_eval_and_shift(sh: Run) -> None:
 
 def test_help(sh: Run) -> None:
     out, _err, st = sh("help")
-    assert st == 0 and " jobs [-lnprs] [jobspec ...]" in out and "cd [-L|-P] [dir]" in out
-    assert sh("help cd") == ("cd: cd [-L|-P] [dir]\n    change the shell's working directory\n", "", 0)
+    assert st == 0 and " jobs [-lnprs] [jobspec ...]" in out and "cd [-L|[-P [-e]] [-@]] [dir]" in out
+    assert sh("help cd") == ("cd: cd [-L|[-P [-e]] [-@]] [dir]\n    change the shell's working directory\n", "", 0)
     assert sh("help nosuch") == ("", "aiosh: line 1: help: no help topics match `nosuch'.  Try `help help'.\n", 1)
 
 
@@ -293,6 +293,19 @@ def test_ulimit_defaults_reach_runs(sh: Run) -> None:
     assert st == 2 and err.startswith("aiosh: line 1: ulimit: --bogus: invalid option\n")
 
 
+def test_ulimit_options_as_bash_reads_them(sh: Run) -> None:
+    assert sh("ulimit -u5; ulimit -u; ulimit -Hu; ulimit -S -u") == ("5\n2048\n5\n", "", 0)
+    assert sh("ulimit -u 7 8; ulimit -u") == ("7\n", "", 0)  # an extra operand is ignored, as in bash
+    assert sh("ulimit --max-time 5 -u; ulimit --max-time") == ("max shell processes     (-u) 7\n5\n", "", 0)
+    assert sh("ulimit --max-tokens --max-kv") == (
+        "max tokens              (--max-tokens) unlimited\nmax kv cells            (--max-kv) unlimited\n", "", 0)
+    assert sh("ulimit --max-kv; ulimit --max-kv 9; ulimit --max-kv") == ("unlimited\n9\n", "", 0)
+    usage = "ulimit: usage: ulimit [-SHa] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]\n"
+    assert sh("ulimit -u -5") == ("", "aiosh: line 1: ulimit: -5: invalid option\n" + usage, 2)
+    assert sh("ulimit -x") == ("", "aiosh: line 1: ulimit: -x: invalid option\n" + usage, 2)
+    assert sh("ulimit -a -u 3; ulimit -u")[0].endswith("(-u) 7\n7\n")  # -a shows and sets nothing
+
+
 # -- registering builtins from outside -----------------------------------------------------------------------------
 
 
@@ -351,3 +364,91 @@ def test_custom_registry() -> None:
     sh = Shell(stdout=out.append, stderr=err.append, builtins=reg, host_programs=False)
     assert sh.run_source("only; echo x", filename="-c") == 127
     assert out == ["only\n"] and err == ["aiosh: line 1: echo: command not found\n"]
+
+
+# -- declared options (builtins/getopt.py) -----------------------------------------------------------------------
+
+
+def test_getopt_optional_values_and_long_options() -> None:
+    from aiosh.shell.builtins.getopt import Flag, OptionError, Options
+
+    spec = Options("aHu;", long=["max-kv;", "seed:", "quiet"])
+    scan = spec.scan(["-Hu5", "-u", "6", "-u", "-a", "--max-kv=3", "--max-kv", "--seed", "4", "--quiet", "x"])
+    assert list(scan) == [Flag("H"), Flag("u", "5"), Flag("u", "6"), Flag("u"), Flag("a"), Flag("--max-kv", "3"),
+                          Flag("--max-kv"), Flag("--seed", "4"), Flag("--quiet")]  # fmt: skip
+    assert scan.rest == ["x"]
+    assert [f.value for f in spec.scan(["-u", "-"])] == ["-"]  # a lone `-` is a value, as bash's `;` takes it
+    for bad, message in ((["--nope"], "--nope: invalid option"), (["--seed"], "--seed: option requires an argument")):
+        with pytest.raises(OptionError, match=message):
+            list(spec.scan(bad))
+
+
+def test_getopt_word_at_a_time_with_a_hook() -> None:
+    from aiosh.shell.builtins.getopt import Flag, OptionError, Options
+
+    def other(word: str, seen: list[Flag]) -> Flag | None:
+        return None if seen and seen[-1].letter == "s" else Flag("s", word[1:])
+
+    spec = Options("ls:", clusters=False, other=other, needarg_usage=False)
+    scan = spec.scan(["-l", "-9", "-15", "x"])
+    assert list(scan) == [Flag("l"), Flag("s", "9")] and scan.rest == ["-15", "x"]
+    scan = spec.scan(["-ls", "1"])  # no clusters: the hook has it
+    assert list(scan) == [Flag("s", "ls")] and scan.rest == ["1"]
+    with pytest.raises(OptionError) as info:
+        list(spec.scan(["-s"]))
+    assert str(info.value) == "-s: option requires an argument" and not info.value.usage
+    with pytest.raises(OptionError, match="-lx: invalid option"):  # no hook: the whole word is bad
+        list(Options("l", clusters=False).scan(["-lx"]))
+
+
+def test_declared_option_errors_keep_bash_words(sh: Run) -> None:
+    assert sh("declare -a=x; echo $?")[1:] == (
+        "aiosh: line 1: declare: -=: invalid option\n"
+        "declare: usage: declare [-aAfFgilnrtux] [-p] [name[=value] ...]\n", 0)  # fmt: skip
+    assert sh("declare x -a=1")[1:] == ("aiosh: line 1: declare: `-a=1': not a valid identifier\n", 1)
+    assert sh("f() { :; }; x=1; unset -vf x f; echo $? $x; declare -F f; declare -pF f") == (
+        "1 1\nf\ndeclare -f f\n", "aiosh: line 1: unset: cannot simultaneously unset a function and a variable\n", 0)
+    assert sh("unset -fv; echo $?")[0] == "1\n"
+    assert sh("printf 'a\\cb|'; printf '%b|%s' 'p\\cq' r; echo") == ("a\\cb|p\n", "", 0)
+    assert sh("cd -e /; echo $? $PWD; cd -@ /")[0] == "0 /\n"
+    assert sh("cd -@ /")[1:] == ("aiosh: line 1: cd: -@: invalid option\ncd: usage: cd [-L|[-P [-e]] [-@]] [dir]\n", 2)
+    assert sh("pwd -LP -- x; pwd -") == ("/\n/\n", "", 0)
+
+
+def test_hash_options(sh: Run, tmp_path: Path) -> None:
+    assert sh("hash -d nope; echo $?; hash -l; hash -t") == (
+        "0\n", "aiosh: line 1: hash: -t: option requires an argument\n", 1)  # fmt: skip
+    assert sh("hash -p /bin/echo say; say hi; hash -t say; hash -l; hash -d say; hash -d say") == (
+        "hi\n/bin/echo\nbuiltin hash -p /bin/echo say\n", "aiosh: line 1: hash: say: not found\n", 1)
+    assert sh(f"hash -p {tmp_path} d")[1:] == (f"aiosh: line 1: hash: {tmp_path}: Is a directory\n", 1)
+    assert sh("f() { :; }; hash f; echo $?; hash -x")[1:] == (
+        "aiosh: line 1: hash: -x: invalid option\nhash: usage: hash [-lr] [-p pathname] [-dt] [name ...]\n", 2)
+    assert sh("hash -p /bin/a x; hash -p /bin/b y; hash -t x y nope") == (
+        "x\t/bin/a\ny\t/bin/b\n", "aiosh: line 1: hash: nope: not found\n", 1)
+
+
+def test_trap_options(sh: Run) -> None:
+    out, err, st = sh("trap -lp")
+    assert (out.splitlines()[0], err, st) == (" 1) SIGHUP\t 2) SIGINT\t 3) SIGQUIT\t 4) SIGILL\t 5) SIGTRAP", "", 0)
+    assert sh("trap -p BOGUS INT; echo $?") == ("1\n", "aiosh: line 1: trap: BOGUS: invalid signal specification\n", 0)
+    assert sh("trap 'echo hi'")[1:] == ("trap: usage: trap [-lp] [[arg] signal_spec ...]\n", 2)
+    assert sh("trap -- -l USR1; trap \"it's\" USR2; trap -p") == (
+        "trap -- '-l' SIGUSR1\ntrap -- 'it'\\''s' SIGUSR2\n", "", 0)
+
+
+def test_exec_options(sh: Run, tmp_path: Path) -> None:
+    assert sh("(exec -a name sh -c 'echo $0'); (exec -la name sh -c 'echo $0'); (exec -c env); echo $?") == (
+        "name\n-name\n0\n", "", 0)
+    assert sh("(exec -x); echo $?")[1:] == (
+        "aiosh: line 1: exec: -x: invalid option\n"
+        "exec: usage: exec [-cl] [-a name] [command [argument ...]] [redirection ...]\n", 0)  # fmt: skip
+    assert sh("exec; echo kept; (exec -c >f; echo in); echo out; cat f") == ("kept\nout\nin\n", "", 0)
+
+
+def test_kill_options(sh: Run) -> None:
+    assert sh("kill -x -l 9; kill -l -- 15") == ("KILL\nTERM\n", "", 0)
+    assert sh("kill -l -s") == ("", "aiosh: line 1: kill: -s: option requires an argument\n", 1)
+    assert sh("kill -sl 1") == ("", "aiosh: line 1: kill: l: invalid signal specification\n", 1)
+    assert sh("kill - 1") == ("", "aiosh: line 1: kill: : invalid signal specification\n", 1)
+    assert sh("kill -? 1")[1:] == (
+        "kill: usage: kill [-s sigspec | -n signum | -sigspec] pid | jobspec ... or kill -l [sigspec]\n", 2)

@@ -294,6 +294,19 @@ CORPUS: list[tuple[str, bool]] = [
     ("echo {v}>/dev/null; s=$v; echo x= {v}>/dev/null; echo $((v-s)); echo hi {o}>o.txt; echo to >&$o; exec {o}>&-; cat o.txt", ERR),
     ("set -v\necho a\nif true; then\n  echo b\nfi\nset +v\necho c", ERR),
     ("touch a.txt; [ a.txt -nt missing ] && echo newer; [ missing -ot a.txt ] && echo older; [[ a.txt -nt missing ]] && echo n2", ERR),
+    # builtins' declared options (builtins/getopt.py) and bash's answers to odd ones
+    ("printf 'a\\cb|'; printf 'x%s\\c|' 1 2; printf '%b|' 'p\\cq' r; echo", ERR),
+    ("unset -vf x; echo $?; unset -fv; echo $?; declare -a=x; echo $?; typeset +x=1; echo $?; declare x -a=1; echo $?", OUT),
+    ("cd -LP / && pwd; cd -Pe /; pwd -LP; pwd -- x; cd -@ /; echo $?; cd -Lx; echo $?; pwd -q; echo $?; cd -- -; echo $?", ERR),
+    ("PATH=/usr/bin:/bin; hash -d; echo $?; hash -d nope; echo $?; hash -p /bin/ls foo; hash -t foo; hash -l; hash -t nope; "
+     "echo $?; hash -x; echo $?; hash -p /tmp y; echo $?; hash -r; hash -d nope; echo $?; hash -pa", ERR),
+    ("PATH=/usr/bin:/bin; hash ls sort; hash -t ls sort; hash -lt ls; f() { :; }; hash f; echo $?; hash -r ls; hash", ERR),
+    ("trap -lp | tail -1; trap -p x; echo $?; trap foo; echo $?; trap -; echo $?; trap -- -l INT; trap \"it's\" TERM; trap; "
+     "trap -p INT; trap -x; echo $?", ERR),
+    ("(exec -a foo sh -c 'echo $0'); (exec -l sh -c 'echo $0'); (exec -c env); (exec -cl -- sh -c 'echo $0'); (exec -x); "
+     "echo $?; (exec -a); echo $?; (exec -- >o.txt; echo hi); cat o.txt; (exec -x 2>o.txt; echo in); cat o.txt", ERR),
+    ("kill -l -9 | head -1; kill -9 -l | tail -1; kill -x -l 9; kill -l -- 9; kill -s; echo $?; kill -l -s; echo $?; "
+     "kill - 1; echo $?; kill -? 1; echo $?; kill -sl 1; echo $?; kill -s 9 -s 15 3999999; echo $?; kill -nTERM 1; echo $?", ERR),
 ]
 
 JOBS: list[tuple[str, bool]] = [

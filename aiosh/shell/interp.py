@@ -21,6 +21,7 @@ from aiosh.kernel.streams import Pipe
 from . import arith, conditional, patterns, plumbing
 from .bgout import BackgroundOutput
 from .builtins import BuiltinContext
+from .builtins.lang import exec_without_command
 from .errors import (
     AbortCommand,
     BreakLoop,
@@ -251,13 +252,19 @@ class Interp:
         return self.session.foreground_signal(sig)
 
     def run_argv(self, argv: list[str], io: IO, env: dict[str, str] | None = None, *,
-                 skip_functions: bool = False) -> int:
-        """Run an already-expanded command (builtin, agent or program) and wait: for wrappers such as `time`."""
+                 skip_functions: bool = False, argv0: str | None = None, clear_env: bool = False) -> int:
+        """Run an already-expanded command (builtin, agent or program) and wait: for wrappers such as `time`.
+        `argv0` and `clear_env` are exec's -a NAME and -c, for a program."""
         if not argv:
             return 0
         words = [Word([Lit(a, True)], shlex.quote(a)) for a in argv]
         cmd = SimpleCommand(words=words, line=self.lineno)
         resolved = self.launcher.resolve(list(argv), skip_functions=skip_functions)
+        if resolved.kind == "host":
+            if argv0 is not None:
+                resolved.argv[0] = argv0
+            if clear_env:
+                resolved.options["clear_env"] = True
         if resolved.kind in ("agent", "host"):
             job = Job(cmd.render(), self.state.cwd, pipefail=self.state.pipefail)
             self.launcher.start_external(cmd, resolved, env or {}, io, job, self.jobs)
@@ -698,6 +705,7 @@ class Interp:
                 return self.run_arith_for(cmd, io2)
             if isinstance(cmd, Subshell):
                 sub = self.subshell(same_thread=True)
+                io2 = io2.copy()  # its own descriptor table: `(exec >f)` leaves the parent's alone
                 try:
                     status = sub.run_list(cmd.body, io2)
                 except (ExitShell, ReturnFromFunction) as exc:
@@ -951,6 +959,8 @@ class Interp:
 
     def exec_redirections(self, io: IO, new: IO, closers: list[Callable[[], None]]) -> int:
         """`exec >file 3<in`: the redirections stay for the rest of this shell (files close when it ends)."""
+        if new is io:  # no redirections (`exec`, `exec -c`): nothing changes
+            return 0
         kept = {id(p) for p in new.fds.values()}
         for pipe in io.fds.values():
             if pipe is not None and id(pipe) not in kept and pipe not in (self.session.stdout, self.session.stderr):
@@ -1018,8 +1028,11 @@ class Interp:
             io2, closers = self.redirects.redirect(cmd.redirs, io)
         except ShellError as exc:
             return self.fail(io, exc)
-        if resolved.kind == "builtin" and resolved.argv == ["exec"]:
-            return self.exec_redirections(io, io2, closers)
+        if resolved.kind == "builtin" and resolved.argv[0] == "exec" and exec_without_command(resolved.argv[1:]):
+            status = self.exec_redirections(io, io2, closers)
+            if len(resolved.argv) > 1 and resolved.builtin is not None:  # options only, or a bad one to report
+                status = resolved.builtin.call(BuiltinContext(resolved.argv, io2, self))
+            return status
         if resolved.kind == "function":
             try:
                 return self.call_function(resolved.argv, io2, env)

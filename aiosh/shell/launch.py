@@ -240,7 +240,7 @@ class Launcher:
                 pass_fds=extra.keep,
                 preexec_fn=extra.install if extra.targets else None,
                 cwd=self.state.cwd,
-                env={**self.state.env(env), **door_env},
+                env={**({} if resolved.options.get("clear_env") else self.state.env(env)), **door_env},
                 stdin=shared_fd if shared_fd is not None else subprocess.DEVNULL if io.stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if merged else subprocess.PIPE,

@@ -48,7 +48,9 @@ class Builtin:
         try:
             return self.fn(ctx)
         except OptionError as exc:
-            return ctx.usage_error(str(exc))
+            if not exc.usage:
+                return ctx.error(str(exc))
+            return ctx.usage_error(str(exc) or None)
 
 
 class BuiltinRegistry:

@@ -17,7 +17,7 @@ from .getopt import Options
 
 FLAG_LETTERS = "aAilnrtux"
 SHOW_ORDER = "aAilnrtux"
-DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True, assignment_ends=True)  # `declare -a=x` names a variable
+DECLARE = Options(FLAG_LETTERS + "gpfF", plus=True)  # `declare -a=x`: `-=: invalid option`, as in bash
 UNSET = Options("fnv")
 
 
@@ -67,7 +67,7 @@ def declare_family(ctx: BuiltinContext, *, local: bool, readonly: bool = False, 
         return ctx.error("can only be used in a function")
     make_local = interp.func_depth > 0 and interp.locals and not flags.get("g") and (local or not (readonly or export))
     if flags.get("f") or flags.get("F"):
-        return _functions(ctx, operands, names_only=bool(flags.get("F")))
+        return _functions(ctx, operands, names_only=bool(flags.get("F")), listing=bool(flags.get("p")))
     if flags.get("p") or not operands:
         bare = not operands and not any(flags.get(c) for c in FLAG_LETTERS)
         if bare and not flags.get("p") and not (readonly or export):
@@ -163,7 +163,8 @@ def _print(ctx: BuiltinContext, flags: dict[str, bool], names: list[str], *, rea
     return status
 
 
-def _functions(ctx: BuiltinContext, operands: list[tuple[int, str]], *, names_only: bool) -> int:
+def _functions(ctx: BuiltinContext, operands: list[tuple[int, str]], *, names_only: bool, listing: bool) -> int:
+    """-f: definitions; -F: `declare -f NAME` lines, or with names (and no -p) just each name, as in bash."""
     st = ctx.state
     names = [a for _, a in operands] or sorted(st.functions)
     status = 0
@@ -173,7 +174,7 @@ def _functions(ctx: BuiltinContext, operands: list[tuple[int, str]], *, names_on
             status = 1
             continue
         if names_only:
-            ctx.write(f"declare -f {name}\n")
+            ctx.write(f"{name}\n" if operands and not listing else f"declare -f {name}\n")
         else:
             ctx.write(f"{name} () \n{body.render()}\n")
     return status
@@ -194,6 +195,8 @@ def readonly(ctx: BuiltinContext) -> int:
 def unset(ctx: BuiltinContext) -> int:
     st = ctx.state
     flags, args = UNSET.switches(ctx.args)
+    if "f" in flags and "v" in flags:  # before any name, as in bash (status 1, no usage)
+        return ctx.error("cannot simultaneously unset a function and a variable")
     status = 0
     for name in args:
         if "f" in flags:

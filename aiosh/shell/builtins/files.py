@@ -7,6 +7,10 @@ import os
 
 from . import BuiltinContext, BuiltinRegistry
 from .escapes import ECHO, unescape
+from .getopt import Options
+
+CD = Options("LPe")  # bash's -@ (extended attributes) is not built on Linux either: an invalid option
+PWD = Options("LP")
 
 
 def echo(ctx: BuiltinContext) -> int:
@@ -90,13 +94,12 @@ def cat(ctx: BuiltinContext) -> int:
 
 
 def cd(ctx: BuiltinContext) -> int:
-    args = [a for a in ctx.args]
+    scan = CD.scan(ctx.args)
     physical = False
-    while args and args[0] in ("-L", "-P"):
-        physical = args[0] == "-P"
-        args = args[1:]
-    if args and args[0] == "--":
-        args = args[1:]
+    for flag in scan:
+        if flag.letter in "LP":
+            physical = flag.letter == "P"  # the last of -L and -P counts; -e only matters with -P (cwd gone)
+    args = scan.rest
     if len(args) > 1:
         return ctx.error("too many arguments")
     st = ctx.state
@@ -153,13 +156,8 @@ def _cdpath(st, target: str) -> str:  # noqa: ANN001
 
 def pwd(ctx: BuiltinContext) -> int:
     physical = False
-    for a in ctx.args:
-        if a == "-P":
-            physical = True
-        elif a == "-L":
-            physical = False
-        elif a.startswith("-"):
-            return ctx.usage_error(f"{a}: invalid option")
+    for flag in PWD.scan(ctx.args):  # operands are ignored, as in bash
+        physical = flag.letter == "P"
     cwd = ctx.state.cwd
     ctx.write((os.path.realpath(cwd) if physical else cwd) + "\n")
     return 0
@@ -168,5 +166,5 @@ def pwd(ctx: BuiltinContext) -> int:
 def register(reg: BuiltinRegistry) -> None:
     reg.register("echo", echo, "write arguments to standard output", "echo [-neE] [arg ...]")
     reg.register("cat", cat, "concatenate files (or standard input, `-`) to standard output", "cat [-n] [file ...]")
-    reg.register("cd", cd, "change the shell's working directory", "cd [-L|-P] [dir]")
+    reg.register("cd", cd, "change the shell's working directory", "cd [-L|[-P [-e]] [-@]] [dir]")
     reg.register("pwd", pwd, "print the shell's working directory", "pwd [-LP]")

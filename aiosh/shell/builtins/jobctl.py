@@ -12,7 +12,7 @@ from ..jobs import STATUS_WIDTH, Job, describe_status
 from ..lexer import is_digits
 from ..procs import signal_group
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options
+from .getopt import Flag, OptionError, Options
 
 # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -44,33 +44,44 @@ def parse_signal(spec: str) -> int | None:
         return None
 
 
+def _signal_word(word: str, seen: list[Flag]) -> Flag | None:
+    """kill's words that are not `-l`, `-L`, `-s SIG` or `-n NUM`, read as bash's kill.def reads them: `-sTERM` and
+    `-n9` (a value attached only so), `-?` (the usage), and the first signal given as `-9`, `-TERM` or `-` (an empty
+    name); after a signal, a word like `-15` is a process group, so the options end there."""
+    if len(word) > 2 and word[1] == "s" and word[2].isascii() and word[2].isalpha():
+        return Flag("s", word[2:])
+    if len(word) > 2 and word[1] == "n" and word[2].isascii() and word[2].isdigit():
+        return Flag("n", word[2:])
+    if word == "-?":
+        raise OptionError()
+    if any(f.letter in "sn" for f in seen):
+        return None
+    return Flag("s", word[1:])
+
+
+KILL = Options("lLs:n:", clusters=False, other=_signal_word, needarg_usage=False)
+
+
 def kill(ctx: BuiltinContext) -> int:
-    args = list(ctx.args)
-    if not args:
+    if not ctx.args:
         return ctx.usage_error()
+    scan = KILL.scan(ctx.args)
+    listing = False
+    spec: str | None = None  # the last signal given counts, as in bash
+    for flag in scan:
+        if flag.letter in "lL":
+            listing = True
+        else:
+            spec = flag.value
+    args = scan.rest
+    if listing:
+        return list_signals(ctx, args)
     sig = int(_signal.SIGTERM)
-    first = args[0]
-    if first == "-l" or first == "-L":
-        return _kill_list(ctx, args[1:])
-    if first in ("-s", "-n"):
-        if len(args) < 2:
-            ctx.error(f"{first}: option requires an argument")
-            return ctx.usage_error()
-        got = parse_signal(args[1])
+    if spec is not None:
+        got = 0 if spec == "0" else parse_signal(spec)
         if got is None:
-            return ctx.error(f"{args[1]}: invalid signal specification")
+            return ctx.error(f"{spec}: invalid signal specification")
         sig = got
-        args = args[2:]
-    elif first == "--":
-        args = args[1:]
-    elif first.startswith("-") and len(first) > 1:
-        got = parse_signal(first[1:])
-        if got is None:
-            return ctx.error(f"{first[1:]}: invalid signal specification")
-        sig = got
-        args = args[1:]
-    if args and args[0] == "--":
-        args = args[1:]
     if not args:
         return ctx.usage_error()
     status = 0
@@ -137,12 +148,14 @@ def _kill_one(ctx: BuiltinContext, target: str, sig: int) -> None:
         raise ShellError(f"kill: {exc}") from None
 
 
-def _kill_list(ctx: BuiltinContext, args: list[str]) -> int:
+def list_signals(ctx: BuiltinContext, args: list[str]) -> int:
+    """`kill -l [SIG…]` and `trap -l`: the table of signals, or each one's name or number."""
     names = signal_names()
     if not args:
         cells = [f"{n:2d}) SIG{name}" for n, name in names.items()]
         for i in range(0, len(cells), 5):
-            ctx.write("\t".join(cells[i : i + 5]) + "\n")
+            row = cells[i : i + 5]
+            ctx.write("\t".join(row) + ("\t" if len(row) < 5 else "") + "\n")  # bash: a short last row keeps its tab
         return 0
     status = 0
     for a in args:
@@ -458,45 +471,68 @@ LIMITS = {
 PROCS_FLAG = "-u"
 
 
+ULIMIT = Options("aHS" + PROCS_FLAG[1] + ";", long=[flag[2:] + ";" for flag in LIMITS])  # `;`: an optional value
+
+
 def ulimit(ctx: BuiltinContext) -> int:
+    """bash's ulimit.def over aiosh's limits: each option shows its limit or, with a value (attached, `=V`, or the
+    next word unless that looks like an option), sets it; a bare operand is the value of a last option without one;
+    -a shows them all; -H shows the hard limit of -u (the others have none); several shown get their descriptions."""
     limits = ctx.state.limits
-    args = list(ctx.args)
-    if not args or args == ["-a"]:
-        for flag, (key, desc, _t) in LIMITS.items():
-            ctx.write(f"{desc:<24}({flag}) {_show_limit(limits.get(key))}\n")
-        ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits)}\n")
+    scan = ULIMIT.scan(ctx.args)
+    hard = False
+    show_all = False
+    commands: list[list] = []  # [option, value]
+    for flag in scan:
+        if flag.letter in "HS":
+            hard = flag.letter == "H"
+        elif flag.letter == "a":
+            show_all = True
+        else:
+            commands.append(["-" + flag.letter if len(flag.letter) == 1 else flag.letter, flag.value])
+    args = scan.rest
+    if show_all or (not commands and not args):
+        for name, (key, desc, _t) in LIMITS.items():
+            ctx.write(f"{desc:<24}({name}) {_show_limit(limits.get(key))}\n")
+        ctx.write(f"{'max shell processes':<24}({PROCS_FLAG}) {_procs_limit(limits, hard)}\n")
         return 0
+    if args:
+        if not commands:
+            return ctx.usage_error(f"{args[0]}: invalid option")  # bash's file-size limit (-f): none here
+        if commands[-1][1] is None:
+            commands[-1][1] = args[0]
     status = 0
-    while args:
-        flag = args.pop(0)
-        flag, eq, inline = flag.partition("=")
+    for flag, value in commands:
         if flag == PROCS_FLAG:
-            value = args.pop(0) if args and not args[0].startswith("-") else None
-            status = _set_procs_limit(ctx, limits, value) or status
-            continue
-        if flag not in LIMITS:
-            return ctx.usage_error(f"{flag}: invalid option")
-        key, _desc, typ = LIMITS[flag]
-        value = inline if eq else (args.pop(0) if args and not args[0].startswith("--") else None)
-        if value is None:
-            ctx.write(_show_limit(limits.get(key)) + "\n")
-            continue
-        if value == "unlimited":
-            limits.pop(key, None)
-            continue
-        try:
-            number = typ(value)
-            if number < 0:
-                raise ValueError(value)
-        except ValueError:
-            status = ctx.error(f"{value}: invalid number")
-            continue
-        limits[key] = number
+            if value is None:
+                shown = str(_procs_limit(limits, hard))
+            else:
+                status = _set_procs_limit(ctx, limits, value) or status
+                continue
+        else:
+            key, _desc, typ = LIMITS[flag]
+            if value is None:
+                shown = _show_limit(limits.get(key))
+            elif value == "unlimited":
+                limits.pop(key, None)
+                continue
+            else:
+                try:
+                    number = typ(value)
+                    if number < 0:
+                        raise ValueError(value)
+                except ValueError:
+                    status = ctx.error(f"{value}: invalid number")
+                    continue
+                limits[key] = number
+                continue
+        desc = "max shell processes" if flag == PROCS_FLAG else LIMITS[flag][1]
+        ctx.write(f"{desc:<24}({flag}) {shown}\n" if len(commands) > 1 else f"{shown}\n")
     return status
 
 
-def _procs_limit(limits: dict) -> int:
-    value = limits.get("max_procs")
+def _procs_limit(limits: dict, hard: bool = False) -> int:
+    value = None if hard else limits.get("max_procs")
     return min(value, _procs.MAX_THREAD_PROCS) if isinstance(value, int) else _procs.MAX_THREAD_PROCS
 
 
@@ -545,7 +581,7 @@ def register(reg: BuiltinRegistry) -> None:
                  "nice [-n N] command [args ...]")  # fmt: skip
     reg.register("renice", renice, "change the nice value of running agents", "renice [-n] N [-p] pid|%job ...")
     reg.register("ulimit", ulimit, "show or set the default limits for agent runs",
-                 "ulimit [-a] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
+                 "ulimit [-SHa] [-u N] [--max-tokens N] [--max-time S] [--max-kv N]")  # fmt: skip
     reg.register("run", run, "start an agent (also: just type its name)",
                  "run [--max-tokens N] [--seed N] [--temperature T] [--nice N] [--class C] [--max-time S] "
                  "[--max-kv N] agent [args ...]")  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 
 from ..errors import ExitShell, ShellError
@@ -11,7 +10,7 @@ from ..lexer import is_name
 from ..quoting import single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
-from .getopt import Options
+from .getopt import OptionError, Options
 
 # -- let -------------------------------------------------------------------------------------------------------
 
@@ -175,30 +174,36 @@ def signal_spec(spec: str) -> str | None:
 
 
 def trap(ctx: BuiltinContext) -> int:
+    """bash's trap.def: -l lists the signals as `kill -l` does, -p (or no operands) shows traps; otherwise
+    ACTION SIG… (a lone signal, or a leading number, resets)."""
     st = ctx.state
-    args = list(ctx.args)
-    if args and args[0] == "--":
-        args.pop(0)
-    if not args or args == ["-p"]:
+    flags, args = TRAP.switches(ctx.args)
+    if "l" in flags:
+        from .jobctl import list_signals
+
+        return list_signals(ctx, [])
+    if "p" in flags or not args:
         shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
-        for trapped in sorted(shown, key=_trap_order):
-            ctx.write(f"trap -- {shlex.quote(shown[trapped])} {_shown(trapped)}\n")
-        return 0
-    if args[0] == "-l":
-        ctx.write(" ".join(f"{num}) SIG{name}" for name, num in sorted(SIGNAL_NAMES.items(), key=lambda x: x[1])) + "\n")
-        return 0
-    if args[0] == "-p":
-        for spec in args[1:]:
+        if not args:
+            for trapped in sorted(shown, key=_trap_order):
+                ctx.write(f"trap -- {single_quote(shown[trapped])} {_shown(trapped)}\n")
+            return 0
+        status = 0
+        for spec in args:
             name = signal_spec(spec)
-            if name in st.traps:
-                ctx.write(f"trap -- {shlex.quote(st.traps[name])} {_shown(name)}\n")
-        return 0
-    if args[0].startswith("-") and args[0] != "-":
-        return ctx.usage_error(f"{args[0]}: invalid option")
-    if len(args) == 1 or (signal_spec(args[0]) is not None and args[0].isdigit()):
-        action, specs = "-", args  # `trap INT` / `trap 0`: reset
+            if name is None:
+                status = ctx.error(f"{spec}: invalid signal specification")
+            elif name in shown:
+                ctx.write(f"trap -- {single_quote(shown[name])} {_shown(name)}\n")
+        return status
+    first = args[0]
+    if (first.isdigit() and signal_spec(first) is not None) or (len(args) == 1 and first != "-"
+                                                                 and signal_spec(first) is not None):
+        action, specs = "-", args  # `trap INT` / `trap 0 INT`: reset
+    elif len(args) == 1:
+        return ctx.usage_error()  # `trap cmd` without a signal
     else:
-        action, specs = args[0], args[1:]
+        action, specs = first, args[1:]
     status = 0
     for spec in specs:
         name = signal_spec(spec)
@@ -231,6 +236,9 @@ def _shown(name: str) -> str:
 
 COMMAND = Options("pvV")
 SHOPT = Options("opqsu")
+HASH = Options("dlp:rt")
+TRAP = Options("lp")
+EXEC = Options("cla:")
 KEYWORDS = frozenset(["if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"])
 
 
@@ -278,20 +286,31 @@ def describe(ctx: BuiltinContext, name: str, *, verbose: bool) -> str | None:
 def exec_(ctx: BuiltinContext) -> int:
     """`exec COMMAND`: run it and end the shell with its status (the redirection-only form is the
     interpreter's: see Interp.exec_redirections)."""
-    args = list(ctx.args)
-    while args and args[0] in ("-c", "-l"):
-        args.pop(0)
-    if args[:1] == ["-a"]:
-        args = args[2:]
-    if args and args[0] == "--":
-        args.pop(0)
+    scan = EXEC.scan(ctx.args)
+    flags = {flag.letter: flag.value for flag in scan}
+    args = scan.rest
     if not args:
         return 0
     resolved = ctx.interp.launcher.resolve(list(args), skip_functions=True)
     if resolved.kind == "error" and resolved.status == 127:
         ctx.error(f"{args[0]}: not found")
         raise ExitShell(127)
-    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True))
+    argv0 = flags.get("a")
+    if "l" in flags:  # a login shell's name: `-` before it
+        argv0 = "-" + (argv0 if argv0 is not None else args[0])
+    raise ExitShell(ctx.interp.run_argv(args, ctx.io, skip_functions=True, argv0=argv0, clear_env="c" in flags))
+
+
+def exec_without_command(args: list[str]) -> bool:
+    """Whether `exec ARGS` names no command (`exec`, `exec -c --`, or a bad option, which the builtin then
+    reports): its redirections stay for the shell, as bash keeps them whenever exec returns."""
+    try:
+        scan = EXEC.scan(args)
+        for _flag in scan:
+            pass
+    except OptionError:
+        return True
+    return not scan.rest
 
 
 def builtin(ctx: BuiltinContext) -> int:
@@ -345,36 +364,66 @@ def shopt(ctx: BuiltinContext) -> int:
 
 
 def hash_(ctx: BuiltinContext) -> int:
+    """bash's hash.def: -r empties the table first, -d forgets, -p PATH remembers a path as given, -t prints the
+    remembered paths, -l prints the table (or the -t lines) as `builtin hash -p PATH NAME` commands."""
     st = ctx.state
-    if st.hashed is None:
-        st.hashed = {}
-    table = st.hashed
-    args = list(ctx.args)
-    if args and args[0] == "-r":
+    created = st.hashed is not None  # bash's -d is quiet until something has been hashed
+    table = st.hashed if st.hashed is not None else {}
+    flags: dict[str, str | None] = {}
+    scan = HASH.scan(ctx.args)
+    for flag in scan:
+        flags[flag.letter] = flag.value
+    args = scan.rest
+    portable = "l" in flags
+    if not args and ("d" in flags or "t" in flags):  # bash's sh_needarg: no usage line, status 1
+        return ctx.error(f"{'-d' if 'd' in flags else '-t'}: option requires an argument")
+    if not args and "r" not in flags:
+        if table:
+            if not portable:
+                ctx.write("hits\tcommand\n")
+            for cmd, path in table.items():
+                ctx.write(f"builtin hash -p {path} {cmd}\n" if portable else f"{st.hash_hits.get(cmd, 0):4d}\t{path}\n")
+        elif not portable:
+            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
+        return 0
+    if "r" in flags:
         table.clear()
         st.hash_hits.clear()
-        args = args[1:]
-        if not args:
-            return 0
-    if not args:
-        if not table:
-            ctx.write("hash: hash table empty\n")  # bash prints this on stdout
-            return 0
-        ctx.write("hits\tcommand\n")
-        for cmd, where in table.items():
-            ctx.write(f"{st.hash_hits.get(cmd, 0):4d}\t{where}\n")
-        return 0
     status = 0
+    if "t" in flags:
+        for name in args:
+            where = table.get(name)
+            if where is None:
+                status = ctx.error(f"{name}: not found")
+            elif portable:
+                ctx.write(f"builtin hash -p {where} {name}\n")
+            else:
+                ctx.write(f"{name}\t{where}\n" if len(args) > 1 else f"{where}\n")
+        return status
+    pathname = flags.get("p")
     for name in args:
-        if name in ctx.session.builtins or "/" in name:
+        if "/" in name:  # bash: an absolute program is never hashed
             continue
-        table.pop(name, None)
-        path, _s, _m = ctx.interp.launcher.find_program(name)
-        if path is None:
-            status = ctx.error(f"{name}: not found")
-        else:
-            table[name] = path
-            st.hash_hits[name] = 0
+        if pathname is not None:
+            if os.path.isdir(os.path.join(st.cwd, pathname)):
+                status = ctx.error(f"{pathname}: Is a directory")
+            else:
+                table[name] = pathname
+                st.hash_hits[name] = 0
+                st.hashed = table
+        elif "d" in flags:
+            if table.pop(name, None) is None and created:
+                status = ctx.error(f"{name}: not found")
+            st.hash_hits.pop(name, None)
+        elif name not in st.functions and name not in ctx.session.builtins:
+            table.pop(name, None)
+            found, _s, _m = ctx.interp.launcher.find_program(name)
+            if found is None:
+                status = ctx.error(f"{name}: not found")
+            else:
+                table[name] = found
+                st.hash_hits[name] = 0
+                st.hashed = table
     return status
 
 
@@ -392,4 +441,5 @@ def register(reg: BuiltinRegistry) -> None:
     reg.register("builtin", builtin, "run a shell builtin", "builtin [shell-builtin [arg ...]]")
     reg.register("shopt", shopt, "set and unset shell options (accepted; few have an effect)",
                  "shopt [-pqsu] [-o] [optname ...]")  # fmt: skip
-    reg.register("hash", hash_, "remember the full paths of commands", "hash [-r] [name ...]")
+    reg.register("hash", hash_, "remember the full paths of commands",
+                 "hash [-lr] [-p pathname] [-dt] [name ...]")

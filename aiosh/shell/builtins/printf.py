@@ -131,8 +131,6 @@ class Printf:
                     out.append(escapes(fmt[i:k], in_b=False))
                     i = k
                     continue
-                if j < len(fmt) and fmt[j] == "c":
-                    return "".join(out), pos, True
                 out.append(escapes(fmt[i : j + 1], in_b=False))
                 i = j + 1
                 continue
