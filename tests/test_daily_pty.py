@@ -62,7 +62,7 @@ def test_background_jobs_write_whole_tagged_lines_never_inside_foreground_text(s
     for ln in body:
         assert re.match(r"\[[12]\] ", ln), (ln, body)  # every background line whole, with its tag
         assert not re.search(r".\[[12]\] ", ln[1:]), (ln, body)  # and nothing of another job inside it
-    assert [ln for ln in body if ln.startswith("[1] ")][1:] == ["[1] aaaAAA"] * 3
+    assert [ln for ln in body if ln.startswith("[1] ")][1:] == ["[1] aaaAAA"] * 3, body
     assert len([ln for ln in body if ln.startswith("[2] ")]) >= 4  # three answers (and the notice)
 
 
