@@ -101,6 +101,13 @@ class Pump:
                 text, self._held = text[:cut], text[cut:]
             else:
                 self._held = ""
+            if self._side_held and not self.screen.at_bol and "\n" in text:
+                # background lines wait for the foreground's open line: they go out as soon as it ends, before
+                # what the foreground wrote after it (`fg-end\nEND` read in one chunk kept them after END)
+                cut = text.index("\n") + 1
+                self._write(text[:cut])
+                self._release_side()
+                text = text[cut:]
             self._write(text)
             self._release_side()
 

@@ -54,6 +54,16 @@ def test_background_line_waits_for_the_foreground_line_to_end(screen) -> None:
     assert settle(fake, "Rome") == "Paris is big.\n[2] Rome is old.\n"
 
 
+def test_held_lines_go_out_where_the_foreground_line_ends_not_after_what_follows(screen) -> None:
+    fake, out, bg, pump = screen
+    out.write("fg-start ")
+    settle(fake, "fg-start")
+    bg.write("[1] bg\n")
+    time.sleep(0.3)
+    out.write("fg-end\nEND\n")  # one chunk: the line's end and what the foreground wrote after the job's line
+    assert settle(fake, "END") == "fg-start fg-end\n[1] bg\nEND\n"
+
+
 def test_background_lines_are_held_while_the_monitor_is_open(screen) -> None:
     fake, out, bg, pump = screen
     pump.hold(True)
