@@ -18,7 +18,7 @@ from .config import Config
 from .cpu import decide_extra_buffers
 from .model_info import GGUFFacts, ModelInfo
 from .scheduler import Policy
-from .startup_checks import check_model, engine_settings
+from .startup_checks import check_model, engine_settings, model_path
 
 if TYPE_CHECKING:
     from .model import Model
@@ -90,9 +90,10 @@ def make_local(c: Config, make_policy: Callable[[], Policy], *, verbose: bool = 
 
     `model`: the configured GGUF loaded already: the thread engine's model (it must have its weights) and the
     tokeniser of either; ValueError when it is another file."""
-    path, facts = check_model(c)
+    path = model_path(c)
     if model is not None and Path(model.path).resolve() != path.resolve():
         raise ValueError(f"the model given ({model.path}) is not the configured one ({path})")
+    path, facts = check_model(c)
     settings = engine_settings(c)
     if not c.kernel.engine_process:
         from .backend import LocalBackend
