@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Sparkline
 
@@ -87,10 +88,13 @@ class ThroughputPanel(Vertical):
 
     def show(self, view: ThroughputView) -> None:
         self.view = view
-        self.query_one("#gen-label", Line).set(gen_label(view))
-        self.query_one("#prompt-label", Line).set(prompt_label(view))
-        self.query_one("#totals", Line).set(totals_label(view))
-        gen, prompt = self.query_one("#gen-spark", Sparkline), self.query_one("#prompt-spark", Sparkline)
+        try:
+            labels = [self.query_one(f"#{name}", Line) for name in ("gen-label", "prompt-label", "totals")]
+            gen, prompt = self.query_one("#gen-spark", Sparkline), self.query_one("#prompt-spark", Sparkline)
+        except NoMatches:
+            return  # a refresh before the panel has its lines, or while the app closes: the next one shows it
+        for line, text in zip(labels, (gen_label(view), prompt_label(view), totals_label(view))):
+            line.set(text)
         if gen.data != list(view.gen_history):
             gen.data = list(view.gen_history)
         if prompt.data != list(view.prompt_history):
