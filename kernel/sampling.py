@@ -126,7 +126,6 @@ class Sampler:
             add(ll.llama_sampler_init_temp(params.temperature))
             seed = params.seed if params.seed is not None else random.getrandbits(32)
             add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        self.grammar_resamples = 0
 
     def sample(self, ctx, idx: int) -> int:
         """Pick the next token from the logits at batch index idx, honouring the grammar if there is one."""
@@ -137,7 +136,6 @@ class Sampler:
             ll.llama_sampler_accept(self.grammar, token)
             return token
         # Rejected: undo nothing (penalties saw one token too many, a negligible bias), resample constrained.
-        self.grammar_resamples += 1
         token = self._resample_with_grammar(ctx, idx)
         ll.llama_sampler_accept(self.grammar, token)
         return token
