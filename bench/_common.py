@@ -134,7 +134,7 @@ def eog_tokens(model) -> list[int]:
 
 
 def chat_tokens(model, messages: list[dict[str, str]]) -> list[int]:
-    """Exactly the tokens the engine builds for `messages` (kernel/engine.py `_chat_tokens`)."""
+    """Exactly the tokens the engine builds for `messages` (kernel/engine.py `_prompt_tokens`)."""
     text = model.template.render(messages, add_generation_prompt=True)
     return model.tokenize(text, add_bos=not text.startswith(model.template.bos_token or "\0"))
 

@@ -13,6 +13,7 @@ process's `Syscalls` (kernel/services.py), the one way of gate, record, wait cha
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -256,7 +257,11 @@ class LLM:
             if n not in known:
                 raise ToolError(f"{n}: no such tool")
         specs = [known[n] for n in names if services.access.permits(ctx.pid, f"tool:{n}")]
-        grammar = choice_grammar(specs, max_string=max_string, max_answer=max_answer, answer=answer)
+        # In a worker thread: llama.cpp's JSON-schema converter imports llama_cpp (over a second in a kernel process
+        # that has not loaded it yet, the shipped one), and a converted grammar is tens of KB.
+        grammar = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(choice_grammar, specs, max_string=max_string, max_answer=max_answer,
+                                    answer=answer))
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         msgs = [dict(m) for m in messages]

@@ -32,6 +32,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .conversations import HeldTokens
 from .llmcall import LLMCall
 from .model_info import RenderedChat
 from .proc import Process, SyscallRecord
@@ -43,6 +44,7 @@ __all__ = ["ContextManager", "ConvState", "POLICIES", "SUMMARY_PREFIX", "Turn"]
 POLICIES = ("truncate", "summarize")
 LOW_WATER = 0.7  # compact down to this fraction of the budget, so the next turns fit without compacting again
 MAX_SESSIONS = 64  # sessions remembered in RAM (and kept in the engine); older ones are rebuilt from storage
+OFF_LOOP_CHARS = 4000  # a chat with more new text than this is rendered and tokenised in a worker thread
 SAFETY_TOKENS = 8  # re-rendered text may tokenise a little differently from the tokens the engine holds
 FALLBACK_OVERHEAD = 8  # tokens a message adds around its content when the template cannot be rendered to measure it
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
@@ -69,9 +71,8 @@ class ConvState:
     stored: list[Message] = field(default_factory=list)  # agent-view messages already in storage
     last: list[Message] = field(default_factory=list)  # what the engine holds: last effective messages + reply
     # … as tokens (the prompt as sent, then the reply as generated: the KV the engine keeps for the next turn),
-    # and as the template's text; [] and "" when the next turn must be tokenised afresh.
-    held_tokens: list[int] = field(default_factory=list)
-    held_text: str = ""
+    # and as the template's text; empty when the next turn must be tokenised afresh.
+    held: HeldTokens = field(default_factory=HeldTokens)
     compactions: int = 0
     used: float = 0.0  # time of its last turn
 
@@ -88,6 +89,11 @@ class Turn:
     raw: bool = False
     tokens: list[int] | None = None  # the prompt as sent to the engine (None: the engine renders it)
     text: str = ""  # the prompt as the template rendered it
+
+
+def _held_key(held: HeldTokens | None) -> object:
+    """What a rendering remembered with `held` depends on (the object, and what it holds now)."""
+    return None if held is None else (id(held), len(held.tokens), len(held.text))
 
 
 def _summary_msg(text: str, role: str) -> Message:
@@ -116,9 +122,10 @@ class ContextManager:
         self._track_call = track_call
         self._states: dict[str, ConvState] = {}
         self._overhead: int | None = None
-        # The last chat rendered (messages, rendering, its token count): fitting counts the conversation and the
-        # request sends the same rendering, so a turn that needs no compaction goes through the template once.
-        self._memo: tuple[list[Message], RenderedChat, list[int]] | None = None
+        # The last chat rendered (messages, the held tokens it continued, rendering, tokens): fitting counts the
+        # conversation and the request sends the same rendering, so a turn that needs no compaction goes through
+        # the template once, and a continued conversation has only its new part tokenised.
+        self._memo: tuple[list[Message], object, RenderedChat, list[int]] | None = None
         self.compactions = 0
 
     # --- keys and state ---------------------------------------------------------------------------------------
@@ -161,30 +168,45 @@ class ContextManager:
                     self.backends.local.forget_conversation(st.engine_key)
 
     # --- counting ---------------------------------------------------------------------------------------------
-    def count(self, messages: list[Message]) -> int:
-        """Prompt tokens of these messages as the engine will render them (template, generation prompt, BOS)."""
-        counted = self._rendered(messages)
+    def count(self, messages: list[Message], held: HeldTokens | None = None) -> int:
+        """Prompt tokens of these messages as the engine will render them (template, generation prompt, BOS);
+        `held`: the tokens of the conversation's last turn, which a continuing turn starts with."""
+        counted = self._rendered(messages, held)
         if counted is None:  # the engine reports template errors; here an estimate will do
             return sum(self.cost(m) for m in messages) + 8
         return counted
 
-    def _rendered(self, messages: list[Message]) -> int | None:
+    def _rendered(self, messages: list[Message], held: HeldTokens | None = None) -> int | None:
         """Tokens of the messages through the template (contents as plain text), None if it cannot render."""
-        got = self._render(messages)
+        got = self._render(messages, held)
         return None if got is None else len(got[1])
 
-    def _render(self, messages: list[Message]) -> tuple[RenderedChat, list[int]] | None:
-        """The chat rendered and tokenised (the last one remembered), None if the template cannot render it."""
+    def _render(self, messages: list[Message], held: HeldTokens | None = None
+                ) -> tuple[RenderedChat, list[int]] | None:
+        """The chat rendered and tokenised (the last one remembered), None if the template cannot render it.
+        With `held`, the tokens start with the held ones when the rendering continues their text. Any thread."""
+        key = _held_key(held)
         memo = self._memo
-        if memo is not None and memo[0] == messages:
-            return memo[1], memo[2]
+        if memo is not None and memo[0] == messages and (key is None or memo[1] == key):
+            return memo[2], memo[3]
         try:
             rendered = self.model.render_chat(messages)
-            tokens = self.model.tokens_of(rendered)
+            tokens = held.prompt(self.model, rendered) if held is not None else self.model.tokens_of(rendered)
         except Exception:  # noqa: BLE001 - raise_exception(), a syntax it cannot run, an unsupported order
             return None
-        self._memo = ([dict(m) for m in messages], rendered, tokens)
+        self._memo = ([dict(m) for m in messages], key, rendered, tokens)
         return rendered, tokens
+
+    async def _render_off_loop(self, messages: list[Message], held: HeldTokens | None) -> None:
+        """Render and tokenise a long chat in a worker thread (remembered for `count` and the request): thousands
+        of tokens take tens of ms, far more on a loaded machine, which the kernel loop must not spend."""
+        memo = self._memo
+        if memo is not None and memo[0] == messages and memo[1] == _held_key(held):
+            return
+        new_chars = sum(len(m.get("content", "")) for m in messages) - (len(held.text) if held is not None else 0)
+        if new_chars < OFF_LOOP_CHARS:
+            return  # a short one costs less than the trip to a thread
+        await asyncio.get_running_loop().run_in_executor(None, self._render, messages, held)
 
     def cost(self, m: Message) -> int:
         """Estimated tokens one message adds to a rendered conversation."""
@@ -222,19 +244,16 @@ class ContextManager:
         reserve = min(req.max_tokens, window // 2)
         budget = max(8, window - reserve - SAFETY_TOKENS)
         n_stored = len(st.stored) if msgs[: len(st.stored)] == st.stored else 0
-        effective = await self._fit(sc, st, msgs, budget, policy, n_stored, window)
+        # A new turn of a conversation the engine keeps appends tokens: the earlier ones (the model's own replies
+        # included) stay as they were generated, so their KV is reused and they are not tokenised again.
+        held = st.held if st.engine_key and st.held.tokens else None
+        effective = await self._fit(sc, st, msgs, budget, policy, n_stored, window, held)
         req.messages = effective
         req.conversation = st.engine_key
         turn = Turn(st, msgs, effective, msgs[n_stored:])
-        got = self._render(effective)  # rendered while fitting: not again
+        got = self._render(effective, held)  # rendered while fitting: not again
         if got is not None:
             rendered, tokens = got
-            held = len(st.last)
-            if (st.engine_key and st.held_tokens and effective[:held] == st.last
-                    and rendered.text.startswith(st.held_text)):
-                # A new turn appends tokens; the earlier ones (the model's own replies included) stay as they
-                # were generated, so the KV the engine kept for them is reused and nothing is re-tokenised.
-                tokens = st.held_tokens + self.model.tokens_of(rendered, skip_chars=len(st.held_text))
             req.tokens, turn.tokens, turn.text = tokens, tokens, rendered.text
         return turn
 
@@ -257,16 +276,12 @@ class ContextManager:
         if turn.raw:
             st.stored = []
             return
-        st.held_tokens, st.held_text = [], ""
+        st.held.clear()
         if result is not None and outcome == "ok" and result.finish_reason in ("eos", "length", "stop"):
             st.stored = [*turn.messages, reply]
             st.last = [*(turn.effective or []), reply]
-            if turn.tokens is not None and result.finish_reason != "stop" and result.tokens:
-                # The end-of-generation token that ended the turn was sampled, never decoded; any others are in
-                # the KV and stay in the tokens, or the next turn would diverge from the KV there. (A stop string
-                # cut the reply's text short of its tokens: that turn is tokenised afresh.)
-                gen = result.tokens[:-1] if result.finish_reason == "eos" else result.tokens
-                st.held_tokens, st.held_text = [*turn.tokens, *gen], turn.text + text
+            if turn.tokens is not None:
+                st.held.hold(turn.tokens, turn.text, result.tokens, text, result.finish_reason)
         else:
             st.stored = list(turn.messages)
             st.last = []
@@ -276,7 +291,7 @@ class ContextManager:
 
     # --- fitting ----------------------------------------------------------------------------------------------
     async def _fit(self, sc: Syscalls, st: ConvState, msgs: list[Message], budget: int, policy: str,
-                   n_stored: int, window: int) -> list[Message]:
+                   n_stored: int, window: int, held: HeldTokens | None) -> list[Message]:
         fold = st.fold_prefix
         if fold is not None and len(msgs) > st.fold_n and msgs[: st.fold_n] == fold:
             n = st.fold_n
@@ -286,7 +301,8 @@ class ContextManager:
         head = st.head()
         tail = msgs[n:]
         effective = [*head, *tail]
-        before = self.count(effective)
+        await self._render_off_loop(effective, held)
+        before = self.count(effective, held)
         if before <= budget:
             return effective
         # Compact: fold the oldest k messages of the tail (never the newest one) down to the low-water mark.

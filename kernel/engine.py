@@ -42,12 +42,15 @@ from .scheduler import Policy, Scheduler, SeqState
 from .textstream import TextStream
 
 
-@dataclass
-class _Active:
+@dataclass(eq=False, kw_only=True)
+class _Sequence(SeqState):
+    """One request in the engine: the scheduler's view of it (the SeqState fields) and the engine's own state,
+    one object, so that no fact of a request (its id, its prompt length, its slot) is kept twice and copied."""
+
     handle: RequestHandle
     req: GenRequest
-    seq: SeqState
     prompt: list[int]  # tokens that must be in KV before the first sample
+    result: GenResult  # built up as the request goes (times, cached and evaluated tokens); handed over at the end
     sampler: Sampler | None = None
     stream: TextStream | None = None
     slot: Slot | None = None
@@ -55,10 +58,8 @@ class _Active:
     pending_token: int | None = None  # sampled, not yet decoded
     batch_index: int = -1
     out: list[str] = field(default_factory=list)  # text released during this step
-    result: GenResult = field(default_factory=GenResult)
     swapped: ctypes.Array | None = None  # saved KV while swapped out
     swapped_tokens: list[int] = field(default_factory=list)
-    conv_base: list[dict[str, str]] | None = None  # messages this turn was rendered from (conversations)
 
 
 class Engine:
@@ -79,8 +80,8 @@ class Engine:
             policy or Policy(), settings.n_slots, settings.effective_max_batch, settings.batch_tokens
         )
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._actives: dict[int, _Active] = {}
-        self.conversations = ConversationCache(model, self._chat_tokens)  # for callers that send messages
+        self._actives: dict[int, _Sequence] = {}
+        self.conversations = ConversationCache(model)  # for callers that send messages
         self._steps: deque[StepRecord] = deque(maxlen=settings.step_history)
         self._step_listeners: list[Callable[[StepRecord], None]] = []
         self.stats = EngineStats()
@@ -159,20 +160,20 @@ class Engine:
         result = GenResult(t_submit=now)
         try:
             self._validate(req)
-            prompt, conv_base = self._prompt_tokens(req)
+            prompt = self._prompt_tokens(req)  # (a conversation's turn is taken only when this succeeds)
             if len(prompt) >= self.settings.n_ctx:
+                if req.conversation and req.tokens is None:
+                    self.conversations.release(req.conversation)
                 raise EngineError(
                     f"prompt is {len(prompt)} tokens; the context window (model.n_ctx) is {self.settings.n_ctx}"
                 )
         except EngineError as exc:
-            if req.conversation:
-                self.conversations.release(req.conversation)
             result.finish_reason, result.error, result.t_end = "error", str(exc), time.monotonic()
             handle._finish(result)
             return handle
         handle.n_prompt = len(prompt)
-        seq = SeqState(rid=rid, sched=req.sched, arrival=now, prompt_len=len(prompt), waiting_since=now)
-        act = _Active(handle=handle, req=req, seq=seq, prompt=prompt, result=result, conv_base=conv_base)
+        act = _Sequence(rid=rid, sched=req.sched, arrival=now, prompt_len=len(prompt), waiting_since=now,
+                        handle=handle, req=req, prompt=prompt, result=result)
         result.prompt_tokens = len(prompt)
         self._commands.put(("submit", act))
         return handle
@@ -231,7 +232,7 @@ class Engine:
                 if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
                     raise EngineError("each message needs a role and a string content")
 
-    def _prompt_tokens(self, req: GenRequest) -> tuple[list[int], list[dict[str, str]] | None]:
+    def _prompt_tokens(self, req: GenRequest) -> list[int]:
         m = self.model
         if req.prompt is not None:
             if req.conversation:
@@ -239,23 +240,19 @@ class Engine:
             toks = m.tokenize(req.prompt, add_bos=True)
             if not toks:
                 raise EngineError("empty prompt")
-            return toks, None
+            return toks
         if req.tokens is not None:  # rendered by the caller (the kernel, once per turn): decoded as they are
             n_vocab = m.n_vocab
             if not req.tokens or any(not 0 <= t < n_vocab for t in req.tokens):
                 raise EngineError("prompt tokens: empty, or an id outside the vocabulary")
-            return list(req.tokens), None
+            return list(req.tokens)
         messages = list(req.messages or [])
         if not messages:
             raise EngineError("no messages")
-        if not req.conversation:
-            return self._chat_tokens(messages), None
-        return self.conversations.prompt(req, messages), messages
-
-    def _chat_tokens(self, messages: list[dict[str, str]], **kw: object) -> list[int]:
-        """The template rendered and tokenised, message contents as plain text (model.chat_tokens)."""
+        if req.conversation:
+            return self.conversations.prompt(req, messages)
         try:
-            return self.model.chat_tokens(messages, **kw)  # type: ignore[arg-type]
+            return m.chat_tokens(messages)
         except Exception as exc:  # a template may raise on message orders it does not support
             raise EngineError(f"chat template: {' '.join(str(exc).split())}") from None
 
@@ -263,10 +260,10 @@ class Engine:
     def _run(self) -> None:
         try:
             while not self._stopping:
-                busy = any(a.seq.runnable for a in self._actives.values())
+                busy = any(a.runnable for a in self._actives.values())
                 if not self._drain_commands(block=not busy):
                     break
-                if any(a.seq.runnable for a in self._actives.values()):
+                if any(a.runnable for a in self._actives.values()):
                     self._step()
         except BaseException as exc:  # noqa: BLE001 - the engine must report, not vanish
             self.error = exc
@@ -283,7 +280,7 @@ class Engine:
             except queue.Empty:
                 return
             if cmd == "submit":
-                self._actives[arg.seq.rid] = arg
+                self._actives[arg.rid] = arg
                 self._finish(arg, "error", why)
             elif cmd == "call":
                 arg()
@@ -295,7 +292,7 @@ class Engine:
             except queue.Empty:
                 if block:
                     self._publish_stats()
-                    if any(a.seq.runnable for a in self._actives.values()):
+                    if any(a.runnable for a in self._actives.values()):
                         return True
                     continue
                 return True
@@ -303,8 +300,8 @@ class Engine:
             if cmd == "stop":
                 return False
             if cmd == "submit":
-                self._actives[arg.seq.rid] = arg
-                self.scheduler.policy.on_wake(arg.seq, [a.seq for a in self._actives.values()])
+                self._actives[arg.rid] = arg
+                self.scheduler.policy.on_wake(arg, list(self._actives.values()))
             elif cmd == "cancel":
                 act = self._actives.get(arg)
                 if act is not None:
@@ -315,7 +312,7 @@ class Engine:
             elif cmd == "policy":
                 self.scheduler.set_policy(arg)
                 for a in self._actives.values():
-                    arg.on_wake(a.seq, [x.seq for x in self._actives.values()])
+                    arg.on_wake(a, list(self._actives.values()))
 
     def wake(self) -> None:
         """Nudge the engine after a change it cannot see (e.g. a SchedInfo was un-stopped)."""
@@ -323,7 +320,7 @@ class Engine:
 
     def _step(self) -> None:
         t0 = time.monotonic()
-        seqs = [a.seq for a in self._actives.values()]
+        seqs: list[SeqState] = list(self._actives.values())
         plan = self.scheduler.plan(seqs, t0)
         for victim in plan.preempt:
             self._preempt(self._actives[victim.rid])
@@ -339,7 +336,7 @@ class Engine:
         budget = plan.token_budget or self.scheduler.token_budget
         decoded: list[tuple[int, int]] = []
         prefilled: list[tuple[int, int, int]] = []
-        members: list[_Active] = []
+        members: list[_Sequence] = []
         running = [a for s in plan.run if (a := self._actives.get(s.rid)) is not None and a.slot is not None]
         for act in running:
             assert act.slot is not None  # (running holds those with a slot)
@@ -349,7 +346,7 @@ class Engine:
                 act.slot.tokens.append(act.pending_token)
                 n += 1
                 budget -= 1
-                decoded.append((act.req.sched.owner, act.seq.rid))
+                decoded.append((act.req.sched.owner, act.rid))
                 members.append(act)
         for act in running:
             if act.pending_token is None and act.slot is not None:
@@ -366,7 +363,7 @@ class Engine:
                 act.batch_index = n - 1 if last else -1
                 budget -= take
                 act.result.evaluated_tokens += take
-                prefilled.append((act.req.sched.owner, act.seq.rid, take))
+                prefilled.append((act.req.sched.owner, act.rid, take))
                 members.append(act)
         if n == 0:
             self._publish_stats()
@@ -386,19 +383,23 @@ class Engine:
         if n_prefill and not decoded:
             est = (t_dec - t0) / n_prefill
             self.kv.learn_prefill(est)
-        # Sample: a generated token is counted when it is sampled (the last one is never decoded).
-        sampled = [(a.req.sched.owner, a.seq.rid) for a in members if a.batch_index >= 0 and a.sampler is not None]
+        # Sample: a generated token is counted when it is sampled (the last one is never decoded), so that the
+        # step records add up to each result's completion_tokens.
+        sampled: list[tuple[int, int]] = []
         for act in members:
+            n_before = len(act.generated)
             try:
                 self._after_decode(act, t_dec)
             except EngineError as exc:  # this request cannot go on (its grammar admits no token): only it ends
                 act.batch_index = -1
                 self._finish(act, "error", str(exc))
+            if len(act.generated) > n_before:
+                sampled.append((act.req.sched.owner, act.rid))
         now = time.monotonic()
         pre_by_rid = {p[1]: p[2] for p in prefilled}
         decoded_rids = {d[1] for d in decoded}
-        self.scheduler.end_step([(a.seq, pre_by_rid.get(a.seq.rid, 0), int(a.seq.rid in decoded_rids)) for a in members],
-                                [a.seq for a in self._actives.values()], now)
+        self.scheduler.end_step([(a, pre_by_rid.get(a.rid, 0), int(a.rid in decoded_rids)) for a in members],
+                                list(self._actives.values()), now)
         if decoded and not prefilled:
             self.scheduler.observe_step(len(decoded), now - t0)
         # Account the step first (listeners: the kernel's per-process counters), so that a request's last tokens
@@ -420,7 +421,7 @@ class Engine:
                 act.out.clear()
             act.handle.n_generated = len(act.generated)
         for act in list(members):
-            if act.seq.state == "finished":
+            if act.state == "finished":
                 self._finish(act, act.result.finish_reason, None)
         self._publish_stats(last_batch=n)
 
@@ -432,7 +433,7 @@ class Engine:
         b.seq_id[i][0] = seq
         b.logits[i] = 1 if logits else 0
 
-    def _after_decode(self, act: _Active, now: float) -> None:
+    def _after_decode(self, act: _Sequence, now: float) -> None:
         if act.batch_index < 0:
             return  # mid-prefill: no logits for this sequence yet
         if act.sampler is None:
@@ -440,11 +441,10 @@ class Engine:
         token = act.sampler.sample(self.ctx, act.batch_index)
         act.batch_index = -1
         act.generated.append(token)
-        act.seq.generated += 1
         if not act.result.t_first:
             act.result.t_first = now
-        if act.seq.state != "decode":
-            act.seq.state = "decode"
+        if act.state != "decode":
+            act.state = "decode"
         assert act.stream is not None and act.slot is not None  # (set at admission, with the sampler)
         eog = self._eog.get(token)
         if eog is None:
@@ -471,13 +471,13 @@ class Engine:
             return
         act.pending_token = token
 
-    def _mark_done(self, act: _Active, reason: str) -> None:
+    def _mark_done(self, act: _Sequence, reason: str) -> None:
         act.pending_token = None
-        act.seq.state = "finished"
+        act.state = "finished"
         act.result.finish_reason = reason
 
     # --- admission, prefix reuse, KV cells --------------------------------------------------------------------
-    def _admit(self, act: _Active) -> bool:
+    def _admit(self, act: _Sequence) -> bool:
         slot = self.kv.choose(act.prompt, act.req.conversation, act.swapped is not None)
         if slot is None:
             return False
@@ -496,33 +496,33 @@ class Engine:
                     return True
                 act.stream = TextStream(act.req.stop)
         self._attach(act, slot)
-        act.seq.admitted(act.pending_token is not None)
+        act.admitted(act.pending_token is not None)
         if not act.result.t_admit:
             act.result.t_admit = time.monotonic()
         return True
 
-    def _attach(self, act: _Active, slot: Slot) -> None:
+    def _attach(self, act: _Sequence, slot: Slot) -> None:
         """A request gets a slot: the slot's holder, the request's slot and the scheduler's `has_slot` are one
         fact, set here and in `_detach` only."""
         slot.active = act
         slot.conversation = act.req.conversation
         act.slot = slot
-        act.seq.has_slot = True
+        act.has_slot = True
 
-    def _detach(self, act: _Active) -> None:
+    def _detach(self, act: _Sequence) -> None:
         """The request leaves its slot (preempted or ended); the slot's KV stays as the KV cache manager left it."""
         if act.slot is not None and act.slot.active is act:
             act.slot.active = None
         act.slot = None
-        act.seq.has_slot = False
+        act.has_slot = False
 
-    def _prefix_in_flight(self, act: _Active) -> bool:
+    def _prefix_in_flight(self, act: _Sequence) -> bool:
         """Is a longer prefix of this prompt still being prefilled by another request than is resident anywhere?
 
         Requests that arrive together with the same system prompt would otherwise each evaluate it: the newcomer
         waits until the first one's prefill has passed the shared part, then copies it (`seq_cp`).
         """
-        if act.swapped is not None or act.seq.n_prefilled:
+        if act.swapped is not None or act.n_prefilled:
             return False
         resident = self.kv.resident_prefix(act.prompt)
         for s in self.slots:
@@ -534,14 +534,14 @@ class Engine:
                 return True
         return False
 
-    def _reuse_prefix(self, act: _Active, slot: Slot) -> None:
+    def _reuse_prefix(self, act: _Sequence, slot: Slot) -> None:
         keep = self.kv.reuse_prefix(slot, act.prompt)
-        act.seq.n_prefilled = keep
+        act.n_prefilled = keep
         if not act.result.t_admit:  # a re-admission after a recompute is not a cache hit of the request
             act.result.cached_tokens = keep
             self._totals["cached"] += keep
 
-    def _recover_failed_decode(self, rc: int, members: list[_Active]) -> None:
+    def _recover_failed_decode(self, rc: int, members: list[_Sequence]) -> None:
         """llama_decode refused the batch: undo the tokens we appended, then shrink the load and retry next step."""
         for act in members:
             assert act.slot is not None  # (members hold a slot)
@@ -550,7 +550,7 @@ class Engine:
                 act.result.evaluated_tokens -= extra
             act.batch_index = -1
         if rc == 1:  # no KV space: the scheduler names a victim (stopped agents first) to swap out
-            victim = self.scheduler.kv_victim([a.seq for a in self._actives.values()])
+            victim = self.scheduler.kv_victim(list(self._actives.values()))
             if victim is not None:
                 self._preempt(self._actives[victim.rid])
                 return
@@ -562,14 +562,13 @@ class Engine:
             self._finish(act, "error", f"llama_decode failed ({rc})")
 
     # --- preemption: the context switch -----------------------------------------------------------------------
-    def _preempt(self, act: _Active) -> None:
+    def _preempt(self, act: _Sequence) -> None:
         """Take the slot away: its KV saved to RAM or dropped for recompute, whichever the KV cache manager
         estimates cheaper."""
         slot = act.slot
         if slot is None:
             return
         self._totals["preemptions"] += 1
-        act.result.preemptions += 1
         kv_tokens = list(slot.tokens)
         saved = self.kv.swap_out(slot)
         if saved is not None:
@@ -580,9 +579,9 @@ class Engine:
             self._totals["recomputes"] += 1
             _requeue_for_recompute(act, kv_tokens)
         self._detach(act)
-        act.seq.preempted(act.swapped is not None)
+        act.preempted(act.swapped is not None)
 
-    def _swap_in(self, act: _Active, slot: Slot) -> None:
+    def _swap_in(self, act: _Sequence, slot: Slot) -> None:
         buf, tokens = act.swapped, act.swapped_tokens
         act.swapped, act.swapped_tokens = None, []
         if buf is None or not self.kv.swap_in(slot, buf, tokens):  # no room: fall back to recompute
@@ -590,26 +589,27 @@ class Engine:
             _requeue_for_recompute(act, tokens)
             return
         self._totals["swaps_in"] += 1
-        act.seq.n_prefilled = act.seq.prompt_len
+        act.n_prefilled = act.prompt_len
 
     # --- ending requests --------------------------------------------------------------------------------------
-    def _finish(self, act: _Active, reason: str, error: str | None) -> None:
+    def _finish(self, act: _Sequence, reason: str, error: str | None) -> None:
         """End a request: result to the caller, slot back to the pool (its KV kept as an idle cache)."""
-        if act.seq.rid not in self._actives:
+        if act.rid not in self._actives:
             return
-        del self._actives[act.seq.rid]
+        del self._actives[act.rid]
         res = act.result
         res.finish_reason = reason
         res.error = error
         res.completion_tokens = len(act.generated)
         res.tokens = list(act.generated)
+        res.preemptions = act.switches
         if act.stream is not None:
             tail = act.stream.finish() if reason in ("cancelled", "error") else ""
             res.text = act.stream.text
             if tail:
                 act.handle.pipe.write(tail)
         res.t_end = time.monotonic()
-        act.seq.state = "finished"
+        act.state = "finished"
         slot = act.slot
         self._detach(act)
         if slot is not None:
@@ -622,8 +622,8 @@ class Engine:
             act.sampler = None
         if act.req.conversation:
             # (act.prompt grew by the generated tokens if the request was recomputed after a preemption)
-            self.conversations.close(act.req.conversation, act.conv_base, act.result.text,
-                                     act.prompt[: act.result.prompt_tokens], act.generated, reason)
+            self.conversations.close(act.req.conversation, act.result.text, act.prompt[: act.result.prompt_tokens],
+                                     act.generated, reason)
         act.handle.n_generated = len(act.generated)
         act.handle._finish(res)
 
@@ -634,15 +634,14 @@ class Engine:
         swapped_total = 0
         for a in self._actives.values():
             kv = len(a.slot.tokens) if a.slot is not None else 0
-            a.seq.kv_tokens = kv
             sw = len(a.swapped) if a.swapped is not None else 0
             swapped_total += sw
             seqs.append(
                 SeqStats(
-                    rid=a.seq.rid, owner=a.req.sched.owner, state=a.seq.state,
+                    rid=a.rid, owner=a.req.sched.owner, state=a.state,
                     slot=a.slot.seq if a.slot is not None else None, kv_tokens=kv, kv_bytes=kv * per_tok,
-                    swapped_bytes=sw, prompt_tokens=a.seq.prompt_len, generated=len(a.generated),
-                    switches=a.seq.switches, boosted=a.seq.boosted, service=a.seq.service,
+                    swapped_bytes=sw, prompt_tokens=a.prompt_len, generated=len(a.generated),
+                    switches=a.switches, boosted=a.boosted, service=a.service,
                 )
             )
         used, cached_idle = self.kv.used, self.kv.cached_idle()
@@ -664,7 +663,7 @@ class Engine:
                 self.kv.forget(s)
 
 
-def _requeue_for_recompute(act: _Active, kv_tokens: list[int]) -> None:
+def _requeue_for_recompute(act: _Sequence, kv_tokens: list[int]) -> None:
     """The sequence lost its KV (kv_tokens): make it all prompt again, to be prefilled when it gets a slot.
 
     Mid-prefill, the original prompt still covers everything. While decoding, the KV held the prompt and all
@@ -674,5 +673,5 @@ def _requeue_for_recompute(act: _Active, kv_tokens: list[int]) -> None:
     if act.pending_token is not None:
         act.prompt = [*kv_tokens, act.pending_token]
         act.pending_token = None
-    act.seq.prompt_len = len(act.prompt)
-    act.seq.n_prefilled = 0
+    act.prompt_len = len(act.prompt)
+    act.n_prefilled = 0

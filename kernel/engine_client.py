@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,13 +65,18 @@ class EngineSpec:
 
 @dataclass
 class _Call:
+    """A call on its way to or in the engine process: what only this side knows of it (its request, prompt size
+    and counts are the handle's)."""
+
     handle: RequestHandle
-    req: GenRequest
-    result: GenResult
+    t_submit: float  # for the result this side makes when it ends the call itself (cancelled unsent, a crash)
     sent: bool = False
     last_sched: tuple = ()
-    n_prompt: int = 0
-    started: bool = field(default=False)
+    started: bool = False  # the engine has it (its prompt size is known: handle.n_prompt)
+
+    @property
+    def req(self) -> GenRequest:
+        return self.handle.request
 
 
 def signal_name(returncode: int) -> str:
@@ -134,7 +139,7 @@ class EngineProcess:
     def submit(self, req: GenRequest) -> RequestHandle:
         rid = next(REQUEST_IDS)
         handle = RequestHandle(rid, req, self._cancel)
-        call = _Call(handle, req, GenResult(t_submit=time.monotonic()))
+        call = _Call(handle, time.monotonic())
         handle.add_done_callback(self._finished)
         if req.grammar is not None:
             try:
@@ -167,8 +172,8 @@ class EngineProcess:
                 return
             if not call.sent:
                 self._calls.pop(rid, None)
-                call.result.finish_reason, call.result.t_end = "cancelled", time.monotonic()
-                call.handle._finish(call.result)
+                call.handle._finish(GenResult(finish_reason="cancelled", t_submit=call.t_submit,
+                                              t_end=time.monotonic()))
                 return
         self._send(("cancel", rid))
 
@@ -190,7 +195,7 @@ class EngineProcess:
         with self._lock:  # calls that wait for an engine (starting, restarting) are waiting, not running
             waiting = tuple(
                 SeqStats(rid=c.handle.id, owner=c.req.sched.owner, state="waiting", slot=None, kv_tokens=0,
-                         kv_bytes=0, swapped_bytes=0, prompt_tokens=c.n_prompt, generated=0, switches=0,
+                         kv_bytes=0, swapped_bytes=0, prompt_tokens=c.handle.n_prompt, generated=0, switches=0,
                          boosted=False, service=0.0)
                 for c in self._calls.values() if c.handle.id not in known and not c.started)
         return live + waiting
@@ -424,7 +429,7 @@ class EngineProcess:
                 call = self._calls.get(rid)
                 if call is not None:
                     call.started = True
-                    call.n_prompt = call.handle.n_prompt = n_prompt
+                    call.handle.n_prompt = n_prompt
             return
         if kind != "batch":
             return
@@ -448,10 +453,10 @@ class EngineProcess:
                 if call is not None:
                     call.handle.n_generated = n_gen
                     _write(call.handle, text)
-            ended = [(calls.pop(rid, None), res, n_gen) for rid, res, n_gen in dones]
-        for call, res, n_gen in ended:
+            ended = [(calls.pop(rid, None), res) for rid, res in dones]
+        for call, res in ended:
             if call is not None:
-                call.handle.n_generated = n_gen
+                call.handle.n_generated = res.completion_tokens
                 call.handle._finish(res)
 
     def _on_exit(self, returncode: int) -> None:
@@ -514,9 +519,8 @@ class EngineProcess:
             self._end(c, message)
 
     def _end(self, call: _Call, error: str, reason: str = "error") -> None:
-        res = call.result
-        res.finish_reason, res.error, res.t_end = reason, error if reason == "error" else None, time.monotonic()
-        call.handle._finish(res)
+        call.handle._finish(GenResult(finish_reason=reason, error=error if reason == "error" else None,
+                                      t_submit=call.t_submit, t_end=time.monotonic()))
 
 
 def _sched_key(req: GenRequest) -> tuple:

@@ -28,7 +28,7 @@ from typing import Any
 from .engine import Engine
 from .engine_types import EngineStats
 from .model import Model, ModelError, set_llama_logging
-from .requests import EngineError, GenRequest, RequestHandle
+from .requests import EngineError, GenRequest, GenResult, RequestHandle
 from .scheduler import load_policy
 
 PR_SET_PDEATHSIG = 1
@@ -107,14 +107,14 @@ class ChildEngine(Engine):
                 self.pipe = _Sink(engine, rid)  # type: ignore[assignment]
 
             def _finish(self, result) -> None:
-                engine._out_done.append((self.id, result, self.n_generated))
+                engine._out_done.append((self.id, result))
                 super()._finish(result)
 
         self.handle_factory = _Handle
         self._conn = conn
         self._send_lock = threading.Lock()
         self._out_text: dict[int, list[str]] = {}
-        self._out_done: list[tuple[int, Any, int]] = []
+        self._out_done: list[tuple[int, GenResult]] = []  # (rid, result): its counts are the result's
         self._out_steps: list = []
         self._live: dict[int, Any] = {}
         self._sent_stats: EngineStats | None = None
@@ -142,7 +142,7 @@ class ChildEngine(Engine):
             self._sent_stats = stats
             gen = {rid: h.n_generated for rid, h in self._live.items() if rid in texts}
             text_events = [(rid, "".join(parts), gen.get(rid, 0)) for rid, parts in texts.items()]
-            for rid, _res, _n in dones:
+            for rid, _res in dones:
                 self._live.pop(rid, None)
             try:
                 self._conn.send(("batch", text_events, dones, steps, stats))

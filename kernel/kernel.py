@@ -34,7 +34,7 @@ from .mcp import McpManager
 from .memory import MemoryManager
 from .model_info import ModelInfo
 from .plugins import AgentRegistry
-from .proc import Limits, Process, ProcessTable, ProcInfo, SyscallRecord
+from .proc import Limits, Process, ProcessTable, ProcInfo, SyscallRecord, fold_result
 from .requests import SCHED_CLASSES, GenRequest, GenResult, RequestHandle, SchedInfo
 from .routing import Backends, RemotePool, make_pools, probe_pools
 from .scheduler import Policy, load_policy
@@ -732,8 +732,8 @@ class Kernel:
             call.t_first = time.time()
 
     def track_call(self, proc: Process, rec: SyscallRecord, handle: RequestHandle) -> None:
-        """An LLM call in flight: its steps are charged to `rec` live (so a running or cancelled call shows what
-        was done), and when it ends its context switches move into the process's own count."""
+        """An LLM call in flight: its steps are charged to `rec` and `proc` live (so a running or cancelled call
+        shows what was done), and its result is folded in once, when it ends (before its caller sees the end)."""
         with self._acc_lock:
             self._calls[handle.id] = rec
             early = self._early.pop(handle.id, None)
@@ -745,7 +745,7 @@ class Kernel:
         def ended(result: GenResult) -> None:
             with self._acc_lock:
                 self._calls.pop(handle.id, None)
-                proc.switches += result.preemptions
+                fold_result(proc, rec, result)
                 if rec.t_finished:  # cancelled: the record was saved at the cancel; now with its last step too
                     self.storage.save_syscall(rec)
 

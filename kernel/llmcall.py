@@ -1,5 +1,6 @@
 """The one path of an LLM call: the request built once from a process's options, submitted to its backend,
-streamed while honouring STOP, and its result folded into the process and its syscall record when it ends.
+streamed while honouring STOP; its tokens are charged to the process and its syscall record step by step, and the
+rest of its result folded into them once, when it ends (`Kernel.track_call`, `proc.fold_result`).
 
 Every LLM call goes this way: an agent's `ctx.llm` (and through it the OpenAI door) and the context manager's
 summaries made on an agent's behalf.
@@ -12,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from .grammar_check import grammar_problems
 from .proc import Process, SyscallRecord
 from .requests import GenRequest, GenResult, SamplingParams
 from .services import Services, Syscalls
@@ -55,13 +57,17 @@ class LLMCall:
         self._backends, self._track = backends, track_call
         self._sc, self.req, self.backend, self.rec = sc, req, backend, rec
         self.result: GenResult | None = None
-        self.t_end = 0.0
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._stream()
 
     async def _stream(self) -> AsyncIterator[str]:
         sc, proc = self._sc, self._sc.proc
+        if self.req.grammar is not None:
+            # Read once per grammar text, off the loop: a tool-choice grammar is tens of KB and its first check
+            # takes tens of ms (far more on a loaded machine), which the backend's own check would spend on the
+            # kernel loop; from the cache its check is free. (Problems are reported by the backend, as before.)
+            await asyncio.get_running_loop().run_in_executor(None, grammar_problems, self.req.grammar)
         handle = self._backends.submit(self.req, self.backend)
         self._track(proc, self.rec, handle)  # tokens and start time charged to rec step by step
         proc.current_llm = handle
@@ -76,15 +82,16 @@ class LLMCall:
             raise
         finally:
             proc.current_llm = None
-        # The result folded into the process and the record: tokens towards the limit, the engine's timings.
-        proc.llm_tokens += result.completion_tokens
-        wall = time.time() - time.monotonic()
-        rec = self.rec
-        rec.t_queued = result.t_submit + wall
-        rec.t_started = (result.t_admit or result.t_end) + wall
-        rec.t_first = (result.t_first + wall) if result.t_first else 0.0
-        self.t_end = result.t_end + wall
+        # (its tokens were charged to the process and the record step by step, the rest of the result folded in
+        # by track_call when it ended: nothing to copy here)
         self.result = result
+
+    @property
+    def t_end(self) -> float:
+        """When the call ended (wall clock), for its record."""
+        if self.result is None:
+            return 0.0
+        return self.result.t_end + time.time() - time.monotonic()
 
     async def run(self) -> GenResult:
         """The whole call, its text in `result.text`."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .requests import RequestHandle, SchedInfo
+from .requests import GenResult, RequestHandle, SchedInfo
 
 STATE_DOC = {
     "R": "decoding or in a tool call",
@@ -132,10 +132,12 @@ class Process:
     ended: float = 0.0
     wchan: str = ""
     activity: str = "run"  # run | llm | child | stdin | timer | tool
+    # Its token counts, charged step by step as the backends report them (Kernel._account): the one place `ps`,
+    # `time`, the monitor, storage and the token limit read them from.
     decode_s: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    switches: int = 0
+    tokens_in: int = 0  # prompt tokens evaluated
+    tokens_out: int = 0  # tokens generated (what limits.max_tokens counts)
+    switches: int = 0  # context switches of its finished LLM calls (fold_result)
     syscall_count: int = 0
     status: int | None = None
     killed: bool = False  # SIGKILL: every later call on its context raises
@@ -149,7 +151,6 @@ class Process:
     syscalls: deque[SyscallRecord] = field(default_factory=lambda: deque(maxlen=200))
     current_llm: RequestHandle | None = None  # the llm call in flight
     backend: str = "local"  # the backend its LLM calls go to (--backend, inherited by its children)
-    llm_tokens: int = 0  # generated tokens of finished LLM calls (what the token limit counts)
     limit_hit: str = ""  # set when a limit ended the process: the one-line reason
     child_event: asyncio.Event | None = None  # set when one of its children exits
     ctx: object | None = None  # its AgentContext (for closing its stdio after SIGKILL)
@@ -185,6 +186,16 @@ class Process:
 
     def recent_output(self) -> str:
         return "".join(self.recent)[-RECENT_OUTPUT_CHARS:]
+
+
+def fold_result(proc: Process, rec: SyscallRecord, result: GenResult) -> None:
+    """An LLM call ended: what only its result says goes into its process and its record, here only (its tokens
+    were charged step by step): the context switches it suffered, and the engine's own timings of the call."""
+    proc.switches += result.preemptions
+    wall = time.time() - time.monotonic()
+    rec.t_queued = result.t_submit + wall
+    rec.t_started = (result.t_admit or result.t_end) + wall
+    rec.t_first = (result.t_first + wall) if result.t_first else 0.0
 
 
 class ProcessTable:

@@ -427,7 +427,6 @@ class RemotePool:
         call.text.append(text)
         replica.healthy = True  # it streams: whatever failed before, it answers now
         seq.state = "decode"
-        seq.generated += 1
         seq.last_ran = now
         self.scheduler.account(seq, 0, 1)
         call.handle.n_generated = call.chunks

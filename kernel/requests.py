@@ -109,25 +109,32 @@ class RequestHandle:
         self._cancel = canceller
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._callbacks: list[Callable[[GenResult], None]] = []
+        self._ending = False  # the result is set and the callbacks are taken: later ones run at once
         self._lock = threading.Lock()
 
     # engine side
     def _finish(self, result: GenResult) -> None:
+        """The request ended: done callbacks first (the kernel folds the result into its process there), then the
+        end is visible to the caller (its stream closes, `wait` returns), so nobody reads a half-folded result."""
         with self._lock:
             self.result = result
-            self._done.set()
-            waiters, self._async_waiters = self._async_waiters, []
+            self._ending = True
             callbacks, self._callbacks = self._callbacks, []
-        self.pipe.close()
-        for fn in callbacks:
-            fn(result)
-        for loop, fut in waiters:
-            loop.call_soon_threadsafe(_resolve, fut)
+        try:
+            for fn in callbacks:
+                fn(result)
+        finally:
+            with self._lock:
+                self._done.set()
+                waiters, self._async_waiters = self._async_waiters, []
+            self.pipe.close()
+            for loop, fut in waiters:
+                loop.call_soon_threadsafe(_resolve, fut)
 
     def add_done_callback(self, fn: Callable[[GenResult], None]) -> None:
         """fn(result) once the request ends, on the thread that ends it (at once if it already has)."""
         with self._lock:
-            if not self._done.is_set():
+            if not self._ending:
                 self._callbacks.append(fn)
                 return
         assert self.result is not None

@@ -28,8 +28,29 @@ assert _TOKEN_DATA.itemsize == ctypes.sizeof(ll.llama_token_data)
 _stderr_lock = threading.Lock()
 
 
+_parsed: dict[tuple[int, str], str] = {}  # (vocab, grammar) → "" (parses) or llama.cpp's complaint
+PARSED_KEPT = 128
+
+
 def check_grammar(vocab, grammar: str) -> None:
     """Raise EngineError naming the problem if llama.cpp cannot parse the GBNF grammar.
+
+    The outcome is kept by text: a tool-choice grammar is the same on every call, and this runs on the caller's
+    thread (the kernel loop when the engine runs in a thread)."""
+    key = (ctypes.cast(vocab, ctypes.c_void_p).value or 0, grammar)
+    why = _parsed.get(key)
+    if why is None:
+        why = _parse_error(vocab, grammar)
+        with _stderr_lock:
+            _parsed[key] = why
+            while len(_parsed) > PARSED_KEPT:
+                _parsed.pop(next(iter(_parsed)))
+    if why:
+        raise EngineError(f"invalid grammar: {why}")
+
+
+def _parse_error(vocab, grammar: str) -> str:
+    """"" if llama.cpp parses the grammar, else the reason it gives.
 
     llama.cpp reports a parse error with a bare fprintf to the C-level stderr (no log callback), which would
     tear the shell's screen; fd 2 is pointed at a temporary file for the duration of this one call, and the
@@ -46,11 +67,11 @@ def check_grammar(vocab, grammar: str) -> None:
             os.close(saved)
         if g:
             ll.llama_sampler_free(g)
-            return
+            return ""
         tmp.seek(0)
         text = tmp.read().decode("utf-8", "replace")
     why = text.split("error parsing grammar:", 1)[-1].strip().splitlines()
-    raise EngineError(f"invalid grammar: {why[0] if why and why[0] else 'llama.cpp could not parse it'}")
+    return why[0] if why and why[0] else "llama.cpp could not parse it"
 
 
 def _penalty_prefilter(params: SamplingParams) -> int:
@@ -105,7 +126,6 @@ class Sampler:
             add(ll.llama_sampler_init_temp(params.temperature))
             seed = params.seed if params.seed is not None else random.getrandbits(32)
             add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        self.grammar_resamples = 0
 
     def sample(self, ctx, idx: int) -> int:
         """Pick the next token from the logits at batch index idx, honouring the grammar if there is one."""
@@ -116,7 +136,6 @@ class Sampler:
             ll.llama_sampler_accept(self.grammar, token)
             return token
         # Rejected: undo nothing (penalties saw one token too many, a negligible bias), resample constrained.
-        self.grammar_resamples += 1
         token = self._resample_with_grammar(ctx, idx)
         ll.llama_sampler_accept(self.grammar, token)
         return token

@@ -75,10 +75,7 @@ class SeqState:
     prompt_len: int
     state: str = "waiting"  # waiting | prefill | decode | swapped | finished
     n_prefilled: int = 0  # prompt tokens whose KV is in place
-    generated: int = 0
-    kv_tokens: int = 0
     has_slot: bool = False
-    admitted_at: float = 0.0  # when the scheduler last planned its admission (monotonic)
     last_ran: float = 0.0  # monotonic time of the last step it got tokens in
     waiting_since: float = 0.0  # since when it is runnable but not running (0 = not waiting)
     service: float = 0.0  # the policy's measure of service received (fair: the agent's virtual service)
@@ -110,7 +107,6 @@ class SeqState:
         self.switches += 1
         self.has_slot = False
         self.state = "swapped" if swapped else "waiting"
-        self.kv_tokens = 0
 
 
 # --- policies ---------------------------------------------------------------------------------------------------
@@ -325,7 +321,6 @@ class Scheduler:
             if n_interactive and not any(class_rank(s) == CLASS_RANK["interactive"] for s in plan.run):
                 plan = self._plan(live, order, self.max_batch)  # none can run now (no slot): no point shrinking
         for s in plan.admit:
-            s.admitted_at = now
             s.admitted_step = self.steps
         in_run = {s.rid for s in plan.run}
         for s in live:

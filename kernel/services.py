@@ -175,12 +175,12 @@ class Syscalls:
     def tokens_left(self) -> int | None:
         """Tokens the process may still generate (its `max_tokens` limit), None without a limit."""
         lim = self._proc.limits.max_tokens
-        return None if not lim else max(0, lim - self._proc.llm_tokens)
+        return None if not lim else max(0, lim - self._proc.tokens_out)
 
     def check_token_limit(self) -> None:
         """After each LLM call, its tokens counted: LimitExceeded once the limit is reached."""
         lim = self._proc.limits.max_tokens
-        if lim and self._proc.llm_tokens >= lim:
+        if lim and self._proc.tokens_out >= lim:
             raise LimitExceeded("token", lim)
 
 

@@ -157,14 +157,6 @@ class WorkerPool:
                 return
         w.kill()
 
-    def prestart(self) -> None:
-        """Start a worker ahead of the first call (a start costs the imports of the tools' modules)."""
-        with self._lock:
-            if self._closed or self._idle:
-                return
-        self.started += 1
-        self._give(_Worker())
-
     def call(self, module: str, name: str, kwargs: dict[str, Any], *, timeout: float, cpu_s: float,
              memory_mb: int, fds: dict[str, int] | None = None, origin: str = "") -> Any:
         """Run the tool `name` of `module` with kwargs in a worker; its value, or the exception it raised

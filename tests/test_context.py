@@ -192,3 +192,98 @@ def test_resume_in_a_later_run_from_storage(k, env, kernel_factory):
             assert msgs[0]["role"] == "system" and msgs[1]["content"].startswith(SUMMARY_PREFIX)
             assert msgs == k.context._states["long-summarize"].last
             assert k2.context.count(msgs) < N_CTX
+
+
+# --- a turn's tokens, without a kernel ----------------------------------------------------------------------------
+
+class _Recording:
+    """The model as the context manager sees it, noting the thread of every tokenisation."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.threads: list[str] = []
+
+    def tokens_of(self, rendered, **kw):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return self._model.tokens_of(rendered, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def _context_manager(model):
+    from types import SimpleNamespace as NS
+
+    from aiosh.kernel.context import ContextManager
+
+    local = NS(n_ctx=2048)
+    backends = NS(resolve=lambda name: local, local=local)
+    storage = NS(run=1, save_messages=lambda *a, **kw: None)
+    config = NS(memory=NS(context_policy="truncate"))
+    return ContextManager(_Recording(model), storage, config, backends, None, None)
+
+
+def _syscalls():
+    from types import SimpleNamespace as NS
+
+    from aiosh.kernel.proc import Limits
+
+    return NS(pid=7, agent="t", backend="local", limits=Limits())
+
+
+def test_a_long_chat_is_tokenised_off_the_kernel_loop(model):
+    import asyncio
+    import threading
+
+    from aiosh.kernel.context import OFF_LOOP_CHARS
+    from aiosh.kernel.requests import GenRequest
+
+    cm, sc = _context_manager(model), _syscalls()
+    words = ["harbour", "violet", "lighthouse", "keeper", "boats", "painted", "quietly", "at", "dawn"]
+    long_text = " ".join(words[i % len(words)] for i in range(OFF_LOOP_CHARS // 5))
+    for text, off_loop in (("What is 12 times 7?", False), (long_text, True)):
+        msgs = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": text}]
+        req = GenRequest(messages=msgs, max_tokens=16)
+        cm.model.threads.clear()
+
+        async def turn(req: GenRequest) -> str:
+            await cm.prepare(sc, req, {})
+            return threading.current_thread().name
+
+        loop_thread = asyncio.run(turn(req))
+        assert req.tokens == model.tokens_of(model.render_chat(msgs))  # rendered and tokenised once, all of it
+        assert len(cm.model.threads) == 1
+        assert (cm.model.threads[0] != loop_thread) == off_loop, (len(text), cm.model.threads, loop_thread)
+
+
+def test_a_continued_conversation_starts_with_the_tokens_held(model):
+    import asyncio
+
+    from aiosh.kernel.requests import GenRequest, GenResult
+
+    cm, sc = _context_manager(model), _syscalls()
+    opts = {"conversation": "c"}
+    first = [{"role": "user", "content": "Name a fruit."}]
+    req = GenRequest(messages=first, max_tokens=16)
+    turn = asyncio.run(cm.prepare(sc, req, opts))
+    assert req.conversation and req.tokens
+    reply = "A ripe pear"
+    # As sampled: the reply, a character a token (not as the text would be tokenised), then the end of the turn.
+    generated = [*(t for ch in reply for t in model.tokenize(ch, special=False)), model.eos]
+    assert generated[:-1] != model.tokenize(reply, special=False)
+    cm.finish(sc, turn, reply, GenResult(text=reply, finish_reason="eos", tokens=generated), "ok")
+    held = [*req.tokens, *generated[:-1]]  # what the engine's KV holds (the end-of-turn token was never decoded)
+    second = [*first, {"role": "assistant", "content": reply}, {"role": "user", "content": "And a vegetable?"}]
+    req2 = GenRequest(messages=second, max_tokens=16)
+    asyncio.run(cm.prepare(sc, req2, opts))
+    assert req2.tokens is not None and req2.tokens[: len(held)] == held
+    assert model.detokenize(req2.tokens) == model.detokenize(model.tokens_of(model.render_chat(second)))
+    # A reply cut by a stop string is not all in its tokens: the next turn is tokenised afresh.
+    turn = asyncio.run(cm.prepare(sc, GenRequest(messages=second, max_tokens=16), opts))
+    cm.finish(sc, turn, "A leek", GenResult(text="A leek", finish_reason="stop", tokens=[1, 2, 3]), "ok")
+    third = [*second, {"role": "assistant", "content": "A leek"}, {"role": "user", "content": "Thanks."}]
+    req3 = GenRequest(messages=third, max_tokens=16)
+    asyncio.run(cm.prepare(sc, req3, opts))
+    assert req3.tokens == model.tokens_of(model.render_chat(third))

@@ -525,7 +525,7 @@ def test_special_token_strings_in_messages_stay_plain_text(model, engine):
         benign = [{**m, "content": "hello"} for m in msgs]
         want = sum(t in specials for t in model.chat_tokens(benign))  # the template's own markers only
         assert want >= 2 * len(msgs)
-        tokens, _ = engine._prompt_tokens(GenRequest(messages=msgs))
+        tokens = engine._prompt_tokens(GenRequest(messages=msgs))
         assert sum(t in specials for t in tokens) == want
         # the old way (the rendered text tokenised with special parsing) let the contents in as markers
         assert sum(t in specials for t in model.tokenize(model.template.render(msgs))) > want

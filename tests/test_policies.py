@@ -43,7 +43,7 @@ def test_serial_waits_for_the_one_running():
     eng.run(3)
     b = eng.submit(max_tokens=5)
     eng.run(20)
-    assert eng.tokens[b.rid] == 0 and a.generated > 20
+    assert eng.tokens[b.rid] == 0 and eng.generated[a.rid] > 20
 
 
 # --- fifo -----------------------------------------------------------------------------------------------------

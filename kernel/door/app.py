@@ -40,6 +40,12 @@ class Door(Protocol):
 _END = object()
 
 
+async def _off_loop(fn: Callable[[Any], Any], body: Any) -> Any:
+    """A request body translated in a worker thread: a tool or JSON-schema grammar is converted by llama.cpp's
+    converter (tens of KB; its first use imports llama_cpp, over a second), which the kernel loop must not wait on."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, body)
+
+
 def build_app(door: Door) -> Starlette:
     """The ASGI app of one door."""
 
@@ -76,7 +82,7 @@ def build_app(door: Door) -> Starlette:
 
     async def chat(request: Request) -> Response:
         pid, ctx = authorize(request, "POST /v1/chat/completions")
-        call = tr.chat_call(await body_of(request))
+        call = await _off_loop(tr.chat_call, await body_of(request))
         backend = backend_for(call.model)
         door.kernel.access.record(pid, "door", "allow", f"chat.completions model={call.model}")
 
@@ -103,7 +109,7 @@ def build_app(door: Door) -> Starlette:
 
     async def completions(request: Request) -> Response:
         pid, ctx = authorize(request, "POST /v1/completions")
-        call = tr.completion_call(await body_of(request))
+        call = await _off_loop(tr.completion_call, await body_of(request))
         backend = backend_for(call.model)
         door.kernel.access.record(pid, "door", "allow", f"completions model={call.model}")
 
