@@ -203,6 +203,10 @@ CORPUS: list[tuple[str, bool]] = [
     ("cd; pwd", ERR),
     # issue 18: scripts as in bash
     ("printf 'a\\nb\\nc\\n' > f; while read -r l; do echo \"$l\"; /bin/true; done < f", ERR),
+    # set reads its options from a declaration: -o without a name lists them, + and - and -- as in bash
+    ("set -o -u >/dev/null; echo $?; case $- in *u*) echo u-on;; esac", OUT),
+    ("set -e - a b; echo \"$@\"; set + c; echo \"$@\"; set -- ; echo $#", OUT),
+    ("set -eo pipefail x y; echo $1; set -o | grep pipefail; set -q; echo $?", OUT),
     ("printf 'a\\nb\\nc\\n' > f; while read -r l; do echo \"<$l>\"; head -c 2 > /dev/null; done < f", ERR),
     ("echo $((1/0))\necho after $?\necho ${x;}\necho after2", OUT),
     ("set -- one two three; echo \"${@:2}\"; echo \"${@:2:1}\" \"${*:1:2}\" \"${@: -1}\"", ERR),

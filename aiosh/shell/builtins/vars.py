@@ -55,48 +55,44 @@ def export(ctx: BuiltinContext) -> int:
     return status
 
 
+SET = Options("o;" + "".join(LETTERS) + "".join(IGNORED_LETTERS), plus=True)
+
+
 def set_(ctx: BuiltinContext) -> int:
+    """bash's set: option letters and `-o NAME` (`+` turns off; `-o`/`+o` alone list them), then the operands
+    become the positional parameters. A lone `-` ends the options and turns -x and -v off; `--` ends them and
+    sets the parameters even to none; a lone `+` is ignored."""
     st = ctx.state
     args = list(ctx.args)
     if not args:
         for name in sorted(st.vars):
             ctx.write(f"{name}={value_quote(st.vars[name])}\n")
         return 0
-    while args:
-        arg = args[0]
-        if arg == "--":
-            args.pop(0)
-            st.positional = list(args)
-            return 0
-        if arg == "+":  # an ignored flag
-            args.pop(0)
+    while True:
+        scan = SET.scan(args)
+        for flag in scan:
+            if flag.letter == "o":
+                if flag.value is None:
+                    _show_options(ctx, flag.on)
+                elif flag.value in OPTION_FIELDS:
+                    setattr(st, OPTION_FIELDS[flag.value], flag.on)
+                elif flag.value not in IGNORED_OPTIONS:
+                    return ctx.usage_error(f"{flag.value}: invalid option name")
+            elif flag.letter in LETTERS:
+                setattr(st, LETTERS[flag.letter], flag.on)
+        rest = scan.rest
+        if rest[:1] == ["+"]:  # ignored; the options go on after it
+            args = rest[1:]
             continue
-        if arg == "-":  # the end of the options, and -x -v off
-            args.pop(0)
+        if rest[:1] == ["-"]:
             st.xtrace = st.verbose = False
-            if args:
-                st.positional = list(args)
+            rest = rest[1:]
+        elif scan.used and args[scan.used - 1] == "--":
+            st.positional = rest
             return 0
-        if arg[:1] not in ("-", "+") or len(arg) < 2:
-            st.positional = list(args)
-            return 0
-        args.pop(0)
-        on = arg[0] == "-"
-        for c in arg[1:]:
-            if c == "o":
-                if not args:
-                    _show_options(ctx, on)
-                    continue
-                name = args.pop(0)
-                if name in OPTION_FIELDS:
-                    setattr(st, OPTION_FIELDS[name], on)
-                elif name not in IGNORED_OPTIONS:
-                    return ctx.usage_error(f"{name}: invalid option name")
-            elif c in LETTERS:
-                setattr(st, LETTERS[c], on)
-            elif c not in IGNORED_LETTERS:
-                return ctx.usage_error(f"{arg[0]}{c}: invalid option")
-    return 0
+        if rest:
+            st.positional = rest
+        return 0
 
 
 def _show_options(ctx: BuiltinContext, minus: bool) -> None:
