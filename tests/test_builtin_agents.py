@@ -134,7 +134,7 @@ def test_summarize_streams_a_summary(bk):
 @pytest.mark.model
 def test_summarize_long_input_in_chunks(bk):
     para = "Item {i}: the warehouse in district {i} reported {n} crates of apples delivered on time.\n"
-    text = "".join(para.format(i=i, n=i * 7) for i in range(80))  # about 7000 characters: three chunks
+    text = "".join(para.format(i=i, n=i * 7) for i in range(45))  # about 3900 characters: two chunks
     status, out, err, pid = run(bk, "summarize", stdin=text, options={"temperature": 0, "max_tokens": 24})
     assert status == 0 and out.strip(), err
     llm = [c for c in syscalls(bk, pid) if c["kind"] == "llm"]
