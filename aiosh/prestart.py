@@ -18,9 +18,6 @@ from typing import Any
 
 from aiosh.kernel.config import Config
 
-KEYWORDS = frozenset({"if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do",
-                      "done", "in", "function", "time", "{", "}", "!", "[[", "]]", "coproc"})
-
 
 def engine_wanted(config: Config, script: str | None, interactive: bool) -> bool:
     """Whether to start the engine's process now (see the module's text)."""
@@ -35,6 +32,7 @@ def unknown_commands(script: str) -> set[str]:
     """The command names of `script` that no builtin, keyword, function of the script or program on PATH
     answers to; empty when the script does not parse (the kernel then decides alone)."""
     from aiosh.shell.builtins import registry
+    from aiosh.shell.builtins.lang import KEYWORDS
     from aiosh.shell.errors import ShellSyntaxError
     from aiosh.shell.nodes import FunctionDef, SimpleCommand
     from aiosh.shell.parser import parse

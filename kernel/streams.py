@@ -7,7 +7,6 @@ buffered without a bound: agents produce tokens slowly, and a blocked writer wou
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import deque
 from typing import TYPE_CHECKING
@@ -148,9 +147,11 @@ class Pipe:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
-    """The caller's loop. asyncio is imported by whoever runs one, never by this module: the shell reads and
-    writes Pipes on threads, and `aiosh -c 'echo hi'` need not load asyncio (~50 ms)."""
-    return sys.modules["asyncio"].get_running_loop()
+    """The caller's loop. asyncio is imported here, when a loop is running (so it is loaded already), not at this
+    module's import: the shell reads and writes Pipes on threads, and `aiosh -c 'echo hi'` need not load it."""
+    import asyncio
+
+    return asyncio.get_running_loop()
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
