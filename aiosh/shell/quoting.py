@@ -31,6 +31,11 @@ def single_quote(text: str) -> str:
     """`'…'`, or `$'…'` when there are control characters (`${x@Q}`)."""
     if has_controls(text):
         return dollar_quote(text)
+    return plain_single_quote(text)
+
+
+def plain_single_quote(text: str) -> str:
+    """`'…'` whatever the text holds, newlines included: how bash's `trap` and `alias` print (sh_single_quote)."""
     return "'" + text.replace("'", "'\\''") + "'"
 
 

@@ -7,7 +7,7 @@ import signal
 
 from ..errors import ExitShell, ShellError
 from ..lexer import is_name
-from ..quoting import single_quote
+from ..quoting import plain_single_quote
 from ..state import SHOPT_DEFAULTS
 from . import BuiltinContext, BuiltinRegistry
 from .getopt import OptionError, Options
@@ -118,7 +118,7 @@ def alias(ctx: BuiltinContext) -> int:
         args.pop(0)
     if not args:
         for name in sorted(aliases):
-            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+            ctx.write(f"alias {name}={plain_single_quote(aliases[name])}\n")
         return 0
     status = 0
     for arg in args:
@@ -129,7 +129,7 @@ def alias(ctx: BuiltinContext) -> int:
                 continue
             aliases[name] = value
         elif name in aliases:
-            ctx.write(f"alias {name}={single_quote(aliases[name])}\n")
+            ctx.write(f"alias {name}={plain_single_quote(aliases[name])}\n")
         else:
             status = ctx.error(f"{name}: not found")
     return status
@@ -186,7 +186,7 @@ def trap(ctx: BuiltinContext) -> int:
         shown = st.traps if st.shown_traps is None else st.shown_traps  # a subshell lists its parent's
         if not args:
             for trapped in sorted(shown, key=_trap_order):
-                ctx.write(f"trap -- {single_quote(shown[trapped])} {_shown(trapped)}\n")
+                ctx.write(f"trap -- {plain_single_quote(shown[trapped])} {_shown(trapped)}\n")
             return 0
         status = 0
         for spec in args:
@@ -194,7 +194,7 @@ def trap(ctx: BuiltinContext) -> int:
             if name is None:
                 status = ctx.error(f"{spec}: invalid signal specification")
             elif name in shown:
-                ctx.write(f"trap -- {single_quote(shown[name])} {_shown(name)}\n")
+                ctx.write(f"trap -- {plain_single_quote(shown[name])} {_shown(name)}\n")
         return status
     first = args[0]
     if (first.isdigit() and signal_spec(first) is not None) or (len(args) == 1 and first != "-"
