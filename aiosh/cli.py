@@ -8,6 +8,7 @@ import sys
 
 from aiosh.boot import BootError, KernelHandle, preflight, read_config
 from aiosh.kernel.engine_spawn import prestart
+from aiosh.kernel.startup_checks import engine_load_args
 from aiosh.prestart import engine_wanted
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         text = ns.command if ns.command is not None else source
         interactive = text is None and sys.stdin.isatty() and sys.stdout.isatty() and not ns.monitor
         if engine_wanted(config, text, interactive):
-            prestart(verbose=ns.verbose)  # the engine's process imports llama.cpp while aiosh sets itself up
+            prestart(engine_load_args(config), verbose=ns.verbose)  # it loads the model while aiosh sets itself up
         kernel = KernelHandle(config, verbose=ns.verbose, script=text, on_fail=_end_aiosh)
         if config.backends:  # remote servers are checked by starting them: at start-up, as one line
             kernel.get()

@@ -264,18 +264,13 @@ def bench_steps(engine: Engine, model: Model, settings: EngineSettings, threads:
 
 # --- the engine in its own process against the engine in a thread ---------------------------------------------
 def start_engine(mode: str, model: Model, settings: EngineSettings):
-    """Start the engine in a thread ("thread") or in a child process ("process"); None where that is unavailable.
-
-    HOOK (branch engine-proc): the process mode uses `aiosh.kernel.engine_client.EngineProcess`, which another
-    branch is adding. Until it is merged this returns None and `process_vs_thread` is reported as null. The object
-    returned must offer submit(req) -> handle, steps() -> [StepRecord] and close(), plus clear_idle_caches.
-    """
+    """Start the engine in a thread ("thread") or in a child process ("process": `EngineProcess`, which starts
+    its child with glibc's huge-page tunable, kernel/engine_spawn.py child_env; the thread has whatever this
+    process was started with). Either offers submit(req) -> handle, steps() -> [StepRecord], close() and
+    clear_idle_caches."""
     if mode == "thread":
         return Engine(model, settings).start()
-    try:
-        from aiosh.kernel.engine_client import EngineProcess, EngineSpec  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    from aiosh.kernel.engine_client import EngineProcess, EngineSpec
     spec = EngineSpec(model_path=str(model.path), n_gpu_layers=0, chat_template="",
                       extra_buffers=model.extra_buffers, settings=settings, policy="fair", policy_params={},
                       plugin_paths=[], boost_after_s=5.0)
@@ -311,11 +306,6 @@ def process_vs_thread(thread_engine: Engine, model: Model, settings: EngineSetti
     times each, alternating (thread, process, thread, …) so that a change in the machine's load hits both; the
     ratio is of the medians."""
     proc = start_engine("process", model, settings)
-    if proc is None:
-        log("process_vs_thread: no engine process on this branch (hook in start_engine)")
-        return {"thread_step_ms": decode_step_ms(thread_engine, model, n, new_tokens, 300), "process_step_ms": None,
-                "process_vs_thread": None,
-                "note": "engine process API (aiosh.kernel.engine_client.EngineProcess) not on this branch"}
     thread_runs: list[float] = []
     proc_runs: list[float] = []
     try:

@@ -20,7 +20,6 @@ preparation, the batch and sampling, the requests' lives and the statistics.
 from __future__ import annotations
 
 import ctypes
-import os
 import queue
 import threading
 import time
@@ -29,12 +28,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import llama_cpp as ll
-
 from .conversations import ConversationCache
 from .engine_types import EngineSettings, EngineStats, SeqStats, StepRecord
 from .grammar_check import check_grammar_text
 from .kvcache import MIN_SHARED_PREFIX, KVCache, Slot, common_prefix
+from .llama_bindings import ll
+from .llama_context import LlamaContext, create_context
 from .model import Model
 from .requests import REQUEST_IDS, EngineError, GenRequest, GenResult, RequestHandle
 from .sampling import Sampler, check_grammar
@@ -68,14 +67,12 @@ class Engine:
     # the engine process hands out handles that forward to the kernel
     handle_factory: Callable[[int, GenRequest, Callable[[int], None]], RequestHandle] = RequestHandle
 
-    def __init__(self, model: Model, settings: EngineSettings, policy: Policy | None = None) -> None:
+    def __init__(self, model: Model, settings: EngineSettings, policy: Policy | None = None,
+                 context: LlamaContext | None = None) -> None:
+        """`context`: one already made for `model` and `settings` (the engine process makes it while it imports
+        this module); by default the engine makes its own. Either way the engine frees it."""
         self.model = model
         self.settings = settings
-        if settings.n_ctx > model.info.n_ctx_train:
-            raise EngineError(
-                f"{model.path}: model.n_ctx {settings.n_ctx} is larger than the model's trained context "
-                f"{model.info.n_ctx_train}"
-            )
         self.scheduler = Scheduler(
             policy or Policy(), settings.n_slots, settings.effective_max_batch, settings.batch_tokens
         )
@@ -95,32 +92,17 @@ class Engine:
         # buffer per token on the hot path).
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
-        self._init_context()
+        self._init_context(context or create_context(model, settings))
 
     # --- set-up -----------------------------------------------------------------------------------------------
-    def _init_context(self) -> None:
+    def _init_context(self, context: LlamaContext) -> None:
         s = self.settings
-        cp = ll.llama_context_default_params()
-        cp.n_ctx = s.effective_kv_cells if s.unified_kv else s.n_ctx * s.n_slots
-        cp.n_batch = max(s.batch_tokens + s.n_slots, 64)
-        cp.n_ubatch = cp.n_batch
-        cp.n_seq_max = s.n_slots
-        threads = s.n_threads or os.cpu_count() or 1
-        self.n_threads = threads  # in force (settings say 0 for "all cores")
-        cp.n_threads = threads
-        cp.n_threads_batch = threads
-        cp.kv_unified = s.unified_kv
-        cp.no_perf = True
-        ctx = ll.llama_init_from_model(self.model.ptr, cp)
-        if not ctx:
-            raise EngineError(
-                f"{self.model.path}: llama.cpp could not create a context of {cp.n_ctx} KV cells "
-                f"(kernel.kv_cells / kernel.slots too large for this machine?)"
-            )
-        self.ctx = ctx
+        self.context = context
+        self.ctx = ctx = context.ctx
+        self.n_threads = context.n_threads
         self.kv = KVCache(ctx, s.n_slots)  # slots, cells, prefix reuse, swap/recompute
         self.slots, self.mem, self.n_cells = self.kv.slots, self.kv.mem, self.kv.n_cells  # (the same objects)
-        self.batch_cap = cp.n_batch
+        self.batch_cap = context.n_batch
         self.batch = ll.llama_batch_init(self.batch_cap, 0, 1)
         self._publish_stats()  # slots and KV capacity are known before the first step
 
@@ -143,8 +125,8 @@ class Engine:
         if getattr(self, "batch", None) is not None:
             ll.llama_batch_free(self.batch)
             self.batch = None
-        if getattr(self, "ctx", None):
-            ll.llama_free(self.ctx)
+        if getattr(self, "context", None) is not None:
+            self.context.free()
             self.ctx = None
 
     # --- public API (any thread) ------------------------------------------------------------------------------

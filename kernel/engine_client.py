@@ -369,7 +369,7 @@ class EngineProcess:
             return
         self._proc = proc
         try:
-            conn.send(self._child_spec())
+            conn.send(("spec", self._child_spec()))
             reply = conn.recv()
         except (EOFError, OSError):
             reply = None

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import llama_cpp as ll
+from .llama_bindings import ll
 
 MIN_SHARED_PREFIX = 8  # below this, copying a prefix between slots is not worth evicting anything
 

@@ -7,15 +7,15 @@ the llama *context* is not, and lives only on the engine thread (see engine.py).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import llama_cpp as ll
-
 from .cpu import decide_extra_buffers
+from .llama_bindings import ll
 from .model_info import (  # noqa: F401 - re-exported: the names callers know
     EMBEDDED_FILE,
     EMBEDDED_PACKAGE,
@@ -40,14 +40,23 @@ _log_verbose = False
 
 
 _log_mirror: int | None = None
+_log_native = False  # llama.cpp logs to fd 2 by itself (see set_llama_logging)
 
 
-def set_llama_logging(verbose: bool, mirror_fd: int | None = None) -> None:
+def set_llama_logging(verbose: bool, mirror_fd: int | None = None, *, native: bool = False) -> None:
     """Silence llama.cpp's own log lines (they go to the C-level stderr, under both UIs) unless verbose.
 
-    The engine process logs to its fd 2 (a log file) and, with --verbose, to `mirror_fd` (the terminal) too."""
-    global _log_callback, _log_verbose, _log_mirror
+    The engine process logs to its fd 2 (a log file) and, with --verbose, to `mirror_fd` (the terminal) too.
+    `native` (verbose, no mirror): llama.cpp writes to fd 2 itself, through no Python callback, so a thread that
+    loads the model does not wait for the interpreter lock at every log line while another thread imports."""
+    global _log_callback, _log_verbose, _log_mirror, _log_native
     with _log_lock:
+        if native and verbose and mirror_fd is None and _log_callback is None:
+            _log_native = True
+            ll.llama_log_set(ll.llama_log_callback(), ctypes.c_void_p(0))  # (NULL: llama.cpp's own, to stderr)
+            return
+        if _log_native and verbose and mirror_fd is None:
+            return
         _log_verbose = verbose
         _log_mirror = mirror_fd
         if _log_callback is None:
@@ -89,6 +98,7 @@ class Model:
         chat_template: str = "",
         extra_buffers: str | bool = "auto",
         vocab_only: bool = False,
+        defer_template: bool = False,
     ) -> None:
         """`vocab_only`: the vocabulary and template without the weights (the kernel's tokeniser: cheap, and no
         native compute in the kernel's process)."""
@@ -127,8 +137,17 @@ class Model:
                                   n_layer=0, n_params=0, size_bytes=0, kv_bytes_per_token=0)
         else:
             self.info = self._read_info(ptr)
-        template = chat_template or (ll.llama_model_chat_template(ptr, None) or b"").decode("utf-8", "replace")
-        self.template = ChatTemplate(template or FALLBACK_TEMPLATE, self.token_text(self.bos), self.token_text(self.eos))
+        self._template_source = chat_template or (ll.llama_model_chat_template(ptr, None) or b"").decode(
+            "utf-8", "replace")
+        if not defer_template:
+            self.template  # noqa: B018 - (compiled now: a template jinja2 refuses is an error of the load)
+
+    @functools.cached_property
+    def template(self) -> ChatTemplate:
+        """The chat template, compiled at first use when the load deferred it (`defer_template`: the engine
+        process makes its llama context first, while jinja2 would hold the interpreter lock)."""
+        return ChatTemplate(self._template_source or FALLBACK_TEMPLATE, self.token_text(self.bos),
+                            self.token_text(self.eos))
 
     def _read_info(self, ptr) -> ModelInfo:
         n_layer = ll.llama_model_n_layer(ptr)

@@ -7,14 +7,17 @@ waiting time and turnaround (the AIOS paper's metrics) are computed.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import EngineError as EngineError  # (defined in a leaf module, for front ends: see errors.py)
 from .streams import Pipe
+
+if TYPE_CHECKING:
+    import asyncio  # (imported where a loop awaits: the engine's process has none)
 
 REQUEST_IDS = itertools.count(1)  # request ids, unique across every backend of the process
 
@@ -164,6 +167,8 @@ class RequestHandle:
         return self.result
 
     async def await_result(self) -> GenResult:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] | None = None
         with self._lock:

@@ -16,9 +16,9 @@ import sys
 import tempfile
 import threading
 
-import llama_cpp as ll
 import numpy as np
 
+from .llama_bindings import ll
 from .requests import EngineError, SamplingParams
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])

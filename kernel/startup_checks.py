@@ -7,7 +7,7 @@ anything is loaded. A light module: the front end runs these checks even for a s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
 from .engine_settings import EngineSettings
@@ -33,6 +33,17 @@ def engine_settings(c: Config) -> EngineSettings:
     k = c.kernel
     return EngineSettings(n_ctx=c.model.n_ctx, n_slots=k.slots, kv_cells=k.kv_cells, max_batch=k.max_batch,
                           batch_tokens=k.batch_tokens, n_threads=c.model.n_threads, unified_kv=k.unified_kv)
+
+
+def engine_load_args(c: Config, path: Path | None = None) -> dict[str, Any]:
+    """What the engine process loads the model and makes its context with. The kernel's spec carries the same
+    values (`local_engine`), and a front end that starts the engine's process early sends them ahead so that it
+    can start loading (`engine_spawn.prestart`)."""
+    from .cpu import decide_extra_buffers
+
+    return {"model_path": str(path or model_path(c)), "n_gpu_layers": c.model.n_gpu_layers,
+            "chat_template": c.model.chat_template,
+            "extra_buffers": decide_extra_buffers(c.model.extra_buffers).enabled, "settings": engine_settings(c)}
 
 
 def _mem_available() -> int:

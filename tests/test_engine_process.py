@@ -133,15 +133,31 @@ def test_a_wrong_guess_ends_the_early_engine_before_it_loads(tmp_path):
     assert not list((tmp_path / "s").glob("aiosh/engine-*.log"))  # (nor its empty log file)
 
 
+def test_llama_cpp_high_level_api_loads_only_when_asked():
+    # the kernel and the engine import llama.cpp's bindings only (numpy, jinja2 and Llama cost ~0.25 s at every
+    # fresh start); anyone else in the process still gets the whole package on first touch
+    code = (
+        "import sys; from aiosh.kernel import model, llama_context; import llama_cpp as l\n"
+        "print(sorted(m for m in ('numpy', 'jinja2', 'llama_cpp.llama') if m in sys.modules))\n"
+        "print(callable(l.llama_decode)); from llama_cpp import Llama; import llama_cpp.llama_grammar as g\n"
+        "print(Llama.__module__, l.__version__ == __import__('importlib.metadata').metadata.version('llama_cpp_python'))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.splitlines() == ["[]", "True", "llama_cpp.llama True"], r.stderr
+
+
+def test_the_engine_process_asks_for_huge_pages_unless_the_user_said(monkeypatch):
+    from aiosh.kernel.engine_spawn import child_env
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert child_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert child_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert child_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+
+
 # --- on the real model -------------------------------------------------------------------------------------------
-def _kernel(tmp_path, **kernel):
-    cfg = load_config(cwd=tmp_path, overrides={
-        "kernel": {"slots": 4, "kv_cells": 8192, **kernel}, "plugins": {"paths": [AGENTS]},
-        "storage": {"path": ""},
-    })
-    return Kernel(cfg)
-
-
 def _wait_tokens(k, pid, timeout=60.0):
     deadline = time.monotonic() + timeout
     while k.proc(pid).tokens_out == 0 and time.monotonic() < deadline:
@@ -149,18 +165,34 @@ def _wait_tokens(k, pid, timeout=60.0):
     return k.proc(pid).tokens_out
 
 
+def _config(tmp_path, **kernel):
+    return load_config(cwd=tmp_path, overrides={
+        "kernel": {"slots": 4, "kv_cells": 8192, **kernel}, "plugins": {"paths": [AGENTS]},
+        "storage": {"path": ""},
+    })
+
+
+def _kernel(tmp_path, **kernel):
+    return Kernel(_config(tmp_path, **kernel))
+
+
 @pytest.mark.model
 @pytest.mark.timeout(300)
-def test_the_kernel_takes_the_engine_started_before_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("early_cells", [8192, 4096], ids=["same settings", "other settings"])
+def test_the_kernel_takes_the_engine_started_before_it(tmp_path, monkeypatch, early_cells):
+    # the early process starts loading with the load arguments it was sent; if the kernel's spec says otherwise
+    # (here: another KV pool), it loads again with the kernel's, and the kernel still takes that process
     from aiosh.kernel import engine_spawn
+    from aiosh.kernel.startup_checks import engine_load_args
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    pid = engine_spawn.prestart()
+    pid = engine_spawn.prestart(engine_load_args(_config(tmp_path, kv_cells=early_cells)))
     assert pid is not None
     k = _kernel(tmp_path)
     try:
         assert k.engine_start(wait=240)
         assert k.engine_info().pid == pid  # the same process: no second one was started
+        assert k.local.stats.kv_capacity == 8192  # the context has the kernel's settings, whatever was sent early
         out = Pipe("out")
         child = k.spawn("chat", ["Say hi"], stdout=out, stderr=out, options={"max_tokens": 3})
         assert k.wait(child, 120)[1] == 0 and out.read_all().strip()
