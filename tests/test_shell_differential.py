@@ -334,6 +334,8 @@ JOBS: list[tuple[str, bool]] = [
     ("sleep 0.2 & echo started; wait; echo waited", ERR),
     ("fg; echo $?; bg; echo $?", ERR),
     ("trap 'echo usr2' USR2; sleep 2 & (sleep 0.3; kill -USR2 $$) & wait $!; echo w=$?", ERR),
+    # type knows every reserved word bash has (time, function, [[, select, coproc), as command -V does
+    ("type time function '[[' select coproc ']]' '{'; echo $?; type -t time; command -V time", ERR),
     # trap and alias print a handler or value with newlines in plain '…' (set and declare use $'…')
     ("trap 'echo 1\necho 2' INT; trap; alias x='a\nb' y=\"it's\"; alias; x=$'a\nb'; declare -p x", ERR),
     ("sleep 0.1 & sleep 0.1 | cat & jobs | wc -l; wait -n bad; echo $?; wait zzz; echo $?", OUT),

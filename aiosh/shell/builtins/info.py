@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from . import BuiltinContext, BuiltinRegistry
 from .getopt import Options
+from .lang import KEYWORDS  # (bash's reserved words, as `compgen -k` lists them: `command -V` uses them too)
 
 TYPE = Options("aptP")
-
-KEYWORDS = frozenset(["if", "then", "elif", "else", "fi", "for", "in", "do", "done", "while", "until", "{", "}", "!", "case", "esac"])
-
 
 def help_(ctx: BuiltinContext) -> int:
     reg = ctx.session.builtins
