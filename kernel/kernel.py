@@ -32,7 +32,7 @@ from .errors import UnknownAgent as UnknownAgent
 from .local_engine import make_local
 from .mcp import McpManager
 from .memory import MemoryManager
-from .model_info import ModelInfo
+from .model_info import ModelError, ModelInfo
 from .plugins import AgentRegistry
 from .proc import Limits, Process, ProcessTable, ProcInfo, SyscallRecord, fold_result
 from .requests import SCHED_CLASSES, GenRequest, GenResult, RequestHandle, SchedInfo
@@ -564,7 +564,10 @@ class Kernel:
         if backend != "" and self.backends.resolve(backend).kind == LOCAL:
             self.local.start()
         if not getattr(self.model, "loaded", True):
-            await asyncio.get_running_loop().run_in_executor(self.pool, self.model.load)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.pool, self.model.load)
+            except ModelError as exc:  # a GGUF whose header passed the start-up checks but llama.cpp refuses
+                raise LLMError(str(exc)) from None
 
     def engine_restart(self) -> None:
         """`sched engine restart`: forget the crash count and start a new engine."""

@@ -204,6 +204,21 @@ def test_the_kernel_takes_the_engine_started_before_it(tmp_path, monkeypatch, ea
 
 
 @pytest.mark.model
+@pytest.mark.timeout(120)
+def test_a_model_llama_cpp_refuses_after_its_header_passed_is_one_line_per_call(tmp_path):
+    # the first 3 MB of the real GGUF: its header passes the start-up checks, llama.cpp refuses the rest (in the
+    # kernel's vocabulary load and in the engine process): each chat is one line and status 1, and the script goes on
+    bad = tmp_path / "truncated.gguf"
+    with open(find_embedded_model(), "rb") as fh:
+        bad.write_bytes(fh.read(3_000_000))
+    (tmp_path / "aiosh.toml").write_text(f'[model]\npath = "{bad}"\n')
+    r = _aiosh(["-c", "chat --max-tokens 4 hi; echo s=$?; chat --max-tokens 4 hi; echo s=$?; echo on"], tmp_path)
+    assert r.returncode == 0 and r.stdout == "s=1\ns=1\non\n"
+    line = f"aiosh: chat: llm: {bad}: llama.cpp could not load this model (corrupt or unsupported GGUF)"
+    assert r.stderr.splitlines() == [line, line], r.stderr
+
+
+@pytest.mark.model
 @pytest.mark.timeout(300)
 def test_engine_killed_mid_stream_fails_calls_in_flight_then_restarts(tmp_path):
     with _kernel(tmp_path) as k:
