@@ -146,6 +146,22 @@ def test_llama_cpp_high_level_api_loads_only_when_asked():
     assert r.stdout.splitlines() == ["[]", "True", "llama_cpp.llama True"], r.stderr
 
 
+@pytest.mark.parametrize("overrides", [{}, {"kernel": {"slots": 3, "kv_cells": 4096, "batch_tokens": 64}},
+                                       {"model": {"extra_buffers": False, "n_threads": 1}}])
+def test_the_load_arguments_sent_early_are_the_kernels_own(tmp_path, overrides):
+    # two functions compute them from the configuration (the front end's, before the kernel exists, and the
+    # kernel's spec); if they drift apart, every early engine silently loads twice
+    from aiosh.kernel.engine_process import LOAD_KEYS
+    from aiosh.kernel.local_engine import make_local
+    from aiosh.kernel.scheduler import Policy
+    from aiosh.kernel.startup_checks import engine_load_args
+
+    cfg = load_config(cwd=tmp_path, overrides={"storage": {"path": ""}, **overrides})
+    backend, _vocab = make_local(cfg, Policy)
+    spec = backend._child_spec()
+    assert engine_load_args(cfg) == {k: spec[k] for k in LOAD_KEYS}
+
+
 def test_the_engine_process_asks_for_huge_pages_unless_the_user_said(monkeypatch):
     from aiosh.kernel.engine_spawn import child_env
 
