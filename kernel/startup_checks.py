@@ -35,13 +35,13 @@ def engine_settings(c: Config) -> EngineSettings:
                           batch_tokens=k.batch_tokens, n_threads=c.model.n_threads, unified_kv=k.unified_kv)
 
 
-def engine_load_args(c: Config, path: Path | None = None) -> dict[str, Any]:
+def engine_load_args(c: Config) -> dict[str, Any]:
     """What the engine process loads the model and makes its context with. The kernel's spec carries the same
     values (`local_engine`), and a front end that starts the engine's process early sends them ahead so that it
     can start loading (`engine_spawn.prestart`)."""
     from .cpu import decide_extra_buffers
 
-    return {"model_path": str(path or model_path(c)), "n_gpu_layers": c.model.n_gpu_layers,
+    return {"model_path": str(model_path(c)), "n_gpu_layers": c.model.n_gpu_layers,
             "chat_template": c.model.chat_template,
             "extra_buffers": decide_extra_buffers(c.model.extra_buffers).enabled, "settings": engine_settings(c)}
 
