@@ -32,6 +32,16 @@ NEEDS_OILS_TREE = re.compile(r"\$REPO_ROOT|spec/testdata|\bspec/|\btestdata\b|_d
 TIMEOUT = 10.0
 AGREE_FILE = Path(__file__).with_name("oils_spec_agree.txt")
 SHIM = "aiosh-shell"  # the name $SH has in the cases
+# Cases whose output depends on how fast a shell gets its background jobs going, or on the clock. They run and count
+# in the table like any other, but test_oils_spec does not fail on them: on a loaded machine bash itself leaves its
+# quiet-machine output (background#7: with two busy loops on the 2 cores, bash printed it in 8 of 12 runs, aiosh's
+# shell in 1 of 12; on a quiet machine both in every run). The CI machine is such a machine at times (2026-12-02:
+# background#7 differed there twice in a row). What they check without the race is in test_shell_differential.py.
+TIMING_DEPENDENT: dict[str, str] = {
+    "background#7": "three background jobs of 10, 20 and 30 ms must finish in that order",
+    "builtin-kill#16": "jobs of 0.1 and 0.2 s: which one `kill %-` finds still running",
+    "posix#12": "`date` in the output: bash's two runs and aiosh's must fall in the same second",
+}
 
 
 def _default_signals() -> None:

@@ -35,6 +35,8 @@ def test_parse_finds_the_cases() -> None:
     assert len(cases) > 1400
     first = oils_spec.parse_file(SPEC / "smoke.test.sh")[0]
     assert first.code.strip() and "##" not in first.code
+    ids = {c.id for c in cases}
+    assert set(oils_spec.TIMING_DEPENDENT) <= ids  # (a renamed or renumbered case must not stay excused)
 
 
 @pytest.mark.timeout(1800)
@@ -51,8 +53,15 @@ def test_agreeing_cases_still_agree(capsys: pytest.CaptureFixture[str]) -> None:
         print("\n" + table.render())
     wanted = set(expected)
     regressed = [r for r in results if r.case.id in wanted and r.verdict in ("differ", "timeout")]
-    if regressed:  # a few cases race background jobs or the clock (background#7, posix#12): once more, one at a time
+    if regressed:  # once more, one at a time: a loaded machine slows both shells (see oils_spec.TIMING_DEPENDENT)
         again = oils_spec.run_cases([r.case for r in regressed], SPEC, jobs=1)
         regressed = [r for r in again if r.verdict in ("differ", "timeout")]
+    racing = [r for r in regressed if r.case.id in oils_spec.TIMING_DEPENDENT]
+    if racing:
+        with capsys.disabled():
+            for r in racing:
+                print(f"timing-dependent, not counted: {r.case.id} ({oils_spec.TIMING_DEPENDENT[r.case.id]}): "
+                      f"bash={r.bash!r} aiosh={r.aiosh!r}")
+    regressed = [r for r in regressed if r.case.id not in oils_spec.TIMING_DEPENDENT]
     detail = "\n".join(f"{r.case.id} {r.case.name}: bash={r.bash!r} aiosh={r.aiosh!r}" for r in regressed[:20])
     assert not regressed, f"{len(regressed)} cases that agreed now differ:\n{detail}"

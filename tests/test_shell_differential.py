@@ -315,6 +315,11 @@ CORPUS: list[tuple[str, bool]] = [
 
 JOBS: list[tuple[str, bool]] = [
     ("sleep 0.1 & wait $!; echo $?", ERR),
+    # background#7 of the Oils suite without its 10-30 ms race: each job's status comes back through `wait PID`,
+    # in the order asked, with errexit switched off around it
+    ("set -o errexit; pids=''; for i in 3 2 1; do { exit $i; } & pids=\"$pids $!\"; done; "
+     "for pid in $pids; do set +o errexit; wait $pid; status=$?; set -o errexit; echo status=$status; done; echo end",
+     ERR),
     ("sleep 5 & kill %1; wait %1; echo $?", ERR),
     ("sleep 5 & kill -9 %1; wait %1; echo $?", OUT),
     ("sleep 5 & sleep 5 & jobs; kill %1 %2; wait; echo $?", ERR),
