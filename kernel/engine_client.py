@@ -471,7 +471,13 @@ class EngineProcess:
             # nothing of the dead engine's KV or sequences is left
             self._stats = replace(self._stats, seqs=(), slots_busy=0, kv_used=0, kv_cached_idle=0, swapped_bytes=0)
             tail = self.log_tail()
-            retry_extra = (self.spec.extra_buffers.enabled and not self._decoded and not self._retried_extra)
+            # every crash counts towards the loop bound, the one retried without extra buffers too
+            self._crashes.append(now)
+            while self._crashes and self._crashes[0] < now - CRASH_WINDOW_S:
+                self._crashes.popleft()
+            looping = len(self._crashes) >= CRASH_LOOP
+            retry_extra = (self.spec.extra_buffers.enabled and not self._decoded and not self._retried_extra
+                           and not looping)
             if retry_extra:
                 self._retried_extra = True
                 self.spec.extra_buffers = ExtraBuffers(
@@ -483,10 +489,6 @@ class EngineProcess:
                 self.restarts += 1
                 self._notice(f"{self.last_error} (model.extra_buffers = false skips the try)")
                 return
-            self._crashes.append(now)
-            while self._crashes and self._crashes[0] < now - CRASH_WINDOW_S:
-                self._crashes.popleft()
-            looping = len(self._crashes) >= CRASH_LOOP
             self.last_error = (f"engine crashed ({how})" + (f"; last log line: {tail[-1]}" if tail else ""))
             dead = [c for c in self._calls.values() if c.sent]
             for c in dead:

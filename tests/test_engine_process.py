@@ -268,7 +268,11 @@ def test_engine_killed_mid_stream_fails_calls_in_flight_then_restarts(tmp_path):
 @pytest.mark.model
 @pytest.mark.timeout(400)
 def test_three_crashes_in_a_minute_fail_fast_until_restart(tmp_path):
-    with _kernel(tmp_path) as k:
+    # extra buffers on, so the first crash (before any decode) is the one retried without them, on every CPU: it
+    # counts like the others (on a CPU without AMX, where "auto" keeps them on, it once did not)
+    cfg = load_config(cwd=tmp_path, overrides={
+        "kernel": {"slots": 4, "kv_cells": 8192}, "model": {"extra_buffers": True}, "storage": {"path": ""}})
+    with Kernel(cfg) as k:
         for _ in range(3):
             assert k.engine_start(wait=120)
             os.kill(k.engine_info().pid, signal.SIGKILL)
@@ -279,6 +283,7 @@ def test_three_crashes_in_a_minute_fail_fast_until_restart(tmp_path):
         while k.engine_info().state != "failed" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert k.engine_info().state == "failed"
+        assert k.engine_info().extra_buffers.startswith("off (retry: the engine crashed (SIGKILL) with them on")
         err = Pipe()
         t0 = time.monotonic()
         pid = k.spawn("chat", ["hi"], stdout=Pipe(), stderr=err, options={"max_tokens": 4})
